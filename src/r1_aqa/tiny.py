@@ -1,0 +1,279 @@
+"""Offline tiny models: random weights from a small config, a locally trained tokenizer, the family's processor.
+
+Same classes and code paths as Qwen2-Audio-7B-Instruct / the Qwen2.5-Omni thinker, small enough for CPU tests,
+the demo and CI, and loadable by vLLM (head_dim 32, the standard 30 s Whisper window, the hub's weight names).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import string
+from pathlib import Path
+
+from .prompts import TEMPLATES
+
+FAMILIES = ("qwen2-audio", "qwen2.5-omni")
+
+_QWEN2_AUDIO_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"]
+_OMNI_SPECIALS = _QWEN2_AUDIO_SPECIALS + ["<|IMAGE|>", "<|VIDEO|>", "<|vision_bos|>", "<|vision_eos|>"]
+
+# Qwen2-Audio-Instruct's chat format: audio items render as "Audio N: <|audio_bos|><|AUDIO|><|audio_eos|>\n".
+QWEN2_AUDIO_CHAT_TEMPLATE = (
+    "{% set audio_count = namespace(value=0) %}"
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'audio' or 'audio' in content or 'audio_url' in content %}"
+    "{% set audio_count.value = audio_count.value + 1 %}Audio {{ audio_count.value }}: <|audio_bos|><|AUDIO|><|audio_eos|>\n"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}<|im_end|>\n{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+# Qwen2.5-Omni's chat format for audio and text (the thinker's input): audio renders inline as
+# "<|audio_bos|><|AUDIO|><|audio_eos|>".
+OMNI_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\n"
+    "You are Qwen, a virtual human developed by the Qwen Team, Alibaba Group, capable of perceiving auditory and "
+    "visual inputs, as well as generating text and speech.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'audio' or 'audio' in content or 'audio_url' in content %}<|audio_bos|><|AUDIO|><|audio_eos|>"
+    "{% elif content['type'] == 'image' or 'image' in content %}<|vision_bos|><|IMAGE|><|vision_eos|>"
+    "{% elif content['type'] == 'video' or 'video' in content %}<|vision_bos|><|VIDEO|><|vision_eos|>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}<|im_end|>\n{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def _corpus() -> list[str]:
+    """Training text for the tiny BPE: printable ASCII, the templates, answer tags and common answer words."""
+    words = (
+        "yes no one two three four five six seven eight nine ten low high middle very loud quiet fast slow "
+        "sound music speech audio video man woman child dog cat bird car water rain wind bell piano guitar drum "
+        "violin voice noise beep tone pitch count left right silence none other what which how many is the a of "
+        "in on to and or it this that question answer choose option options following final output thinking process "
+        "please select provided choices"
+    ).split()
+    tags = ["<answer>", "</answer>", "<think>", "</think>", "<answer> </answer>", "<think> </think>"]
+    lines = [string.printable] + list(TEMPLATES.values())
+    lines += [" ".join(words)] * 20 + [f"<answer>{w}</answer>" for w in words] * 5 + tags * 20
+    return lines
+
+
+def build_tokenizer(family: str = "qwen2-audio"):
+    """A byte-level BPE tokenizer (a few hundred tokens) trained here, with the family's special tokens."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
+    from transformers import Qwen2Tokenizer
+
+    specials = _OMNI_SPECIALS if family == "qwen2.5-omni" else _QWEN2_AUDIO_SPECIALS
+    pre = pre_tokenizers.Sequence(
+        [
+            # Qwen2's pre-tokenization: contractions, letters, single digits, punctuation runs, whitespace.
+            pre_tokenizers.Split(
+                Regex(
+                    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+                ),
+                behavior="isolated",
+            ),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False, min_frequency=2
+    )
+    bpe.train_from_iterator(_corpus(), trainer=trainer)
+    state = json.loads(bpe.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["merges"]]
+    tok = Qwen2Tokenizer(
+        vocab=state["vocab"],
+        merges=merges,
+        unk_token=None,
+        eos_token="<|im_end|>" if family == "qwen2.5-omni" else "<|endoftext|>",
+        pad_token="<|endoftext|>",
+        extra_special_tokens={},
+    )
+    tok.add_special_tokens({"additional_special_tokens": specials[1:]})
+    tok.add_tokens(["<|endoftext|>"], special_tokens=True)
+    tok.chat_template = OMNI_CHAT_TEMPLATE if family == "qwen2.5-omni" else QWEN2_AUDIO_CHAT_TEMPLATE
+    tok.padding_side = "left"
+    return tok
+
+
+def _feature_extractor(family: str):
+    from transformers import WhisperFeatureExtractor
+
+    # The standard Whisper window: 128 mel bins, 10 ms hop, 30 s chunks (3000 frames), as vLLM assumes.
+    return WhisperFeatureExtractor(
+        feature_size=128, sampling_rate=16_000, hop_length=160, chunk_length=30, n_fft=400, padding_value=0.0
+    )
+
+
+def _round_vocab(n: int, multiple: int = 64) -> int:
+    return (n + multiple - 1) // multiple * multiple
+
+
+def build_tiny_model(out_dir: str | os.PathLike, family: str = "qwen2-audio", seed: int = 0) -> Path:
+    """Write a complete tiny model directory (config, safetensors, processor, generation config) to ``out_dir``.
+
+    Deterministic for a seed. Loads with ``AutoProcessor.from_pretrained`` and the model class's
+    ``from_pretrained`` with ``HF_HUB_OFFLINE=1``, and with vLLM.
+    """
+    import torch
+    from transformers import GenerationConfig
+
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; choose one of {FAMILIES}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = build_tokenizer(family)
+    fe = _feature_extractor(family)
+    vocab = _round_vocab(len(tok))
+    ids = {t: tok.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>")}
+    text = dict(
+        vocab_size=vocab,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,  # head_dim 32: vLLM's CPU attention needs 32/64/80/...
+        num_key_value_heads=1,
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
+    )
+    audio = dict(
+        d_model=64,
+        encoder_layers=2,
+        encoder_attention_heads=2,
+        encoder_ffn_dim=128,
+        num_mel_bins=128,
+        max_source_positions=1500,
+    )
+    torch.manual_seed(seed)
+    if family == "qwen2-audio":
+        model, processor = _build_qwen2_audio(tok, fe, text, audio, ids)
+    else:
+        model, processor = _build_omni_thinker(tok, fe, text, audio, ids)
+    model.generation_config = GenerationConfig(
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=[ids["<|endoftext|>"], ids["<|im_end|>"]],
+        pad_token_id=ids["<|endoftext|>"],
+        do_sample=False,
+        max_new_tokens=64,
+    )
+    _save_with_hub_names(model, out, family)
+    processor.save_pretrained(out)
+    return out
+
+
+def _build_qwen2_audio(tok, fe, text: dict, audio: dict, ids: dict):
+    from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor
+
+    config = Qwen2AudioConfig(
+        audio_config=dict(audio, model_type="qwen2_audio_encoder"),
+        text_config=dict(
+            text,
+            model_type="qwen2",
+            bos_token_id=ids["<|endoftext|>"],
+            eos_token_id=ids["<|im_end|>"],
+            pad_token_id=ids["<|endoftext|>"],
+        ),
+        audio_token_index=ids["<|AUDIO|>"],
+    )
+    model = Qwen2AudioForConditionalGeneration(config).eval()
+    processor = Qwen2AudioProcessor(feature_extractor=fe, tokenizer=tok, chat_template=QWEN2_AUDIO_CHAT_TEMPLATE)
+    return model, processor
+
+
+def _build_omni_thinker(tok, fe, text: dict, audio: dict, ids: dict):
+    from transformers import (
+        Qwen2_5OmniProcessor,
+        Qwen2_5OmniThinkerConfig,
+        Qwen2_5OmniThinkerForConditionalGeneration,
+        Qwen2VLImageProcessor,
+    )
+
+    config = Qwen2_5OmniThinkerConfig(
+        audio_config=dict(
+            audio,
+            encoder_layers=2,
+            output_dim=text["hidden_size"],
+            n_window=100,
+        ),
+        vision_config=dict(
+            depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=text["hidden_size"],
+            fullatt_block_indexes=[0],
+        ),
+        text_config=dict(
+            text,
+            # multimodal RoPE over (time, height, width); sections sum to head_dim / 2.
+            rope_parameters={"rope_type": "default", "mrope_section": [4, 6, 6], "rope_theta": 1_000_000.0},
+        ),
+        audio_token_index=ids["<|AUDIO|>"],
+        image_token_index=tok.convert_tokens_to_ids("<|IMAGE|>"),
+        video_token_index=tok.convert_tokens_to_ids("<|VIDEO|>"),
+        audio_start_token_id=tok.convert_tokens_to_ids("<|audio_bos|>"),
+        audio_end_token_id=tok.convert_tokens_to_ids("<|audio_eos|>"),
+        vision_start_token_id=tok.convert_tokens_to_ids("<|vision_bos|>"),
+        vision_end_token_id=tok.convert_tokens_to_ids("<|vision_eos|>"),
+    )
+    model = Qwen2_5OmniThinkerForConditionalGeneration(config).eval()
+    processor = Qwen2_5OmniProcessor(
+        image_processor=Qwen2VLImageProcessor(), video_processor=None, feature_extractor=fe, tokenizer=tok,
+        chat_template=OMNI_CHAT_TEMPLATE,
+    )
+    return model, processor
+
+
+# transformers renames hub keys on load (e.g. ``language_model.model.*`` -> ``model.language_model.*``); vLLM reads
+# the hub's names, so the tiny model is saved with them.
+_QWEN2_AUDIO_HUB_NAMES = [
+    ("model.audio_tower.", "audio_tower."),
+    ("model.multi_modal_projector.", "multi_modal_projector."),
+    ("model.language_model.", "language_model.model."),
+    ("lm_head.", "language_model.lm_head."),
+]
+
+
+def hub_name(name: str, family: str) -> str:
+    """The checkpoint (hub) name of a transformers parameter name of the given family."""
+    if family != "qwen2-audio":
+        return name
+    for src, dst in _QWEN2_AUDIO_HUB_NAMES:
+        if name.startswith(src):
+            return dst + name[len(src) :]
+    return name
+
+
+def _save_with_hub_names(model, out: Path, family: str) -> None:
+    from safetensors.torch import save_file
+
+    state = {hub_name(k, family): v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    model.config.architectures = [type(model).__name__]
+    model.config.save_pretrained(out)
+    model.generation_config.save_pretrained(out)
+
+
+HELP = "Build an offline tiny random-weight model (Qwen2-Audio or the Qwen2.5-Omni thinker) for tests and the demo."
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("out_dir", help="directory to write the model to")
+    parser.add_argument("--family", choices=FAMILIES, default="qwen2-audio")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run(args) -> None:
+    out = build_tiny_model(args.out_dir, family=args.family, seed=args.seed)
+    print(f"wrote tiny {args.family} model to {out}")
