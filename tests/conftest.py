@@ -1,0 +1,37 @@
+"""Shared fixtures: offline settings, the tiny models (built once per session), synthesized clips."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from r1_aqa.vllm_audio import configure_cpu_env
+
+configure_cpu_env()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny random Qwen2-Audio directory (the same classes and code paths as the 7B model)."""
+    from r1_aqa.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen2-audio"), family="qwen2-audio", seed=0)
+
+
+def write_tone(path, freq: float = 440.0, seconds: float = 1.0, sr: int = 16_000, channels: int = 1, fmt=None):
+    """Write a sine tone to ``path`` (any soundfile format) and return the path."""
+    t = np.arange(int(seconds * sr)) / sr
+    wav = (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    if channels > 1:
+        wav = np.stack([wav] * channels, axis=1)
+    sf.write(str(path), wav, sr, format=fmt)
+    return path
