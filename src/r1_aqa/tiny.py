@@ -90,7 +90,7 @@ def build_tokenizer(family: str = "qwen2-audio"):
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre
     trainer = trainers.BpeTrainer(
-        vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False, min_frequency=2
+        vocab_size=512, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False, min_frequency=2
     )
     bpe.train_from_iterator(_corpus(), trainer=trainer)
     state = json.loads(bpe.to_str())["model"]
@@ -110,12 +110,13 @@ def build_tokenizer(family: str = "qwen2-audio"):
     return tok
 
 
-def _feature_extractor(family: str):
+def _feature_extractor(window_seconds: int = 30):
     from transformers import WhisperFeatureExtractor
 
-    # The standard Whisper window: 128 mel bins, 10 ms hop, 30 s chunks (3000 frames), as vLLM assumes.
+    # The standard Whisper window is 30 s (3000 mel frames of 10 ms), as vLLM assumes; 128 mel bins.
     return WhisperFeatureExtractor(
-        feature_size=128, sampling_rate=16_000, hop_length=160, chunk_length=30, n_fft=400, padding_value=0.0
+        feature_size=128, sampling_rate=16_000, hop_length=160, chunk_length=window_seconds, n_fft=400,
+        padding_value=0.0,
     )
 
 
@@ -123,11 +124,14 @@ def _round_vocab(n: int, multiple: int = 64) -> int:
     return (n + multiple - 1) // multiple * multiple
 
 
-def build_tiny_model(out_dir: str | os.PathLike, family: str = "qwen2-audio", seed: int = 0) -> Path:
+def build_tiny_model(
+    out_dir: str | os.PathLike, family: str = "qwen2-audio", seed: int = 0, window_seconds: int = 30
+) -> Path:
     """Write a complete tiny model directory (config, safetensors, processor, generation config) to ``out_dir``.
 
     Deterministic for a seed. Loads with ``AutoProcessor.from_pretrained`` and the model class's
-    ``from_pretrained`` with ``HF_HUB_OFFLINE=1``, and with vLLM.
+    ``from_pretrained`` with ``HF_HUB_OFFLINE=1``, and with vLLM. ``window_seconds`` < 30 shrinks the audio
+    encoder's window (much faster on CPU, what the demo uses; vLLM needs the standard 30 s).
     """
     import torch
     from transformers import GenerationConfig
@@ -137,7 +141,7 @@ def build_tiny_model(out_dir: str | os.PathLike, family: str = "qwen2-audio", se
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tok = build_tokenizer(family)
-    fe = _feature_extractor(family)
+    fe = _feature_extractor(window_seconds)
     vocab = _round_vocab(len(tok))
     ids = {t: tok.convert_tokens_to_ids(t) for t in ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>")}
     text = dict(
@@ -157,7 +161,7 @@ def build_tiny_model(out_dir: str | os.PathLike, family: str = "qwen2-audio", se
         encoder_attention_heads=2,
         encoder_ffn_dim=128,
         num_mel_bins=128,
-        max_source_positions=1500,
+        max_source_positions=window_seconds * 50,  # encoder positions: 2 mel frames each
     )
     torch.manual_seed(seed)
     if family == "qwen2-audio":
@@ -272,8 +276,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("out_dir", help="directory to write the model to")
     parser.add_argument("--family", choices=FAMILIES, default="qwen2-audio")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--window-seconds", type=int, default=30,
+                        help="audio encoder window; < 30 is faster on CPU but not loadable by vLLM")
 
 
 def run(args) -> None:
-    out = build_tiny_model(args.out_dir, family=args.family, seed=args.seed)
+    out = build_tiny_model(args.out_dir, family=args.family, seed=args.seed, window_seconds=args.window_seconds)
     print(f"wrote tiny {args.family} model to {out}")

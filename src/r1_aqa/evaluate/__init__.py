@@ -1,0 +1,1 @@
+"""Evaluation: generation engines, the ``eval`` runner, official-compatible scoring and reports."""

@@ -1,0 +1,156 @@
+"""Greedy generation engines for evaluation: transformers (``hf``) and vLLM (``vllm``).
+
+Both take the same inputs — the user prompt text (without chat markup) and a float32 16 kHz clip per item — build the
+same chat-template prompt (audio first), decode greedily and return the raw responses, in order.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from typing import Sequence
+
+import numpy as np
+
+from ..prompts import build_messages
+
+ENGINES = ("hf", "vllm")
+
+
+def greedy_settings(max_new_tokens: int) -> dict:
+    """The decoding settings every evaluation uses (recorded in the run's metadata)."""
+    return {"do_sample": False, "temperature": 0.0, "num_beams": 1, "max_new_tokens": max_new_tokens}
+
+
+def chat_prompt(processor, prompt: str) -> str:
+    """The model's chat-template text for one user prompt with one clip (a single audio placeholder)."""
+    return processor.apply_chat_template(build_messages(prompt), add_generation_prompt=True, tokenize=False)
+
+
+def hf_batch(processor, texts: Sequence[str], audios: Sequence[np.ndarray]):
+    """Processor inputs for a batch of chat-template texts and 16 kHz clips, left-padded, never truncated.
+
+    ``texts`` are outputs of :func:`chat_prompt`; the processor expands each audio placeholder to the clip's audio
+    tokens, so the prompt is not truncated (that would cut audio tokens).
+    """
+    from ..audio import SAMPLE_RATE
+
+    if processor.tokenizer.padding_side != "left":
+        raise ValueError("batched generation needs a left-padding processor (models.load_processor sets it)")
+    return processor(
+        text=list(texts), audio=list(audios), sampling_rate=SAMPLE_RATE, padding=True, truncation=False,
+        return_tensors="pt",
+    )
+
+
+class HFEngine:
+    """transformers ``generate`` in batches of ``batch_size`` (left padding, greedy)."""
+
+    name = "hf"
+
+    def __init__(self, model_path: str | os.PathLike, max_new_tokens: int = 256, batch_size: int = 8,
+                 dtype=None, device: str | None = None):
+        import torch
+
+        from ..models import load_model, load_processor
+
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.processor = load_processor(model_path)
+        self.model = load_model(model_path, dtype=dtype, device=self.device)
+        self.dtype = self.model.dtype
+        self.batch_size = batch_size
+        self.generation_config = self._greedy_config(max_new_tokens)
+
+    def _greedy_config(self, max_new_tokens: int):
+        import copy
+
+        config = copy.deepcopy(self.model.generation_config)
+        config.update(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, temperature=None, top_p=None,
+                      top_k=None, repetition_penalty=None, max_length=None)
+        if config.pad_token_id is None:
+            config.pad_token_id = self.processor.tokenizer.pad_token_id
+        return config
+
+    def generate(self, prompts: Sequence[str], audios: Sequence[np.ndarray]) -> list[str]:
+        """Raw responses (special tokens removed) for user prompts and their clips."""
+        import torch
+
+        responses: list[str] = []
+        for start in range(0, len(prompts), self.batch_size):
+            texts = [chat_prompt(self.processor, p) for p in prompts[start : start + self.batch_size]]
+            inputs = hf_batch(self.processor, texts, audios[start : start + self.batch_size]).to(self.device)
+            if "input_features" in inputs:
+                inputs["input_features"] = inputs["input_features"].to(self.dtype)
+            with torch.inference_mode():
+                out = self.model.generate(**inputs, generation_config=self.generation_config)
+            new_tokens = out[:, inputs["input_ids"].shape[1] :]
+            responses += self.processor.batch_decode(new_tokens, skip_special_tokens=True)
+        return responses
+
+    def close(self) -> None:
+        """Free the model (before loading the next checkpoint of a sweep)."""
+        del self.model
+        _free_memory()
+
+
+class VLLMEngine:
+    """An in-process vLLM engine (one clip per request, ``multi_modal_data={"audio": (array, 16000)}``)."""
+
+    name = "vllm"
+
+    def __init__(self, model_path: str | os.PathLike, max_new_tokens: int = 256, dtype=None,
+                 max_model_len: int = 4096, gpu_memory_utilization: float = 0.85, seed: int = 0):
+        from vllm import LLM, SamplingParams
+
+        from ..models import default_dtype, load_processor
+        from ..vllm_audio import configure_cpu_env, on_cpu
+
+        configure_cpu_env()
+        self.processor = load_processor(model_path)
+        self.dtype = dtype or default_dtype("cpu" if on_cpu() else "cuda")
+        kwargs = {} if on_cpu() else {"gpu_memory_utilization": gpu_memory_utilization}
+        self.llm = LLM(str(model_path), dtype=str(self.dtype).removeprefix("torch."), enforce_eager=on_cpu(),
+                       max_model_len=max_model_len, limit_mm_per_prompt={"audio": 1}, seed=seed, **kwargs)
+        # Token ids are decoded by the processor, as in the hf engine: vLLM's incremental detokenizer holds back a
+        # trailing incomplete UTF-8 sequence, which would make equal token ids give different text.
+        self.sampling = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, detokenize=False)
+
+    def generate(self, prompts: Sequence[str], audios: Sequence[np.ndarray]) -> list[str]:
+        """Raw responses for user prompts and their clips, in order (vLLM schedules the batch itself)."""
+        from ..vllm_audio import audio_request
+
+        requests = [audio_request(chat_prompt(self.processor, p), a) for p, a in zip(prompts, audios, strict=True)]
+        outputs = self.llm.generate(requests, self.sampling, use_tqdm=False)
+        return self.processor.batch_decode([list(o.outputs[0].token_ids) for o in outputs], skip_special_tokens=True)
+
+    def close(self) -> None:
+        """Shut the engine down and free its memory (before loading the next checkpoint of a sweep)."""
+        engine = getattr(self.llm, "llm_engine", None)
+        if engine is not None and hasattr(engine, "engine_core") and hasattr(engine.engine_core, "shutdown"):
+            engine.engine_core.shutdown()
+        del self.llm
+        try:
+            from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+            cleanup_dist_env_and_memory()
+        except ImportError:
+            pass
+        _free_memory()
+
+
+def _free_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def load_engine(name: str, model_path: str | os.PathLike, max_new_tokens: int = 256, batch_size: int = 8,
+                dtype=None) -> HFEngine | VLLMEngine:
+    """Build the ``hf`` or ``vllm`` engine for a model directory (dtype: bf16 on GPU, float32 on CPU by default)."""
+    if name == "hf":
+        return HFEngine(model_path, max_new_tokens=max_new_tokens, batch_size=batch_size, dtype=dtype)
+    if name == "vllm":
+        return VLLMEngine(model_path, max_new_tokens=max_new_tokens, dtype=dtype)
+    raise ValueError(f"unknown engine {name!r}; choose one of {ENGINES}")

@@ -1,0 +1,431 @@
+"""Scoring of MMAU test-mini and MMSU prediction files (``r1-aqa score``), compatible with the official scorers.
+
+MMAU follows ``evaluation.py`` of Sakshi113/MMAU: a prediction is correct iff every lower-cased ``\\b\\w+\\b`` token of
+the answer is in it and none of the tokens that belong only to wrong options is (an empty prediction is wrong; no
+letter mapping). Accuracy is reported per task (sound, music, speech), difficulty (easy, hard, medium), sub-category
+and in total, as percentages rounded like its ``:.2f``. Records without the prediction key are dropped from the
+denominator, as there; ``null`` predictions (which crash it) are dropped the same way; both are counted and reported,
+and ``total_all`` counts them as wrong.
+
+MMSU follows ``mmsu_evaluation.py`` of dingdongwang/MMSU_Bench: the predicted letter is the first character of the
+stripped response if it is A-D, else its second-to-last character; responses with neither are dropped from the
+denominator. It is reported together with a strict score (the stripped response must equal the answer's option text,
+over all records), each broken down along the hyphen-joined category path.
+
+Records that carry ``"permutation": k`` (the same item under option order k, 0 = original) are scored officially on
+order 0 only; :func:`permutation_consistency` adds the share of items answered correctly under every order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable, Iterable
+
+HELP = "Score an MMAU or MMSU prediction file: the official-compatible numbers plus stricter views."
+
+BENCHMARKS = ("mmau", "mmsu")
+DEFAULT_KEY = "model_output"
+LEGACY_KEY = "model_prediction"  # what the MMAU scorer read before 2025-01; the eval runner writes both
+
+# sha256 over the sorted [id, question, sorted(choices), answer] rows (see question_set_hash) of each MMAU test-mini file.
+MMAU_VERSIONS = {
+    "5715d8768daabad59a0c8a0a614dbd60313a74400545f9f2fc7784d23cca84a6": "2025-01-28",
+    "f22b34ee416ec7a1afbb65c02a5c09456b7b9ae5163ee27c01540bbb018b19e8": "v05.15.25",
+}
+UNKNOWN_VERSION = "unknown"
+MMAU_TASKS = ("sound", "music", "speech")  # the official script's order; it always prints all three
+MMAU_DIFFICULTIES = ("easy", "hard", "medium")
+MMSU_LETTERS = "ABCD"
+
+_WORD = re.compile(r"\b\w+\b")
+
+
+# ---------------------------------------------------------------------------------------------------------- MMAU rule
+def tokenize(text: str) -> set[str]:
+    """The official MMAU tokens: the set of ``\\b\\w+\\b`` matches in the lower-cased text."""
+    return set(_WORD.findall(text.lower()))
+
+
+def mmau_match(answer: str, prediction: str, choices: Iterable[str]) -> bool:
+    """The official MMAU rule: all answer tokens in the prediction, no token that only wrong options have."""
+    predicted = tokenize(prediction)
+    if not predicted:
+        return False
+    wanted = tokenize(answer)
+    wrong: set[str] = set()
+    for choice in choices:
+        tokens = tokenize(choice)
+        if tokens != wanted:
+            wrong |= tokens - wanted
+    return wanted <= predicted and predicted.isdisjoint(wrong)
+
+
+def ambiguous_items(records: Iterable[dict]) -> list[dict]:
+    """MMAU items where a wrong option (text differing from the answer) has the answer's token set.
+
+    The official rule cannot tell such an option from the answer: answering it scores correct. Returns one entry per
+    item (first occurrence of each id): ``{"id", "answer", "same_tokens": [options]}``.
+    """
+    found, seen = [], set()
+    for i, record in enumerate(records):
+        _check_mmau_record(record, i)
+        item = _item_id(record, i)
+        if item in seen:
+            continue
+        seen.add(item)
+        wanted = tokenize(record["answer"])
+        same = [c for c in record["choices"] if c != record["answer"] and tokenize(c) == wanted]
+        if same:
+            found.append({"id": item, "answer": record["answer"], "same_tokens": same})
+    return found
+
+
+def question_set_hash(records: Iterable[dict]) -> str:
+    """sha256 over the sorted ``[id, question, sorted(choices), answer]`` rows (option order does not matter)."""
+    rows = sorted([r.get("id"), r.get("question"), sorted(r.get("choices") or []), r.get("answer")]
+                  for r in _order_zero(list(records)))
+    return hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def mmau_version(records: Iterable[dict]) -> str:
+    """Which MMAU test-mini question file the records come from: "2025-01-28", "v05.15.25" or "unknown".
+
+    "unknown" for any other question set, including a subset (``--limit``) or edited questions of a known file.
+    """
+    return MMAU_VERSIONS.get(question_set_hash(records), UNKNOWN_VERSION)
+
+
+def score_mmau(records: Iterable[dict], key: str = DEFAULT_KEY) -> dict:
+    """Score MMAU predictions under ``key``; the numbers are those of the official ``evaluation.py``.
+
+    Returns ``{"benchmark", "rule", "key", "version", "total", "n", "correct", "task", "difficulty", "sub-category",
+    "counts", "records", "missing", "null", "total_all", "ambiguous", "warnings"}`` plus ``"permutations"`` (see
+    :func:`permutation_consistency`) when records carry a ``permutation`` field. Percentages have two decimals;
+    ``total`` is ``None`` when no record has a prediction. ``counts`` holds ``[correct, n]`` per breakdown entry.
+    """
+    records = list(records)
+    base = _order_zero(records)
+    tallies = {"task": {t: [0, 0] for t in MMAU_TASKS}, "difficulty": {d: [0, 0] for d in MMAU_DIFFICULTIES},
+               "sub-category": {}}
+    correct = total = missing = null = legacy = 0
+    for i, record in enumerate(base):
+        _check_mmau_record(record, i)
+        if key not in record:
+            missing += 1
+            legacy += LEGACY_KEY in record
+            continue
+        prediction = _prediction(record, key, i)
+        if prediction is None:
+            null += 1
+            continue
+        ok = mmau_match(record["answer"], prediction, record["choices"])
+        correct += ok
+        total += 1
+        groups = {"task": record.get("task", "unknown"), "difficulty": record.get("difficulty", "unknown"),
+                  "sub-category": record.get("sub-category")}
+        for name, value in groups.items():
+            if value is not None:
+                tally = tallies[name].setdefault(value, [0, 0])
+                tally[0] += ok
+                tally[1] += 1
+    version = mmau_version(records)
+    ambiguous = ambiguous_items(base)
+    warnings = _dropped_warnings(len(base), key, missing, null, legacy)
+    if version == UNKNOWN_VERSION:
+        warnings.append("the questions match neither MMAU test-mini file (2025-01-28, v05.15.25): a subset or edited "
+                        "questions; scores are not comparable with published ones")
+    result = {
+        "benchmark": "mmau",
+        "rule": "official MMAU token match (Sakshi113/MMAU evaluation.py)",
+        "key": key,
+        "version": version,
+        "total": _pct(correct, total) if total else None,
+        "n": total,
+        "correct": correct,
+        **{name: {k: _pct(*v) for k, v in tally.items()} for name, tally in tallies.items()},
+        "counts": tallies,
+        "records": len(base),
+        "missing": missing,
+        "null": null,
+        "total_all": _pct(correct, len(base)),
+        "ambiguous": ambiguous,
+        "warnings": warnings,
+    }
+    if len(base) < len(records):
+        result["permutations"] = permutation_consistency(
+            records, lambda r: isinstance(r.get(key), str) and mmau_match(r["answer"], r[key], r["choices"]))
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------- MMSU rule
+def mmsu_letter(response: str) -> str | None:
+    """The official MMSU letter: the first character of the stripped, newline-free response if it is A-D, else its
+    second-to-last character if that is A-D (as in "The answer is B."); ``None`` when neither (or empty/"None")."""
+    text = response.strip().replace("\n", "")
+    if not text or text == "None":
+        return None
+    if text[0] in MMSU_LETTERS:
+        return text[0]
+    if len(text) > 1 and text[-2] in MMSU_LETTERS:
+        return text[-2]
+    return None
+
+
+def mmsu_item(record: dict, index: int = 0) -> tuple[list[str], str]:
+    """``(options, answer_text)`` of an MMSU record: HF format (``options``, ``answer_index``), the official scorer's
+    (``choice_a``..``choice_d``, ``answer_gt``) or a prepared one (``choices``, ``answer``)."""
+    if "options" in record and "answer_index" in record:
+        options = list(record["options"])
+        answer_index = int(record["answer_index"])
+        if not 0 <= answer_index < len(options):
+            raise ValueError(f"record {_item_id(record, index)}: answer_index {answer_index} out of range")
+        return options, options[answer_index]
+    if "answer_gt" in record:
+        return [record.get(f"choice_{c}", "") for c in MMSU_LETTERS.lower()], record["answer_gt"]
+    if "choices" in record and "answer" in record:
+        return list(record["choices"]), record["answer"]
+    raise ValueError(f"record {_item_id(record, index)}: no MMSU options/answer fields "
+                     "(options+answer_index, choice_a..d+answer_gt, or choices+answer)")
+
+
+def category_path(record: dict) -> list[str]:
+    """The prefixes of an MMSU record's hyphen-joined category path, shortest first; ``sub-category`` (official
+    format) is appended as a last level. ``["perception", "perception-linguistics", ...]``."""
+    parts = [p for p in str(record.get("category") or "unknown").split("-") if p]
+    sub = record.get("sub-category")
+    if sub and sub != parts[-1]:
+        parts.append(str(sub))
+    return ["-".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def score_mmsu(records: Iterable[dict], key: str = DEFAULT_KEY) -> dict:
+    """Score MMSU predictions under ``key``: the official letter rule and a strict option-text rule.
+
+    Official (``total``, ``n``, ``category``): responses without a parseable letter are dropped from the denominator
+    (``unparsed``), as are ``null`` ones (``null``; the official scorer skips them after an error); empty responses
+    and records without the key stay in it as wrong (``empty``, ``missing``). A letter is correct iff its option's
+    text equals the answer's. Strict (``strict``): the stripped response equals the answer's option text; every
+    record counts. ``category`` maps every category-path prefix to a percentage; ``counts`` holds ``[correct, n]``.
+    """
+    records = list(records)
+    base = _order_zero(records)
+    official: dict[str, list[int]] = {}
+    strict: dict[str, list[int]] = {}
+    correct = total = strict_correct = missing = null = empty = unparsed = legacy = 0
+    for i, record in enumerate(base):
+        options, answer = mmsu_item(record, i)
+        path = category_path(record)
+        if key not in record:
+            missing += 1
+            legacy += LEGACY_KEY in record
+        response = _prediction(record, key, i) if key in record else ""
+        ok_strict = response is not None and response.strip() == answer.strip()
+        strict_correct += ok_strict
+        _add(strict, path, ok_strict)
+        if response is None:
+            null += 1
+            continue
+        letter = mmsu_letter(response)
+        if letter is None and response.strip().replace("\n", "") not in ("", "None"):
+            unparsed += 1
+            continue
+        empty += letter is None and key in record
+        index = MMSU_LETTERS.index(letter) if letter else -1
+        ok = 0 <= index < len(options) and options[index] == answer
+        correct += ok
+        total += 1
+        _add(official, path, ok)
+    warnings = []
+    if legacy:
+        warnings.append(_legacy_warning(legacy, key))
+    if unparsed:
+        warnings.append(f"{unparsed} of {len(base)} responses have no A-D letter: dropped from the official "
+                        "denominator (as mmsu_evaluation.py does)")
+    if null:
+        warnings.append(f"{null} records have a null {key!r}: dropped from the official denominator")
+    if missing or empty:
+        warnings.append(f"{missing} records lack {key!r} and {empty} responses are empty: counted as wrong")
+    result = {
+        "benchmark": "mmsu",
+        "rule": "official MMSU letter rule (dingdongwang/MMSU_Bench mmsu_evaluation.py)",
+        "key": key,
+        "total": _pct(correct, total) if total else None,
+        "n": total,
+        "correct": correct,
+        "category": {k: _pct(*v) for k, v in sorted(official.items())},
+        "counts": {"category": dict(sorted(official.items()))},
+        "records": len(base),
+        "missing": missing,
+        "null": null,
+        "empty": empty,
+        "unparsed": unparsed,
+        "strict": {
+            "rule": "stripped response equals the answer's option text; all records count",
+            "total": _pct(strict_correct, len(base)) if base else None,
+            "n": len(base),
+            "correct": strict_correct,
+            "category": {k: _pct(*v) for k, v in sorted(strict.items())},
+            "counts": {"category": dict(sorted(strict.items()))},
+        },
+        "warnings": warnings,
+    }
+    if len(base) < len(records):
+        def ok_official(r: dict) -> bool:
+            options, answer = mmsu_item(r)
+            letter = mmsu_letter(r[key]) if isinstance(r.get(key), str) else None
+            return letter is not None and MMSU_LETTERS.index(letter) < len(options) \
+                and options[MMSU_LETTERS.index(letter)] == answer
+        result["permutations"] = permutation_consistency(records, ok_official)
+    return result
+
+
+# ------------------------------------------------------------------------------------------------------ permutations
+def permutation_consistency(records: Iterable[dict], is_correct: Callable[[dict], bool]) -> dict:
+    """Accuracy under K option orders: records share an ``id`` (or ``key``) and carry ``"permutation": k``.
+
+    Returns ``{"k", "items", "consistent", "consistent_n", "incomplete", "per_order"}``: ``consistent`` is the
+    percentage of items correct under every one of the K orders (an item missing an order counts as not consistent;
+    ``incomplete`` says how many), ``per_order`` maps each order (as a string) to its plain accuracy, every record
+    of that order counted (``is_correct`` decides; a missing prediction should be wrong).
+    """
+    by_item: dict[str, dict[int, bool]] = defaultdict(dict)
+    for i, record in enumerate(records):
+        item, order = _item_id(record, i), int(record.get("permutation", 0))
+        if order in by_item[item]:
+            raise ValueError(f"item {item}: permutation {order} appears twice")
+        by_item[item][order] = bool(is_correct(record))
+    orders = sorted({o for results in by_item.values() for o in results})
+    complete = [results for results in by_item.values() if len(results) == len(orders)]
+    consistent = sum(all(results.values()) for results in complete)
+    per_order = {}
+    for order in orders:
+        got = [results[order] for results in by_item.values() if order in results]
+        per_order[str(order)] = _pct(sum(got), len(got))
+    return {
+        "k": len(orders),
+        "items": len(by_item),
+        "consistent": _pct(consistent, len(by_item)) if by_item else None,
+        "consistent_n": consistent,
+        "incomplete": len(by_item) - len(complete),
+        "per_order": per_order,
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------- helpers
+def _pct(correct: int, n: int) -> float:
+    """A percentage exactly as the official scripts print it: ``(correct / n) * 100`` formatted ``:.2f``."""
+    return float(f"{(correct / n) * 100:.2f}") if n else 0.0
+
+
+def _add(tallies: dict[str, list[int]], names: Iterable[str], ok: bool) -> None:
+    for name in names:
+        tally = tallies.setdefault(name, [0, 0])
+        tally[0] += ok
+        tally[1] += 1
+
+
+def _item_id(record: dict, index: int) -> str:
+    item = record.get("id", record.get("key"))
+    return str(item) if item is not None else f"#{index}"
+
+
+def _order_zero(records: list[dict]) -> list[dict]:
+    """The records of the original option order (all records when none carries ``permutation``)."""
+    if not any("permutation" in r for r in records):
+        return records
+    return [r for r in records if int(r.get("permutation", 0)) == 0]
+
+
+def _check_mmau_record(record: dict, index: int) -> None:
+    if not isinstance(record.get("answer"), str) or not isinstance(record.get("choices"), list) \
+            or not all(isinstance(c, str) for c in record["choices"]):
+        raise ValueError(f"record {_item_id(record, index)}: an MMAU record needs a string 'answer' and a list of "
+                         "string 'choices'")
+
+
+def _prediction(record: dict, key: str, index: int) -> str | None:
+    value = record[key]
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"record {_item_id(record, index)}: {key!r} is a {type(value).__name__}, not a string")
+    return value
+
+
+def _legacy_warning(count: int, key: str) -> str:
+    return (f"{count} records have {LEGACY_KEY!r} but not {key!r} (an older prediction file?): "
+            f"score them with --key {LEGACY_KEY}")
+
+
+def _dropped_warnings(records: int, key: str, missing: int, null: int, legacy: int) -> list[str]:
+    warnings = []
+    if legacy and key != LEGACY_KEY:
+        warnings.append(_legacy_warning(legacy, key))
+    if missing:
+        warnings.append(f"{missing} of {records} records have no {key!r}: dropped from the official numbers "
+                        "(evaluation.py drops them silently); total_all counts them as wrong")
+    if null:
+        warnings.append(f"{null} of {records} records have a null {key!r} (evaluation.py would crash): dropped "
+                        "likewise; total_all counts them as wrong")
+    return warnings
+
+
+def load_predictions(path: str | Path) -> list[dict]:
+    """A prediction file: a JSON list of objects, or JSON lines (``.jsonl``); malformed input raises ``ValueError``."""
+    from ..files import read_jsonl
+
+    path = Path(path)
+    if path.suffix == ".jsonl":
+        return read_jsonl(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise ValueError(f"{path}: expected a JSON list of objects (one per item)")
+    return data
+
+
+def score_records(benchmark: str, records: Iterable[dict], key: str = DEFAULT_KEY) -> dict:
+    """Dispatch to :func:`score_mmau` or :func:`score_mmsu`."""
+    scorers = {"mmau": score_mmau, "mmsu": score_mmsu}
+    if benchmark not in scorers:
+        raise ValueError(f"unknown benchmark {benchmark!r}; choose from {', '.join(BENCHMARKS)}")
+    return scorers[benchmark](records, key=key)
+
+
+# --------------------------------------------------------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--benchmark", choices=BENCHMARKS, required=True)
+    parser.add_argument("--predictions", required=True, type=Path,
+                        help="prediction file from `r1-aqa eval` (JSON list, or .jsonl)")
+    parser.add_argument("--key", default=DEFAULT_KEY,
+                        help=f"field holding the prediction; {LEGACY_KEY!r} for files of older tools")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    parser.add_argument("--no-report", action="store_true",
+                        help="do not write PRED.score.{json,md,png} next to the predictions")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .reports import score_markdown, write_score_report
+
+    try:
+        score = score_records(args.benchmark, load_predictions(args.predictions), key=args.key)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for warning in score["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(json.dumps(score, ensure_ascii=False) if args.json else score_markdown(score))
+    if score["total"] is None:
+        print(f"error: {args.predictions}: no record has a usable {args.key!r}", file=sys.stderr)
+        return 1
+    if not args.no_report:
+        stem = args.predictions.name.rsplit(".", 1)[0]
+        paths = write_score_report(score, args.predictions.parent, f"{stem}.score")
+        print("report: " + ", ".join(str(p) for p in paths), file=sys.stderr)
+    return 0
