@@ -33,7 +33,7 @@ BENCHMARKS = ("mmau", "mmsu")
 DEFAULT_KEY = "model_output"
 LEGACY_KEY = "model_prediction"  # what the MMAU scorer read before 2025-01; the eval runner writes both
 
-# sha256 over the sorted [id, question, sorted(choices), answer] rows (see question_set_hash) of each MMAU test-mini file.
+# question_set_hash (sha256 over sorted [id, question, sorted(choices), answer] rows) of each MMAU test-mini file.
 MMAU_VERSIONS = {
     "5715d8768daabad59a0c8a0a614dbd60313a74400545f9f2fc7784d23cca84a6": "2025-01-28",
     "f22b34ee416ec7a1afbb65c02a5c09456b7b9ae5163ee27c01540bbb018b19e8": "v05.15.25",
@@ -157,7 +157,7 @@ def score_mmau(records: Iterable[dict], key: str = DEFAULT_KEY) -> dict:
         "ambiguous": ambiguous,
         "warnings": warnings,
     }
-    if len(base) < len(records):
+    if _permuted(records):
         result["permutations"] = permutation_consistency(
             records, lambda r: isinstance(r.get(key), str) and mmau_match(r["answer"], r[key], r["choices"]))
     return result
@@ -209,7 +209,8 @@ def score_mmsu(records: Iterable[dict], key: str = DEFAULT_KEY) -> dict:
 
     Official (``total``, ``n``, ``category``): responses without a parseable letter are dropped from the denominator
     (``unparsed``), as are ``null`` ones (``null``; the official scorer skips them after an error); empty responses
-    and records without the key stay in it as wrong (``empty``, ``missing``). A letter is correct iff its option's
+    and records without the key stay in it as wrong (``empty``, ``missing``; the official scorer keeps them too but
+    reuses the previous record's letter, a bug not reproduced). A letter is correct iff its option's
     text equals the answer's. Strict (``strict``): the stripped response equals the answer's option text; every
     record counts. ``category`` maps every category-path prefix to a percentage; ``counts`` holds ``[correct, n]``.
     """
@@ -236,21 +237,21 @@ def score_mmsu(records: Iterable[dict], key: str = DEFAULT_KEY) -> dict:
             unparsed += 1
             continue
         empty += letter is None and key in record
-        index = MMSU_LETTERS.index(letter) if letter else -1
-        ok = 0 <= index < len(options) and options[index] == answer
+        ok = _letter_correct(options, answer, letter)
         correct += ok
         total += 1
         _add(official, path, ok)
-    warnings = []
-    if legacy:
-        warnings.append(_legacy_warning(legacy, key))
+    warnings = [_legacy_warning(legacy, key)] if legacy and key != LEGACY_KEY else []
     if unparsed:
         warnings.append(f"{unparsed} of {len(base)} responses have no A-D letter: dropped from the official "
                         "denominator (as mmsu_evaluation.py does)")
     if null:
         warnings.append(f"{null} records have a null {key!r}: dropped from the official denominator")
-    if missing or empty:
-        warnings.append(f"{missing} records lack {key!r} and {empty} responses are empty: counted as wrong")
+    if missing:
+        warnings.append(f"{missing} of {len(base)} records have no {key!r}: counted as wrong (as mmsu_evaluation.py "
+                        "counts them in its denominator)")
+    if empty:
+        warnings.append(f"{empty} of {len(base)} responses are empty: counted as wrong")
     result = {
         "benchmark": "mmsu",
         "rule": "official MMSU letter rule (dingdongwang/MMSU_Bench mmsu_evaluation.py)",
@@ -275,13 +276,9 @@ def score_mmsu(records: Iterable[dict], key: str = DEFAULT_KEY) -> dict:
         },
         "warnings": warnings,
     }
-    if len(base) < len(records):
-        def ok_official(r: dict) -> bool:
-            options, answer = mmsu_item(r)
-            letter = mmsu_letter(r[key]) if isinstance(r.get(key), str) else None
-            return letter is not None and MMSU_LETTERS.index(letter) < len(options) \
-                and options[MMSU_LETTERS.index(letter)] == answer
-        result["permutations"] = permutation_consistency(records, ok_official)
+    if _permuted(records):
+        result["permutations"] = permutation_consistency(
+            records, lambda r: isinstance(r.get(key), str) and _letter_correct(*mmsu_item(r), mmsu_letter(r[key])))
     return result
 
 
@@ -323,6 +320,12 @@ def _pct(correct: int, n: int) -> float:
     return float(f"{(correct / n) * 100:.2f}") if n else 0.0
 
 
+def _letter_correct(options: list[str], answer: str, letter: str | None) -> bool:
+    """The official MMSU check: the option under ``letter`` has the answer's text (a missing option is wrong)."""
+    index = MMSU_LETTERS.index(letter) if letter else len(options)
+    return index < len(options) and options[index] == answer
+
+
 def _add(tallies: dict[str, list[int]], names: Iterable[str], ok: bool) -> None:
     for name in names:
         tally = tallies.setdefault(name, [0, 0])
@@ -335,9 +338,13 @@ def _item_id(record: dict, index: int) -> str:
     return str(item) if item is not None else f"#{index}"
 
 
+def _permuted(records: list[dict]) -> bool:
+    return any("permutation" in r for r in records)
+
+
 def _order_zero(records: list[dict]) -> list[dict]:
     """The records of the original option order (all records when none carries ``permutation``)."""
-    if not any("permutation" in r for r in records):
+    if not _permuted(records):
         return records
     return [r for r in records if int(r.get("permutation", 0)) == 0]
 

@@ -1,0 +1,118 @@
+"""``r1-aqa synth``: a synthetic audio multiple-choice task in the R1-AQA JSONL format, with its wav files.
+
+The question text is the same for every item and the four option words come in a random order, so the answer is
+only knowable from the audio; its position is uniform over the four slots. Tasks:
+
+- ``pitch``: one tone at 220 / 440 / 880 / 1760 Hz -> "low" / "mid" / "high" / "top".
+- ``count``: one to four short beeps -> "one" / "two" / "three" / "four".
+
+Everything is a function of (seed, task, item index), so a seed gives the same files byte for byte.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+HELP = "Write a synthetic audio multiple-choice task (pitch or beep count) as R1-AQA JSONL plus wav files."
+
+SAMPLE_RATE = 16_000
+PITCHES_HZ = {"low": 220.0, "mid": 440.0, "high": 880.0, "top": 1760.0}
+COUNTS = {"one": 1, "two": 2, "three": 3, "four": 4}
+TASKS = {
+    "pitch": ("Which pitch is the tone in the audio?", list(PITCHES_HZ)),
+    "count": ("How many beeps are in the audio?", list(COUNTS)),
+}
+_FADE_S = 0.005
+
+
+def _envelope(n: int, sr: int) -> np.ndarray:
+    """Flat with short linear fades, so clips have no clicks."""
+    fade = min(int(_FADE_S * sr), n // 2)
+    env = np.ones(n)
+    if fade:
+        ramp = np.linspace(0.0, 1.0, fade, endpoint=False)
+        env[:fade], env[n - fade:] = ramp, ramp[::-1]
+    return env
+
+
+def _tone(freq: float, n: int, sr: int, rng: np.random.Generator) -> np.ndarray:
+    t = np.arange(n) / sr
+    return rng.uniform(0.2, 0.5) * np.sin(2 * np.pi * freq * t + rng.uniform(0, 2 * np.pi)) * _envelope(n, sr)
+
+
+def render(task: str, label: int, seconds: float, rng: np.random.Generator, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """The clip for option ``label`` (index into the task's option words), float32 mono at ``sr``."""
+    n = int(round(seconds * sr))
+    wav = rng.normal(0.0, 0.003, n)  # a faint noise floor
+    if task == "pitch":
+        wav += _tone(list(PITCHES_HZ.values())[label], n, sr, rng)
+    else:
+        beeps = label + 1
+        beep = max(1, n // 12)  # four beeps and three equal gaps fill 7/12 of the clip at most
+        start = rng.integers(0, n - (2 * beeps - 1) * beep + 1)
+        freq = rng.uniform(600.0, 1200.0)
+        for k in range(beeps):
+            at = start + 2 * k * beep
+            wav[at:at + beep] += _tone(freq, beep, sr, rng)
+    return wav.astype(np.float32)
+
+
+def make_item(task: str, index: int, seed: int, seconds: float) -> tuple[dict, np.ndarray]:
+    """Item ``index`` of ``task`` for ``seed``: its JSONL row (without ``audio_path``) and its clip."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {sorted(TASKS)}")
+    question, words = TASKS[task]
+    rng = np.random.default_rng([seed, list(TASKS).index(task), index])
+    label, position = int(rng.integers(len(words))), int(rng.integers(len(words)))
+    others = [words[j] for j in rng.permutation(len(words)) if j != label]
+    choices = others[:position] + [words[label]] + others[position:]
+    row = {"id": f"synth-{task}-{seed}-{index:05d}", "question_text": question, "multi_choice": choices,
+           "answer": position, "dataset_name": f"synth-{task}", "task": task}
+    return row, render(task, label, seconds, rng)
+
+
+def synthesize(out_dir: str | os.PathLike, n: int = 200, seed: int = 0, task: str = "pitch",
+               seconds: float = 1.0) -> Path:
+    """Write ``n`` items of ``task`` to ``out_dir/<task>.jsonl`` and ``out_dir/audio/<id>.wav``; return the JSONL path.
+
+    ``audio_path`` in the JSONL is relative to ``out_dir`` (``prepare avqa --audio-dir out_dir`` resolves it).
+    """
+    import soundfile as sf
+    from tqdm import tqdm
+
+    from ..files import atomic_path, write_text
+
+    if n < 1 or seconds <= 0:
+        raise ValueError(f"need n >= 1 and seconds > 0, got n={n}, seconds={seconds}")
+    out_dir = Path(out_dir)
+    (out_dir / "audio").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i in tqdm(range(n), desc=f"synth {task}", unit="clip"):
+        row, wav = make_item(task, i, seed, seconds)
+        row["audio_path"] = f"audio/{row['id']}.wav"
+        with atomic_path(out_dir / row["audio_path"]) as tmp:
+            sf.write(str(tmp), wav, SAMPLE_RATE, format="WAV", subtype="PCM_16")
+        lines.append(json.dumps(row))
+    path = out_dir / f"{task}.jsonl"
+    write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out_dir", type=Path, help="directory for <task>.jsonl and audio/*.wav")
+    parser.add_argument("--n", type=int, default=200, help="number of items")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
+    parser.add_argument("--task", default="pitch", choices=sorted(TASKS),
+                        help="pitch: which of 4 tones; count: how many beeps (1-4)")
+    parser.add_argument("--seconds", type=float, default=1.0, help="clip length in seconds")
+
+
+def run(args: argparse.Namespace) -> int:
+    path = synthesize(args.out_dir, n=args.n, seed=args.seed, task=args.task, seconds=args.seconds)
+    print(f"wrote {args.n} {args.task} items to {path} (clips in {path.parent / 'audio'})")
+    return 0

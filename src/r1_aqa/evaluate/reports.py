@@ -1,0 +1,227 @@
+"""Reports of scores: markdown tables and PNG plots (per task/difficulty or category; accuracy vs checkpoint step).
+
+Inputs are the score dicts of :mod:`r1_aqa.evaluate.scoring`. Every file is written atomically (``r1_aqa.files``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..files import atomic_path, write_json, write_text
+
+SWEEP_NAME = "sweep"
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def _panels(score: dict) -> list[tuple[str, dict[str, tuple[float, int]]]]:
+    """The breakdowns to show: ``[(title, {label: (percent, n)})]``; entries without items are left out."""
+    if score["benchmark"] == "mmau":
+        groups = [("Task", "task"), ("Difficulty", "difficulty")]
+        return [(title, {k: (score[name][k], n) for k, (_, n) in score["counts"][name].items() if n})
+                for title, name in groups]
+    counts = score["counts"]["category"]
+    panels = []
+    for depth, title in ((1, "Category"), (2, "Category, level 2")):
+        entries = {k: (score["category"][k], n) for k, (_, n) in counts.items() if k.count("-") == depth - 1 and n}
+        if entries:
+            panels.append((title, entries))
+    return panels
+
+
+def _table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> str:
+    """A markdown table; the first ``text_columns`` columns are left-aligned, the others (numbers) right-aligned."""
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+    rule = "|" + "|".join("---" if i < text_columns else "---:" for i in range(len(header))) + "|"
+    return "\n".join([line(header), rule] + [line(row) for row in rows])
+
+
+def _breakdown_table(title: str, percents: dict[str, float], counts: dict[str, list[int]]) -> str:
+    rows = [[name, _fmt(percents[name] if counts[name][1] else None), f"{counts[name][0]}/{counts[name][1]}"]
+            for name in percents]
+    return _table([title, "accuracy %", "correct/n"], rows)
+
+
+def score_markdown(score: dict) -> str:
+    """A markdown report of one score: rule, version, totals, breakdown tables, dropped records, ambiguous items."""
+    title = score["benchmark"].upper() + (f" test-mini ({score['version']} questions)" if "version" in score else "")
+    lines = [f"# {title}", "", f"- rule: {score['rule']}; prediction key `{score['key']}`",
+             f"- total: **{_fmt(score['total'])}%** ({score['correct']}/{score['n']} scored of {score['records']})"]
+    if score["benchmark"] == "mmau":
+        lines.append(f"- missing key: {score['missing']}, null: {score['null']} (dropped, as the official script "
+                     f"drops records without the key); counting them as wrong: {_fmt(score['total_all'])}%")
+    else:
+        lines.append(f"- unparsed (no A-D letter, dropped as the official scorer does): {score['unparsed']}; "
+                     f"null (dropped): {score['null']}; missing key: {score['missing']}, empty: {score['empty']} "
+                     "(counted wrong)")
+        strict = score["strict"]
+        lines.append(f"- strict (response equals the option text, all records): **{_fmt(strict['total'])}%** "
+                     f"({strict['correct']}/{strict['n']})")
+    if "permutations" in score:
+        perm = score["permutations"]
+        orders = ", ".join(f"{k}: {v:.2f}" for k, v in perm["per_order"].items())
+        lines.append(f"- permutation-consistent accuracy over {perm['k']} option orders: "
+                     f"**{_fmt(perm['consistent'])}%** ({perm['consistent_n']}/{perm['items']} items, "
+                     f"{perm['incomplete']} incomplete); per order: {orders}")
+    for warning in score["warnings"]:
+        lines.append(f"- warning: {warning}")
+    names = ["task", "difficulty", "sub-category"] if score["benchmark"] == "mmau" else ["category"]
+    for name in names:
+        lines += ["", f"## Official, by {name}", "", _breakdown_table(name, score[name], score["counts"][name])]
+    if score["benchmark"] == "mmsu":
+        strict = score["strict"]
+        lines += ["", "## Strict, by category", "",
+                  _breakdown_table("category", strict["category"], strict["counts"]["category"])]
+    if score.get("ambiguous"):
+        lines += ["", "## Ambiguous items", "",
+                  "A wrong option has the answer's token set, so the official rule scores it correct too.", "",
+                  _table(["id", "answer", "same tokens"],
+                         [[a["id"], a["answer"], "; ".join(a["same_tokens"])] for a in score["ambiguous"]],
+                         text_columns=3)]
+    return "\n".join(lines) + "\n"
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+
+
+def plot_score(score: dict, path: str | os.PathLike) -> Path:
+    """A bar chart per breakdown (task and difficulty for MMAU, category levels for MMSU) with the total dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = _panels(score)
+    widths = [max(3, len(entries)) for _, entries in panels]
+    fig, axes = plt.subplots(1, len(panels), figsize=(0.9 * sum(widths) + 2, 4.2), squeeze=False,
+                             gridspec_kw={"width_ratios": widths}, layout="constrained")
+    for i, (ax, (title, entries)) in enumerate(zip(axes[0], panels)):
+        labels = list(entries)
+        values = [entries[k][0] for k in labels]
+        bars = ax.bar(range(len(labels)), values, color="#4C72B0")
+        for bar, label in zip(bars, labels):
+            pct, n = entries[label]
+            inside = pct > 15  # mid-bar, clear of the total line near the bars' tops; above a short bar
+            ax.annotate(f"{pct:.2f}\nn={n}", (bar.get_x() + bar.get_width() / 2, pct / 2 if inside else pct + 1),
+                        ha="center", va="center" if inside else "bottom", fontsize=8,
+                        color="white" if inside else "black")
+        if score["total"] is not None:
+            ax.axhline(score["total"], color="#C44E52", linestyle="--", linewidth=1,
+                       label=f"total {score['total']:.2f}")
+        if "strict" in score and score["strict"]["total"] is not None:
+            ax.axhline(score["strict"]["total"], color="gray", linestyle=":", linewidth=1,
+                       label=f"strict total {score['strict']['total']:.2f}")
+        ax.legend(loc="lower right", fontsize=8)
+        ax.set_xticks(range(len(labels)), [k.replace("-", "\n") for k in labels], fontsize=9)
+        ax.set_ylim(0, 110)
+        ax.set_title(title)
+        if i == 0:
+            ax.set_ylabel("accuracy (%)")
+    version = f", {score['version']} questions" if "version" in score else ""
+    fig.suptitle(f"{score['benchmark'].upper()}{version}: official rule, key {score['key']}")
+    path = Path(path)
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def write_score_report(score: dict, out_dir: str | os.PathLike, name: str) -> list[Path]:
+    """Write ``name.json`` (the score), ``name.md`` (tables) and ``name.png`` (bar charts) into ``out_dir``."""
+    out_dir = Path(out_dir)
+    paths = [out_dir / f"{name}.json", out_dir / f"{name}.md", out_dir / f"{name}.png"]
+    write_json(paths[0], score)
+    write_text(paths[1], score_markdown(score))
+    plot_score(score, paths[2])
+    return paths
+
+
+def _sweep_series(score: dict) -> dict[str, float]:
+    """The per-checkpoint numbers tracked in a sweep: total, then tasks (MMAU) or top-level categories (MMSU)."""
+    series = {"total": score["total"]}
+    if score["benchmark"] == "mmau":
+        series.update({t: score["task"][t] for t, (_, n) in score["counts"]["task"].items() if n})
+    else:
+        series.update({c: score["category"][c] for c in score["category"] if "-" not in c})
+        series["strict total"] = score["strict"]["total"]
+    return series
+
+
+def sweep_markdown(results: list[tuple[int, dict]]) -> str:
+    """A markdown table of a checkpoint sweep (one row per step, best total in bold)."""
+    results = sorted(results, key=lambda r: r[0])
+    columns = list(dict.fromkeys(c for _, s in results for c in _sweep_series(s)))
+    totals = [s["total"] for _, s in results if s["total"] is not None]
+    best = max(totals) if totals else None
+    rows = []
+    for step, score in results:
+        series = _sweep_series(score)
+        cells = [_fmt(series.get(c)) for c in columns]
+        if score["total"] is not None and score["total"] == best:
+            cells[0] = f"**{cells[0]}**"
+        rows.append([str(step)] + cells)
+    first = results[0][1] if results else {}
+    head = f"# {first.get('benchmark', '').upper()} checkpoint sweep"
+    if "version" in first:
+        head += f" ({first['version']} questions)"
+    versions = {s.get("version") for _, s in results}
+    note = "\n\nwarning: the checkpoints were scored on different question files\n" if len(versions) > 1 else "\n"
+    return head + "\n\n" + _table(["step"] + columns, rows) + note
+
+
+def plot_sweep(results: list[tuple[int, dict]], path: str | os.PathLike) -> Path:
+    """Accuracy vs checkpoint step: total (bold, best step marked) and the per-task/category lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = sorted(results, key=lambda r: r[0])
+    steps = [step for step, _ in results]
+    series = [_sweep_series(score) for _, score in results]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for column in dict.fromkeys(c for s in series for c in s):
+        values = [s.get(column) for s in series]
+        values = [float("nan") if v is None else v for v in values]
+        bold = column == "total"
+        ax.plot(steps, values, marker="o", linewidth=2.5 if bold else 1.2, label=column,
+                color="black" if bold else None, linestyle="-" if bold else "--", zorder=3 if bold else 2)
+    totals = [(s["total"], step) for s, step in zip(series, steps) if s["total"] is not None]
+    if totals:
+        best, best_step = max(totals)
+        ax.scatter([best_step], [best], marker="*", s=220, color="gold", edgecolor="black", zorder=4,
+                   label=f"best total {best:.2f} @ step {best_step}")
+    ax.set_xlabel("checkpoint step")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_xticks(steps)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    first = results[0][1] if results else {}
+    version = f", {first['version']} questions" if "version" in first else ""
+    ax.set_title(f"{first.get('benchmark', '').upper()} accuracy vs step{version}")
+    path = Path(path)
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def write_sweep_report(results: list[tuple[int, dict]], out_dir: str | os.PathLike,
+                       name: str = SWEEP_NAME) -> list[Path]:
+    """Write ``name.json`` ({step: score}), ``name.md`` (table) and ``name.png`` (accuracy vs step) into ``out_dir``.
+
+    ``results`` is a list of ``(step, score)`` pairs (any order), e.g. one per ``checkpoint-*`` directory.
+    """
+    if not results:
+        raise ValueError("write_sweep_report: no checkpoint results")
+    out_dir = Path(out_dir)
+    paths = [out_dir / f"{name}.json", out_dir / f"{name}.md", out_dir / f"{name}.png"]
+    write_json(paths[0], {str(step): score for step, score in sorted(results, key=lambda r: r[0])})
+    write_text(paths[1], sweep_markdown(results))
+    plot_sweep(results, paths[2])
+    return paths
