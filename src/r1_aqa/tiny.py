@@ -17,6 +17,16 @@ FAMILIES = ("qwen2-audio", "qwen2.5-omni")
 
 _QWEN2_AUDIO_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"]
 _OMNI_SPECIALS = _QWEN2_AUDIO_SPECIALS + ["<|IMAGE|>", "<|VIDEO|>", "<|vision_bos|>", "<|vision_eos|>"]
+# Qwen2_5OmniProcessor reads these from its tokenizer (the hub tokenizer_config.json names them the same way).
+_OMNI_NAMED_TOKENS = {
+    "audio_token": "<|AUDIO|>",
+    "audio_bos_token": "<|audio_bos|>",
+    "audio_eos_token": "<|audio_eos|>",
+    "image_token": "<|IMAGE|>",
+    "video_token": "<|VIDEO|>",
+    "vision_bos_token": "<|vision_bos|>",
+    "vision_eos_token": "<|vision_eos|>",
+}
 
 # Qwen2-Audio-Instruct's chat format: audio items render as "Audio N: <|audio_bos|><|AUDIO|><|audio_eos|>\n".
 QWEN2_AUDIO_CHAT_TEMPLATE = (
@@ -99,9 +109,10 @@ def build_tokenizer(family: str = "qwen2-audio"):
         vocab=state["vocab"],
         merges=merges,
         unk_token=None,
-        eos_token="<|im_end|>" if family == "qwen2.5-omni" else "<|endoftext|>",
+        eos_token="<|im_end|>",  # chat turns end with <|im_end|>, as in the Qwen instruct tokenizers
         pad_token="<|endoftext|>",
         extra_special_tokens={},
+        **(_OMNI_NAMED_TOKENS if family == "qwen2.5-omni" else {}),
     )
     tok.add_special_tokens({"additional_special_tokens": specials[1:]})
     tok.add_tokens(["<|endoftext|>"], special_tokens=True)
@@ -175,7 +186,7 @@ def build_tiny_model(
         do_sample=False,
         max_new_tokens=64,
     )
-    _save_with_hub_names(model, out, family)
+    _save_with_checkpoint_names(model, out, family)
     processor.save_pretrained(out)
     return out
 
@@ -199,24 +210,25 @@ def _build_qwen2_audio(tok, fe, text: dict, audio: dict, ids: dict):
     return model, processor
 
 
+# The vision tower's patching and the image/video processors' settings must agree (transformers' defaults).
+_OMNI_VISION_PATCHES = {"patch_size": 14, "temporal_patch_size": 2, "spatial_merge_size": 2}
+_OMNI_PROCESSOR_PATCHES = {"patch_size": 14, "temporal_patch_size": 2, "merge_size": 2}
+
+
 def _build_omni_thinker(tok, fe, text: dict, audio: dict, ids: dict):
     from transformers import (
-        Qwen2_5OmniProcessor,
         Qwen2_5OmniThinkerConfig,
         Qwen2_5OmniThinkerForConditionalGeneration,
-        Qwen2VLImageProcessor,
+        Qwen2VLImageProcessorPil,
     )
 
+    from .models import Qwen2_5OmniAudioProcessor
+
     config = Qwen2_5OmniThinkerConfig(
-        audio_config=dict(
-            audio,
-            encoder_layers=2,
-            output_dim=text["hidden_size"],
-            n_window=100,
-        ),
+        audio_config=dict(audio, output_dim=text["hidden_size"], n_window=100),
         vision_config=dict(
             depth=1, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=text["hidden_size"],
-            fullatt_block_indexes=[0],
+            fullatt_block_indexes=[0], **_OMNI_VISION_PATCHES,
         ),
         text_config=dict(
             text,
@@ -232,37 +244,22 @@ def _build_omni_thinker(tok, fe, text: dict, audio: dict, ids: dict):
         vision_end_token_id=tok.convert_tokens_to_ids("<|vision_eos|>"),
     )
     model = Qwen2_5OmniThinkerForConditionalGeneration(config).eval()
-    processor = Qwen2_5OmniProcessor(
-        image_processor=Qwen2VLImageProcessor(), video_processor=None, feature_extractor=fe, tokenizer=tok,
-        chat_template=OMNI_CHAT_TEMPLATE,
-    )
+    processor = Qwen2_5OmniAudioProcessor(feature_extractor=fe, tokenizer=tok, chat_template=OMNI_CHAT_TEMPLATE)
+    # What Qwen2_5OmniProcessor saves for its image and video processors (the video one needs torchvision to build).
+    processor.vision_settings = {
+        "image_processor": Qwen2VLImageProcessorPil(**_OMNI_PROCESSOR_PATCHES).to_dict(),
+        "video_processor": dict(_OMNI_PROCESSOR_PATCHES, video_processor_type="Qwen2VLVideoProcessor"),
+    }
     return model, processor
 
 
-# transformers renames hub keys on load (e.g. ``language_model.model.*`` -> ``model.language_model.*``); vLLM reads
-# the hub's names, so the tiny model is saved with them.
-_QWEN2_AUDIO_HUB_NAMES = [
-    ("model.audio_tower.", "audio_tower."),
-    ("model.multi_modal_projector.", "multi_modal_projector."),
-    ("model.language_model.", "language_model.model."),
-    ("lm_head.", "language_model.lm_head."),
-]
-
-
-def hub_name(name: str, family: str) -> str:
-    """The checkpoint (hub) name of a transformers parameter name of the given family."""
-    if family != "qwen2-audio":
-        return name
-    for src, dst in _QWEN2_AUDIO_HUB_NAMES:
-        if name.startswith(src):
-            return dst + name[len(src) :]
-    return name
-
-
-def _save_with_hub_names(model, out: Path, family: str) -> None:
+def _save_with_checkpoint_names(model, out: Path, family: str) -> None:
+    """Save with the hub's parameter names (vLLM reads those; transformers maps them back on load)."""
     from safetensors.torch import save_file
 
-    state = {hub_name(k, family): v.detach().contiguous() for k, v in model.state_dict().items()}
+    from .models import checkpoint_name
+
+    state = {checkpoint_name(k, family): v.detach().contiguous() for k, v in model.state_dict().items()}
     save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
     model.config.architectures = [type(model).__name__]
     model.config.save_pretrained(out)
