@@ -1,16 +1,19 @@
 """Greedy generation engines for evaluation: transformers (``hf``) and vLLM (``vllm``).
 
-Both take the same inputs — the user prompt text (without chat markup) and a float32 16 kHz clip per item — build the
-same chat-template prompt (audio first), decode greedily and return the raw responses, in order.
+Both take the same inputs — the user prompt text (without chat markup) and a float32 16 kHz clip per item — build
+the same chat-template prompt (audio first), decode greedily and return the raw responses, in order.
 """
 
 from __future__ import annotations
 
 import gc
 import os
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from transformers import BatchFeature
 
 from ..prompts import build_messages
 
@@ -27,26 +30,25 @@ def chat_prompt(processor, prompt: str) -> str:
     return processor.apply_chat_template(build_messages(prompt), add_generation_prompt=True, tokenize=False)
 
 
-def hf_batch(processor, texts: Sequence[str], audios: Sequence[np.ndarray]):
-    """Processor inputs for a batch of chat-template texts and 16 kHz clips, left-padded, never truncated.
+def hf_batch(processor, texts: Sequence[str], audios: Sequence[np.ndarray]) -> BatchFeature:
+    """Processor inputs for a batch of chat-template texts and 16 kHz clips, left-padded.
 
     ``texts`` are outputs of :func:`chat_prompt`; the processor expands each audio placeholder to the clip's audio
-    tokens, so the prompt is not truncated (that would cut audio tokens).
+    tokens. No ``max_length``, so the text is never truncated (that could cut audio tokens). Do not pass
+    ``truncation=False`` either: the processor hands it to the feature extractor too, which then keeps audio past its
+    30 s window.
     """
     from ..audio import SAMPLE_RATE
 
     if processor.tokenizer.padding_side != "left":
         raise ValueError("batched generation needs a left-padding processor (models.load_processor sets it)")
     return processor(
-        text=list(texts), audio=list(audios), sampling_rate=SAMPLE_RATE, padding=True, truncation=False,
-        return_tensors="pt",
+        text=list(texts), audio=list(audios), sampling_rate=SAMPLE_RATE, padding=True, return_tensors="pt"
     )
 
 
 class HFEngine:
     """transformers ``generate`` in batches of ``batch_size`` (left padding, greedy)."""
-
-    name = "hf"
 
     def __init__(self, model_path: str | os.PathLike, max_new_tokens: int = 256, batch_size: int = 8,
                  dtype=None, device: str | None = None):
@@ -96,8 +98,6 @@ class HFEngine:
 class VLLMEngine:
     """An in-process vLLM engine (one clip per request, ``multi_modal_data={"audio": (array, 16000)}``)."""
 
-    name = "vllm"
-
     def __init__(self, model_path: str | os.PathLike, max_new_tokens: int = 256, dtype=None,
                  max_model_len: int = 4096, gpu_memory_utilization: float = 0.85, seed: int = 0):
         from vllm import LLM, SamplingParams
@@ -125,16 +125,11 @@ class VLLMEngine:
 
     def close(self) -> None:
         """Shut the engine down and free its memory (before loading the next checkpoint of a sweep)."""
-        engine = getattr(self.llm, "llm_engine", None)
-        if engine is not None and hasattr(engine, "engine_core") and hasattr(engine.engine_core, "shutdown"):
-            engine.engine_core.shutdown()
-        del self.llm
-        try:
-            from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+        from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
 
-            cleanup_dist_env_and_memory()
-        except ImportError:
-            pass
+        self.llm.llm_engine.engine_core.shutdown()
+        del self.llm
+        cleanup_dist_env_and_memory()
         _free_memory()
 
 

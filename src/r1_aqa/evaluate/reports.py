@@ -29,6 +29,11 @@ def _panels(score: dict) -> list[tuple[str, dict[str, tuple[float, int]]]]:
         entries = {k: (score["category"][k], n) for k, (_, n) in counts.items() if k.count("-") == depth - 1 and n}
         if entries:
             panels.append((title, entries))
+    if not panels:  # no response carries a letter (the usual case with option-text answers): totals only
+        overall = {"letter rule": (score["total"], score["n"])} if score["total"] is not None else {}
+        if score.get("strict", {}).get("total") is not None:
+            overall["strict"] = (score["strict"]["total"], score["strict"]["n"])
+        panels.append(("Overall", overall))
     return panels
 
 

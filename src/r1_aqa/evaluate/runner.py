@@ -1,0 +1,368 @@
+"""The ``eval`` command: greedy predictions on MMAU test-mini or MMSU with the hf or vLLM engine, resumable.
+
+Output is an MMAU-format JSON list (every input field plus ``model_output``, ``model_prediction``,
+``model_response``, ``model_think``) so the official scorer reads it; the settings go to ``PRED.meta.json``.
+While running, finished records are appended to ``PRED.json.partial.jsonl`` (flushed per batch); a rerun of the
+same command resumes from it and the final file is identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Sequence
+
+HELP = "Evaluate a model, or every checkpoint-* of a run, on MMAU test-mini or MMSU (greedy, hf or vLLM engine)."
+
+_THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
+_CHECKPOINT = re.compile(r"checkpoint-(\d+)")
+DEFAULT_BATCH_SIZE = {"hf": 8, "vllm": 64}  # vLLM schedules a call's requests itself: give it many
+_RUN_KEY = "_r1_aqa_eval_run"  # first line of a partial file: the settings it was produced with
+# Settings that change the predictions: a partial file made with other values is not resumed.
+_RESUME_SETTINGS = ("benchmark", "data", "model", "engine", "dtype", "template", "sampling", "max_audio_seconds",
+                    "permutations")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--benchmark", choices=("mmau", "mmsu"), default="mmau")
+    parser.add_argument("--data", required=True,
+                        help="the benchmark's own file (MMAU JSON; MMSU in its HF format) or a parquet from `prepare`")
+    parser.add_argument("--audio-dir", default=None,
+                        help="directory MMAU `audio_id` paths are relative to; unset: the data file's directory")
+    parser.add_argument("--model", required=True,
+                        help="a model/checkpoint directory, or a run directory: then every checkpoint-* is evaluated")
+    parser.add_argument("--engine", choices=("hf", "vllm"), default="hf")
+    parser.add_argument("--output", required=True, help="predictions JSON (MMAU format); a sweep writes one per "
+                        "checkpoint, PRED.checkpoint-N.json")
+    parser.add_argument("--template", choices=("default", "think", "new"), default="default")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="items per generate call and per flush of results; unset: "
+                        + ", ".join(f"{k} {v}" for k, v in DEFAULT_BATCH_SIZE.items()))
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N items")
+    parser.add_argument("--permutations", type=int, default=1,
+                        help="evaluate each item under K option orders (0 = original, others shuffled by id)")
+    parser.add_argument("--max-audio-seconds", type=float, default=None,
+                        help="cut clips to this length (default: 30 for Qwen2-Audio, no cap for Omni; 0: no cap)")
+    parser.add_argument("--dtype", choices=("auto", "bfloat16", "float16", "float32"), default="auto",
+                        help="auto: bf16 on GPU, float32 on CPU")
+
+
+def run(args) -> int:
+    checkpoints = find_checkpoints(args.model)
+    items = load_items(args.benchmark, args.data, args.audio_dir, limit=args.limit)
+    check_audio(items, args.audio_dir or (Path(args.data).parent if args.benchmark == "mmau" else None))
+    sweep = checkpoints != [Path(args.model)]
+    scores = []
+    for model in checkpoints:
+        output = _checkpoint_output(args.output, model) if sweep else Path(args.output)
+        evaluate(items, model, output, benchmark=args.benchmark, data=args.data, engine=args.engine,
+                 template=args.template, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                 permutations=args.permutations, max_audio_seconds=args.max_audio_seconds, dtype=args.dtype)
+        scores.append((checkpoint_step(model) if sweep else 0, score_and_report(output, args.benchmark)))
+    if sweep:
+        sweep_report(scores, Path(args.output))
+    return 0
+
+
+# --- inputs ------------------------------------------------------------------------------------------------------
+
+
+def find_checkpoints(model: str | os.PathLike) -> list[Path]:
+    """``[model]`` for a model directory; for a run directory its ``checkpoint-*`` directories, sorted by step."""
+    model = Path(model)
+    if not model.is_dir():
+        raise FileNotFoundError(f"{model}: no such model or run directory")
+    found = [p for p in model.iterdir() if _CHECKPOINT.fullmatch(p.name) and (p / "config.json").exists()]
+    if found:
+        return sorted(found, key=checkpoint_step)
+    if not (model / "config.json").exists():
+        raise FileNotFoundError(f"{model}: neither a model directory (config.json) nor a run directory (checkpoint-*)")
+    return [model]
+
+
+def checkpoint_step(path: str | os.PathLike) -> int:
+    """The step of a ``checkpoint-N`` directory."""
+    match = _CHECKPOINT.fullmatch(Path(path).name)
+    if match is None:
+        raise ValueError(f"{path}: not a checkpoint-N directory")
+    return int(match.group(1))
+
+
+def _checkpoint_output(output: str | os.PathLike, checkpoint: Path) -> Path:
+    output = Path(output)
+    return output.with_name(f"{output.stem}.{checkpoint.name}{output.suffix}")
+
+
+def load_items(benchmark: str, data: str | os.PathLike, audio_dir: str | os.PathLike | None = None,
+               limit: int | None = None) -> list[dict]:
+    """Benchmark records with an ``audio`` source (absolute path or bytes), in file order; ids must be unique.
+
+    ``data`` is the MMAU JSON, an MMSU file in its HF format, or a parquet written by ``r1-aqa prepare``.
+    """
+    data = Path(data)
+    if not data.exists():
+        raise FileNotFoundError(f"{data}: no such data file")
+    if _is_prepared(data):
+        import pandas as pd
+
+        records = [_plain(r) for r in pd.read_parquet(data).to_dict("records")]
+    elif benchmark == "mmau":
+        from ..data.mmau import load_mmau
+
+        records = load_mmau(data, audio_dir if audio_dir is not None else data.parent)
+    else:
+        from ..data.mmsu import load_mmsu
+
+        records = load_mmsu(data)
+    records = records[:limit] if limit is not None else records
+    counts = Counter(str(r["id"]) for r in records)
+    duplicates = sorted(i for i, n in counts.items() if n > 1)
+    if duplicates:
+        raise ValueError(f"{data}: {len(duplicates)} duplicate ids: {', '.join(duplicates[:20])}")
+    return records
+
+
+def _is_prepared(data: Path) -> bool:
+    """Whether ``data`` is a parquet written by ``r1-aqa prepare`` (all its columns; ``audio`` an absolute path)."""
+    if data.suffix != ".parquet":
+        return False
+    import pyarrow.parquet as pq
+
+    from ..data.prepare import COLUMNS
+
+    return set(COLUMNS) <= set(pq.read_schema(data).names)
+
+
+def _plain(record: dict) -> dict:
+    """Parquet cells as JSON values (numpy arrays -> lists, numpy scalars -> Python)."""
+    import numpy as np
+
+    out = {}
+    for key, value in record.items():
+        if isinstance(value, np.ndarray):
+            value = value.tolist()
+        elif isinstance(value, np.generic):
+            value = value.item()
+        out[key] = value
+    return out
+
+
+def check_audio(items: Sequence[dict], audio_dir: str | os.PathLike | None = None) -> None:
+    """Raise one ``FileNotFoundError`` listing every item whose audio file is missing (id and path)."""
+    missing = [(r["id"], r.get("audio_id") or r["audio"]) for r in items
+               if r["audio"] is None or (isinstance(r["audio"], str) and not os.path.isfile(r["audio"]))]
+    if missing:
+        where = f" (looked under {audio_dir})" if audio_dir is not None else ""
+        lines = "\n".join(f"  {i}: {p}" for i, p in missing)
+        raise FileNotFoundError(f"{len(missing)} of {len(items)} audio files are missing{where}:\n{lines}")
+
+
+def permuted(record: dict, k: int) -> dict:
+    """``record`` with its options in order ``k``: 0 is the original, others a shuffle seeded by id and ``k``.
+
+    ``answer_idx`` follows the answer; a ``prompt`` built for the original order is dropped.
+    """
+    if k == 0:
+        return dict(record)
+    choices = list(record["choices"])
+    order = list(range(len(choices)))
+    random.Random(f"{record['id']}/{k}").shuffle(order)
+    out = {key: value for key, value in record.items() if key != "prompt"}
+    out["choices"] = [choices[i] for i in order]
+    if isinstance(record.get("answer_idx"), int):
+        out["answer_idx"] = order.index(record["answer_idx"])
+    return out
+
+
+def expand(items: Sequence[dict], permutations: int) -> list[dict]:
+    """Each item under ``permutations`` option orders (item-major); orders > 1 carry ``"permutation": k``."""
+    if permutations < 1:
+        raise ValueError(f"--permutations must be >= 1, got {permutations}")
+    if permutations == 1:
+        return [dict(r) for r in items]
+    return [{**permuted(r, k), "permutation": k} for r in items for k in range(permutations)]
+
+
+# --- predictions -------------------------------------------------------------------------------------------------
+
+
+def prediction_fields(response: str) -> dict:
+    """The model fields of an output record: extracted answer (twice), raw response, think content."""
+    from ..rewards import extract_answer
+
+    answer = extract_answer(response)
+    think = _THINK.search(response)
+    return {"model_output": answer, "model_prediction": answer, "model_response": response,
+            "model_think": think.group(1).strip() if think else None}
+
+
+def _output_record(item: dict, response: str) -> dict:
+    record = {k: v for k, v in item.items() if not (k == "audio" and not isinstance(v, str))}
+    return {**record, **prediction_fields(response)}
+
+
+def _key(record: dict) -> tuple:
+    return str(record["id"]), record.get("permutation", 0)
+
+
+def partial_path(output: str | os.PathLike) -> Path:
+    """Where a run appends its finished records until the final file is written."""
+    output = Path(output)
+    return output.with_name(output.name + ".partial.jsonl")
+
+
+def meta_path(output: str | os.PathLike) -> Path:
+    """The metadata sidecar of a predictions file (settings, engine, model, data version)."""
+    output = Path(output)
+    return output.with_name(f"{output.stem}.meta.json")
+
+
+def _read_partial(path: Path, settings: dict) -> dict[tuple, dict]:
+    """Records already finished; a torn last line (killed mid-write) is dropped and cut from the file."""
+    done: dict[tuple, dict] = {}
+    with open(path, "rb+") as f:
+        lines = f.read().split(b"\n")
+        good = 0
+        for lineno, line in enumerate(lines, start=1):
+            if lineno == len(lines):  # after the last newline: empty, or a write cut short
+                f.truncate(good)
+                break
+            if not line.strip():
+                good += len(line) + 1
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                raise ValueError(f"{path}:{lineno}: not valid JSON; delete the file to start over") from None
+            good += len(line) + 1
+            if lineno == 1:
+                saved = {k: row.get(_RUN_KEY, {}).get(k) for k in _RESUME_SETTINGS}
+                wanted = {k: settings.get(k) for k in _RESUME_SETTINGS}
+                if saved != wanted:
+                    diff = {k: (saved[k], wanted[k]) for k in _RESUME_SETTINGS if saved[k] != wanted[k]}
+                    raise ValueError(f"{path}: made with other settings {diff} (saved, now); delete it to start over")
+                continue
+            done.setdefault(_key(row), row)
+    return done
+
+
+def evaluate(items: Sequence[dict], model: str | os.PathLike, output: str | os.PathLike, *, benchmark: str,
+             data: str | os.PathLike, engine: str = "hf", template: str = "default", batch_size: int | None = None,
+             max_new_tokens: int = 256, permutations: int = 1, max_audio_seconds: float | None = None,
+             dtype: str = "auto") -> list[dict]:
+    """Predict every item (under each option order), resuming from ``output``'s partial file; return the records.
+
+    Writes ``output`` (atomically, in input order) and its ``.meta.json`` sidecar, then removes the partial file.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    from .. import files
+    from ..audio import QWEN2_AUDIO_MAX_SECONDS, load_audio
+    from ..models import QWEN2_AUDIO, default_dtype, model_family
+    from ..prompts import format_prompt
+    from .engines import greedy_settings, load_engine
+
+    output = Path(output)
+    batch_size = batch_size or DEFAULT_BATCH_SIZE[engine]
+    if max_audio_seconds is None:
+        max_audio_seconds = QWEN2_AUDIO_MAX_SECONDS if model_family(model) == QWEN2_AUDIO else 0
+    dtype = str(default_dtype()).removeprefix("torch.") if dtype == "auto" else dtype
+    settings = {
+        "benchmark": benchmark, "data": str(Path(data).resolve()), "data_version": _data_version(benchmark, items),
+        "model": str(Path(model).resolve()), "engine": engine, "dtype": dtype, "template": template,
+        "sampling": greedy_settings(max_new_tokens), "max_audio_seconds": max_audio_seconds or None,
+        "permutations": permutations, "batch_size": batch_size,
+    }
+    expanded = expand(items, permutations)
+    partial = partial_path(output)
+    done = _read_partial(partial, settings) if partial.exists() else {}
+    todo = [r for r in expanded if _key(r) not in done]
+    if todo:
+        eng = load_engine(engine, model, max_new_tokens=max_new_tokens, batch_size=batch_size, dtype=dtype)
+        batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
+
+        def load_batch(batch: list[dict]):
+            return [load_audio(_encoded(r["audio"]), max_seconds=max_audio_seconds or None) for r in batch]
+
+        output.parent.mkdir(parents=True, exist_ok=True)
+        new_file = not partial.exists() or partial.stat().st_size == 0
+        with open(partial, "a", encoding="utf-8") as f, ThreadPoolExecutor(1) as pool, \
+                tqdm(total=len(expanded), initial=len(expanded) - len(todo), unit="item",
+                     desc=f"eval {Path(model).name}") as bar:
+            if new_file:
+                f.write(json.dumps({_RUN_KEY: settings}, ensure_ascii=False) + "\n")
+            pending = pool.submit(load_batch, batches[0])
+            for i, batch in enumerate(batches):
+                audios = pending.result()
+                if i + 1 < len(batches):  # decode the next batch's clips while this one generates
+                    pending = pool.submit(load_batch, batches[i + 1])
+                prompts = [format_prompt(r["question"], r["choices"], template) for r in batch]
+                for item, response in zip(batch, eng.generate(prompts, audios), strict=True):
+                    record = _output_record(item, response)
+                    done[_key(record)] = record
+                    f.write(json.dumps(record, ensure_ascii=False) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+                bar.update(len(batch))
+        eng.close()
+    records = [done[_key(r)] for r in expanded]
+    files.write_json(output, records)
+    files.write_json(meta_path(output), {**settings, "n_items": len(items), "n_records": len(records)})
+    partial.unlink(missing_ok=True)
+    return records
+
+
+def _encoded(audio):
+    """A path or encoded bytes for ``audio.load_audio``: a decoded ``(array, rate)`` pair becomes WAV bytes."""
+    if not isinstance(audio, tuple):
+        return audio
+    import io
+
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, audio[0], int(audio[1]), format="WAV", subtype="FLOAT")
+    return buf.getvalue()
+
+
+def _data_version(benchmark: str, items: Sequence[dict]) -> str | None:
+    if benchmark != "mmau":
+        return None
+    from .scoring import mmau_version
+
+    return mmau_version(items)
+
+
+# --- scores and reports ------------------------------------------------------------------------------------------
+
+
+def score_and_report(output: Path, benchmark: str) -> dict:
+    """Score a predictions file with the scoring module, print its table and write ``PRED.score.{json,md,png}``."""
+    from .reports import score_markdown, write_score_report
+    from .scoring import load_predictions, score_records
+
+    score = score_records(benchmark, load_predictions(output))
+    for warning in score["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(score_markdown(score))
+    paths = write_score_report(score, output.parent, f"{output.stem}.score")
+    print("report: " + ", ".join(map(str, paths)), file=sys.stderr)
+    return score
+
+
+def sweep_report(scores: Sequence[tuple[int, dict]], output: Path) -> list[Path]:
+    """Compare the checkpoints of a sweep: ``PRED.sweep.{json,md,png}`` (table; accuracy vs step) beside ``output``."""
+    from .reports import sweep_markdown, write_sweep_report
+
+    print(sweep_markdown(list(scores)))
+    paths = write_sweep_report(list(scores), output.parent, f"{output.stem}.sweep")
+    print("sweep report: " + ", ".join(map(str, paths)), file=sys.stderr)
+    return paths
