@@ -16,6 +16,9 @@ CPU_ENV = {
     "VLLM_CPU_KVCACHE_SPACE": "1",
     "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
     "TORCHDYNAMO_DISABLE": "1",
+    # vLLM >= 0.32 AOT-compiles by default, which fails with dynamo disabled; engines built by others (TRL's colocate
+    # LLM takes no enforce_eager) then run eager.
+    "VLLM_USE_AOT_COMPILE": "0",
 }
 
 

@@ -1,0 +1,127 @@
+"""``r1-aqa train``: GRPO post-training of an audio LM on a prepared parquet (TRL's parser, a recipe YAML, overrides).
+
+    r1-aqa train --config examples/r1_aqa/recipes/tiny_grpo.yaml --model_name_or_path MODEL \\
+        --dataset_path train.parquet --output_dir OUT [--any_GRPOConfig_or_ModelConfig_flag VALUE ...]
+
+Every argument after ``train`` goes to TRL's ``TrlParser((AudioGRPOScriptArguments, GRPOConfig, ModelConfig))``;
+``--config`` loads a recipe whose values the command line overrides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = (
+    "GRPO-train an audio LM (R1-AQA recipe on TRL): --config RECIPE.yaml plus any GRPOConfig/ModelConfig/script "
+    "flag (--model_name_or_path, --dataset_path, --output_dir, --max_steps, --resume_from_checkpoint, ...)."
+)
+
+
+class _PassThroughParser(argparse.ArgumentParser):
+    """Collects every argument it does not know into ``trl_args`` (they belong to TRL's parser, not argparse's)."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        namespace.trl_args = extras
+        return namespace, []
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # The subcommand's parser hands unknown flags to TRL's parser instead of rejecting them.
+    parser.__class__ = _PassThroughParser
+    parser.allow_abbrev = False  # an abbreviated TRL flag must not be taken for --config
+    parser.add_argument("--config", help="recipe YAML (TRL's --config: any script, GRPOConfig or ModelConfig field)")
+    parser.add_argument("--trl-help", action="store_true", help="list every flag TRL's parser accepts and exit")
+
+
+def parse_trl_args(argv: list[str]):
+    """Parse ``argv`` (with ``--config``) into ``(AudioGRPOScriptArguments, GRPOConfig, ModelConfig)``."""
+    from trl import GRPOConfig, ModelConfig, TrlParser
+
+    from .configs import AudioGRPOScriptArguments
+
+    parser = TrlParser((AudioGRPOScriptArguments, GRPOConfig, ModelConfig), prog="r1-aqa train")
+    return parser.parse_args_and_config(argv)
+
+
+def build_dataset(path: str, template: str, max_rows: int | None = None):
+    """A prepared parquet as a TRL dataset: a conversational ``prompt`` (audio first), ``audio`` and ``solution``."""
+    import pandas as pd
+    from datasets import Dataset
+
+    from .prompts import build_messages, format_prompt
+
+    df = pd.read_parquet(path)
+    missing = {"question", "choices", "solution", "audio"} - set(df.columns)
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {sorted(missing)}; prepare it with `r1-aqa prepare`")
+    if max_rows is not None:
+        df = df.head(max_rows)
+    df = df.reset_index(drop=True)
+    prompts = [build_messages(format_prompt(q, list(c), template)) for q, c in zip(df["question"], df["choices"])]
+    columns = {"prompt": prompts, "audio": df["audio"].astype(str).tolist(), "solution": df["solution"].tolist()}
+    if "id" in df.columns:
+        columns["id"] = df["id"].astype(str).tolist()
+    return Dataset.from_dict(columns)
+
+
+def run(args) -> None:
+    argv = list(args.trl_args)
+    if args.config:
+        argv = ["--config", args.config, *argv]
+    if args.trl_help:
+        argv = ["--help"]
+    script_args, training_args, model_args = parse_trl_args(argv)
+    train(script_args, training_args, model_args)
+
+
+def train(script_args, training_args, model_args):
+    """Build the model, data and rewards, train (resuming if asked), and save the final model to ``output_dir``."""
+    import torch
+
+    from . import rewards
+    from .models import load_processor, model_class, model_family
+    from .trainer import AudioGRPOTrainer
+
+    if not model_args.model_name_or_path:
+        sys.exit("r1-aqa train: --model_name_or_path is required")
+    if not script_args.dataset_path:
+        sys.exit("r1-aqa train: --dataset_path is required (a parquet from `r1-aqa prepare`)")
+    names = script_args.reward_funcs or rewards.default_rewards(script_args.template)
+    unknown = [n for n in names if n not in rewards.REWARD_FUNCS]
+    if unknown:
+        sys.exit(f"r1-aqa train: unknown reward(s) {unknown}; choose from {sorted(rewards.REWARD_FUNCS)}")
+
+    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+    path = model_args.model_name_or_path
+    model = model_class(model_family(path)).from_pretrained(
+        path, dtype=dtype or "auto", attn_implementation=model_args.attn_implementation,
+        revision=model_args.model_revision,
+    )
+    peft_config = None
+    if model_args.use_peft:
+        from trl import get_peft_config
+
+        peft_config = get_peft_config(model_args)
+
+    train_dataset = build_dataset(script_args.dataset_path, script_args.template, script_args.max_train_samples)
+    eval_dataset = (
+        build_dataset(script_args.eval_dataset_path, script_args.template) if script_args.eval_dataset_path else None
+    )
+    trainer = AudioGRPOTrainer(
+        model=model,
+        reward_funcs=[rewards.REWARD_FUNCS[n] for n in names],
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=load_processor(path),
+        peft_config=peft_config,
+        max_audio_seconds=script_args.max_audio_seconds,
+    )
+    resume = training_args.resume_from_checkpoint
+    if isinstance(resume, str) and resume.lower() in ("true", "last"):
+        resume = True  # the latest checkpoint in output_dir
+    trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(training_args.output_dir)  # weights under the checkpoint (hub) names, and the processor
+    return trainer

@@ -1,0 +1,307 @@
+"""``AudioGRPOTrainer``: TRL's ``GRPOTrainer`` with the audio reaching every forward pass, and colocated vLLM rollouts.
+
+Stock TRL 1.16 passes a processor's outputs to ``generate`` only, and forwards a fixed list of image fields to the
+old/reference/policy log-prob passes, so an audio model trains without ever seeing its audio. This subclass:
+
+* loads each row's clip from the dataset's ``audio`` column (``r1_aqa.audio.load_audio``, cut at a cap) and builds
+  the prompt ids and audio features with the model's processor (``_tokenize_prompts``), never truncating a prompt;
+* keeps the features as per-row batch tensors in the generation batch, so TRL's own shuffle and split carry them row
+  by row with their completions through ``num_generations``, gradient accumulation, ``steps_per_generation`` and
+  ``num_iterations`` (``_generate_and_score_completions``);
+* feeds them to every log-prob forward (``_get_per_token_logps_and_entropies``, ``_compute_loss``);
+* forbids the audio placeholder token in completions, in both generate paths;
+* in vLLM colocate mode, sends one ``<|AUDIO|>`` per request with the waveform (vLLM expands it itself), syncs weights
+  under the checkpoint's names with ``reload_weights`` and resets vLLM's encoder and prefix caches after every sync
+  (``_generate_single_turn``).
+
+Logged beyond TRL's metrics: ``audio/cut_at_cap_ratio`` (share of clips cut at the cap). TRL itself logs
+``sampling/sampling_logp_difference/mean`` (vLLM vs trainer log-probs; ~1e-3 when weight sync works) in vLLM mode.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from trl import GRPOTrainer
+from trl.extras.profiling import profiling_context
+from trl.trainer.utils import selective_log_softmax_and_entropy
+
+from .audio import SAMPLE_RATE, load_audio
+from .models import audio_token_id, checkpoint_name, load_processor, model_class, model_family
+from .vllm_audio import audio_request, collapse_audio_tokens, configure_cpu_env
+
+# The batch keys a processor returns for the text; every other key it returns is an audio feature with one row per clip.
+_TEXT_KEYS = ("input_ids", "attention_mask")
+
+
+@dataclass
+class _BatchAudio:
+    """The clips of the rows of one generation batch (one row per completion), and the features built from them."""
+
+    sources: list
+    waveforms: list[np.ndarray]
+    features: dict[str, torch.Tensor] | None = None
+
+
+def _clip_seconds(src) -> float:
+    import soundfile as sf
+
+    return sf.info(io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else src).duration
+
+
+def load_batch_audio(sources: list, max_seconds: float | None) -> tuple[list[np.ndarray], list[bool]]:
+    """Load each distinct clip (a path or encoded bytes) once; return per-row waveforms and whether each was cut."""
+    cache: dict = {}
+    for src in sources:
+        if src not in cache:
+            cut = max_seconds is not None and _clip_seconds(src) > max_seconds
+            cache[src] = (load_audio(src, SAMPLE_RATE, max_seconds=max_seconds), cut)
+    return [cache[src][0] for src in sources], [cache[src][1] for src in sources]
+
+
+class AudioGRPOTrainer(GRPOTrainer):
+    """GRPO for audio LMs (Qwen2-Audio, the Qwen2.5-Omni thinker); the dataset needs ``prompt`` and ``audio``.
+
+    ``prompt`` is a conversation whose user turn holds one ``{"type": "audio"}`` item; ``audio`` is a path (or
+    encoded bytes) per row. Other columns (e.g. ``solution``) reach the reward functions as TRL passes them.
+    """
+
+    def __init__(
+        self, model, reward_funcs=None, args=None, *, audio_column: str = "audio",
+        max_audio_seconds: float | None = 30.0, **kwargs,
+    ):
+        if isinstance(model, (str, os.PathLike)):
+            model = model_class(model_family(model)).from_pretrained(model)
+        if args is not None and args.use_vllm:
+            if args.vllm_mode != "colocate":
+                raise ValueError("AudioGRPOTrainer supports vLLM in colocate mode only (vllm_mode: colocate)")
+            if args.vllm_tensor_parallel_size != 1 or args.vllm_enable_sleep_mode:
+                raise ValueError("AudioGRPOTrainer's vLLM rollouts need vllm_tensor_parallel_size 1 and no sleep mode")
+            if "Qwen2_5OmniThinkerForConditionalGeneration" in (model.config.architectures or []):
+                raise ValueError(
+                    f"{model.name_or_path}: vLLM does not load thinker-only Qwen2.5-Omni checkpoints; start from the "
+                    "full Qwen2.5-Omni checkpoint (architectures Qwen2_5OmniModel) or use HF generate (use_vllm: false)"
+                )
+            configure_cpu_env()  # float32-capable eager engine with a fixed KV cache on CPU; no-op on GPU
+        if kwargs.get("processing_class") is None:
+            kwargs["processing_class"] = load_processor(model.name_or_path)
+        self.audio_column = audio_column
+        self.max_audio_seconds = max_audio_seconds
+        self.audio_token_id = audio_token_id(model.config)
+        self.model_family = model_family(model.name_or_path)
+        self._batch_audio: _BatchAudio | None = None
+        self._audio_inputs: dict[str, torch.Tensor] | None = None
+        self._audio_keys: list[str] = []  # the processor's audio feature keys, known after the first batch
+        # TRL's HF-generate setup suppresses `config.image_token_id` for any processor, and Qwen2-Audio has none: lend
+        # it the audio token for the duration of the parent's __init__ (which is the token to suppress anyway).
+        config = model.config
+        lent = not hasattr(config, "image_token_id")
+        if lent:
+            config.image_token_id = self.audio_token_id
+        try:
+            super().__init__(model, reward_funcs, args, **kwargs)
+        finally:
+            if lent:
+                del config.image_token_id
+        # TRL's fused LM head runs `model.base_model` then the head; the Omni thinker has no separate backbone
+        # (base_model is the model itself), so its log-probs come from the logits.
+        core = self.accelerator.unwrap_model(self.model)
+        core = core.get_base_model() if hasattr(core, "get_base_model") else core
+        self._fused_lm_head = core.base_model is not core
+        if not self.use_vllm:
+            suppress = sorted({*(self.generation_kwargs.get("suppress_tokens") or []), self.audio_token_id})
+            self.generation_kwargs["suppress_tokens"] = suppress
+            self.generation_config.suppress_tokens = suppress
+
+    # ---- audio for each generation batch ---------------------------------------------------------------------------
+
+    def _generate_and_score_completions(self, inputs: list[dict]) -> dict:
+        mode = "train" if self.model.training else "eval"
+        if self.audio_column not in inputs[0]:
+            raise KeyError(f"the training rows have no {self.audio_column!r} column (is remove_unused_columns on?)")
+        sources = [x[self.audio_column] for x in inputs]
+        waveforms, cut = load_batch_audio(sources, self.max_audio_seconds)
+        cut_ratio = self.accelerator.gather(torch.tensor(cut, dtype=torch.float32, device=self.accelerator.device))
+        self._metrics[mode]["audio/cut_at_cap_ratio"].append(cut_ratio.mean().item())
+        self._batch_audio = _BatchAudio(sources=sources, waveforms=waveforms)
+        try:
+            output = super()._generate_and_score_completions(inputs)
+            features = self._batch_audio.features
+        finally:
+            self._batch_audio = None
+            self._audio_inputs = None
+        # One row per completion, so TRL's shuffle_sequence_dict / split_tensor_dict keep them with their completions.
+        output.update(features)
+        return output
+
+    def _tokenize_prompts(self, prompts: list):
+        """Prompt ids with each ``<|AUDIO|>`` expanded to its clip's length, and per-row audio features.
+
+        Rows sharing a prompt and clip (a GRPO group) are processed once and gathered back per row.
+        """
+        batch = self._batch_audio
+        if batch is None or len(batch.waveforms) != len(prompts):
+            raise RuntimeError("AudioGRPOTrainer: prompts reached tokenization without their batch's clips")
+        texts = self.processing_class.apply_chat_template(
+            prompts, chat_template=self.chat_template, add_generation_prompt=True, tokenize=False,
+            **self.chat_template_kwargs,
+        )
+        keys, index, first = [], {}, []
+        for i, key in enumerate(zip(texts, batch.sources, strict=True)):
+            if key not in index:
+                index[key] = len(first)
+                first.append(i)
+            keys.append(index[key])
+        encoded = self.processing_class(
+            text=[texts[i] for i in first], audio=[batch.waveforms[i] for i in first],
+            sampling_rate=SAMPLE_RATE, padding=True, return_tensors="pt",
+        )
+        rows = torch.tensor(keys)
+        unique_ids = [ids[mask.bool()].tolist() for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"])]
+        prompt_ids = [unique_ids[k] for k in keys]
+        for ids in unique_ids:
+            if self.audio_token_id not in ids:
+                raise ValueError(f"a prompt has no audio placeholder: {self._tokenizer.decode(ids)!r}")
+        dtype = self.accelerator.unwrap_model(self.model).get_input_embeddings().weight.dtype
+        device = self.accelerator.device
+        features = {}
+        for key, value in encoded.items():
+            if key in _TEXT_KEYS:
+                continue
+            if not isinstance(value, torch.Tensor) or value.size(0) != len(first):
+                raise ValueError(f"processor output {key!r} is not a tensor with one row per clip")
+            value = value[rows].to(device)
+            features[key] = value.to(dtype) if value.is_floating_point() else value
+        batch.features = features
+        self._audio_keys = list(features)
+        self._audio_inputs = features
+        return prompt_ids, None, features
+
+    # ---- log-prob forwards -----------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _audio_for(self, inputs: dict):
+        previous = self._audio_inputs
+        self._audio_inputs = {k: inputs[k] for k in self._audio_keys}
+        try:
+            yield
+        finally:
+            self._audio_inputs = previous
+
+    def _compute_loss(self, model, inputs):
+        with self._audio_for(inputs):
+            return super()._compute_loss(model, inputs)
+
+    def _get_per_token_logps_and_entropies(
+        self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, compute_entropy=False,
+        compute_aux_loss=False, **image_kwargs,
+    ):
+        """TRL's chunked log-prob pass, with the audio features of exactly these rows (image inputs unsupported)."""
+        if any(value is not None for value in image_kwargs.values()):
+            raise ValueError("AudioGRPOTrainer takes audio, not image inputs")
+        audio = self._audio_inputs
+        if not audio:
+            raise RuntimeError("AudioGRPOTrainer: a log-prob forward without audio features")
+        for key, value in audio.items():
+            if value.size(0) != input_ids.size(0):
+                raise RuntimeError(f"{key} has {value.size(0)} rows for {input_ids.size(0)} sequences")
+        batch_size = batch_size or input_ids.size(0)
+        all_logps, all_entropies, all_aux = [], [], []
+        for start in range(0, input_ids.size(0), batch_size):
+            end = start + batch_size
+            ids, mask = input_ids[start:end], attention_mask[start:end]
+            model_inputs = {"input_ids": ids, "attention_mask": mask}
+            model_inputs.update({k: v[start:end] for k, v in audio.items()})
+            if compute_aux_loss:
+                model_inputs["output_router_logits"] = True
+            if self._fused_lm_head:
+                labels = ids.masked_fill(mask == 0, -100)
+                labels[:, :-logits_to_keep] = -100
+                with self.accelerator.autocast():
+                    outputs = model(**model_inputs, labels=labels, fused_lm_head=True)
+                logps = outputs.log_probs[:, -logits_to_keep:]
+                entropies = outputs.entropy[:, -logits_to_keep:] if compute_entropy else None
+            else:
+                with self.accelerator.autocast():
+                    outputs = model(**model_inputs, logits_to_keep=logits_to_keep + 1, use_cache=False)
+                logps, entropies = selective_log_softmax_and_entropy(
+                    outputs.logits[:, -logits_to_keep - 1 : -1], ids[:, -logits_to_keep:], temperature=self.temperature
+                )
+            all_logps.append(logps)
+            if compute_entropy:
+                all_entropies.append(entropies)
+            if compute_aux_loss:
+                all_aux.append(outputs.aux_loss)
+        logps = torch.cat(all_logps, dim=0)
+        entropies = torch.cat(all_entropies, dim=0) if compute_entropy else None
+        aux_loss = torch.stack(all_aux).mean() if compute_aux_loss else None
+        return logps, entropies, aux_loss
+
+    # ---- vLLM colocate rollouts -------------------------------------------------------------------------------------
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        if not self.use_vllm:
+            return super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+            )
+        from trl.generation.vllm_generation import extract_logprobs
+
+        if self.state.global_step != self._last_loaded_step:
+            with profiling_context(self, "sync_weights"):
+                self.sync_vllm_weights()
+            self._last_loaded_step = self.state.global_step
+        llm = self.vllm_generation.llm
+        requests = [
+            audio_request(collapse_audio_tokens(ids, self.audio_token_id), wav)
+            for ids, wav in zip(prompt_ids, self._batch_audio.waveforms, strict=True)
+        ]
+        with profiling_context(self, "vLLM.generate"):
+            outputs = llm.generate(requests, sampling_params=self._vllm_sampling_params(), use_tqdm=False)
+        for out, ids in zip(outputs, prompt_ids, strict=True):
+            if list(out.prompt_token_ids) != list(ids):
+                raise RuntimeError(
+                    f"vLLM expanded the audio prompt to {len(out.prompt_token_ids)} tokens, the processor to {len(ids)}"
+                )
+        completion_ids = [list(o.token_ids) for out in outputs for o in out.outputs]
+        logprobs, _ = extract_logprobs(outputs)
+        return completion_ids, [[lp[0] for lp in seq] for seq in logprobs]
+
+    def _vllm_sampling_params(self):
+        from vllm import SamplingParams
+
+        gen = self.vllm_generation
+        kwargs = {
+            "n": 1,
+            "repetition_penalty": gen.repetition_penalty,
+            "temperature": gen.temperature,
+            "top_p": gen.top_p,
+            "top_k": gen.top_k,
+            "min_p": 0.0 if gen.min_p is None else gen.min_p,
+            "max_tokens": gen.max_completion_length,
+            "logprobs": gen.logprobs,
+            **gen.generation_kwargs,
+        }
+        # A one-token bad word is masked to -inf at every step (a logit_bias is clamped to -100, not enough).
+        audio_token = self._tokenizer.convert_ids_to_tokens(self.audio_token_id)
+        kwargs["bad_words"] = [*(kwargs.get("bad_words") or []), audio_token]
+        return SamplingParams(**kwargs)
+
+    def sync_vllm_weights(self) -> None:
+        """Push the policy's weights into the colocated vLLM engine and drop everything computed with the old ones.
+
+        Names are mapped to the checkpoint's (what vLLM loads); ``reload_weights`` handles packed parameters on every
+        backend. vLLM caches audio-encoder outputs per clip, so its encoder cache is reset as well as its prefix cache.
+        """
+        llm = self.vllm_generation.llm
+        weights = (
+            (checkpoint_name(name, self.model_family), param)
+            for name, param in self.vllm_generation._iter_named_params()  # gathers ZeRO-3 shards, merges LoRA
+        )
+        llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
+        llm.llm_engine.reset_encoder_cache()
+        llm.reset_prefix_cache()

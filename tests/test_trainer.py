@@ -1,0 +1,251 @@
+"""AudioGRPOTrainer on the tiny Qwen2-Audio with real TRL: the audio reaches every log-prob forward, row by row."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import write_tone
+
+from r1_aqa.rewards import accuracy_reward, format_reward
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = str(ROOT / "examples/r1_aqa/recipes/tiny_grpo.yaml")
+
+
+def make_parquet(tmp_path, n: int = 4):
+    """A prepared-style parquet of ``n`` tone questions: distinct tone per row, two clip lengths."""
+    rows = []
+    for i in range(n):
+        seconds = 1.0 if i % 2 == 0 else 1.5
+        path = write_tone(tmp_path / f"tone{i}.wav", freq=300.0 + 150.0 * i, seconds=seconds)
+        choices = ["low", "high", "middle"]
+        rows.append(dict(
+            id=f"q{i}", question=f"Which tone is number {i}?", choices=choices, answer=choices[i % 3],
+            answer_idx=i % 3, solution=f"<answer>{choices[i % 3]}</answer>", prompt="", audio=str(path.resolve()),
+            duration_s=seconds, sample_rate=16_000, dataset_name="synthetic",
+        ))
+    out = tmp_path / "train.parquet"
+    pd.DataFrame(rows).to_parquet(out)
+    return out
+
+
+def length_reward(completions, **kwargs) -> list[float]:
+    """A reward that varies within every group, so advantages (and gradients) are never all zero."""
+    return [float(len(c[-1]["content"]) % 5) for c in completions]
+
+
+def make_trainer(tiny_model_dir, parquet, out_dir, **overrides):
+    from trl import GRPOConfig
+
+    from r1_aqa.models import load_model
+    from r1_aqa.train import build_dataset
+    from r1_aqa.trainer import AudioGRPOTrainer
+
+    settings = dict(
+        output_dir=str(out_dir), per_device_train_batch_size=2, num_generations=2, max_completion_length=6,
+        learning_rate=1e-3, beta=0.04, max_steps=2, logging_steps=1, save_strategy="no", report_to="none",
+        use_cpu=True, bf16=False, gradient_checkpointing=False, seed=0, dataloader_num_workers=0,
+    )
+    settings.update(overrides)
+    model = load_model(tiny_model_dir, device="cpu").train()
+    return AudioGRPOTrainer(
+        model=model, reward_funcs=[accuracy_reward, format_reward, length_reward], args=GRPOConfig(**settings),
+        train_dataset=build_dataset(str(parquet), "default"),
+    )
+
+
+def audio_params(model) -> dict[str, torch.Tensor]:
+    """The audio encoder's and projector's tensors (Qwen2-Audio: audio_tower, multi_modal_projector; Omni: audio_tower)."""
+    names = ("audio_tower", "multi_modal_projector")
+    return {n: p.detach().clone() for n, p in model.named_parameters() if any(k in n for k in names)}
+
+
+@pytest.fixture(scope="module")
+def tiny_omni_dir(tmp_path_factory):
+    """A tiny random Qwen2.5-Omni thinker directory."""
+    from r1_aqa.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-omni"), family="qwen2.5-omni", seed=0)
+
+
+def unused_audio_params(trainer) -> set[str]:
+    """Audio parameters the model's own forward never reads (no gradient from a plain forward/backward with audio)."""
+    from r1_aqa.audio import load_audio
+
+    row = trainer.train_dataset[0]
+    processor, model = trainer.processing_class, trainer.model
+    text = processor.apply_chat_template([row["prompt"]], add_generation_prompt=True, tokenize=False)[0]
+    enc = processor(text=[text], audio=[load_audio(row["audio"])], sampling_rate=16_000, return_tensors="pt")
+    model.zero_grad()
+    model(**enc).logits.float().pow(2).mean().backward()
+    unused = {n for n, p in model.named_parameters() if n in audio_params(model) and p.grad is None}
+    model.zero_grad()
+    return unused
+
+
+@pytest.mark.parametrize("family_dir", ["tiny_model_dir", "tiny_omni_dir"])
+def test_every_audio_tower_and_projector_tensor_changes(family_dir, request, tmp_path):
+    trainer = make_trainer(request.getfixturevalue(family_dir), make_parquet(tmp_path), tmp_path / "out")
+    unused = unused_audio_params(trainer)  # the Omni encoder keeps an embedding its forward never reads
+    assert len(unused) <= 1, unused
+    before = audio_params(trainer.model)
+    trainer.train()
+    after = audio_params(trainer.model)
+    assert len(before) >= 39
+    unchanged = [n for n in before if torch.equal(before[n], after[n]) and n not in unused]
+    assert not unchanged, f"{len(unchanged)}/{len(before)} audio tensors unchanged after 2 steps: {unchanged[:5]}"
+    logged = {k for entry in trainer.state.log_history for k in entry}
+    assert {"audio/cut_at_cap_ratio", "kl", "completions/mean_length", "rewards/accuracy_reward/mean"} <= logged
+
+
+def test_each_logprob_forward_gets_its_own_prompts_features(tiny_model_dir, tmp_path):
+    from r1_aqa.audio import load_audio
+    from r1_aqa.models import load_processor
+
+    parquet = make_parquet(tmp_path, n=4)
+    trainer = make_trainer(
+        tiny_model_dir, parquet, tmp_path / "out", per_device_train_batch_size=4, num_generations=2,
+        gradient_accumulation_steps=2, num_iterations=2, max_steps=2,
+    )
+    seen = []
+
+    def hook(module, args, kwargs):
+        if kwargs.get("fused_lm_head"):  # TRL's log-prob passes (old, reference, policy), not generate
+            seen.append({k: kwargs[k].clone() for k in ("input_ids", "input_features", "feature_attention_mask")})
+
+    trainer.model.register_forward_pre_hook(hook, with_kwargs=True)
+    trainer.train()
+
+    processor = load_processor(tiny_model_dir)
+    df = pd.read_parquet(parquet)
+    expected = {}
+    for i, row in df.iterrows():
+        text = f"Audio 1: <|audio_bos|><|AUDIO|><|audio_eos|>\n{row.question}"
+        enc = processor(text=[text], audio=[load_audio(row.audio)], sampling_rate=16_000, return_tensors="pt")
+        expected[i] = (enc["input_features"][0], enc["feature_attention_mask"][0])
+    audio_id = trainer.audio_token_id
+    # 2 optimizer steps x 2 micro-batches of 4 rows, the old and reference passes over each 8-row generation batch
+    assert len(seen) >= 4
+    prompts_seen = set()
+    for batch in seen:
+        assert batch["input_features"].size(0) == batch["input_ids"].size(0)
+        for ids, feats, fmask in zip(batch["input_ids"], batch["input_features"], batch["feature_attention_mask"]):
+            text = processor.tokenizer.decode(ids, skip_special_tokens=True)
+            i = int(re.search(r"number (\d+)\?", text).group(1))
+            prompts_seen.add(i)
+            want_feats, want_mask = expected[i]
+            assert torch.equal(fmask, want_mask), f"row for question {i} got another clip's mask"
+            assert torch.allclose(feats, want_feats, atol=1e-6), f"row for question {i} got another clip's features"
+            assert int((ids == audio_id).sum()) > 0
+    assert prompts_seen == set(range(4))
+
+
+def test_cli_train_saves_loadable_checkpoints_and_resumes(tiny_model_dir, tmp_path):
+    from safetensors import safe_open
+
+    from r1_aqa.cli import main
+    from r1_aqa.models import load_model
+    from r1_aqa.train import parse_trl_args, train
+
+    parquet = make_parquet(tmp_path)
+    out = tmp_path / "out"
+    args = ["--config", RECIPE, "--model_name_or_path", str(tiny_model_dir), "--dataset_path", str(parquet),
+            "--output_dir", str(out)]
+    assert main(["train", *args, "--max_steps", "2"]) == 0
+    for folder in (out, out / "checkpoint-2"):
+        model = load_model(folder, device="cpu")  # transformers; and the hub's weight names, which vLLM reads
+        assert type(model).__name__ == "Qwen2AudioForConditionalGeneration"
+        with safe_open(str(folder / "model.safetensors"), "pt") as f:
+            names = list(f.keys())
+        hub_prefixes = ("audio_tower.", "multi_modal_projector.", "language_model.")
+        assert all(n.startswith(hub_prefixes) for n in names), names[:3]
+    assert json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())["global_step"] == 2
+
+    trainer = train(*parse_trl_args([*args, "--max_steps", "3", "--resume_from_checkpoint", str(out / "checkpoint-2")]))
+    steps = [e["step"] for e in trainer.state.log_history if "loss" in e]
+    assert steps == [1, 2, 3] and trainer.state.global_step == 3
+
+
+def test_train_help_lists_trl_flags(capsys):
+    from r1_aqa.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--trl-help"])
+    assert "--num_generations" in capsys.readouterr().out
+
+
+def favour_token(model, token_id: int) -> None:
+    """Rig the LM head: logits +-1e3 * h.w for ``token_id`` and token 0, 0 elsewhere (half the steps pick it)."""
+    head = model.get_output_embeddings().weight
+    with torch.no_grad():
+        direction = torch.randn(head.size(1), generator=torch.Generator().manual_seed(0))
+        head.zero_()
+        head[token_id] = 1e3 * direction
+        head[0] = -1e3 * direction
+
+
+def audio_token_counts(trainer) -> tuple[list[int], set[int]]:
+    """Record the <|AUDIO|> count of every row of every log-prob forward; also return the counts prompts have."""
+    from r1_aqa.audio import load_audio
+
+    audio_id, processor = trainer.audio_token_id, trainer.processing_class
+    counts: list[int] = []
+    def hook(module, args, kwargs):
+        if kwargs.get("fused_lm_head"):  # TRL's log-prob passes
+            counts.extend((kwargs["input_ids"] == audio_id).sum(1).tolist())
+
+    trainer.model.register_forward_pre_hook(hook, with_kwargs=True)
+    prompt_counts = set()
+    for row in trainer.train_dataset:
+        text = processor.apply_chat_template([row["prompt"]], add_generation_prompt=True, tokenize=False)[0]
+        ids = processor(text=[text], audio=[load_audio(row["audio"])], sampling_rate=16_000)["input_ids"][0]
+        prompt_counts.add(sum(int(t == audio_id) for t in ids))
+    return counts, prompt_counts
+
+
+def test_policy_never_samples_the_audio_token(tiny_model_dir, tmp_path):
+    """With an LM head that favours <|AUDIO|>, rollouts still hold only the prompt's audio tokens."""
+    from r1_aqa.audio import load_audio
+
+    trainer = make_trainer(tiny_model_dir, make_parquet(tmp_path), tmp_path / "out", max_steps=1, learning_rate=1e-9)
+    model, audio_id = trainer.model, trainer.audio_token_id
+    favour_token(model, audio_id)
+    row = trainer.train_dataset[0]
+    processor = trainer.processing_class
+    text = processor.apply_chat_template([row["prompt"]], add_generation_prompt=True, tokenize=False)[0]
+    enc = processor(text=[text] * 4, audio=[load_audio(row["audio"])] * 4, sampling_rate=16_000, return_tensors="pt")
+    with torch.no_grad():
+        free = model.generate(**enc, do_sample=True, max_new_tokens=6)[:, enc["input_ids"].size(1):]
+    assert (free == audio_id).any(), "the rigged head should make <|AUDIO|> likely without suppression"
+
+    counts, prompt_counts = audio_token_counts(trainer)
+    trainer.train()  # a sampled <|AUDIO|> would fail here: "audio features and audio tokens do not match"
+    assert counts and set(counts) <= prompt_counts
+
+
+@pytest.mark.parametrize("recipe", sorted(str(p) for p in (ROOT / "examples/r1_aqa/recipes").rglob("*.yaml")))
+def test_recipes_parse_with_trls_parser(recipe):
+    from r1_aqa.train import parse_trl_args
+
+    # use_cpu: bf16 recipes are validated against the machine's devices
+    script_args, training_args, model_args = parse_trl_args(["--config", recipe, "--use_cpu", "true"])
+    assert script_args.template == "default" and (model_args.model_name_or_path or "tiny" in recipe)
+    assert training_args.num_generations >= 2 and training_args.loss_type == "grpo"
+
+
+def test_faithful_recipe_matches_r1_aqa():
+    from r1_aqa.train import parse_trl_args
+
+    recipe = str(ROOT / "examples/r1_aqa/recipes/qwen2_audio_7b/grpo_r1_aqa.yaml")
+    _, args, model_args = parse_trl_args(["--config", recipe, "--use_cpu", "true"])
+    assert (args.loss_type, args.beta, args.num_generations, args.temperature) == ("grpo", 0.04, 8, 1.0)
+    assert (args.max_completion_length, args.learning_rate, args.max_steps, args.save_steps) == (256, 1e-6, 1000, 100)
+    assert args.bf16 and args.seed == 42 and model_args.model_name_or_path == "Qwen/Qwen2-Audio-7B-Instruct"
+    gpus = 8
+    completions = args.per_device_train_batch_size * args.gradient_accumulation_steps * gpus
+    assert completions // args.num_generations == 16 and completions == 128

