@@ -1,6 +1,7 @@
 """The ``r1-aqa`` command. Each subcommand lives in its stage's module, which provides ``HELP``,
 ``add_arguments(parser)`` and ``run(args)``; modules keep heavy imports (torch, transformers, TRL, vLLM) inside
-functions so that ``r1-aqa --help`` stays fast."""
+functions so that ``r1-aqa --help`` stays fast. A module that sets ``PASS_THROUGH = True`` receives the arguments
+it does not declare in ``args.extra_args`` (``train`` hands them to TRL's parser)."""
 
 from __future__ import annotations
 
@@ -26,21 +27,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if e.name != module_name:
-                raise
-            continue  # stage not installed in this build
+        module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=module.HELP, description=module.HELP,
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         module.add_arguments(p)
-        p.set_defaults(_run=module.run)
+        p.set_defaults(_run=module.run, _pass_through=getattr(module, "PASS_THROUGH", False))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not args._pass_through:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra_args = extra
     try:
         return int(args._run(args) or 0)
     except (ValueError, FileNotFoundError) as e:  # bad input: the message names the file, line or id

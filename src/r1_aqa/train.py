@@ -18,18 +18,10 @@ HELP = (
 )
 
 
-class _PassThroughParser(argparse.ArgumentParser):
-    """Collects every argument it does not know into ``trl_args`` (they belong to TRL's parser, not argparse's)."""
-
-    def parse_known_args(self, args=None, namespace=None):
-        namespace, extras = super().parse_known_args(args, namespace)
-        namespace.trl_args = extras
-        return namespace, []
+PASS_THROUGH = True  # flags this parser does not declare go to TRL's parser (``args.extra_args``)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    # The subcommand's parser hands unknown flags to TRL's parser instead of rejecting them.
-    parser.__class__ = _PassThroughParser
     parser.allow_abbrev = False  # an abbreviated TRL flag must not be taken for --config
     parser.add_argument("--config", help="recipe YAML (TRL's --config: any script, GRPOConfig or ModelConfig field)")
     parser.add_argument("--trl-help", action="store_true", help="list every flag TRL's parser accepts and exit")
@@ -67,7 +59,7 @@ def build_dataset(path: str, template: str, max_rows: int | None = None):
 
 
 def run(args) -> None:
-    argv = list(args.trl_args)
+    argv = list(args.extra_args)
     if args.config:
         argv = ["--config", args.config, *argv]
     if args.trl_help:
