@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -128,7 +129,7 @@ def test_in_process_probing_gives_the_same_result(dirty_corpus, tmp_path):
                                                  "answer in <answer> </answer>.")
 
 
-def test_malformed_json_is_a_hard_error_and_writes_nothing(dirty_corpus, tmp_path):
+def test_malformed_json_is_a_hard_error_and_writes_nothing(dirty_corpus, tmp_path, capsys):
     jsonl, clips, _ = dirty_corpus
     lines = jsonl.read_text().splitlines()
     lines.insert(6, '{"id": 99, "question_text": "broken",')  # becomes line 7
@@ -137,13 +138,13 @@ def test_malformed_json_is_a_hard_error_and_writes_nothing(dirty_corpus, tmp_pat
     out_dir = tmp_path / "out"
     out_dir.mkdir()
 
-    with pytest.raises(ValueError, match=r"bad\.jsonl:7: not valid JSON"):
-        main(["prepare", "avqa", "--input", str(bad), "--audio-dir", str(clips),
-              "--output", str(out_dir / "avqa.parquet"), "--workers", "1"])
+    assert main(["prepare", "avqa", "--input", str(bad), "--audio-dir", str(clips),
+                 "--output", str(out_dir / "avqa.parquet"), "--workers", "1"]) == 2
+    assert re.search(r"bad\.jsonl:7: not valid JSON", capsys.readouterr().err)
     assert list(out_dir.iterdir()) == []
 
 
-def test_failed_run_leaves_the_previous_output_intact(dirty_corpus, tmp_path):
+def test_failed_run_leaves_the_previous_output_intact(dirty_corpus, tmp_path, capsys):
     jsonl, clips, _ = dirty_corpus
     out = tmp_path / "avqa.parquet"
     args = ["prepare", "avqa", "--audio-dir", str(clips), "--output", str(out), "--workers", "1"]
@@ -152,8 +153,8 @@ def test_failed_run_leaves_the_previous_output_intact(dirty_corpus, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(jsonl.read_text() + "[not json\n")
 
-    with pytest.raises(ValueError, match=r"bad\.jsonl:16: not valid JSON"):
-        main([*args, "--input", str(bad)])
+    assert main([*args, "--input", str(bad)]) == 2
+    assert re.search(r"bad\.jsonl:16: not valid JSON", capsys.readouterr().err)
     assert (out.read_bytes(), out.with_suffix(".report.json").read_bytes()) == before
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
@@ -231,12 +232,12 @@ def test_from_hf_layout_writes_clips_as_wav(gijs_layout, tmp_path, workers):
     assert rows[2]["duration_s"] == pytest.approx(5512 / 22_050)
 
 
-def test_from_hf_other_split_and_unknown_split(gijs_layout, tmp_path):
+def test_from_hf_other_split_and_unknown_split(gijs_layout, tmp_path, capsys):
     out = tmp_path / "val.parquet"
     main(["prepare", "avqa", "--from-hf", str(gijs_layout), "--split", "val", "--output", str(out), "--workers", "1"])
     assert [(r["id"], r["question"], r["answer"]) for r in _read(out)] == [("val-0", "What is the audio about?", "car")]
-    with pytest.raises(ValueError, match=r"no split .test.; splits are \[.train., .val.\]"):
-        main(["prepare", "avqa", "--from-hf", str(gijs_layout), "--split", "test", "--output", str(out)])
+    assert main(["prepare", "avqa", "--from-hf", str(gijs_layout), "--split", "test", "--output", str(out)]) == 2
+    assert re.search(r"no split .test.; splits are \[.train., .val.\]", capsys.readouterr().err)
 
 
 def test_parse_question_rejects_mismatched_answer_text():
