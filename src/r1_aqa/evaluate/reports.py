@@ -91,9 +91,15 @@ def score_markdown(score: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def plot_score(score: dict, path: str | os.PathLike) -> Path:
@@ -131,10 +137,7 @@ def plot_score(score: dict, path: str | os.PathLike) -> Path:
             ax.set_ylabel("accuracy (%)")
     version = f", {score['version']} questions" if "version" in score else ""
     fig.suptitle(f"{score['benchmark'].upper()}{version}: official rule, key {score['key']}")
-    path = Path(path)
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_score_report(score: dict, out_dir: str | os.PathLike, name: str) -> list[Path]:
@@ -210,10 +213,7 @@ def plot_sweep(results: list[tuple[int, dict]], path: str | os.PathLike) -> Path
     first = results[0][1] if results else {}
     version = f", {first['version']} questions" if "version" in first else ""
     ax.set_title(f"{first.get('benchmark', '').upper()} accuracy vs step{version}")
-    path = Path(path)
-    _save(fig, path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_sweep_report(results: list[tuple[int, dict]], out_dir: str | os.PathLike,
