@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from r1_aqa.evaluate.engines import chat_prompt
+    from r1_aqa.prompts import chat_prompt
     from r1_aqa.models import load_processor
     from r1_aqa.prompts import format_prompt
     from r1_aqa.vllm_audio import configure_cpu_env

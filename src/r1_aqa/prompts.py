@@ -27,3 +27,8 @@ def format_prompt(question: str, choices: Sequence[str], template: str = "defaul
 def build_messages(prompt: str) -> list[dict]:
     """One user turn: the audio placeholder first, then the prompt text (no ``audio_url: None`` key)."""
     return [{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": prompt}]}]
+
+
+def chat_prompt(processor, prompt: str) -> str:
+    """The model's chat-template text for one user prompt with one clip (a single audio placeholder)."""
+    return processor.apply_chat_template(build_messages(prompt), add_generation_prompt=True, tokenize=False)

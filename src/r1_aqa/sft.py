@@ -2,7 +2,9 @@
 
 ``target="format"`` teaches only the answer format: each target is ``<answer>OPTION</answer>`` with an option
 drawn at random, so the model learns to answer with one of the listed options without learning which one is
-right (the demo's honest starting point, like an instruct model). ``target="label"`` trains on the true answers.
+right. ``target="label"`` trains on the true answers. One warm start can mix datasets with different targets: the
+demo's is format-only on its GRPO task and true labels on a different listening task, so the model can hear but has
+not been taught the task (like an instruct model).
 """
 
 from __future__ import annotations
@@ -10,10 +12,10 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from .audio import load_audio
-from .prompts import build_messages
+from .prompts import chat_prompt
 
 
 @dataclass
@@ -30,8 +32,7 @@ class AudioSFTCollator:
         end = "<|im_end|>\n"
         texts, n_target = [], []
         for row in rows:
-            prompt = self.processor.apply_chat_template(build_messages(row["prompt"]), add_generation_prompt=True,
-                                                        tokenize=False)
+            prompt = chat_prompt(self.processor, row["prompt"])
             texts.append(prompt + row["target"] + end)
             n_target.append(len(tok(row["target"] + end, add_special_tokens=False)["input_ids"]))
         audio = [load_audio(row["audio"], max_seconds=self.max_audio_seconds) for row in rows]
@@ -62,16 +63,19 @@ def sft_rows(frame, target: str = "format", seed: int = 0) -> list[dict]:
 
 def run_sft(
     model_dir: str | os.PathLike,
-    dataset: str | os.PathLike,
+    datasets: Sequence[tuple[str | os.PathLike, str]],
     output_dir: str | os.PathLike,
-    target: str = "format",
     max_steps: int = 60,
     learning_rate: float = 3e-3,
     batch_size: int = 16,
     max_audio_seconds: float | None = 30.0,
     seed: int = 0,
 ) -> str:
-    """Warm-start ``model_dir`` on a prepared parquet and save the result (model + processor) to ``output_dir``."""
+    """Warm-start ``model_dir`` and save the result (model + processor) to ``output_dir``.
+
+    ``datasets`` are ``(prepared parquet, target)`` pairs whose rows are shuffled together; see the module docstring
+    for the targets.
+    """
     import pandas as pd
     from transformers import Trainer, TrainingArguments
 
@@ -80,7 +84,7 @@ def run_sft(
     processor = load_processor(model_dir)
     model = load_model(model_dir)
     model.train()
-    rows = sft_rows(pd.read_parquet(dataset), target=target, seed=seed)
+    rows = [row for path, target in datasets for row in sft_rows(pd.read_parquet(path), target=target, seed=seed)]
     args = TrainingArguments(
         output_dir=str(output_dir),
         max_steps=max_steps,

@@ -6,7 +6,9 @@ only knowable from the audio; its position is uniform over the four slots. Tasks
 - ``pitch``: one tone at 220 / 440 / 880 / 1760 Hz -> "low" / "mid" / "high" / "top".
 - ``count``: one to four short beeps -> "one" / "two" / "three" / "four".
 
-Everything is a function of (seed, task, item index), so a seed gives the same files byte for byte.
+Everything is a function of (seed, task, item index), so a seed gives the same files byte for byte. With
+``balanced`` the labels cycle through the option words (item ``i`` has label ``i mod 4``), so every label has the same
+share and any constant answer scores exactly chance (held-out sets); the answer position stays random.
 """
 
 from __future__ import annotations
@@ -62,13 +64,15 @@ def render(task: str, label: int, seconds: float, rng: np.random.Generator, sr: 
     return wav.astype(np.float32)
 
 
-def make_item(task: str, index: int, seed: int, seconds: float) -> tuple[dict, np.ndarray]:
+def make_item(task: str, index: int, seed: int, seconds: float, balanced: bool = False) -> tuple[dict, np.ndarray]:
     """Item ``index`` of ``task`` for ``seed``: its JSONL row (without ``audio_path``) and its clip."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {sorted(TASKS)}")
     question, words = TASKS[task]
     rng = np.random.default_rng([seed, list(TASKS).index(task), index])
     label, position = int(rng.integers(len(words))), int(rng.integers(len(words)))
+    if balanced:
+        label = index % len(words)
     others = [words[j] for j in rng.permutation(len(words)) if j != label]
     choices = others[:position] + [words[label]] + others[position:]
     row = {"id": f"synth-{task}-{seed}-{index:05d}", "question_text": question, "multi_choice": choices,
@@ -77,7 +81,7 @@ def make_item(task: str, index: int, seed: int, seconds: float) -> tuple[dict, n
 
 
 def synthesize(out_dir: str | os.PathLike, n: int = 200, seed: int = 0, task: str = "pitch",
-               seconds: float = 1.0) -> Path:
+               seconds: float = 1.0, balanced: bool = False) -> Path:
     """Write ``n`` items of ``task`` to ``out_dir/<task>.jsonl`` and ``out_dir/audio/<id>.wav``; return the JSONL path.
 
     ``audio_path`` in the JSONL is relative to ``out_dir`` (``prepare avqa --audio-dir out_dir`` resolves it).
@@ -93,7 +97,7 @@ def synthesize(out_dir: str | os.PathLike, n: int = 200, seed: int = 0, task: st
     (out_dir / "audio").mkdir(parents=True, exist_ok=True)
     lines = []
     for i in tqdm(range(n), desc=f"synth {task}", unit="clip"):
-        row, wav = make_item(task, i, seed, seconds)
+        row, wav = make_item(task, i, seed, seconds, balanced)
         row["audio_path"] = f"audio/{row['id']}.wav"
         with atomic_path(out_dir / row["audio_path"]) as tmp:
             sf.write(str(tmp), wav, SAMPLE_RATE, format="WAV", subtype="PCM_16")
@@ -110,9 +114,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", default="pitch", choices=sorted(TASKS),
                         help="pitch: which of 4 tones; count: how many beeps (1-4)")
     parser.add_argument("--seconds", type=float, default=1.0, help="clip length in seconds")
+    parser.add_argument("--balanced", action="store_true",
+                        help="labels cycle through the options (equal shares; for held-out sets)")
 
 
 def run(args: argparse.Namespace) -> int:
-    path = synthesize(args.out_dir, n=args.n, seed=args.seed, task=args.task, seconds=args.seconds)
+    path = synthesize(args.out_dir, n=args.n, seed=args.seed, task=args.task, seconds=args.seconds,
+                      balanced=args.balanced)
     print(f"wrote {args.n} {args.task} items to {path} (clips in {path.parent / 'audio'})")
     return 0

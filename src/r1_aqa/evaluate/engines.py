@@ -15,7 +15,7 @@ import numpy as np
 if TYPE_CHECKING:
     from transformers import BatchFeature
 
-from ..prompts import build_messages
+from ..prompts import chat_prompt
 
 ENGINES = ("hf", "vllm")
 
@@ -23,11 +23,6 @@ ENGINES = ("hf", "vllm")
 def greedy_settings(max_new_tokens: int) -> dict:
     """The decoding settings every evaluation uses (recorded in the run's metadata)."""
     return {"do_sample": False, "temperature": 0.0, "num_beams": 1, "max_new_tokens": max_new_tokens}
-
-
-def chat_prompt(processor, prompt: str) -> str:
-    """The model's chat-template text for one user prompt with one clip (a single audio placeholder)."""
-    return processor.apply_chat_template(build_messages(prompt), add_generation_prompt=True, tokenize=False)
 
 
 def hf_batch(processor, texts: Sequence[str], audios: Sequence[np.ndarray]) -> BatchFeature:

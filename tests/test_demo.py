@@ -1,0 +1,83 @@
+"""``r1-aqa demo --quick``: every stage runs for real (synth, prepare, tiny model, warm start, GRPO, eval) and the
+outputs are written. The accuracy targets are for the full demo, not checked here."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import yaml
+
+from r1_aqa import cli, demo
+
+
+def test_quick_demo_runs_every_stage_and_writes_its_outputs(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--out", str(out), "--quick"]) == 0
+
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("accuracy_before", "accuracy_after", "accuracy_silence", "warm_start_count_accuracy"):
+        assert 0.0 <= summary[key] <= 1.0, key
+    assert summary["n_eval"] == demo.QUICK["n_eval"]
+    assert summary["grpo_steps"] == demo.QUICK["grpo_steps"]
+    assert summary["seconds"] > 0
+    assert set(summary["stage_seconds"]) == {"data", "model", "eval_before", "grpo", "eval_after"}
+    assert set(summary["targets_met"]) == {"seconds", "accuracy_after", "gain", "silence", "n_eval"}
+    assert [r["step"] for r in summary["reward_log"]] == [1, 2]  # logged every step in a short run
+    assert all(0.0 <= r["accuracy"] <= 1.0 and 0.0 <= r["format"] <= 1.0 for r in summary["reward_log"])
+
+    # Held-out items are scored before and after, and the control really replaces every clip with silence.
+    for name in ("before", "after", "silence", "count_before"):
+        assert len(json.loads((out / "eval" / f"{name}.json").read_text())) == demo.QUICK["n_eval"]
+    silence = json.loads((out / "eval" / "silence.json").read_text())
+    assert {r["audio"] for r in silence} == {str(out / "data" / "silence.wav")}
+    train = set(pd.read_parquet(out / "data" / "pitch_train.parquet")["id"])
+    held_out = set(pd.read_parquet(out / "data" / "pitch_eval.parquet")["id"])
+    assert len(held_out) == demo.QUICK["n_eval"] and train.isdisjoint(held_out)
+    labels = pd.read_parquet(out / "data" / "pitch_eval.parquet")["answer"].value_counts()
+    assert sorted(labels.index) == ["high", "low", "mid", "top"] and set(labels) == {demo.QUICK["n_eval"] // 4}
+
+    report = (out / "report.md").read_text()
+    assert "| accuracy after GRPO |" in report and "![rewards](rewards.png)" in report
+    for png in ("rewards.png", "accuracy.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| seconds end to end |" in capsys.readouterr().out  # the closing table is printed
+
+
+def test_recipe_is_a_valid_trl_config():
+    from r1_aqa.train import parse_trl_args
+
+    recipe = yaml.safe_load(demo.RECIPE.read_text())
+    script, grpo, _ = parse_trl_args(["--config", str(demo.RECIPE), "--model_name_or_path", "m",
+                                      "--dataset_path", "d.parquet", "--output_dir", "o"])
+    assert grpo.max_steps == recipe["max_steps"] and grpo.num_generations == recipe["num_generations"]
+    assert grpo.per_device_train_batch_size % grpo.num_generations == 0
+    assert script.max_audio_seconds == demo.WINDOW_SECONDS
+
+
+def test_format_warm_start_targets_carry_no_answer(tmp_path):
+    """The pitch warm start's targets are options drawn at random (right ~1/4 of the time); count's are the answers."""
+    from r1_aqa.data.synth import make_item
+    from r1_aqa.sft import sft_rows
+
+    rows = []
+    for i in range(400):
+        item, _ = make_item("pitch", i, seed=0, seconds=0.1)
+        rows.append({"prompt": "q", "audio": "a.wav", "choices": item["multi_choice"],
+                     "answer": item["multi_choice"][item["answer"]]})
+    frame = pd.DataFrame(rows)
+    fmt = sft_rows(frame, target="format", seed=0)
+    picked = [r["target"].removeprefix("<answer>").removesuffix("</answer>") for r in fmt]
+    assert all(p in row["choices"] for p, row in zip(picked, rows))
+    right = sum(p == row["answer"] for p, row in zip(picked, rows)) / len(rows)
+    assert 0.15 < right < 0.35
+    assert [r["target"] for r in sft_rows(frame, target="label")] == [f"<answer>{r['answer']}</answer>" for r in rows]
+
+
+def test_balanced_held_out_labels_cycle_and_positions_stay_random():
+    from r1_aqa.data.synth import TASKS, make_item
+
+    items = [make_item("pitch", i, seed=1, seconds=0.1, balanced=True)[0] for i in range(200)]
+    words = TASKS["pitch"][1]
+    assert [words.index(r["multi_choice"][r["answer"]]) for r in items] == [i % 4 for i in range(200)]
+    assert {r["answer"] for r in items} == {0, 1, 2, 3}
