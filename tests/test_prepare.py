@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
-from conftest import write_tone
+from conftest import MMAU_DIR, needs_mmau, write_tone
 
 from r1_aqa.cli import main
 from r1_aqa.data.avqa import parse_question, video_to_audio
@@ -22,7 +22,6 @@ from r1_aqa.data.prepare import COLUMNS
 from r1_aqa.data.synth import synthesize
 from r1_aqa.prompts import format_prompt
 
-MMAU_DIR = Path("/work/shared/data/mmau")
 MMAU_FILES = ["mmau-test-mini.2025-01-28.json", "mmau-test-mini.v05.15.25.json"]
 CHOICES = ["dog", "cat", "car", "bird"]
 
@@ -251,6 +250,7 @@ def test_parse_question_rejects_mismatched_answer_text():
 # --- MMAU -----------------------------------------------------------------------------------------------------
 
 
+@needs_mmau
 @pytest.mark.parametrize("name", MMAU_FILES)
 def test_load_mmau_on_the_real_question_files(name, tmp_path):
     records = load_mmau(MMAU_DIR / name, tmp_path)
@@ -261,6 +261,7 @@ def test_load_mmau_on_the_real_question_files(name, tmp_path):
     assert repeated and all(r["choices"][r["answer_idx"]] == r["answer"] for r in repeated)
 
 
+@needs_mmau
 def test_prepare_mmau_without_clips_reports_every_item_and_fails(tmp_path):
     out = tmp_path / "mmau.parquet"
     assert main(["prepare", "mmau", "--input", str(MMAU_DIR / MMAU_FILES[0]), "--audio-dir", str(tmp_path),
@@ -271,6 +272,7 @@ def test_prepare_mmau_without_clips_reports_every_item_and_fails(tmp_path):
     assert pq.read_schema(out).names == list(COLUMNS) and _read(out) == []
 
 
+@needs_mmau
 @pytest.mark.parametrize("name", MMAU_FILES)
 def test_prepare_mmau_with_some_clips(name, tmp_path):
     records = json.loads((MMAU_DIR / name).read_text())
@@ -295,6 +297,7 @@ def test_prepare_mmau_with_some_clips(name, tmp_path):
         assert row["solution"] == f"<answer>{rec['answer']}</answer>"
 
 
+@needs_mmau
 def test_mmau_bad_items_are_skipped_and_bad_json_fails_fast(tmp_path):
     records = json.loads((MMAU_DIR / MMAU_FILES[1]).read_text())[:3]
     records[0]["answer"] = "not an option"

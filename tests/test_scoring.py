@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import MMAU_DIR, needs_mmau
+
 from r1_aqa import cli
 from r1_aqa.evaluate.scoring import (
     ambiguous_items,
@@ -22,14 +24,12 @@ from r1_aqa.evaluate.scoring import (
     tokenize,
 )
 
-MMAU_DIR = Path("/work/shared/data/mmau")
 MMAU_FILES = {"2025-01-28": MMAU_DIR / "mmau-test-mini.2025-01-28.json",
               "v05.15.25": MMAU_DIR / "mmau-test-mini.v05.15.25.json"}
 # Items where a wrong option has the answer's token set (checked by hand: reordered emotion pairs, "ninety-one",
 # a list option in a different order, "not a bad thing" vs "a bad thing, not good").
 AMBIGUOUS_COUNT = {"2025-01-28": 4, "v05.15.25": 9}
 
-needs_mmau = pytest.mark.skipif(not MMAU_DIR.is_dir(), reason="MMAU question files not available")
 
 DOG = ["Dog barking", "A car horn", "Rain"]
 PIANO = ["Piano", "Electric piano", "Guitar"]
