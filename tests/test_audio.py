@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 from conftest import write_tone
 
-from r1_aqa.audio import AudioError, load_audio, probe_audio
+from r1_aqa.audio import AudioError, load_audio, load_audio_capped, probe_audio
 
 
 def test_stereo_44k_becomes_mono_16k(tmp_path):
@@ -44,6 +44,14 @@ def test_cap_keeps_the_first_seconds(tmp_path):
     assert len(load_audio(path)) == 31 * 16_000
     assert len(load_audio(path, max_seconds=30)) == 30 * 16_000
     assert probe_audio(path).duration_s == pytest.approx(31)
+
+
+def test_capped_load_says_whether_the_clip_was_cut(tmp_path):
+    for seconds, cut in [(29, False), (30, False), (31, True)]:
+        path = write_tone(tmp_path / f"{seconds}.wav", seconds=seconds, sr=8_000)
+        wav, was_cut = load_audio_capped(path, max_seconds=30)
+        assert (len(wav), was_cut) == (min(seconds, 30) * 16_000, cut)
+    assert load_audio_capped(path, max_seconds=None)[1] is False
 
 
 def test_errors_name_the_clip(tmp_path):

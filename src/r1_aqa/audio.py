@@ -42,22 +42,39 @@ def _open(src: str | os.PathLike | bytes):
 
 def probe_audio(src: str | os.PathLike | bytes) -> AudioInfo:
     """Decode a clip fully and return its duration, sample rate and channels; raise ``AudioError`` if unusable."""
-    wav, sr, channels = _decode(src)
+    wav, sr, channels, _ = _decode(src)
     return AudioInfo(duration_s=len(wav) / sr, sample_rate=sr, channels=channels)
 
 
-def _decode(src: str | os.PathLike | bytes) -> tuple[np.ndarray, int, int]:
+def _decode(src: str | os.PathLike | bytes, max_seconds: float | None = None) -> tuple[np.ndarray, int, int, bool]:
+    """Mono samples (only the first ``max_seconds`` are decoded), sample rate, channels, and whether it was cut."""
     try:
         with _open(src) as f:
-            data = f.read(dtype="float32", always_2d=True)
             sr = f.samplerate
+            frames = -1 if max_seconds is None else int(round(max_seconds * sr))
+            data = f.read(frames=frames, dtype="float32", always_2d=True)
+            cut = frames >= 0 and f.frames > frames
     except AudioError:
         raise
     except Exception as e:  # soundfile raises LibsndfileError / RuntimeError with terse messages
         raise AudioError(f"{_name(src)}: cannot decode audio ({e})") from None
     if data.shape[0] == 0:
         raise AudioError(f"{_name(src)}: audio has no samples")
-    return data.mean(axis=1), sr, data.shape[1]
+    return data.mean(axis=1), sr, data.shape[1], cut
+
+
+def load_audio_capped(
+    src: str | os.PathLike | bytes,
+    max_seconds: float | None,
+    sampling_rate: int = SAMPLE_RATE,
+) -> tuple[np.ndarray, bool]:
+    """Like :func:`load_audio`, also telling whether the clip was longer than ``max_seconds`` and so cut."""
+    wav, sr, _, cut = _decode(src, max_seconds)
+    if sr != sampling_rate:
+        import soxr
+
+        wav = soxr.resample(wav, sr, sampling_rate, quality="HQ")
+    return np.ascontiguousarray(wav, dtype=np.float32), cut
 
 
 def load_audio(
@@ -67,13 +84,6 @@ def load_audio(
 ) -> np.ndarray:
     """Load ``src`` as float32 mono at ``sampling_rate`` (channels averaged, soxr resampling).
 
-    ``max_seconds`` keeps only the first that many seconds. Raises ``AudioError`` naming the clip.
+    ``max_seconds`` keeps (and decodes) only the first that many seconds. Raises ``AudioError`` naming the clip.
     """
-    wav, sr, _ = _decode(src)
-    if max_seconds is not None:
-        wav = wav[: int(round(max_seconds * sr))]
-    if sr != sampling_rate:
-        import soxr
-
-        wav = soxr.resample(wav, sr, sampling_rate, quality="HQ")
-    return np.ascontiguousarray(wav, dtype=np.float32)
+    return load_audio_capped(src, max_seconds, sampling_rate)[0]

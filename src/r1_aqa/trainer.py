@@ -3,7 +3,7 @@
 Stock TRL 1.16 passes a processor's outputs to ``generate`` only, and forwards a fixed list of image fields to the
 old/reference/policy log-prob passes, so an audio model trains without ever seeing its audio. This subclass:
 
-* loads each row's clip from the dataset's ``audio`` column (``r1_aqa.audio.load_audio``, cut at a cap) and builds
+* loads each row's clip from the dataset's ``audio`` column (``r1_aqa.audio.load_audio_capped``: decoded once, up to the cap) and builds
   the prompt ids and audio features with the model's processor (``_tokenize_prompts``), never truncating a prompt;
 * keeps the features as per-row batch tensors in the generation batch, so TRL's own shuffle and split carry them row
   by row with their completions through ``num_generations``, gradient accumulation, ``steps_per_generation`` and
@@ -20,7 +20,6 @@ Logged beyond TRL's metrics: ``audio/cut_at_cap_ratio`` (share of clips cut at t
 
 from __future__ import annotations
 
-import io
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from trl import GRPOTrainer
 from trl.extras.profiling import profiling_context
 from trl.trainer.utils import selective_log_softmax_and_entropy
 
-from .audio import SAMPLE_RATE, load_audio
+from .audio import SAMPLE_RATE, load_audio_capped
 from .models import audio_token_id, checkpoint_name, load_processor, model_class, model_family
 from .vllm_audio import audio_request, collapse_audio_tokens, configure_cpu_env
 
@@ -48,19 +47,12 @@ class _BatchAudio:
     features: dict[str, torch.Tensor] | None = None
 
 
-def _clip_seconds(src) -> float:
-    import soundfile as sf
-
-    return sf.info(io.BytesIO(src) if isinstance(src, (bytes, bytearray)) else src).duration
-
-
 def load_batch_audio(sources: list, max_seconds: float | None) -> tuple[list[np.ndarray], list[bool]]:
     """Load each distinct clip (a path or encoded bytes) once; return per-row waveforms and whether each was cut."""
     cache: dict = {}
     for src in sources:
         if src not in cache:
-            cut = max_seconds is not None and _clip_seconds(src) > max_seconds
-            cache[src] = (load_audio(src, SAMPLE_RATE, max_seconds=max_seconds), cut)
+            cache[src] = load_audio_capped(src, max_seconds)
     return [cache[src][0] for src in sources], [cache[src][1] for src in sources]
 
 
