@@ -4,7 +4,8 @@ Stock TRL 1.16 passes a processor's outputs to ``generate`` only, and forwards a
 old/reference/policy log-prob passes, so an audio model trains without ever seeing its audio. This subclass:
 
 * loads each row's clip from the dataset's ``audio`` column (``r1_aqa.audio.load_audio_capped``: decoded once, up
-  to the cap) and builds the prompt ids and audio features with the model's processor (``_tokenize_prompts``), never truncating a prompt;
+  to the cap) and builds the prompt ids and audio features with the model's processor (``_tokenize_prompts``),
+  never truncating a prompt;
 * keeps the features as per-row batch tensors in the generation batch, so TRL's own shuffle and split carry them row
   by row with their completions through ``num_generations``, gradient accumulation, ``steps_per_generation`` and
   ``num_iterations`` (``_generate_and_score_completions``);
