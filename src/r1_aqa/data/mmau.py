@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from .prepare import Item, Skip, check_choices, missing_fields, resolve_audio
+from .records import Item, Skip, check_choices, missing_fields, resolve_audio
 
 FIELDS = ("id", "audio_id", "question", "choices", "answer")
 

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from .prepare import Item, Skip, audio_source, check_choices, clip_name, load_hf_split, missing_fields
+from .records import Item, Skip, audio_source, check_choices, clip_name, load_hf_split, missing_fields
 
 FIELDS = ("key", "question", "options", "answer_index")
 

@@ -1,7 +1,7 @@
 """``r1-aqa prepare avqa|mmau|mmsu``: validated rows with probed audio -> one parquet plus a skip report.
 
-Dataset readers (``avqa``, ``mmau``, ``mmsu``) yield ``Item`` (a usable question whose clip is still to be probed)
-or ``Skip`` (a row that is unusable as it stands); ``prepare`` probes every clip on all cores, writes clips that
+Dataset readers (``avqa``, ``mmau``, ``mmsu``) yield ``records.Item`` (a usable question whose clip is still to be
+probed) or ``records.Skip`` (a row that is unusable as it stands); ``prepare`` probes every clip on all cores, writes clips that
 come as bytes or arrays out as wav files, and writes ``OUT.parquet`` and ``OUT.report.json`` atomically.
 """
 
@@ -10,115 +10,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import re
 from pathlib import Path
-from typing import Any, Iterable, Sequence, Union
+from typing import Iterable
+
+from .avqa import read_avqa_hf, read_avqa_jsonl
+from .mmau import read_mmau
+from .mmsu import read_mmsu
+from .records import AudioSource, Item, Skip
 
 HELP = "Prepare AVQA, MMAU or MMSU as a parquet of validated rows with probed audio, plus a skip report."
 
 # Parquet columns every prepared dataset has, in order; readers may add columns (``Item.extra``) after them.
 COLUMNS = ("id", "question", "choices", "answer", "answer_idx", "solution", "prompt", "audio", "duration_s",
            "sample_rate", "dataset_name")
-
-# A clip as a reader finds it: a resolved path, encoded bytes, or a decoded (array, sample rate) pair.
-AudioSource = Union[str, bytes, tuple]
-
-
-@dataclasses.dataclass
-class Item:
-    """A question whose fields are valid; ``clip`` names its audio (the wav file name when written out)."""
-
-    line: int
-    id: str
-    question: str
-    choices: list[str]
-    answer_idx: int
-    dataset_name: str
-    audio: AudioSource | None  # None once handed to the prober
-    clip: str
-    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-
-@dataclasses.dataclass
-class Skip:
-    """A row left out, with its line (JSONL line, or 1-based record/row number) and the reason."""
-
-    line: int
-    id: str | None
-    reason: str
-
-
-def check_choices(choices: Any, answer_idx: Any = None) -> str | None:
-    """Why ``choices`` (and ``answer_idx``, unless None) are unusable, or None when they are a non-empty list of
-    strings and an index into it."""
-    if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
-        return "choices must be a list of strings"
-    if not choices:
-        return "empty choices"
-    if answer_idx is None:
-        return None
-    if not isinstance(answer_idx, int) or isinstance(answer_idx, bool):
-        return f"answer index must be an integer, got {answer_idx!r}"
-    if not 0 <= answer_idx < len(choices):
-        return f"answer index {answer_idx} out of range for {len(choices)} choices"
-    return None
-
-
-def missing_fields(record: dict, required: Sequence[str]) -> str | None:
-    """A skip reason naming the required fields ``record`` lacks (or has as null), or None."""
-    missing = [k for k in required if record.get(k) is None]
-    return f"missing field(s): {', '.join(missing)}" if missing else None
-
-
-def resolve_audio(audio_path: str, audio_dir: str | os.PathLike | None) -> str | None:
-    """The absolute path of the first existing file among DIR/audio_path, audio_path as given, DIR/basename."""
-    candidates = [audio_path] if audio_dir is None else [
-        os.path.join(audio_dir, audio_path), audio_path, os.path.join(audio_dir, os.path.basename(audio_path))]
-    return next((os.path.abspath(c) for c in candidates if os.path.isfile(c)), None)
-
-
-def audio_source(value: Any, base_dir: str | os.PathLike | None = None) -> AudioSource | None:
-    """Normalize an HF-style audio value (bytes, path, ``{"bytes", "path"}`` or ``{"array", "sampling_rate"}``).
-
-    Returns bytes, an (array, rate) pair or an existing absolute path (relative paths tried against
-    ``base_dir`` too); None when the value holds no usable reference.
-    """
-    import numpy as np
-
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value)
-    if isinstance(value, dict):
-        if value.get("bytes"):
-            return bytes(value["bytes"])
-        if value.get("array") is not None:
-            return np.asarray(value["array"], dtype=np.float32), int(value["sampling_rate"])
-        value = value.get("path")
-    if isinstance(value, str) and value:
-        return resolve_audio(value, base_dir)
-    return None
-
-
-def load_hf_split(path: str | os.PathLike, split: str | None):
-    """``datasets.load_from_disk`` of a Dataset or DatasetDict (taking ``split``; the only one when None), with
-    audio columns left undecoded (``{"bytes", "path"}``)."""
-    import datasets
-
-    ds = datasets.load_from_disk(str(path))
-    if isinstance(ds, datasets.DatasetDict):
-        if split is None and len(ds) == 1:
-            split = next(iter(ds))
-        if split not in ds:
-            raise ValueError(f"{path}: no split {split!r}; splits are {sorted(ds)} (pick one with --split)")
-        ds = ds[split]
-    for name, feature in ds.features.items():
-        if isinstance(feature, datasets.Audio):
-            ds = ds.cast_column(name, datasets.Audio(decode=False))
-    return ds
-
-
-def clip_name(name: str) -> str:
-    """A file-name-safe stem for a clip written out as wav (from its original file name's stem or the row id)."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "clip"
 
 
 def _is_wav(data: bytes) -> bool:
@@ -308,17 +212,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.dataset == "avqa":
-        from .avqa import read_avqa_hf, read_avqa_jsonl
-
         rows, rows_in = (read_avqa_hf(args.from_hf, args.split) if args.from_hf is not None
                          else read_avqa_jsonl(args.input, args.audio_dir))
     elif args.dataset == "mmau":
-        from .mmau import read_mmau
-
         rows, rows_in = read_mmau(args.input, args.audio_dir)
     else:
-        from .mmsu import read_mmsu
-
         rows, rows_in = read_mmsu(args.input, args.split)
     report = prepare(rows, rows_in, args.output, template=args.template, workers=args.workers)
     print(f"{args.output}: kept {report['rows_out']} of {report['rows_in']} rows, skipped "
