@@ -112,13 +112,21 @@ def test_each_logprob_forward_gets_its_own_prompts_features(tiny_model_dir, tmp_
         tiny_model_dir, parquet, tmp_path / "out", per_device_train_batch_size=4, num_generations=2,
         gradient_accumulation_steps=2, num_iterations=2, max_steps=2,
     )
-    seen = []
+    assert trainer.ref_model is not None and trainer.ref_model is not trainer.model  # beta > 0: TRL's own copy
+    seen, passes = [], {"policy": 0, "reference": 0}
 
-    def hook(module, args, kwargs):
-        if kwargs.get("fused_lm_head"):  # TRL's log-prob passes (old, reference, policy), not generate
-            seen.append({k: kwargs[k].clone() for k in ("input_ids", "input_features", "feature_attention_mask")})
+    def watch(name):
+        def hook(module, args, kwargs):
+            if kwargs.get("fused_lm_head"):  # TRL's log-prob passes (old, reference, policy), not generate
+                passes[name] += 1
+                keys = ("input_ids", "input_features", "feature_attention_mask")
+                missing = [k for k in keys if kwargs.get(k) is None]
+                assert not missing, f"a {name} log-prob pass without {missing}"
+                seen.append({k: kwargs[k].clone() for k in keys})
+        return hook
 
-    trainer.model.register_forward_pre_hook(hook, with_kwargs=True)
+    trainer.model.register_forward_pre_hook(watch("policy"), with_kwargs=True)
+    trainer.ref_model.register_forward_pre_hook(watch("reference"), with_kwargs=True)
     trainer.train()
 
     processor = load_processor(tiny_model_dir)
@@ -129,8 +137,9 @@ def test_each_logprob_forward_gets_its_own_prompts_features(tiny_model_dir, tmp_
         enc = processor(text=[text], audio=[load_audio(row.audio)], sampling_rate=16_000, return_tensors="pt")
         expected[i] = (enc["input_features"][0], enc["feature_attention_mask"][0])
     audio_id = trainer.audio_token_id
-    # 2 optimizer steps x 2 micro-batches of 4 rows, the old and reference passes over each 8-row generation batch
-    assert len(seen) >= 4
+    # 2 optimizer steps x 2 micro-batches of 4 rows (policy), plus the old (policy) and reference passes over each
+    # 8-row generation batch in chunks of 4
+    assert passes["reference"] >= 2 and passes["policy"] >= 4, passes
     prompts_seen = set()
     for batch in seen:
         assert batch["input_features"].size(0) == batch["input_ids"].size(0)
