@@ -31,3 +31,8 @@ class AudioGRPOScriptArguments(ScriptArguments):
                   "(+ think_format instead of format for the think template)."},
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training rows."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Remove the checkpoint-* directories an earlier run left in output_dir, then train; without "
+                  "it (or --resume_from_checkpoint) such a directory is refused."},
+    )

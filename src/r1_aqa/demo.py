@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -47,14 +48,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     sizes = dict(QUICK if args.quick else FULL)
     sizes.update({k: getattr(args, k) for k in FULL if getattr(args, k) is not None})
-    summary = run_demo(args.out, seed=args.seed, **sizes)
+    summary = run_demo(args.out, seed=args.seed, smoke=args.quick, **sizes)
     print(summary_table(summary))
+    out = Path(args.out)
+    print(f"r1-aqa demo: results in {out / 'report.md'} (also summary.json, rewards.png, accuracy.png there); "
+          f"trained model in {out / 'model' / 'grpo'}", file=sys.stderr)
     return 0
 
 
 def run_demo(out: str | os.PathLike, seed: int = 0, n_train: int = FULL["n_train"], n_eval: int = FULL["n_eval"],
-             sft_steps: int = FULL["sft_steps"], grpo_steps: int | None = FULL["grpo_steps"]) -> dict:
-    """Run every stage into ``out`` and return the summary (also written to ``out/summary.json``)."""
+             sft_steps: int = FULL["sft_steps"], grpo_steps: int | None = FULL["grpo_steps"],
+             smoke: bool = False) -> dict:
+    """Run every stage into ``out`` and return the summary (also written to ``out/summary.json``).
+
+    ``smoke``: a run of every stage at sizes the targets are not meant for; ``targets_met`` is then ``None``.
+    """
     from . import cli
     from .sft import run_sft
     from .tiny import build_tiny_model
@@ -128,7 +136,8 @@ def run_demo(out: str | os.PathLike, seed: int = 0, n_train: int = FULL["n_train
                         "format": h.get("rewards/format_reward/mean")} for h in log],
     }
     summary["targets"] = TARGETS
-    summary["targets_met"] = targets_met(summary)
+    summary["smoke_run"] = smoke
+    summary["targets_met"] = None if smoke else targets_met(summary)
     _write_outputs(out, summary)
     return summary
 
@@ -145,21 +154,25 @@ def targets_met(summary: dict) -> dict[str, bool]:
 
 
 def summary_table(summary: dict) -> str:
-    """The demo's result as a markdown table."""
+    """The demo's result as a markdown table; a smoke run's has no target columns and says so."""
     met = summary["targets_met"]
     rows = [
         ("accuracy before GRPO (warm start)", f"{summary['accuracy_before']:.3f}", "chance 0.25", ""),
         ("warm start on the count task (taught; not the GRPO task)", f"{summary['warm_start_count_accuracy']:.3f}",
          "", ""),
         ("accuracy after GRPO", f"{summary['accuracy_after']:.3f}", f">= {TARGETS['accuracy_after_min']}",
-         met["accuracy_after"]),
+         (met or {}).get("accuracy_after")),
         ("gain", f"{summary['accuracy_after'] - summary['accuracy_before']:+.3f}", f">= +{TARGETS['gain_min']}",
-         met["gain"]),
+         (met or {}).get("gain")),
         ("accuracy after, silent audio", f"{summary['accuracy_silence']:.3f}",
-         f"<= {TARGETS['accuracy_silence_max']}", met["silence"]),
-        ("held-out items", str(summary["n_eval"]), f">= {TARGETS['n_eval_min']}", met["n_eval"]),
-        ("seconds end to end", f"{summary['seconds']:.0f}", f"<= {TARGETS['seconds_max']}", met["seconds"]),
+         f"<= {TARGETS['accuracy_silence_max']}", (met or {}).get("silence")),
+        ("held-out items", str(summary["n_eval"]), f">= {TARGETS['n_eval_min']}", (met or {}).get("n_eval")),
+        ("seconds end to end", f"{summary['seconds']:.0f}", f"<= {TARGETS['seconds_max']}", (met or {}).get("seconds")),
     ]
+    if met is None:
+        lines = ["Smoke run: every stage ran at small sizes; the targets apply to the full demo (`r1-aqa demo`).", "",
+                 "| measure | value |", "|---|---:|"]
+        return "\n".join(lines + [f"| {a} | {b} |" for a, b, _, _ in rows])
     lines = ["| measure | value | target | met |", "|---|---:|---|---|"]
     lines += [f"| {a} | {b} | {c} | {'' if d == '' else ('yes' if d else 'no')} |" for a, b, c, d in rows]
     return "\n".join(lines)

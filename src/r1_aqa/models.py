@@ -24,7 +24,13 @@ def _config_dict(path: str | os.PathLike) -> tuple[dict, str]:
             raise FileNotFoundError(f"{config_file}: no config.json (is {path} a model or checkpoint directory?)")
         from transformers.utils import cached_file
 
-        config_file = Path(cached_file(str(path), "config.json"))
+        if Path(path).is_absolute() or str(path).startswith(".") or str(path).count("/") > 1:
+            raise FileNotFoundError(f"{path}: no such model directory")
+        try:
+            config_file = Path(cached_file(str(path), "config.json"))
+        except OSError as e:
+            raise FileNotFoundError(f"{path}: no such model directory, and not a hub model id that can be loaded "
+                                    f"({str(e).splitlines()[0]})") from None
     return json.loads(config_file.read_text()), str(config_file)
 
 

@@ -10,7 +10,9 @@ Every argument after ``train`` goes to TRL's ``TrlParser((AudioGRPOScriptArgumen
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 HELP = (
     "GRPO-train an audio LM (R1-AQA recipe on TRL): --config RECIPE.yaml plus any GRPOConfig/ModelConfig/script "
@@ -34,6 +36,7 @@ def parse_trl_args(argv: list[str]):
     from .configs import AudioGRPOScriptArguments
 
     parser = TrlParser((AudioGRPOScriptArguments, GRPOConfig, ModelConfig), prog="r1-aqa train")
+    parser.set_defaults(output_dir="")  # not TrainingArguments' ./trainer_output: an unset one is an error
     return parser.parse_args_and_config(argv)
 
 
@@ -50,6 +53,8 @@ def build_dataset(path: str, template: str, max_rows: int | None = None):
         raise ValueError(f"{path}: missing column(s) {sorted(missing)}; prepare it with `r1-aqa prepare`")
     if max_rows is not None:
         df = df.head(max_rows)
+    if df.empty:
+        raise ValueError(f"{path}: no rows to train on" + (f" (max_train_samples={max_rows})" if max_rows == 0 else ""))
     df = df.reset_index(drop=True)
     prompts = [build_messages(format_prompt(q, list(c), template)) for q, c in zip(df["question"], df["choices"])]
     columns = {"prompt": prompts, "audio": df["audio"].astype(str).tolist(), "solution": df["solution"].tolist()}
@@ -65,7 +70,10 @@ def run(args) -> None:
     if args.trl_help:
         argv = ["--help"]
     script_args, training_args, model_args = parse_trl_args(argv)
-    train(script_args, training_args, model_args)
+    trainer = train(script_args, training_args, model_args)
+    if trainer.accelerator.is_main_process:
+        print(f"r1-aqa train: {trainer.state.global_step} steps; the model is in {training_args.output_dir}, "
+              f"checkpoints in {training_args.output_dir}/checkpoint-*", file=sys.stderr)
 
 
 def train(script_args, training_args, model_args):
@@ -77,13 +85,24 @@ def train(script_args, training_args, model_args):
     from .trainer import AudioGRPOTrainer
 
     if not model_args.model_name_or_path:
-        sys.exit("r1-aqa train: --model_name_or_path is required")
+        raise ValueError("--model_name_or_path is required")
     if not script_args.dataset_path:
-        sys.exit("r1-aqa train: --dataset_path is required (a parquet from `r1-aqa prepare`)")
+        raise ValueError("--dataset_path is required (a parquet from `r1-aqa prepare`)")
     names = script_args.reward_funcs or rewards.default_rewards(script_args.template)
     unknown = [n for n in names if n not in rewards.REWARD_FUNCS]
     if unknown:
-        sys.exit(f"r1-aqa train: unknown reward(s) {unknown}; choose from {sorted(rewards.REWARD_FUNCS)}")
+        raise ValueError(f"unknown reward(s) {unknown}; choose from {sorted(rewards.REWARD_FUNCS)}")
+    if not training_args.output_dir:
+        raise ValueError("--output_dir is required (in the recipe or on the command line)")
+    resume = training_args.resume_from_checkpoint
+    if isinstance(resume, str) and resume.lower() in ("true", "last"):
+        resume = True  # the latest checkpoint in output_dir
+    # The data is read (and an empty set refused) before the model loads.
+    train_dataset = build_dataset(script_args.dataset_path, script_args.template, script_args.max_train_samples)
+    eval_dataset = (
+        build_dataset(script_args.eval_dataset_path, script_args.template) if script_args.eval_dataset_path else None
+    )
+    claim_output_dir(training_args.output_dir, resuming=bool(resume), overwrite=script_args.overwrite_output_dir)
 
     dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
     path = model_args.model_name_or_path
@@ -97,10 +116,6 @@ def train(script_args, training_args, model_args):
 
         peft_config = get_peft_config(model_args)
 
-    train_dataset = build_dataset(script_args.dataset_path, script_args.template, script_args.max_train_samples)
-    eval_dataset = (
-        build_dataset(script_args.eval_dataset_path, script_args.template) if script_args.eval_dataset_path else None
-    )
     trainer = AudioGRPOTrainer(
         model=model,
         reward_funcs=[rewards.REWARD_FUNCS[n] for n in names],
@@ -111,9 +126,33 @@ def train(script_args, training_args, model_args):
         peft_config=peft_config,
         max_audio_seconds=script_args.max_audio_seconds,
     )
-    resume = training_args.resume_from_checkpoint
-    if isinstance(resume, str) and resume.lower() in ("true", "last"):
-        resume = True  # the latest checkpoint in output_dir
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)  # weights under the checkpoint (hub) names, and the processor
     return trainer
+
+
+def claim_output_dir(output_dir: str | os.PathLike, resuming: bool, overwrite: bool) -> None:
+    """Refuse a directory that holds another run's checkpoints unless resuming; ``overwrite`` removes them first.
+
+    A new run into such a directory would replace some checkpoints and keep others, and a later sweep would take
+    them for one run. Every process checks; only the main one removes.
+    """
+    import shutil
+
+    from accelerate import PartialState
+
+    old = sorted(p for p in Path(output_dir).glob("checkpoint-*") if p.is_dir())
+    if not old or resuming:
+        return
+    if not overwrite:
+        raise ValueError(
+            f"{output_dir} already holds {len(old)} checkpoint(s) of a run ({', '.join(p.name for p in old[:5])}"
+            f"{', ...' if len(old) > 5 else ''}): continue it with --resume_from_checkpoint last, start over with "
+            "--overwrite_output_dir (removes them), or choose another --output_dir")
+    state = PartialState()
+    if state.is_main_process:
+        for path in old:
+            shutil.rmtree(path)
+        print(f"r1-aqa train: --overwrite_output_dir: removed {len(old)} checkpoint(s) from {output_dir}",
+              file=sys.stderr)
+    state.wait_for_everyone()
