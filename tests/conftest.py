@@ -21,17 +21,23 @@ from r1_aqa.vllm_audio import configure_cpu_env
 configure_cpu_env()
 
 
-def _mmau_dir() -> Path:
-    """The real MMAU test-mini question files: $R1_AQA_MMAU_DIR, else shared/ beside the checkout, else the dev path."""
-    candidates = [Path(os.environ["R1_AQA_MMAU_DIR"])] if os.environ.get("R1_AQA_MMAU_DIR") else []
-    candidates += [Path(__file__).resolve().parents[2] / "shared" / "data" / "mmau", Path("/work/shared/data/mmau")]
+def _shared_data(name: str, env: str) -> Path:
+    """A real benchmark's question files: $env, else shared/data/NAME beside the checkout, else the dev path."""
+    candidates = [Path(os.environ[env])] if os.environ.get(env) else []
+    candidates += [Path(__file__).resolve().parents[2] / "shared" / "data" / name, Path("/work/shared/data") / name]
     return next((c for c in candidates if c.is_dir()), candidates[0])
 
 
-MMAU_DIR = _mmau_dir()
-# Skipped where the files are absent (a user's clone); in CI (CI=true) a missing file fails the tests instead.
-needs_mmau = pytest.mark.skipif(not MMAU_DIR.is_dir() and not os.environ.get("CI"),
-                                reason=f"MMAU question files not found (set R1_AQA_MMAU_DIR); looked in {MMAU_DIR}")
+def _needs(directory: Path, what: str, env: str):
+    """Skip where the files are absent (a user's clone); in CI (CI=true) a missing file fails the tests instead."""
+    return pytest.mark.skipif(not directory.is_dir() and not os.environ.get("CI"),
+                              reason=f"{what} not found (set {env}); looked in {directory}")
+
+
+MMAU_DIR = _shared_data("mmau", "R1_AQA_MMAU_DIR")
+needs_mmau = _needs(MMAU_DIR, "MMAU question files", "R1_AQA_MMAU_DIR")
+MMAR_META = _shared_data("mmar", "R1_AQA_MMAR_DIR") / "MMAR-meta.jsonl"
+needs_mmar = _needs(MMAR_META.parent, "MMAR-meta.jsonl", "R1_AQA_MMAR_DIR")
 
 
 @pytest.fixture(scope="session")

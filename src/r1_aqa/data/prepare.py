@@ -1,8 +1,9 @@
-"""``r1-aqa prepare avqa|mmau|mmsu``: validated rows with probed audio -> one parquet plus a skip report.
+"""``r1-aqa prepare avqa|mmau|mmsu|mmar``: validated rows with probed audio -> one parquet plus a skip report.
 
-Dataset readers (``avqa``, ``mmau``, ``mmsu``) yield ``records.Item`` (a usable question whose clip is still to be
-probed) or ``records.Skip`` (a row that is unusable as it stands); ``prepare`` probes every clip on all cores, writes clips that
-come as bytes or arrays out as wav files, and writes ``OUT.parquet`` and ``OUT.report.json`` atomically.
+Dataset readers (``avqa``, ``mmau``, ``mmsu``, ``mmar``) yield ``records.Item`` (a usable question whose clip is still
+to be probed) or ``records.Skip`` (a row that is unusable as it stands); ``prepare`` probes every clip on all cores,
+writes clips that come as bytes or arrays out as wav files, and writes ``OUT.parquet`` and ``OUT.report.json``
+atomically.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from pathlib import Path
 from typing import Iterable
 
 from .avqa import read_avqa_hf, read_avqa_jsonl
+from .mmar import read_mmar
 from .mmau import read_mmau
 from .mmsu import read_mmsu
 from .records import AudioSource, Item, Skip
 
-HELP = "Prepare AVQA, MMAU or MMSU as a parquet of validated rows with probed audio, plus a skip report."
+HELP = "Prepare AVQA, MMAU, MMSU or MMAR as a parquet of validated rows with probed audio, plus a skip report."
 
 # Parquet columns every prepared dataset has, in order; readers may add columns (``Item.extra``) after them.
 COLUMNS = ("id", "question", "choices", "answer", "answer_idx", "solution", "prompt", "audio", "duration_s",
@@ -209,6 +211,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="parquet file, directory of parquet files, or save_to_disk directory")
     p.add_argument("--split", default=None, help="split of a save_to_disk DatasetDict (needed if it has several)")
 
+    p = sub.add_parser("mmar", parents=[common], formatter_class=fmt, help="MMAR question file (MMAR-meta.jsonl)",
+                       description="MMAR (MMAR-meta.jsonl: id, audio_path, question, choices, answer, modality, "
+                                   "category, sub-category, thinking, ...); keeps all original fields as columns. "
+                                   "A malformed line (missing key, answer outside its choices) stops with its "
+                                   "line number; items whose clip is missing are skipped and reported.")
+    p.add_argument("--input", type=Path, required=True, metavar="JSONL", help="MMAR-meta.jsonl")
+    p.add_argument("--audio-dir", type=Path, default=None, metavar="DIR",
+                   help="directory holding audio/ (clips are audio_path under it); None: the JSONL's dir")
+
 
 def run(args: argparse.Namespace) -> int:
     if args.dataset == "avqa":
@@ -216,6 +227,8 @@ def run(args: argparse.Namespace) -> int:
                          else read_avqa_jsonl(args.input, args.audio_dir))
     elif args.dataset == "mmau":
         rows, rows_in = read_mmau(args.input, args.audio_dir)
+    elif args.dataset == "mmar":
+        rows, rows_in = read_mmar(args.input, args.audio_dir)
     else:
         rows, rows_in = read_mmsu(args.input, args.split)
     report = prepare(rows, rows_in, args.output, template=args.template, workers=args.workers)

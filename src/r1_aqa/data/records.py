@@ -1,6 +1,6 @@
 """The records dataset readers yield and the helpers they share.
 
-Readers (``avqa``, ``mmau``, ``mmsu``) turn a benchmark's own file into ``Item`` rows (a usable question whose
+Readers (``avqa``, ``mmau``, ``mmsu``, ``mmar``) turn a benchmark's own file into ``Item`` rows (a usable question whose
 clip is still to be probed) and ``Skip`` rows (a row that is unusable as it stands, with the reason); ``prepare``
 probes the clips of the items and writes the parquet.
 """

@@ -1,4 +1,4 @@
-"""Reports of scores: markdown tables and PNG plots (per task/difficulty or category; accuracy vs checkpoint step).
+"""Reports of scores: markdown tables and PNG plots (per task, modality or category; accuracy vs checkpoint step).
 
 Inputs are the score dicts of :mod:`r1_aqa.evaluate.scoring`. Every file is written atomically (``r1_aqa.files``).
 """
@@ -19,8 +19,10 @@ def _fmt(value: float | None) -> str:
 
 def _panels(score: dict) -> list[tuple[str, dict[str, tuple[float, int]]]]:
     """The breakdowns to show: ``[(title, {label: (percent, n)})]``; entries without items are left out."""
-    if score["benchmark"] == "mmau":
-        groups = [("Task", "task"), ("Difficulty", "difficulty")]
+    token_rule = {"mmau": [("Task", "task"), ("Difficulty", "difficulty")],
+                  "mmar": [("Modality", "modality"), ("Category", "category")]}
+    if score["benchmark"] in token_rule:
+        groups = token_rule[score["benchmark"]]
         return [(title, {k: (score[name][k], n) for k, (_, n) in score["counts"][name].items() if n})
                 for title, name in groups]
     counts = score["counts"]["category"]
@@ -57,7 +59,7 @@ def score_markdown(score: dict) -> str:
     title = score["benchmark"].upper() + (f" test-mini ({score['version']} questions)" if "version" in score else "")
     lines = [f"# {title}", "", f"- rule: {score['rule']}; prediction key `{score['key']}`",
              f"- total: **{_fmt(score['total'])}%** ({score['correct']}/{score['n']} scored of {score['records']})"]
-    if score["benchmark"] == "mmau":
+    if score["benchmark"] != "mmsu":
         lines.append(f"- missing key: {score['missing']}, null: {score['null']} (dropped, as the official script "
                      f"drops records without the key); counting them as wrong: {_fmt(score['total_all'])}%")
     else:
@@ -75,7 +77,8 @@ def score_markdown(score: dict) -> str:
                      f"{perm['incomplete']} incomplete); per order: {orders}")
     for warning in score["warnings"]:
         lines.append(f"- warning: {warning}")
-    names = ["task", "difficulty", "sub-category"] if score["benchmark"] == "mmau" else ["category"]
+    names = {"mmau": ["task", "difficulty", "sub-category"], "mmar": ["modality", "category", "sub-category"],
+             "mmsu": ["category"]}[score["benchmark"]]
     for name in names:
         lines += ["", f"## Official, by {name}", "", _breakdown_table(name, score[name], score["counts"][name])]
     if score["benchmark"] == "mmsu":
@@ -103,7 +106,8 @@ def save_figure(fig, path: str | os.PathLike) -> Path:
 
 
 def plot_score(score: dict, path: str | os.PathLike) -> Path:
-    """A bar chart per breakdown (task and difficulty for MMAU, category levels for MMSU) with the total dashed."""
+    """A bar chart per breakdown (task and difficulty for MMAU, modality and category for MMAR, category levels for
+    MMSU) with the total dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -151,10 +155,12 @@ def write_score_report(score: dict, out_dir: str | os.PathLike, name: str) -> li
 
 
 def _sweep_series(score: dict) -> dict[str, float]:
-    """The per-checkpoint numbers tracked in a sweep: total, then tasks (MMAU) or top-level categories (MMSU)."""
+    """The per-checkpoint numbers tracked in a sweep: total, then tasks (MMAU), modalities (MMAR) or top-level
+    categories (MMSU)."""
     series = {"total": score["total"]}
-    if score["benchmark"] == "mmau":
-        series.update({t: score["task"][t] for t, (_, n) in score["counts"]["task"].items() if n})
+    group = {"mmau": "task", "mmar": "modality"}.get(score["benchmark"])
+    if group is not None:
+        series.update({t: score[group][t] for t, (_, n) in score["counts"][group].items() if n})
     else:
         series.update({c: score["category"][c] for c in score["category"] if "-" not in c})
         series["strict total"] = score["strict"]["total"]

@@ -1,7 +1,8 @@
-"""The ``eval`` command: greedy predictions on MMAU test-mini or MMSU with the hf or vLLM engine, resumable.
+"""The ``eval`` command: greedy predictions on MMAU test-mini, MMSU or MMAR with the hf or vLLM engine, resumable.
 
 Output is an MMAU-format JSON list (every input field plus ``model_output``, ``model_prediction``,
-``model_response``, ``model_think``) so the official scorer reads it; the settings go to ``PRED.meta.json``.
+``model_response``, ``model_think``; for MMAR also ``answer_prediction``, and ``thinking_prediction`` with the think
+template) so the official scorers read it; the settings go to ``PRED.meta.json``.
 While running, finished records are appended to ``PRED.json.partial.jsonl`` (flushed per batch); a rerun of the
 same command resumes from it and the final file is identical to an uninterrupted run.
 """
@@ -17,7 +18,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-HELP = "Evaluate a model, or every checkpoint-* of a run, on MMAU test-mini or MMSU (greedy, hf or vLLM engine)."
+HELP = ("Evaluate a model, or every checkpoint-* of a run, on MMAU test-mini, MMSU or MMAR (greedy, hf or vLLM "
+        "engine).")
 
 _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
@@ -29,11 +31,13 @@ _RESUME_SETTINGS = ("benchmark", "data", "model", "engine", "dtype", "template",
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--benchmark", choices=("mmau", "mmsu"), default="mmau")
+    parser.add_argument("--benchmark", choices=("mmau", "mmsu", "mmar"), default="mmau")
     parser.add_argument("--data", required=True,
-                        help="the benchmark's own file (MMAU JSON; MMSU in its HF format) or a parquet from `prepare`")
+                        help="the benchmark's own file (MMAU JSON; MMSU in its HF format; MMAR-meta.jsonl) or a "
+                             "parquet from `prepare`")
     parser.add_argument("--audio-dir", default=None,
-                        help="directory MMAU `audio_id` paths are relative to; unset: the data file's directory")
+                        help="directory MMAU `audio_id` and MMAR `audio_path` paths are relative to; unset: the data "
+                             "file's directory")
     parser.add_argument("--model", required=True,
                         help="a model/checkpoint directory, or a run directory: then every checkpoint-* is evaluated")
     parser.add_argument("--engine", choices=("hf", "vllm"), default="hf")
@@ -56,7 +60,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     checkpoints = find_checkpoints(args.model)
     items = load_items(args.benchmark, args.data, args.audio_dir, limit=args.limit)
-    check_audio(items, args.audio_dir or (Path(args.data).parent if args.benchmark == "mmau" else None))
+    check_audio(items, args.audio_dir or (Path(args.data).parent if args.benchmark != "mmsu" else None))
     sweep = checkpoints != [Path(args.model)]
     scores = []
     for model in checkpoints:
@@ -103,7 +107,8 @@ def load_items(benchmark: str, data: str | os.PathLike, audio_dir: str | os.Path
                limit: int | None = None) -> list[dict]:
     """Benchmark records with an ``audio`` source (absolute path or bytes), in file order; ids must be unique.
 
-    ``data`` is the MMAU JSON, an MMSU file in its HF format, or a parquet written by ``r1-aqa prepare``.
+    ``data`` is the MMAU JSON, an MMSU file in its HF format, MMAR-meta.jsonl, or a parquet written by
+    ``r1-aqa prepare``.
     """
     data = Path(data)
     if not data.exists():
@@ -116,6 +121,10 @@ def load_items(benchmark: str, data: str | os.PathLike, audio_dir: str | os.Path
         from ..data.mmau import load_mmau
 
         records = load_mmau(data, audio_dir if audio_dir is not None else data.parent)
+    elif benchmark == "mmar":
+        from ..data.mmar import load_mmar
+
+        records = load_mmar(data, audio_dir)
     else:
         from ..data.mmsu import load_mmsu
 
@@ -139,18 +148,15 @@ def _is_prepared(data: Path) -> bool:
     return set(COLUMNS) <= set(pq.read_schema(data).names)
 
 
-def _plain(record: dict) -> dict:
-    """Parquet cells as JSON values (numpy arrays -> lists, numpy scalars -> Python)."""
+def _plain(value):
+    """Parquet cells as JSON values (numpy arrays -> lists, numpy scalars -> Python), nested ones included."""
     import numpy as np
 
-    out = {}
-    for key, value in record.items():
-        if isinstance(value, np.ndarray):
-            value = value.tolist()
-        elif isinstance(value, np.generic):
-            value = value.item()
-        out[key] = value
-    return out
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in value]
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def check_audio(items: Sequence[dict], audio_dir: str | os.PathLike | None = None) -> None:
@@ -192,19 +198,25 @@ def expand(items: Sequence[dict], permutations: int) -> list[dict]:
 # --- predictions -------------------------------------------------------------------------------------------------
 
 
-def prediction_fields(response: str) -> dict:
-    """The model fields of an output record: extracted answer (twice), raw response, think content."""
+def prediction_fields(response: str, benchmark: str = "mmau", template: str = "default") -> dict:
+    """The model fields of an output record: extracted answer (twice), raw response, think content; for MMAR also
+    the keys its scorer reads (``answer_prediction``; ``thinking_prediction`` with the think template)."""
     from ..rewards import extract_answer
 
     answer = extract_answer(response)
     think = _THINK.search(response)
-    return {"model_output": answer, "model_prediction": answer, "model_response": response,
-            "model_think": think.group(1).strip() if think else None}
+    think = think.group(1).strip() if think else None
+    fields = {"model_output": answer, "model_prediction": answer, "model_response": response, "model_think": think}
+    if benchmark == "mmar":
+        fields["answer_prediction"] = answer
+        if template == "think":
+            fields["thinking_prediction"] = think
+    return fields
 
 
-def _output_record(item: dict, response: str) -> dict:
+def _output_record(item: dict, response: str, benchmark: str, template: str) -> dict:
     record = {k: v for k, v in item.items() if not (k == "audio" and not isinstance(v, str))}
-    return {**record, **prediction_fields(response)}
+    return {**record, **prediction_fields(response, benchmark, template)}
 
 
 def _key(record: dict) -> tuple:
@@ -306,7 +318,7 @@ def evaluate(items: Sequence[dict], model: str | os.PathLike, output: str | os.P
                     pending = pool.submit(load_batch, batches[i + 1])
                 prompts = [format_prompt(r["question"], r["choices"], template) for r in batch]
                 for item, response in zip(batch, eng.generate(prompts, audios), strict=True):
-                    record = _output_record(item, response)
+                    record = _output_record(item, response, benchmark, template)
                     done[_key(record)] = record
                     f.write(json.dumps(record, ensure_ascii=False) + "\n")
                 f.flush()

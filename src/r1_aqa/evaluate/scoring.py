@@ -1,4 +1,4 @@
-"""Scoring of MMAU test-mini and MMSU prediction files (``r1-aqa score``), compatible with the official scorers.
+"""Scoring of MMAU test-mini, MMSU and MMAR prediction files (``r1-aqa score``), compatible with the official scorers.
 
 MMAU follows ``evaluation.py`` of Sakshi113/MMAU: a prediction is correct iff every lower-cased ``\\b\\w+\\b`` token of
 the answer is in it and none of the tokens that belong only to wrong options is (an empty prediction is wrong; no
@@ -6,6 +6,9 @@ letter mapping). Accuracy is reported per task (sound, music, speech), difficult
 and in total, as percentages rounded like its ``:.2f``. Records without the prediction key are dropped from the
 denominator, as there; ``null`` predictions (which crash it) are dropped the same way; both are counted and reported,
 and ``total_all`` counts them as wrong.
+
+MMAR follows ``code/evaluation.py`` of ddlBoJack/MMAR: MMAU's token rule on the key ``answer_prediction``, accuracy per
+modality, category and sub-category; records without the key are dropped likewise (and counted).
 
 MMSU follows ``mmsu_evaluation.py`` of dingdongwang/MMSU_Bench: the predicted letter is the first character of the
 stripped response if it is A-D, else its second-to-last character; responses with neither are dropped from the
@@ -25,12 +28,13 @@ import re
 import sys
 from collections import defaultdict
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
-HELP = "Score an MMAU or MMSU prediction file: the official-compatible numbers plus stricter views."
+HELP = "Score an MMAU, MMSU or MMAR prediction file: the official-compatible numbers plus stricter views."
 
-BENCHMARKS = ("mmau", "mmsu")
+BENCHMARKS = ("mmau", "mmsu", "mmar")
 DEFAULT_KEY = "model_output"
+MMAR_KEY = "answer_prediction"  # what MMAR's scorer reads
 LEGACY_KEY = "model_prediction"  # what the MMAU scorer read before 2025-01; the eval runner writes both
 
 # question_set_hash (sha256 over sorted [id, question, sorted(choices), answer] rows) of each MMAU test-mini file.
@@ -42,6 +46,9 @@ UNKNOWN_VERSION = "unknown"
 MMAU_TASKS = ("sound", "music", "speech")  # the official script's order; it always prints all three
 MMAU_DIFFICULTIES = ("easy", "hard", "medium")
 MMSU_LETTERS = "ABCD"
+MMAR_MODALITIES = ("sound", "music", "speech", "mix-sound-music", "mix-sound-speech", "mix-music-speech",
+                   "mix-sound-music-speech")
+MMAR_CATEGORIES = ("Signal Layer", "Perception Layer", "Semantic Layer", "Cultural Layer")
 
 _WORD = re.compile(r"\b\w+\b")
 
@@ -110,15 +117,47 @@ def score_mmau(records: Iterable[dict], key: str = DEFAULT_KEY) -> dict:
     ``total`` is ``None`` when no record has a prediction. ``counts`` holds ``[correct, n]`` per breakdown entry.
     """
     records = list(records)
+    groups = {"task": ("task", MMAU_TASKS, "unknown"), "difficulty": ("difficulty", MMAU_DIFFICULTIES, "unknown"),
+              "sub-category": ("sub-category", (), None)}
+    result = _score_token_rule(records, key, groups, LEGACY_KEY)
+    version = mmau_version(records)
+    if version == UNKNOWN_VERSION:
+        result["warnings"].append("the questions match neither MMAU test-mini file (2025-01-28, v05.15.25): a subset "
+                                  "or edited questions; scores are not comparable with published ones")
+    return {"benchmark": "mmau", "rule": "official MMAU token match (Sakshi113/MMAU evaluation.py)", "key": key,
+            "version": version, **result}
+
+
+def score_mmar(records: Iterable[dict], key: str = MMAR_KEY) -> dict:
+    """Score MMAR predictions under ``key`` (``answer_prediction``): MMAU's token rule, as MMAR's ``evaluation.py``.
+
+    Returns ``{"benchmark", "rule", "key", "total", "n", "correct", "modality", "category", "sub-category", "counts",
+    "records", "missing", "null", "total_all", "ambiguous", "warnings"}`` (plus ``"permutations"``), in percent with
+    two decimals; records without the key are dropped from the official numbers as there, and counted.
+    """
+    groups = {"modality": ("modality", MMAR_MODALITIES, None), "category": ("category", MMAR_CATEGORIES, None),
+              "sub-category": ("sub-category", (), None)}
+    result = _score_token_rule(list(records), key, groups, DEFAULT_KEY)
+    return {"benchmark": "mmar", "rule": "MMAU token match on answer_prediction (ddlBoJack/MMAR evaluation.py)",
+            "key": key, **result}
+
+
+def _score_token_rule(records: list[dict], key: str, groups: dict[str, tuple[str, Sequence[str], str | None]],
+                      other_key: str) -> dict:
+    """The official token rule over ``records`` with accuracy per breakdown.
+
+    ``groups`` maps a breakdown name to ``(record field, values always listed, default for a record without the
+    field)``; a record with neither is left out of that breakdown. ``other_key`` is the prediction key of other
+    tools: records with it but without ``key`` get a warning naming ``--key``.
+    """
     base = _order_zero(records)
-    tallies = {"task": {t: [0, 0] for t in MMAU_TASKS}, "difficulty": {d: [0, 0] for d in MMAU_DIFFICULTIES},
-               "sub-category": {}}
-    correct = total = missing = null = legacy = 0
+    tallies = {name: {v: [0, 0] for v in fixed} for name, (_, fixed, _) in groups.items()}
+    correct = total = missing = null = other = 0
     for i, record in enumerate(base):
         _check_mmau_record(record, i)
         if key not in record:
             missing += 1
-            legacy += LEGACY_KEY in record
+            other += other_key in record
             continue
         prediction = _prediction(record, key, i)
         if prediction is None:
@@ -127,24 +166,13 @@ def score_mmau(records: Iterable[dict], key: str = DEFAULT_KEY) -> dict:
         ok = mmau_match(record["answer"], prediction, record["choices"])
         correct += ok
         total += 1
-        groups = {"task": record.get("task", "unknown"), "difficulty": record.get("difficulty", "unknown"),
-                  "sub-category": record.get("sub-category")}
-        for name, value in groups.items():
+        for name, (field, _, default) in groups.items():
+            value = record.get(field, default)
             if value is not None:
                 tally = tallies[name].setdefault(value, [0, 0])
                 tally[0] += ok
                 tally[1] += 1
-    version = mmau_version(records)
-    ambiguous = ambiguous_items(base)
-    warnings = _dropped_warnings(len(base), key, missing, null, legacy)
-    if version == UNKNOWN_VERSION:
-        warnings.append("the questions match neither MMAU test-mini file (2025-01-28, v05.15.25): a subset or edited "
-                        "questions; scores are not comparable with published ones")
     result = {
-        "benchmark": "mmau",
-        "rule": "official MMAU token match (Sakshi113/MMAU evaluation.py)",
-        "key": key,
-        "version": version,
         "total": _pct(correct, total) if total else None,
         "n": total,
         "correct": correct,
@@ -154,8 +182,8 @@ def score_mmau(records: Iterable[dict], key: str = DEFAULT_KEY) -> dict:
         "missing": missing,
         "null": null,
         "total_all": _pct(correct, len(base)),
-        "ambiguous": ambiguous,
-        "warnings": warnings,
+        "ambiguous": ambiguous_items(base),
+        "warnings": _dropped_warnings(len(base), key, missing, null, other, other_key),
     }
     if _permuted(records):
         result["permutations"] = permutation_consistency(
@@ -363,15 +391,15 @@ def _prediction(record: dict, key: str, index: int) -> str | None:
     return value
 
 
-def _legacy_warning(count: int, key: str) -> str:
-    return (f"{count} records have {LEGACY_KEY!r} but not {key!r} (an older prediction file?): "
-            f"score them with --key {LEGACY_KEY}")
+def _legacy_warning(count: int, key: str, other_key: str = LEGACY_KEY) -> str:
+    return (f"{count} records have {other_key!r} but not {key!r} (a file of another tool?): "
+            f"score them with --key {other_key}")
 
 
-def _dropped_warnings(records: int, key: str, missing: int, null: int, legacy: int) -> list[str]:
+def _dropped_warnings(records: int, key: str, missing: int, null: int, other: int, other_key: str) -> list[str]:
     warnings = []
-    if legacy and key != LEGACY_KEY:
-        warnings.append(_legacy_warning(legacy, key))
+    if other and key != other_key:
+        warnings.append(_legacy_warning(other, key, other_key))
     if missing:
         warnings.append(f"{missing} of {records} records have no {key!r}: dropped from the official numbers "
                         "(evaluation.py drops them silently); total_all counts them as wrong")
@@ -382,7 +410,8 @@ def _dropped_warnings(records: int, key: str, missing: int, null: int, legacy: i
 
 
 def load_predictions(path: str | Path) -> list[dict]:
-    """A prediction file: a JSON list of objects, or JSON lines (``.jsonl``); malformed input raises ``ValueError``."""
+    """A prediction (or question) file: a JSON list of objects, or JSON lines (``.jsonl``); malformed input raises
+    ``ValueError`` naming the file and line."""
     from ..files import read_jsonl
 
     path = Path(path)
@@ -397,12 +426,40 @@ def load_predictions(path: str | Path) -> list[dict]:
     return data
 
 
-def score_records(benchmark: str, records: Iterable[dict], key: str = DEFAULT_KEY) -> dict:
-    """Dispatch to :func:`score_mmau` or :func:`score_mmsu`."""
-    scorers = {"mmau": score_mmau, "mmsu": score_mmsu}
+def attach_questions(predictions: list[dict], questions: list[dict], source: str = "predictions",
+                     question_source: str = "the question file") -> list[dict]:
+    """Each prediction completed with its question's fields (the prediction's own fields win), joined on ``id``.
+
+    Raises ``ValueError`` listing the first mismatches when the ids of the two files differ either way.
+    """
+    by_id: dict[str, dict] = {}
+    for i, question in enumerate(questions):
+        by_id.setdefault(_item_id(question, i), question)
+    predicted = [_item_id(p, i) for i, p in enumerate(predictions)]
+    unknown = list(dict.fromkeys(i for i in predicted if i not in by_id))
+    unanswered = sorted(set(by_id) - set(predicted))
+    if unknown or unanswered:
+        parts = []
+        if unknown:
+            parts.append(f"{len(unknown)} prediction ids are not in {question_source} "
+                         f"(first: {', '.join(unknown[:5])})")
+        if unanswered:
+            parts.append(f"{len(unanswered)} questions have no prediction (first: {', '.join(unanswered[:5])})")
+        raise ValueError(f"{source}: ids do not match {question_source}: " + "; ".join(parts))
+    return [{**by_id[i], **p} for i, p in zip(predicted, predictions)]
+
+
+def default_key(benchmark: str) -> str:
+    """The prediction key the benchmark's official scorer reads (and ``eval`` writes)."""
+    return MMAR_KEY if benchmark == "mmar" else DEFAULT_KEY
+
+
+def score_records(benchmark: str, records: Iterable[dict], key: str | None = None) -> dict:
+    """Dispatch to :func:`score_mmau`, :func:`score_mmsu` or :func:`score_mmar` (``key``: the benchmark's own)."""
+    scorers = {"mmau": score_mmau, "mmsu": score_mmsu, "mmar": score_mmar}
     if benchmark not in scorers:
         raise ValueError(f"unknown benchmark {benchmark!r}; choose from {', '.join(BENCHMARKS)}")
-    return scorers[benchmark](records, key=key)
+    return scorers[benchmark](records, key=key or default_key(benchmark))
 
 
 # --------------------------------------------------------------------------------------------------------------- CLI
@@ -410,8 +467,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--benchmark", choices=BENCHMARKS, required=True)
     parser.add_argument("--predictions", required=True, type=Path,
                         help="prediction file from `r1-aqa eval` (JSON list, or .jsonl)")
-    parser.add_argument("--key", default=DEFAULT_KEY,
-                        help=f"field holding the prediction; {LEGACY_KEY!r} for files of older tools")
+    parser.add_argument("--key", default=None,
+                        help=f"field holding the prediction (default: {MMAR_KEY!r} for mmar, {DEFAULT_KEY!r} "
+                             f"otherwise); {LEGACY_KEY!r} for MMAU files of older tools")
+    parser.add_argument("--data", type=Path, default=None, metavar="QUESTIONS",
+                        help="the question file (MMAU JSON list or MMAR JSONL): predictions are matched to it by id "
+                             "(any mismatch is an error) and take the question fields they lack from it")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     parser.add_argument("--no-report", action="store_true",
                         help="do not write PRED.score.{json,md,png} next to the predictions")
@@ -420,8 +481,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from .reports import score_markdown, write_score_report
 
+    key = args.key or default_key(args.benchmark)
     try:
-        score = score_records(args.benchmark, load_predictions(args.predictions), key=args.key)
+        records = load_predictions(args.predictions)
+        if args.data is not None:
+            records = attach_questions(records, load_predictions(args.data), str(args.predictions), str(args.data))
+        score = score_records(args.benchmark, records, key=key)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -429,7 +494,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     print(json.dumps(score, ensure_ascii=False) if args.json else score_markdown(score))
     if score["total"] is None:
-        print(f"error: {args.predictions}: no record has a usable {args.key!r}", file=sys.stderr)
+        print(f"error: {args.predictions}: no record has a usable {key!r}", file=sys.stderr)
         return 1
     if not args.no_report:
         stem = args.predictions.name.rsplit(".", 1)[0]
