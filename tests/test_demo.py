@@ -68,22 +68,26 @@ def test_recipe_is_a_valid_trl_config():
 
 
 def test_format_warm_start_targets_carry_no_answer(tmp_path):
-    """The pitch warm start's targets are options drawn at random (right ~1/4 of the time); count's are the answers."""
+    """The pitch warm-start solutions are options drawn at random (right ~1/4 of the time); count's are the answers."""
     from r1_aqa.data.synth import make_item
-    from r1_aqa.sft import sft_rows
 
     rows = []
     for i in range(400):
         item, _ = make_item("pitch", i, seed=0, seconds=0.1)
-        rows.append({"prompt": "q", "audio": "a.wav", "choices": item["multi_choice"],
-                     "answer": item["multi_choice"][item["answer"]]})
-    frame = pd.DataFrame(rows)
-    fmt = sft_rows(frame, target="format", seed=0)
-    picked = [r["target"].removeprefix("<answer>").removesuffix("</answer>") for r in fmt]
+        answer = item["multi_choice"][item["answer"]]
+        rows.append({"id": f"p{i}", "question": "q", "audio": "a.wav", "choices": item["multi_choice"],
+                     "answer": answer, "answer_idx": item["answer"], "solution": f"<answer>{answer}</answer>"})
+    pd.DataFrame(rows).to_parquet(tmp_path / "pitch.parquet")
+    pd.DataFrame(rows[:10]).assign(id=lambda f: "c" + f["id"]).to_parquet(tmp_path / "count.parquet")
+    out = pd.read_parquet(demo.write_warm_start_data(tmp_path / "pitch.parquet", tmp_path / "count.parquet",
+                                                     tmp_path / "warm.parquet"))
+    fmt, labelled = out.iloc[:400], out.iloc[400:]
+    picked = [s.removeprefix("<answer>").removesuffix("</answer>") for s in fmt["solution"]]
     assert all(p in row["choices"] for p, row in zip(picked, rows))
+    assert list(fmt["answer"]) == picked and [list(c)[i] for c, i in zip(fmt["choices"], fmt["answer_idx"])] == picked
     right = sum(p == row["answer"] for p, row in zip(picked, rows)) / len(rows)
     assert 0.15 < right < 0.35
-    assert [r["target"] for r in sft_rows(frame, target="label")] == [f"<answer>{r['answer']}</answer>" for r in rows]
+    assert list(labelled["solution"]) == [r["solution"] for r in rows[:10]]
 
 
 def test_balanced_held_out_labels_cycle_and_positions_stay_random():

@@ -33,11 +33,6 @@ FAMILIES = [QWEN2_AUDIO, QWEN2_5_OMNI]
 OMNI_AUDIO_KEYS = {"input_ids", "attention_mask", "input_features", "feature_attention_mask"}
 
 
-@pytest.fixture(scope="module")
-def tiny_omni_dir(tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-omni"), family=QWEN2_5_OMNI, seed=0)
-
-
 @pytest.fixture
 def tiny_dir(request, tiny_model_dir, tiny_omni_dir):
     return {QWEN2_AUDIO: tiny_model_dir, QWEN2_5_OMNI: tiny_omni_dir}[request.param]

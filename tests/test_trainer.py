@@ -65,14 +65,6 @@ def audio_params(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if any(k in n for k in names)}
 
 
-@pytest.fixture(scope="module")
-def tiny_omni_dir(tmp_path_factory):
-    """A tiny random Qwen2.5-Omni thinker directory."""
-    from r1_aqa.tiny import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-omni"), family="qwen2.5-omni", seed=0)
-
-
 def unused_audio_params(trainer) -> set[str]:
     """Audio parameters the model's own forward never reads (no gradient from a plain forward/backward with audio)."""
     from r1_aqa.audio import load_audio
@@ -239,12 +231,16 @@ def test_policy_never_samples_the_audio_token(tiny_model_dir, tmp_path):
 
 @pytest.mark.parametrize("recipe", sorted(str(p) for p in (ROOT / "examples/r1_aqa/recipes").rglob("*.yaml")))
 def test_recipes_parse_with_trls_parser(recipe):
+    from r1_aqa.sft import parse_sft_args
     from r1_aqa.train import parse_trl_args
 
-    # use_cpu: bf16 recipes are validated against the machine's devices
-    script_args, training_args, model_args = parse_trl_args(["--config", recipe, "--use_cpu", "true"])
-    assert script_args.template == "default" and (model_args.model_name_or_path or "tiny" in recipe)
-    assert training_args.num_generations >= 2 and training_args.loss_type == "grpo"
+    # use_cpu: bf16 recipes are validated against the machine's devices; sft*.yaml are `r1-aqa sft` recipes
+    sft = Path(recipe).name.startswith(("sft", "tiny_sft"))
+    parse = parse_sft_args if sft else parse_trl_args
+    script_args, training_args, model_args = parse(["--config", recipe, "--use_cpu", "true"])
+    assert script_args.template in ("default", "think") and (model_args.model_name_or_path or "tiny" in recipe)
+    if not sft:
+        assert training_args.num_generations >= 2 and training_args.loss_type == "grpo"
 
 
 def test_faithful_recipe_matches_r1_aqa():

@@ -13,6 +13,7 @@ COMMANDS = {
     "tiny-model": "r1_aqa.tiny",
     "synth": "r1_aqa.data.synth",
     "prepare": "r1_aqa.data.prepare",
+    "sft": "r1_aqa.sft",
     "train": "r1_aqa.train",
     "eval": "r1_aqa.evaluate.runner",
     "score": "r1_aqa.evaluate.scoring",

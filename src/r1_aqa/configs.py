@@ -1,4 +1,5 @@
-"""Script arguments of ``r1-aqa train``, parsed by TRL's ``TrlParser`` next to ``GRPOConfig`` and ``ModelConfig``.
+"""Script arguments of ``r1-aqa train`` and ``r1-aqa sft``, parsed by TRL's ``TrlParser`` next to the trainer's
+config (``GRPOConfig`` / ``SFTConfig``) and ``ModelConfig``.
 
 Every field can be set in a recipe YAML (``--config``) and overridden on the command line.
 """
@@ -11,8 +12,8 @@ from trl import ScriptArguments
 
 
 @dataclass
-class AudioGRPOScriptArguments(ScriptArguments):
-    """Data, prompt and reward settings of an R1-AQA GRPO run (TRL's ``ScriptArguments`` plus the audio ones)."""
+class AudioScriptArguments(ScriptArguments):
+    """Data and prompt settings every audio training stage shares (TRL's ``ScriptArguments`` plus the audio ones)."""
 
     dataset_path: str | None = field(
         default=None,
@@ -23,16 +24,33 @@ class AudioGRPOScriptArguments(ScriptArguments):
     max_audio_seconds: float | None = field(
         default=30.0,
         metadata={"help": "Cut clips to their first this many seconds (Qwen2-Audio's encoder sees 30 s); "
-                  "the share cut is logged as audio/cut_at_cap_ratio."},
-    )
-    reward_funcs: list[str] | None = field(
-        default=None,
-        metadata={"help": "Reward names from r1_aqa.rewards (summed); default: accuracy + format "
-                  "(+ think_format instead of format for the think template)."},
+                  "the share cut is logged as audio/cut_at_cap_ratio by GRPO."},
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training rows."})
     overwrite_output_dir: bool = field(
         default=False,
         metadata={"help": "Remove the checkpoint-* directories an earlier run left in output_dir, then train; without "
                   "it (or --resume_from_checkpoint) such a directory is refused."},
+    )
+
+
+@dataclass
+class AudioGRPOScriptArguments(AudioScriptArguments):
+    """Data, prompt and reward settings of an R1-AQA GRPO run."""
+
+    reward_funcs: list[str] | None = field(
+        default=None,
+        metadata={"help": "Reward names from r1_aqa.rewards (weighted by reward_weights, else summed); default: "
+                  "accuracy + format (+ think_format instead of format for the think template)."},
+    )
+
+
+@dataclass
+class AudioSFTScriptArguments(AudioScriptArguments):
+    """Data and target settings of a supervised run (``r1-aqa sft``)."""
+
+    reasoning_column: str | None = field(
+        default=None,
+        metadata={"help": "Parquet column with a reasoning text (e.g. MMAR-style `thinking`): the target becomes "
+                  "<think>REASONING</think><answer>OPTION</answer>; unset: <answer>OPTION</answer>."},
     )

@@ -6,8 +6,8 @@ position uniformly random) and a beep-count task -> ``prepare`` -> a tiny Qwen2-
 on held-out pitch items before and after, and after with silent audio as a control -> ``summary.json``,
 ``report.md`` and PNG plots.
 
-The warm start stands in for what an instruct model brings to R1-AQA: it knows the answer format and it can hear,
-but it has not been taught the task. It trains on pitch items with a random option as the target (format only:
+The warm start (``r1-aqa sft`` with the packaged ``recipes/demo_sft.yaml``) stands in for what an instruct model
+brings to R1-AQA: it knows the answer format and it can hear, but it has not been taught the task. It trains on pitch items with a random option as the target (format only:
 ``<answer>OPTION</answer>``, the option drawn independently of the audio) and on count items with their true answers
 (a different listening skill, so the audio pathway is alive). Pitch accuracy before GRPO is therefore at chance
 (measured, and reported next to the count accuracy the warm start did learn). After a format-only warm start the same
@@ -27,6 +27,7 @@ HELP = ("Run the whole pipeline on a synthetic audio task on CPU (synth, prepare
         "eval before/after/silence) and write summary.json, report.md and plots.")
 
 RECIPE = Path(__file__).parent / "recipes" / "demo_grpo.yaml"
+SFT_RECIPE = Path(__file__).parent / "recipes" / "demo_sft.yaml"
 WINDOW_SECONDS = 2  # the tiny model's audio window: 15x cheaper on CPU than Whisper's 30 s (HF-generate rollouts)
 CLIP_SECONDS = 1.0
 FULL = {"n_train": 1500, "n_eval": 200, "sft_steps": 300, "grpo_steps": None}  # None: the recipe's max_steps
@@ -64,7 +65,6 @@ def run_demo(out: str | os.PathLike, seed: int = 0, n_train: int = FULL["n_train
     ``smoke``: a run of every stage at sizes the targets are not meant for; ``targets_met`` is then ``None``.
     """
     from . import cli
-    from .sft import run_sft
     from .tiny import build_tiny_model
     from .train import parse_trl_args, train
 
@@ -90,9 +90,12 @@ def run_demo(out: str | os.PathLike, seed: int = 0, n_train: int = FULL["n_train
     _header(2, f"build the tiny Qwen2-Audio ({WINDOW_SECONDS} s audio window); warm start: answer format on pitch "
                "items (random options), true answers on count items")
     tiny = build_tiny_model(models / "tiny", seed=seed, window_seconds=WINDOW_SECONDS)
-    warm = run_sft(tiny, [(data / "pitch_train.parquet", "format"), (data / "count_train.parquet", "label")],
-                   models / "warm", max_steps=sft_steps, learning_rate=1e-3, batch_size=16,
-                   max_audio_seconds=WINDOW_SECONDS, seed=seed)
+    warm = models / "warm"
+    write_warm_start_data(data / "pitch_train.parquet", data / "count_train.parquet", data / "warm_start.parquet",
+                          seed=seed)
+    _cli(cli, ["sft", "--config", str(SFT_RECIPE), "--model_name_or_path", str(tiny), "--dataset_path",
+               str(data / "warm_start.parquet"), "--output_dir", str(warm), "--max_steps", str(sft_steps),
+               "--seed", str(seed)])
     stage("model")
 
     _header(3, "evaluate the warm start on held-out items (pitch: not taught; count: taught)")
@@ -140,6 +143,27 @@ def run_demo(out: str | os.PathLike, seed: int = 0, n_train: int = FULL["n_train
     summary["targets_met"] = None if smoke else targets_met(summary)
     _write_outputs(out, summary)
     return summary
+
+
+def write_warm_start_data(format_only: Path, labelled: Path, output: Path, seed: int = 0) -> Path:
+    """The warm start's training parquet: the rows of ``format_only`` with a random option as their solution (the
+    answer format without the answer; ``answer``/``answer_idx`` follow it), then the rows of ``labelled`` as they are."""
+    import random
+
+    import pandas as pd
+
+    from .files import atomic_path
+
+    rng = random.Random(seed)
+    fmt = pd.read_parquet(format_only)
+    picks = [rng.randrange(len(c)) for c in fmt["choices"]]
+    fmt["answer_idx"] = picks
+    fmt["answer"] = [list(c)[i] for c, i in zip(fmt["choices"], picks)]
+    fmt["solution"] = [f"<answer>{a}</answer>" for a in fmt["answer"]]
+    frame = pd.concat([fmt, pd.read_parquet(labelled)], ignore_index=True)
+    with atomic_path(output) as tmp:
+        frame.to_parquet(tmp)
+    return output
 
 
 def targets_met(summary: dict) -> dict[str, bool]:

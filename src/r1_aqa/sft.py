@@ -1,114 +1,99 @@
-"""Supervised warm start on prepared audio QA data, with transformers' ``Trainer`` and an audio collator.
+"""``r1-aqa sft``: supervised fine-tuning of an audio LM on a prepared parquet, with TRL's ``SFTTrainer``.
 
-``target="format"`` teaches only the answer format: each target is ``<answer>OPTION</answer>`` with an option
-drawn at random, so the model learns to answer with one of the listed options without learning which one is
-right. ``target="label"`` trains on the true answers. One warm start can mix datasets with different targets: the
-demo's is format-only on its GRPO task and true labels on a different listening task, so the model can hear but has
-not been taught the task (like an instruct model).
+    r1-aqa sft --config examples/r1_aqa/recipes/tiny_sft.yaml --model_name_or_path MODEL \\
+        --dataset_path train.parquet --output_dir OUT [--reasoning_column thinking] [--any_SFTConfig_flag VALUE ...]
+
+Every argument after ``sft`` goes to TRL's ``TrlParser((AudioSFTScriptArguments, SFTConfig, ModelConfig))``, as for
+``train``; the data comes from ``train.build_dataset``, so both stages read a parquet the same way. The target of a
+row is its ``solution`` (``<answer>OPTION</answer>``), or ``<think>REASONING</think><answer>OPTION</answer>`` with
+``reasoning_column`` set; the loss covers the assistant turn only (the target and ``<|im_end|>``): the prompt, the
+audio placeholder tokens and the padding carry label -100.
+
+``SFTTrainer`` carries the audio with a collator of ours (``AudioSFTCollator``, with ``skip_prepare_dataset``): it
+decodes each clip, lets the processor expand the audio placeholder and build the features, and appends the target
+tokens. Two things differ from stock ``SFTTrainer``: the collator is always ours (TRL's vision collator knows images,
+not audio), and the Qwen2.5-Omni thinker has no separate backbone for TRL's fused LM head (its ``base_model`` is the
+model itself), so for it the loss is the model's own cross-entropy on the labels (``Trainer.compute_loss``) and the
+token-accuracy/entropy metrics are not logged. Checkpoints are saved under the hub's weight names with the
+processor, so ``train``, ``eval`` and vLLM load them.
 """
 
 from __future__ import annotations
 
-import os
-import random
-from dataclasses import dataclass
-from typing import Any, Sequence
+from .train import add_arguments  # noqa: F401  (the same --config / --trl-help as train)
+from .train import (build_dataset, check_stage_args, claim_output_dir, load_policy, parse_stage_args, peft_config,
+                    report_outputs, stage_argv)
 
-from .audio import load_audio
-from .prompts import chat_prompt
-
-
-@dataclass
-class AudioSFTCollator:
-    """Rows with ``prompt``, ``audio`` and ``target`` -> a right-padded batch with loss on the target tokens only."""
-
-    processor: Any
-    max_audio_seconds: float | None = 30.0
-
-    def __call__(self, rows: list[dict]) -> dict:
-        import torch
-
-        tok = self.processor.tokenizer
-        end = "<|im_end|>\n"
-        texts, n_target = [], []
-        for row in rows:
-            prompt = chat_prompt(self.processor, row["prompt"])
-            texts.append(prompt + row["target"] + end)
-            n_target.append(len(tok(row["target"] + end, add_special_tokens=False)["input_ids"]))
-        audio = [load_audio(row["audio"], max_seconds=self.max_audio_seconds) for row in rows]
-        side, tok.padding_side = tok.padding_side, "right"
-        try:
-            batch = self.processor(text=texts, audio=audio, sampling_rate=16_000, padding=True, return_tensors="pt")
-        finally:
-            tok.padding_side = side
-        labels = torch.full_like(batch["input_ids"], -100)
-        lengths = batch["attention_mask"].sum(-1).tolist()
-        for i, (length, n) in enumerate(zip(lengths, n_target)):
-            labels[i, length - n : length] = batch["input_ids"][i, length - n : length]
-        batch["labels"] = labels
-        return dict(batch)
+HELP = (
+    "Supervised fine-tuning of an audio LM on a prepared parquet (TRL's SFTTrainer): --config RECIPE.yaml plus any "
+    "SFTConfig/ModelConfig/script flag (--model_name_or_path, --dataset_path, --output_dir, --max_steps, "
+    "--reasoning_column, ...)."
+)
+PASS_THROUGH = True  # flags this parser does not declare go to TRL's parser (``args.extra_args``)
+END_OF_TURN = "<|im_end|>"  # ChatML, both supported families
 
 
-def sft_rows(frame, target: str = "format", seed: int = 0) -> list[dict]:
-    """Training rows (prompt, audio, target) from a prepared frame; see the module docstring for ``target``."""
-    if target not in ("format", "label"):
-        raise ValueError(f"target must be 'format' or 'label', not {target!r}")
-    rng = random.Random(seed)
-    rows = []
-    for rec in frame.to_dict("records"):
-        answer = rec["answer"] if target == "label" else rng.choice(list(rec["choices"]))
-        rows.append({"prompt": rec["prompt"], "audio": rec["audio"], "target": f"<answer>{answer}</answer>"})
-    return rows
+def sft_target(solution: str, reasoning: str | None = None) -> str:
+    """The assistant text a row is trained on: the solution, after ``<think>REASONING</think>`` when given."""
+    return solution if reasoning is None else f"<think>{reasoning.strip()}</think>{solution}"
 
 
-def run_sft(
-    model_dir: str | os.PathLike,
-    datasets: Sequence[tuple[str | os.PathLike, str]],
-    output_dir: str | os.PathLike,
-    max_steps: int = 60,
-    learning_rate: float = 3e-3,
-    batch_size: int = 16,
-    max_audio_seconds: float | None = 30.0,
-    seed: int = 0,
-) -> str:
-    """Warm-start ``model_dir`` and save the result (model + processor) to ``output_dir``.
+def sft_dataset(path: str, template: str, reasoning_column: str | None = None, max_rows: int | None = None,
+                tokenizer=None, max_length: int | None = None):
+    """``train.build_dataset`` plus a ``target`` column; with a tokenizer and ``max_length``, a target that alone
+    exceeds the limit is an error naming its row id."""
+    columns = (reasoning_column,) if reasoning_column else ()
+    dataset = build_dataset(path, template, max_rows, columns)
+    reasoning = dataset[reasoning_column] if reasoning_column else [None] * len(dataset)
+    targets = [sft_target(s, r) for s, r in zip(dataset["solution"], reasoning)]
+    if tokenizer is not None and max_length is not None:
+        ids = dataset["id"] if "id" in dataset.column_names else [f"row {i}" for i in range(len(dataset))]
+        encoded = tokenizer([t + END_OF_TURN for t in targets], add_special_tokens=False)["input_ids"]
+        long = [f"{i} ({len(x)} tokens)" for i, x in zip(ids, encoded) if len(x) > max_length]
+        if long:
+            raise ValueError(f"{path}: {len(long)} SFT target(s) longer than max_length {max_length}: "
+                             + ", ".join(long[:20]))
+    return dataset.add_column("target", targets)
 
-    ``datasets`` are ``(prepared parquet, target)`` pairs whose rows are shuffled together; see the module docstring
-    for the targets.
-    """
-    import pandas as pd
-    from transformers import Trainer, TrainingArguments
 
-    from .models import load_model, load_processor
+def parse_sft_args(argv: list[str]):
+    """Parse ``argv`` (with ``--config``) into ``(AudioSFTScriptArguments, SFTConfig, ModelConfig)``."""
+    from trl import SFTConfig
 
-    processor = load_processor(model_dir)
-    model = load_model(model_dir)
-    model.train()
-    rows = [row for path, target in datasets for row in sft_rows(pd.read_parquet(path), target=target, seed=seed)]
-    args = TrainingArguments(
-        output_dir=str(output_dir),
-        max_steps=max_steps,
-        per_device_train_batch_size=batch_size,
-        learning_rate=learning_rate,
-        lr_scheduler_type="constant",
-        warmup_steps=0,
-        logging_steps=10,
-        save_strategy="no",
-        report_to=[],
-        remove_unused_columns=False,
-        seed=seed,
-        use_cpu=not _cuda(),
-        disable_tqdm=False,
+    from .configs import AudioSFTScriptArguments
+
+    return parse_stage_args(argv, AudioSFTScriptArguments, SFTConfig, "r1-aqa sft")
+
+
+def run(args) -> None:
+    report_outputs("sft", sft(*parse_sft_args(stage_argv(args))))
+
+
+def sft(script_args, training_args, model_args):
+    """Load the model and data, train (resuming if asked) and save the final model and processor to ``output_dir``."""
+    from .models import load_processor
+    from .sft_trainer import AudioSFTTrainer
+
+    resume = check_stage_args(script_args, training_args, model_args)
+    processor = load_processor(model_args.model_name_or_path)
+
+    def data(path: str, max_rows: int | None = None):
+        return sft_dataset(path, script_args.template, script_args.reasoning_column, max_rows,
+                           processor.tokenizer, training_args.max_length)
+
+    # The data is read and checked before the model loads.
+    train_dataset = data(script_args.dataset_path, script_args.max_train_samples)
+    eval_dataset = data(script_args.eval_dataset_path) if script_args.eval_dataset_path else None
+    claim_output_dir(training_args.output_dir, resuming=bool(resume), overwrite=script_args.overwrite_output_dir)
+    trainer = AudioSFTTrainer(
+        load_policy(model_args),
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=processor,
+        peft_config=peft_config(model_args),
+        max_audio_seconds=script_args.max_audio_seconds,
     )
-    trainer = Trainer(model=model, args=args, train_dataset=rows,
-                      data_collator=AudioSFTCollator(processor, max_audio_seconds))
-    trainer.train()
-    trainer.save_model(str(output_dir))
-    processor.save_pretrained(str(output_dir))
-    return str(output_dir)
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
+    trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(training_args.output_dir)
+    return trainer

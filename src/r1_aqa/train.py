@@ -10,9 +10,11 @@ Every argument after ``train`` goes to TRL's ``TrlParser((AudioGRPOScriptArgumen
 from __future__ import annotations
 
 import argparse
+import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Sequence
 
 HELP = (
     "GRPO-train an audio LM (R1-AQA recipe on TRL): --config RECIPE.yaml plus any GRPOConfig/ModelConfig/script "
@@ -25,30 +27,48 @@ PASS_THROUGH = True  # flags this parser does not declare go to TRL's parser (``
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.allow_abbrev = False  # an abbreviated TRL flag must not be taken for --config
-    parser.add_argument("--config", help="recipe YAML (TRL's --config: any script, GRPOConfig or ModelConfig field)")
+    parser.add_argument("--config", help="recipe YAML (TRL's --config: any script, trainer-config or ModelConfig field)")
     parser.add_argument("--trl-help", action="store_true", help="list every flag TRL's parser accepts and exit")
 
 
 def parse_trl_args(argv: list[str]):
     """Parse ``argv`` (with ``--config``) into ``(AudioGRPOScriptArguments, GRPOConfig, ModelConfig)``."""
-    from trl import GRPOConfig, ModelConfig, TrlParser
+    from trl import GRPOConfig
 
     from .configs import AudioGRPOScriptArguments
 
-    parser = TrlParser((AudioGRPOScriptArguments, GRPOConfig, ModelConfig), prog="r1-aqa train")
+    return parse_stage_args(argv, AudioGRPOScriptArguments, GRPOConfig, "r1-aqa train")
+
+
+def parse_stage_args(argv: list[str], script_class, config_class, prog: str):
+    """Parse ``argv`` (with ``--config``) into ``(script_class, config_class, ModelConfig)`` with TRL's parser."""
+    from trl import ModelConfig, TrlParser
+
+    parser = TrlParser((script_class, config_class, ModelConfig), prog=prog)
     parser.set_defaults(output_dir="")  # not TrainingArguments' ./trainer_output: an unset one is an error
     return parser.parse_args_and_config(argv)
 
 
-def build_dataset(path: str, template: str, max_rows: int | None = None):
-    """A prepared parquet as a TRL dataset: a conversational ``prompt`` (audio first), ``audio`` and ``solution``."""
+def stage_argv(args) -> list[str]:
+    """The argument list a pass-through stage (``train``, ``sft``) hands TRL's parser: ``--config`` first."""
+    if args.trl_help:
+        return ["--help"]
+    argv = list(args.extra_args)
+    return ["--config", args.config, *argv] if args.config else argv
+
+
+def build_dataset(path: str, template: str, max_rows: int | None = None, columns: Sequence[str] = ()):
+    """A prepared parquet as a TRL dataset: a conversational ``prompt`` (audio first), ``audio`` and ``solution``.
+
+    ``id`` is kept when present; ``columns`` are further columns the stage needs, carried through as they are.
+    """
     import pandas as pd
     from datasets import Dataset
 
     from .prompts import build_messages, format_prompt
 
     df = pd.read_parquet(path)
-    missing = {"question", "choices", "solution", "audio"} - set(df.columns)
+    missing = {"question", "choices", "solution", "audio", *columns} - set(df.columns)
     if missing:
         raise ValueError(f"{path}: missing column(s) {sorted(missing)}; prepare it with `r1-aqa prepare`")
     if max_rows is not None:
@@ -57,73 +77,91 @@ def build_dataset(path: str, template: str, max_rows: int | None = None):
         raise ValueError(f"{path}: no rows to train on" + (f" (max_train_samples={max_rows})" if max_rows == 0 else ""))
     df = df.reset_index(drop=True)
     prompts = [build_messages(format_prompt(q, list(c), template)) for q, c in zip(df["question"], df["choices"])]
-    columns = {"prompt": prompts, "audio": df["audio"].astype(str).tolist(), "solution": df["solution"].tolist()}
+    data = {"prompt": prompts, "audio": df["audio"].astype(str).tolist(), "solution": df["solution"].tolist()}
     if "id" in df.columns:
-        columns["id"] = df["id"].astype(str).tolist()
-    return Dataset.from_dict(columns)
+        data["id"] = df["id"].astype(str).tolist()
+    for name in columns:
+        data[name] = df[name].tolist()
+    return Dataset.from_dict(data)
 
 
 def run(args) -> None:
-    argv = list(args.extra_args)
-    if args.config:
-        argv = ["--config", args.config, *argv]
-    if args.trl_help:
-        argv = ["--help"]
-    script_args, training_args, model_args = parse_trl_args(argv)
-    trainer = train(script_args, training_args, model_args)
+    trainer = train(*parse_trl_args(stage_argv(args)))
+    report_outputs("train", trainer)
+
+
+def report_outputs(command: str, trainer) -> None:
+    """Say where a finished run's model and checkpoints are (main process only)."""
     if trainer.accelerator.is_main_process:
-        print(f"r1-aqa train: {trainer.state.global_step} steps; the model is in {training_args.output_dir}, "
-              f"checkpoints in {training_args.output_dir}/checkpoint-*", file=sys.stderr)
+        out = trainer.args.output_dir
+        print(f"r1-aqa {command}: {trainer.state.global_step} steps; the model is in {out}, checkpoints in "
+              f"{out}/checkpoint-*", file=sys.stderr)
 
 
-def train(script_args, training_args, model_args):
-    """Build the model, data and rewards, train (resuming if asked), and save the final model to ``output_dir``."""
-    import torch
-
-    from . import rewards
-    from .models import load_processor, model_class, model_family
-    from .trainer import AudioGRPOTrainer
-
+def check_stage_args(script_args, training_args, model_args) -> bool | str | None:
+    """The checks every training stage makes before reading anything; returns ``resume_from_checkpoint`` as
+    ``Trainer.train`` takes it ("true"/"last": the latest checkpoint in output_dir)."""
     if not model_args.model_name_or_path:
         raise ValueError("--model_name_or_path is required")
     if not script_args.dataset_path:
         raise ValueError("--dataset_path is required (a parquet from `r1-aqa prepare`)")
-    names = script_args.reward_funcs or rewards.default_rewards(script_args.template)
-    unknown = [n for n in names if n not in rewards.REWARD_FUNCS]
-    if unknown:
-        raise ValueError(f"unknown reward(s) {unknown}; choose from {sorted(rewards.REWARD_FUNCS)}")
     if not training_args.output_dir:
         raise ValueError("--output_dir is required (in the recipe or on the command line)")
     resume = training_args.resume_from_checkpoint
     if isinstance(resume, str) and resume.lower() in ("true", "last"):
-        resume = True  # the latest checkpoint in output_dir
+        return True
+    return resume
+
+
+def load_policy(model_args):
+    """The model to train, with its family's class, from a ``ModelConfig`` (dtype, attention, revision)."""
+    import torch
+
+    from .models import model_class, model_family
+
+    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+    path = model_args.model_name_or_path
+    return model_class(model_family(path)).from_pretrained(
+        path, dtype=dtype or "auto", attn_implementation=model_args.attn_implementation,
+        revision=model_args.model_revision,
+    )
+
+
+def peft_config(model_args):
+    """TRL's PEFT config when ``use_peft`` is set, else ``None``."""
+    if not model_args.use_peft:
+        return None
+    from trl import get_peft_config
+
+    return get_peft_config(model_args)
+
+
+def train(script_args, training_args, model_args):
+    """Build the model, data and rewards, train (resuming if asked), and save the final model to ``output_dir``."""
+    from . import rewards
+    from .models import load_processor
+    from .trainer import AudioGRPOTrainer
+
+    resume = check_stage_args(script_args, training_args, model_args)
+    names = script_args.reward_funcs or rewards.default_rewards(script_args.template)
+    unknown = [n for n in names if n not in rewards.REWARD_FUNCS]
+    if unknown:
+        raise ValueError(f"unknown reward(s) {unknown}; choose from {sorted(rewards.REWARD_FUNCS)}")
     # The data is read (and an empty set refused) before the model loads.
     train_dataset = build_dataset(script_args.dataset_path, script_args.template, script_args.max_train_samples)
     eval_dataset = (
         build_dataset(script_args.eval_dataset_path, script_args.template) if script_args.eval_dataset_path else None
     )
     claim_output_dir(training_args.output_dir, resuming=bool(resume), overwrite=script_args.overwrite_output_dir)
-
-    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
-    path = model_args.model_name_or_path
-    model = model_class(model_family(path)).from_pretrained(
-        path, dtype=dtype or "auto", attn_implementation=model_args.attn_implementation,
-        revision=model_args.model_revision,
-    )
-    peft_config = None
-    if model_args.use_peft:
-        from trl import get_peft_config
-
-        peft_config = get_peft_config(model_args)
-
+    model = load_policy(model_args)
     trainer = AudioGRPOTrainer(
         model=model,
         reward_funcs=[rewards.REWARD_FUNCS[n] for n in names],
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
-        processing_class=load_processor(path),
-        peft_config=peft_config,
+        processing_class=load_processor(model_args.model_name_or_path),
+        peft_config=peft_config(model_args),
         max_audio_seconds=script_args.max_audio_seconds,
     )
     trainer.train(resume_from_checkpoint=resume)
@@ -153,6 +191,6 @@ def claim_output_dir(output_dir: str | os.PathLike, resuming: bool, overwrite: b
     if state.is_main_process:
         for path in old:
             shutil.rmtree(path)
-        print(f"r1-aqa train: --overwrite_output_dir: removed {len(old)} checkpoint(s) from {output_dir}",
+        print(f"r1-aqa: --overwrite_output_dir: removed {len(old)} checkpoint(s) from {output_dir}",
               file=sys.stderr)
     state.wait_for_everyone()
