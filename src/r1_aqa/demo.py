@@ -7,12 +7,13 @@ on held-out pitch items before and after, and after with silent audio as a contr
 ``report.md`` and PNG plots.
 
 The warm start (``r1-aqa sft`` with the packaged ``recipes/demo_sft.yaml``) stands in for what an instruct model
-brings to R1-AQA: it knows the answer format and it can hear, but it has not been taught the task. It trains on pitch items with a random option as the target (format only:
-``<answer>OPTION</answer>``, the option drawn independently of the audio) and on count items with their true answers
-(a different listening skill, so the audio pathway is alive). Pitch accuracy before GRPO is therefore at chance
-(measured, and reported next to the count accuracy the warm start did learn). After a format-only warm start the same
-GRPO recipe stays at chance for 300-420 steps instead of 50-130, and held-out accuracy after 800 steps is 1.00 / 0.795
-on seeds 0 / 1 instead of 1.00 / 1.00.
+brings to R1-AQA: it knows the answer format and it can hear, but it has not been taught the task. It trains on
+pitch items with a random option as the target (format only: ``<answer>OPTION</answer>``, the option drawn
+independently of the audio) and on count items with their true answers (a different listening skill, so the audio
+pathway is alive). Pitch accuracy before GRPO is therefore at chance (measured, and reported next to the count
+accuracy the warm start did learn). After a format-only warm start the same GRPO recipe stays at chance for 300-420
+steps instead of 50-130, and held-out accuracy after 800 steps is 1.00 / 0.795 on seeds 0 / 1 instead of 1.00 /
+1.00.
 """
 
 from __future__ import annotations
