@@ -203,6 +203,9 @@ def test_run_dir_sweep_evaluates_every_checkpoint(mmau_file, tiny_model_dir, tmp
     sweep = json.loads((tmp_path / "out" / "pred.sweep.json").read_text())
     assert list(sweep) == ["20", "100"] and all(s["n"] == 3 for s in sweep.values())
     assert (tmp_path / "out" / "pred.sweep.png").exists()
+    page = (tmp_path / "out" / "pred.sweep.html").read_text()
+    assert all(f'href="pred.checkpoint-{s}.report.html"' in page for s in (20, 100))
+    assert all((tmp_path / "out" / f"pred.checkpoint-{s}.report.html").exists() for s in (20, 100))
     table = (tmp_path / "out" / "pred.sweep.md").read_text()
     assert table.index("| 20 |") < table.index("| 100 |")
 

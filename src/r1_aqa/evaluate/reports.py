@@ -94,18 +94,32 @@ def score_markdown(score: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save_figure(fig, path: str | os.PathLike) -> Path:
-    """Save a matplotlib figure as PNG atomically and close it."""
+def figure_png(fig) -> bytes:
+    """A matplotlib figure as PNG bytes; the figure is closed."""
+    import io
+
     import matplotlib.pyplot as plt
 
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Save a matplotlib figure as PNG atomically and close it."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+        tmp.write_bytes(figure_png(fig))
     return path
 
 
 def plot_score(score: dict, path: str | os.PathLike) -> Path:
+    """Save :func:`score_figure` as a PNG."""
+    return save_figure(score_figure(score), path)
+
+
+def score_figure(score: dict):
     """A bar chart per breakdown (task and difficulty for MMAU, modality and category for MMAR, category levels for
     MMSU) with the total dashed."""
     import matplotlib
@@ -141,7 +155,7 @@ def plot_score(score: dict, path: str | os.PathLike) -> Path:
             ax.set_ylabel("accuracy (%)")
     version = f", {score['version']} questions" if "version" in score else ""
     fig.suptitle(f"{score['benchmark'].upper()}{version}: official rule, key {score['key']}")
-    return save_figure(fig, path)
+    return fig
 
 
 def write_score_report(score: dict, out_dir: str | os.PathLike, name: str) -> list[Path]:
@@ -190,6 +204,11 @@ def sweep_markdown(results: list[tuple[int, dict]]) -> str:
 
 
 def plot_sweep(results: list[tuple[int, dict]], path: str | os.PathLike) -> Path:
+    """Save :func:`sweep_figure` as a PNG."""
+    return save_figure(sweep_figure(results), path)
+
+
+def sweep_figure(results: list[tuple[int, dict]]):
     """Accuracy vs checkpoint step: total (bold, best step marked) and the per-task/category lines."""
     import matplotlib
 
@@ -219,7 +238,7 @@ def plot_sweep(results: list[tuple[int, dict]], path: str | os.PathLike) -> Path
     first = results[0][1] if results else {}
     version = f", {first['version']} questions" if "version" in first else ""
     ax.set_title(f"{first.get('benchmark', '').upper()} accuracy vs step{version}")
-    return save_figure(fig, path)
+    return fig
 
 
 def write_sweep_report(results: list[tuple[int, dict]], out_dir: str | os.PathLike,

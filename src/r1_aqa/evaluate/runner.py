@@ -68,7 +68,7 @@ def run(args) -> int:
         evaluate(items, model, output, benchmark=args.benchmark, data=args.data, engine=args.engine,
                  template=args.template, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                  permutations=args.permutations, max_audio_seconds=args.max_audio_seconds, dtype=args.dtype)
-        scores.append((checkpoint_step(model) if sweep else 0, score_and_report(output, args.benchmark)))
+        scores.append((checkpoint_step(model) if sweep else 0, output, score_and_report(output, args.benchmark)))
     if sweep:
         sweep_report(scores, Path(args.output))
     return 0
@@ -357,7 +357,9 @@ def _data_version(benchmark: str, items: Sequence[dict]) -> str | None:
 
 
 def score_and_report(output: Path, benchmark: str) -> dict:
-    """Score a predictions file with the scoring module, print its table and write ``PRED.score.{json,md,png}``."""
+    """Score a predictions file with the scoring module, print its table and write ``PRED.score.{json,md,png}`` and
+    the error-analysis page ``PRED.report.html``."""
+    from .html_report import write_report_page
     from .reports import score_markdown, write_score_report
     from .scoring import load_predictions, score_records
 
@@ -366,15 +368,20 @@ def score_and_report(output: Path, benchmark: str) -> dict:
         print(f"warning: {warning}", file=sys.stderr)
     print(score_markdown(score))
     paths = write_score_report(score, output.parent, f"{output.stem}.score")
+    paths.append(write_report_page(output, benchmark, score=score))
     print("report: " + ", ".join(map(str, paths)), file=sys.stderr)
     return score
 
 
-def sweep_report(scores: Sequence[tuple[int, dict]], output: Path) -> list[Path]:
-    """Compare the checkpoints of a sweep: ``PRED.sweep.{json,md,png}`` (table; accuracy vs step) beside ``output``."""
+def sweep_report(results: Sequence[tuple[int, Path, dict]], output: Path) -> list[Path]:
+    """Compare the checkpoints of a sweep, given ``(step, predictions file, score)`` each: ``PRED.sweep.{json,md,png}``
+    (table; accuracy vs step) and the page ``PRED.sweep.html`` beside ``output``."""
+    from .html_report import write_sweep_page
     from .reports import sweep_markdown, write_sweep_report
 
-    print(sweep_markdown(list(scores)))
-    paths = write_sweep_report(list(scores), output.parent, f"{output.stem}.sweep")
+    scores = [(step, score) for step, _, score in results]
+    print(sweep_markdown(scores))
+    paths = write_sweep_report(scores, output.parent, f"{output.stem}.sweep")
+    paths.append(write_sweep_page(results, output))
     print("sweep report: " + ", ".join(map(str, paths)), file=sys.stderr)
     return paths

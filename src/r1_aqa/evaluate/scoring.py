@@ -462,6 +462,26 @@ def score_records(benchmark: str, records: Iterable[dict], key: str | None = Non
     return scorers[benchmark](records, key=key or default_key(benchmark))
 
 
+def record_outcome(benchmark: str, record: dict, key: str = DEFAULT_KEY, index: int = 0) -> bool | None:
+    """Whether one record is correct under the benchmark's official rule, as :func:`score_records` counts it;
+    ``None`` for a record that rule leaves out of its denominator (MMAU: no key or null; MMSU: null or no A-D
+    letter in a non-empty response)."""
+    if benchmark == "mmau":
+        _check_mmau_record(record, index)
+        prediction = _prediction(record, key, index) if key in record else None
+        return None if prediction is None else mmau_match(record["answer"], prediction, record["choices"])
+    if benchmark == "mmsu":
+        options, answer = mmsu_item(record, index)
+        response = _prediction(record, key, index) if key in record else ""
+        if response is None:
+            return None
+        letter = mmsu_letter(response)
+        if letter is None and response.strip().replace("\n", "") not in ("", "None"):
+            return None
+        return _letter_correct(options, answer, letter)
+    raise ValueError(f"unknown benchmark {benchmark!r}; choose from {', '.join(BENCHMARKS)}")
+
+
 # --------------------------------------------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--benchmark", choices=BENCHMARKS, required=True)
@@ -475,7 +495,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(any mismatch is an error) and take the question fields they lack from it")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     parser.add_argument("--no-report", action="store_true",
-                        help="do not write PRED.score.{json,md,png} next to the predictions")
+                        help="do not write PRED.score.{json,md,png} and PRED.report.html next to the predictions")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -497,7 +517,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {args.predictions}: no record has a usable {key!r}", file=sys.stderr)
         return 1
     if not args.no_report:
+        from .html_report import write_report_page
+
         stem = args.predictions.name.rsplit(".", 1)[0]
         paths = write_score_report(score, args.predictions.parent, f"{stem}.score")
+        paths.append(write_report_page(args.predictions, args.benchmark, score=score, key=args.key))
         print("report: " + ", ".join(str(p) for p in paths), file=sys.stderr)
     return 0

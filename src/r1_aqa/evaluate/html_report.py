@@ -1,0 +1,704 @@
+"""Error-analysis pages (``r1-aqa report``): ``PRED.report.html`` for a predictions file, ``PRED.sweep.html`` for a
+checkpoint sweep.
+
+Each page is one self-contained HTML file: inline CSS and JavaScript, plots as base64 PNG, nothing fetched from a
+network. The report page shows the accuracy overview, a table per breakdown (task, difficulty, category, ...), the
+listening gap when a silence run exists (``PRED.silence.json`` beside the predictions, or ``--silence``), the
+option-position bias, and every item (original option order) with its audio player, question, options, answer, the
+model's answer and reasoning, filterable by verdict, group, listening and audio state, and searchable.
+
+Audio: when all clips together are at most ``--embed-audio-mb`` (default 20 MB), they are embedded as data URIs and
+the page can be moved alone; otherwise each player points to its clip by a path relative to the page, so the page
+plays while it stays where it was written (or moves together with the clips). A clip that no longer exists when
+the page is built is marked "audio missing"; records without a clip path (MMSU clips given as bytes) say so.
+
+The sweep page compares checkpoints: accuracy per step overall and per group, the items that flip between
+consecutive steps (linked to each checkpoint's page), and the checkpoints that failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import json
+import mimetypes
+import os
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Sequence
+from urllib.parse import quote
+
+from ..files import write_text
+from . import reports
+from .scoring import DEFAULT_KEY, load_predictions, mmau_match, mmsu_item, mmsu_letter, record_outcome, score_records
+
+HELP = ("Write the error-analysis page PRED.report.html of a predictions file (with the checkpoint pages and "
+        "PRED.sweep.html when PRED.json is a sweep's output name).")
+
+EMBED_AUDIO_MB = 20.0
+PAGE_SIZE = 100  # item cards rendered at a time; "show more" adds as many
+GROUP_FIELDS = ("task", "modality", "category", "sub-category", "difficulty")  # record fields offered as filters
+_AUDIO_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".ogg": "audio/ogg",
+                ".opus": "audio/ogg", ".m4a": "audio/mp4", ".webm": "audio/webm"}
+
+
+# --- paths ---------------------------------------------------------------------------------------------------------
+
+
+def page_path(predictions: str | os.PathLike) -> Path:
+    """``PRED.report.html`` beside ``PRED.json``."""
+    predictions = Path(predictions)
+    return predictions.with_name(f"{predictions.stem}.report.html")
+
+
+def sweep_page_path(output: str | os.PathLike) -> Path:
+    """``PRED.sweep.html`` beside a sweep's ``PRED.checkpoint-N.json`` files (``output`` is ``PRED.json``)."""
+    output = Path(output)
+    return output.with_name(f"{output.stem}.sweep.html")
+
+
+def silence_path(predictions: str | os.PathLike) -> Path:
+    """Where the silence run of ``PRED.json`` is looked for: ``PRED.silence.json``."""
+    predictions = Path(predictions)
+    return predictions.with_name(f"{predictions.stem}.silence.json")
+
+
+def sweep_checkpoints(output: str | os.PathLike) -> list[tuple[int, Path]]:
+    """``(step, PRED.checkpoint-N.json)`` of a sweep whose output name is ``output``, sorted by step."""
+    output = Path(output)
+    name = re.compile(re.escape(output.stem) + r"\.checkpoint-(\d+)" + re.escape(output.suffix))
+    if not output.parent.is_dir():
+        return []
+    matches = ((name.fullmatch(p.name), p) for p in output.parent.iterdir())
+    return sorted((int(m.group(1)), p) for m, p in matches if m)
+
+
+# --- the report page ------------------------------------------------------------------------------------------------
+
+
+def write_report_page(predictions: str | os.PathLike, benchmark: str, *, score: dict | None = None,
+                      key: str = DEFAULT_KEY, silence: str | os.PathLike | None = None,
+                      embed_audio_mb: float = EMBED_AUDIO_MB, output: str | os.PathLike | None = None) -> Path:
+    """Write the error-analysis page of ``predictions`` (default ``PRED.report.html``) and return its path.
+
+    ``score`` is the file's score (computed when not given); ``silence`` a predictions file of the same items with
+    silent audio (default: ``PRED.silence.json`` when it exists).
+    """
+    predictions = Path(predictions)
+    out = Path(output) if output is not None else page_path(predictions)
+    records = load_predictions(predictions)
+    score = score if score is not None else score_records(benchmark, records, key=key)
+    if silence is None and silence_path(predictions).exists():
+        silence = silence_path(predictions)
+    silence_records = load_predictions(silence) if silence is not None else None
+    analysis = analyse(benchmark, records, key, silence_records)
+    meta = _read_meta(predictions)
+    clips = _clips([r for r in _order_zero(records)], out.parent, embed_audio_mb)
+    for item, (clip, state) in zip(analysis["items"], clips["refs"], strict=True):
+        item["clip"], item["audio"] = clip, state
+    silence_score = score_records(benchmark, silence_records, key=key) if silence_records is not None else None
+    write_text(out, _report_html(predictions, score, analysis, meta, clips, silence, silence_score))
+    return out
+
+
+def analyse(benchmark: str, records: Sequence[dict], key: str = DEFAULT_KEY,
+            silence: Sequence[dict] | None = None) -> dict:
+    """Per-item verdicts, option positions and (with ``silence``) silent-audio verdicts of the original option order.
+
+    Returns ``{"items": [...], "positions": {...}, "fields": {field: [values]}}``; items carry ``v`` (right, wrong,
+    unscored), ``pos``/``ans`` (predicted and answer option index), ``perm`` ("correct/orders" when permuted) and
+    ``sv``/``sp`` (silence verdict and answer).
+    """
+    records = list(records)
+    base = _order_zero(records)
+    orders: dict[str, list[bool]] = {}
+    if len(base) != len(records):
+        for i, record in enumerate(records):
+            orders.setdefault(_id(record, i), []).append(bool(record_outcome(benchmark, record, key, i)))
+    silent = _by_id(silence, benchmark, base) if silence is not None else None
+    items = []
+    for i, record in enumerate(base):
+        options, answer = _options(benchmark, record, i)
+        prediction = record.get(key)
+        item = {
+            "id": _id(record, i),
+            "q": str(record.get("question", "")),
+            "opts": options,
+            "ans": options.index(answer) if answer in options else None,
+            "answer": answer,
+            "pred": prediction if isinstance(prediction, str) else None,
+            "pos": predicted_option(benchmark, record, key),
+            "think": record.get("model_think"),
+            "resp": record.get("model_response"),
+            "v": _verdict(record_outcome(benchmark, record, key, i)),
+            "g": {f: str(record[f]) for f in GROUP_FIELDS if record.get(f) is not None},
+        }
+        if orders:
+            got = orders[item["id"]]
+            item["perm"] = f"{sum(got)}/{len(got)}"
+        if silent is not None:
+            other = silent[item["id"]]
+            item["sv"] = _verdict(record_outcome(benchmark, other, key, i))
+            item["sp"] = other.get(key) if isinstance(other.get(key), str) else None
+        items.append(item)
+    fields = {f: sorted({it["g"][f] for it in items if f in it["g"]}) for f in GROUP_FIELDS}
+    return {"items": items, "positions": position_bias(items),
+            "fields": {f: values for f, values in fields.items() if values}}
+
+
+def predicted_option(benchmark: str, record: dict, key: str = DEFAULT_KEY) -> int | None:
+    """The index of the option the prediction names (the one option the official rule accepts it for), else None."""
+    prediction = record.get(key)
+    if not isinstance(prediction, str):
+        return None
+    options, _ = _options(benchmark, record)
+    if benchmark == "mmsu":
+        letter = mmsu_letter(prediction)
+        index = "ABCD".index(letter) if letter else None
+        return index if index is not None and index < len(options) else None
+    matches = [i for i, option in enumerate(options) if mmau_match(option, prediction, options)]
+    return matches[0] if len(matches) == 1 else None
+
+
+def position_bias(items: Sequence[dict]) -> dict:
+    """Per option position (A, B, ...): answers there, predictions there, and accuracy when the answer is there.
+
+    Over scored items; ``unmatched`` counts scored items whose prediction names no single option.
+    """
+    scored = [it for it in items if it["v"] != "unscored" and it["ans"] is not None]
+    width = max((len(it["opts"]) for it in scored), default=0)
+    rows = []
+    for k in range(width):
+        at = [it for it in scored if it["ans"] == k]
+        rows.append({"position": _letter(k), "answers": len(at), "predictions": sum(it["pos"] == k for it in scored),
+                     "right": sum(it["v"] == "right" for it in at)})
+    return {"n": len(scored), "unmatched": sum(it["pos"] is None for it in scored), "rows": rows}
+
+
+def _options(benchmark: str, record: dict, index: int = 0) -> tuple[list[str], str]:
+    if benchmark == "mmsu":
+        return mmsu_item(record, index)
+    return list(record["choices"]), record["answer"]
+
+
+def _id(record: dict, index: int) -> str:
+    item = record.get("id", record.get("key"))
+    return str(item) if item is not None else f"#{index}"
+
+
+def _verdict(outcome: bool | None) -> str:
+    return "unscored" if outcome is None else "right" if outcome else "wrong"
+
+
+def _letter(k: int) -> str:
+    return chr(ord("A") + k) if k < 26 else str(k + 1)
+
+
+def _order_zero(records: Sequence[dict]) -> list[dict]:
+    return [r for r in records if int(r.get("permutation", 0)) == 0]
+
+
+def _by_id(silence: Sequence[dict], benchmark: str, base: Sequence[dict]) -> dict[str, dict]:
+    """The silence run's records by id; its items must be those of the predictions."""
+    silent = {_id(r, i): r for i, r in enumerate(_order_zero(silence))}
+    wanted = [_id(r, i) for i, r in enumerate(base)]
+    missing = [i for i in wanted if i not in silent]
+    extra = sorted(set(silent) - set(wanted))
+    if missing or extra:
+        raise ValueError(f"the silence run does not hold the same {benchmark} items: {len(missing)} missing "
+                         f"(first: {', '.join(missing[:5]) or '-'}), {len(extra)} extra "
+                         f"(first: {', '.join(extra[:5]) or '-'})")
+    return silent
+
+
+def _read_meta(predictions: Path) -> dict:
+    meta = predictions.with_name(f"{predictions.stem}.meta.json")
+    try:
+        return json.loads(meta.read_text(encoding="utf-8")) if meta.exists() else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def _clips(records: Sequence[dict], page_dir: Path, embed_audio_mb: float) -> dict:
+    """Audio sources of the item cards: ``{"srcs": [unique sources], "refs": [(index or None, state)],
+    "embedded": bool, "missing": n}``; state is "ok", "missing" (the file is gone) or "none" (no path)."""
+    paths = []
+    for record in records:
+        audio = record.get("audio")
+        paths.append(Path(audio) if isinstance(audio, str) and audio else None)
+    present = {p for p in paths if p is not None and p.is_file()}
+    embedded = sum(p.stat().st_size for p in present) <= embed_audio_mb * 1e6
+    index: dict[Path, int] = {}
+    srcs, refs = [], []
+    for path in paths:
+        if path is None:
+            refs.append((None, "none"))
+        elif path not in present:
+            refs.append((None, "missing"))
+        else:
+            if path not in index:
+                index[path] = len(srcs)
+                srcs.append(_data_uri(path) if embedded else _relative_url(path, page_dir))
+            refs.append((index[path], "ok"))
+    return {"srcs": srcs, "refs": refs, "embedded": embedded and bool(srcs),
+            "missing": sum(state == "missing" for _, state in refs)}
+
+
+def _data_uri(path: Path) -> str:
+    kind = _AUDIO_TYPES.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return f"data:{kind};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _relative_url(path: Path, page_dir: Path) -> str:
+    return quote(Path(os.path.relpath(path.resolve(), page_dir.resolve())).as_posix())
+
+
+def _png(fig) -> str:
+    return "data:image/png;base64," + base64.b64encode(reports.figure_png(fig)).decode("ascii")
+
+
+def _pct(right: int, n: int) -> float | None:
+    return round(100 * right / n, 2) if n else None
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def _e(value) -> str:
+    return html.escape(str(value))
+
+
+def _json_script(element_id: str, obj) -> str:
+    """``obj`` as JSON in an inert script element (``<``, ``>``, ``&`` escaped so no text can end it)."""
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return f'<script type="application/json" id="{element_id}">{text}</script>'
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence], attrs: str = "") -> str:
+    """An HTML table; cells are escaped unless given as ``("html", markup)``."""
+    def cell(value, tag: str) -> str:
+        if isinstance(value, tuple) and value[0] == "html":
+            return f"<{tag}>{value[1]}</{tag}>"
+        return f"<{tag}>{_e(value)}</{tag}>"
+
+    head = "".join(cell(h, "th") for h in header)
+    body = "".join("<tr>" + "".join(cell(c, "td") for c in row) + "</tr>" for row in rows)
+    return f"<table{attrs}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _breakdowns(score: dict) -> dict[str, dict[str, list[int]]]:
+    """``{breakdown: {label: [correct, n]}}`` of the official score, groups without items left out."""
+    return {name: {label: tally for label, tally in tallies.items() if tally[1]}
+            for name, tallies in score["counts"].items()}
+
+
+def _title(score: dict) -> str:
+    version = f" test-mini ({score['version']} questions)" if score.get("version") else ""
+    return score["benchmark"].upper() + version
+
+
+def _report_html(predictions: Path, score: dict, analysis: dict, meta: dict, clips: dict,
+                 silence: str | os.PathLike | None, silence_score: dict | None) -> str:
+    items = analysis["items"]
+    verdicts = Counter(it["v"] for it in items)
+    sections = [_overview(score, verdicts, clips, meta), _categories(score, silence_score),
+                _listening(analysis, score, silence, silence_score), _positions(analysis["positions"]),
+                _items_section(analysis, clips)]
+    nav = "".join(f'<a href="#{s}">{s.capitalize()}</a>' for s in ("overview", "categories", "listening",
+                                                                      "positions", "items"))
+    return _page(f"{_title(score)} — {predictions.name}", nav, "".join(sections), _ITEMS_JS)
+
+
+def _overview(score: dict, verdicts: Counter, clips: dict, meta: dict) -> str:
+    tiles = [("accuracy %", _fmt(score["total"]), "total"), ("right", score["correct"], "correct"),
+             ("scored", score["n"], "n"), ("records", score["records"], "records"),
+             ("unscored", verdicts["unscored"], "unscored"), ("audio missing", clips["missing"], "audio-missing")]
+    tile_html = "".join(f'<div class="tile"><div class="num" data-stat="{k}">{_e(v)}</div>'
+                        f'<div class="label">{_e(label)}</div></div>' for label, v, k in tiles)
+    settings = [(k, meta[k]) for k in ("model", "engine", "template", "dtype", "data", "data_version", "workers")
+                if meta.get(k) is not None]
+    rows = "".join(f"<li><b>{_e(k)}</b>: {_e(v)}</li>" for k, v in settings)
+    rows += f"<li><b>rule</b>: {_e(score['rule'])}; prediction key <code>{_e(score['key'])}</code></li>"
+    if "permutations" in score:
+        perm = score["permutations"]
+        rows += (f"<li><b>option orders</b>: {perm['k']}; correct under every order: "
+                 f"<span data-stat=\"consistent\">{_fmt(perm['consistent'])}</span>%</li>")
+    warnings = "".join(f'<li class="warn">{_e(w)}</li>' for w in score["warnings"])
+    if clips["missing"]:
+        warnings += (f'<li class="warn">{clips["missing"]} clips are missing (moved or deleted since the run): '
+                     "their items are marked \"audio missing\"</li>")
+    plot = f'<img alt="accuracy per group" src="{_png(reports.score_figure(score))}">'
+    return (f'<section id="overview"><h2>Overview</h2><div class="split"><div><div class="tiles">{tile_html}</div>'
+            f"<ul>{rows}{warnings}</ul></div>{plot}</div></section>")
+
+
+def _categories(score: dict, silence_score: dict | None) -> str:
+    parts = ['<section id="categories"><h2>Categories</h2>']
+    silent = _breakdowns(silence_score) if silence_score is not None else None
+    for name, tallies in _breakdowns(score).items():
+        header = [name, "accuracy %", "right/n"] + (["silence %", "gap (points)"] if silent is not None else [])
+        rows = []
+        for label, (right, n) in tallies.items():
+            row = [label, _fmt(_pct(right, n)), f"{right}/{n}"]
+            if silent is not None:
+                s_right, s_n = silent.get(name, {}).get(label, [0, 0])
+                gap = _pct(right, n) - _pct(s_right, s_n) if s_n else None
+                row += [_fmt(_pct(s_right, s_n)), _fmt(gap)]
+            rows.append(row)
+        parts.append(f"<h3>by {_e(name)}</h3>" + _table(header, rows, f' data-breakdown="{_e(name)}"'))
+    return "".join(parts) + "</section>"
+
+
+def _listening(analysis: dict, score: dict, silence, silence_score: dict | None) -> str:
+    head = '<section id="listening"><h2>Listening</h2>'
+    if silence_score is None:
+        return (head + "<p>No silence run. Evaluate the same items with silent audio (<code>r1-aqa eval --silence"
+                "</code>, saved as <code>PRED.silence.json</code>) or pass <code>r1-aqa report PRED.json --silence "
+                "FILE</code> to see how much of the accuracy needs the audio.</p></section>")
+    items = analysis["items"]
+    pairs = Counter((it["v"], it["sv"]) for it in items)
+    gap = score["total"] - silence_score["total"] if None not in (score["total"], silence_score["total"]) else None
+    tiles = [("with silence %", _fmt(silence_score["total"]), "silence-total"),
+             ("listening gap (points)", _fmt(gap), "gap"),
+             ("right only with audio", pairs["right", "wrong"] + pairs["right", "unscored"], "needs-audio"),
+             ("right without audio", pairs["right", "right"] + pairs["wrong", "right"] + pairs["unscored", "right"],
+              "right-silent")]
+    tile_html = "".join(f'<div class="tile"><div class="num" data-stat="{k}">{_e(v)}</div>'
+                        f'<div class="label">{_e(label)}</div></div>' for label, v, k in tiles)
+    return (head + f'<p>Silence run: <code>{_e(Path(silence).name)}</code> — the same items with silent audio of '
+            f'each clip\'s length. Items a model answers right without hearing them measure what the text gives away.'
+            f'</p><div class="tiles">{tile_html}</div><img alt="listening gap" '
+            f'src="{_png(_gap_figure(score, silence_score))}"></section>')
+
+
+def _gap_figure(score: dict, silence_score: dict):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    name, tallies = next(iter(_breakdowns(score).items()))
+    silent = _breakdowns(silence_score).get(name, {})
+    labels = [k for k in tallies if "-" not in k or name != "category"] or list(tallies)
+    audio = [_pct(*tallies[k]) for k in labels]
+    quiet = [_pct(*silent[k]) if k in silent else 0.0 for k in labels]
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(labels) + 2), 3.6), layout="constrained")
+    x = range(len(labels))
+    ax.bar([i - 0.2 for i in x], audio, width=0.4, label="with audio", color="#4C72B0")
+    ax.bar([i + 0.2 for i in x], quiet, width=0.4, label="with silence", color="#C9C9C9")
+    ax.set_xticks(list(x), [k.replace("-", "\n") for k in labels], fontsize=9)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"Listening gap by {name}")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _positions(positions: dict) -> str:
+    head = '<section id="positions"><h2>Option positions</h2>'
+    if not positions["n"]:
+        return head + "<p>No scored item.</p></section>"
+    n = positions["n"]
+    rows = [[r["position"], r["answers"], _fmt(_pct(r["answers"], n)), r["predictions"],
+             _fmt(_pct(r["predictions"], n)), _fmt(_pct(r["right"], r["answers"]))] for r in positions["rows"]]
+    table = _table(["position", "answers", "answers %", "predictions", "predictions %", "accuracy % there"], rows,
+                   ' data-breakdown="positions"')
+    note = (f"<p>Over {n} scored items; \"answers %\" is what always picking that position would score. "
+            f"{positions['unmatched']} predictions name no single option.</p>")
+    return head + note + table + f'<img alt="option positions" src="{_png(_position_figure(positions))}"></section>'
+
+
+def _position_figure(positions: dict):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, n = positions["rows"], positions["n"]
+    x = range(len(rows))
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.0 * len(rows) + 2), 3.4), layout="constrained")
+    ax.bar([i - 0.2 for i in x], [_pct(r["answers"], n) for r in rows], width=0.4, label="answer here",
+           color="#55A868")
+    ax.bar([i + 0.2 for i in x], [_pct(r["predictions"], n) for r in rows], width=0.4, label="predicted here",
+           color="#C44E52")
+    ax.set_xticks(list(x), [r["position"] for r in rows])
+    ax.set_ylabel("share of scored items (%)")
+    ax.set_title("Option-position bias")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def _items_section(analysis: dict, clips: dict) -> str:
+    data = {"items": analysis["items"], "clips": clips["srcs"], "fields": analysis["fields"],
+            "silence": any("sv" in it for it in analysis["items"]), "pageSize": PAGE_SIZE}
+    where = ("embedded in this page" if clips["embedded"] else
+             "referenced by their path relative to this page (keep it beside them)")
+    return (f'<section id="items"><h2>Items</h2><p class="note">Original option order; clips {where}.</p>'
+            '<div class="filters" id="filters"></div><p id="match-count"></p><div id="item-list"></div>'
+            '<button id="more" hidden>show more</button>' + _json_script("report-data", data) + "</section>")
+
+
+# --- the sweep page ---------------------------------------------------------------------------------------------------
+
+
+def write_sweep_page(checkpoints: Sequence[tuple[int, Path, dict]], output: str | os.PathLike,
+                     failures: Sequence[tuple[str, str]] = (), key: str = DEFAULT_KEY) -> Path:
+    """Write ``PRED.sweep.html`` comparing the checkpoints of a sweep and return its path.
+
+    ``checkpoints`` holds ``(step, predictions file, score)`` per finished checkpoint (each with its own report page
+    beside it); ``failures`` ``(checkpoint, reason)`` per checkpoint that could not be evaluated.
+    """
+    out = sweep_page_path(output)
+    checkpoints = sorted(checkpoints, key=lambda c: c[0])
+    parts = []
+    if failures:
+        rows = "".join(f"<li><b>{_e(name)}</b>: {_e(reason)}</li>" for name, reason in failures)
+        parts.append(f'<section id="failures"><h2>Failed checkpoints</h2><ul class="warn">{rows}</ul></section>')
+    if checkpoints:
+        benchmark = checkpoints[0][2]["benchmark"]
+        parts.append(_sweep_overview(checkpoints, out.parent))
+        parts.append(_sweep_groups(checkpoints))
+        parts.append(_flips(benchmark, checkpoints, out.parent, key))
+        title = f"{_title(checkpoints[0][2])} checkpoint sweep — {Path(output).name}"
+    else:
+        title = f"checkpoint sweep — {Path(output).name}"
+    write_text(out, _page(title, "", "".join(parts), ""))
+    return out
+
+
+def _sweep_overview(checkpoints: Sequence[tuple[int, Path, dict]], page_dir: Path) -> str:
+    totals = [s["total"] for _, _, s in checkpoints if s["total"] is not None]
+    best = max(totals) if totals else None
+    rows = []
+    for step, path, score in checkpoints:
+        total = _fmt(score["total"])
+        link = f'<a href="{_relative_url(page_path(path), page_dir)}">{_e(path.name)}</a>'
+        rows.append([step, ("html", f"<b>{total}</b>" if score["total"] == best else total),
+                     f"{score['correct']}/{score['n']}", ("html", link)])
+    plot = _png(reports.sweep_figure([(step, score) for step, _, score in checkpoints]))
+    return ('<section id="overview"><h2>Accuracy per step</h2>'
+            + _table(["step", "accuracy %", "right/n", "page"], rows, ' data-breakdown="steps"')
+            + f'<img alt="accuracy vs step" src="{plot}"></section>')
+
+
+def _sweep_groups(checkpoints: Sequence[tuple[int, Path, dict]]) -> str:
+    parts = ['<section id="categories"><h2>Accuracy per step and group</h2>']
+    names = dict.fromkeys(name for _, _, s in checkpoints for name in _breakdowns(s))
+    for name in names:
+        per_step = [_breakdowns(score).get(name, {}) for _, _, score in checkpoints]
+        labels = list(dict.fromkeys(label for tallies in per_step for label in tallies))
+        rows = [[label] + [_fmt(_pct(*t[label])) if label in t else "—" for t in per_step] for label in labels]
+        parts.append(f"<h3>by {_e(name)}</h3>"
+                     + _table([name] + [str(step) for step, _, _ in checkpoints], rows, f' data-breakdown="{_e(name)}"'))
+    return "".join(parts) + "</section>"
+
+
+def _flips(benchmark: str, checkpoints: Sequence[tuple[int, Path, dict]], page_dir: Path, key: str) -> str:
+    """Items whose verdict changes between consecutive steps: counts per step pair and the list of such items."""
+    runs = [analyse(benchmark, load_predictions(path), key)["items"] for _, path, _ in checkpoints]
+    steps = [step for step, _, _ in checkpoints]
+    verdicts = [{it["id"]: it["v"] for it in items} for items in runs]
+    pair_rows = []
+    for i in range(1, len(steps)):
+        common = verdicts[i - 1].keys() & verdicts[i].keys()
+        fixed = sum(verdicts[i - 1][k] != "right" and verdicts[i][k] == "right" for k in common)
+        broken = sum(verdicts[i - 1][k] == "right" and verdicts[i][k] != "right" for k in common)
+        pair_rows.append([f"{steps[i - 1]} → {steps[i]}", fixed, broken])
+    questions = {it["id"]: it["q"] for items in runs for it in items}
+    flipping = [k for k in questions if len({v.get(k) for v in verdicts} - {None}) > 1]
+    marks = {"right": "✓", "wrong": "✗", "unscored": "·", None: " "}
+    rows = []
+    for item in flipping:
+        cells = []
+        for (step, path, _), v in zip(checkpoints, verdicts):
+            href = _relative_url(page_path(path), page_dir) + "#item-" + quote(item, safe="")
+            cells.append(("html", f'<a class="{v.get(item) or ""}" href="{href}">{marks[v.get(item)]}</a>'))
+        rows.append([item, questions[item][:120]] + cells)
+    head = ('<section id="flips"><h2>Items that flip between steps</h2>'
+            f'<p><span data-stat="flipping">{len(flipping)}</span> items change verdict at least once.</p>')
+    return (head + _table(["steps", "wrong → right", "right → wrong"], pair_rows, ' data-breakdown="flips"')
+            + _table(["id", "question"] + [str(s) for s in steps], rows, ' class="flips" data-breakdown="flip-items"')
+            + "</section>")
+
+
+# --- HTML skeleton --------------------------------------------------------------------------------------------------
+
+
+def _page(title: str, nav: str, body: str, script: str) -> str:
+    script_tag = f"<script>{script}</script>" if script else ""
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{_e(title)}</title>'
+            f"<style>{_CSS}</style></head><body><header><h1>{_e(title)}</h1><nav>{nav}</nav></header>"
+            f"<main>{body}</main>{script_tag}</body></html>\n")
+
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d1d1f;background:#f6f7f9}
+header{background:#24292f;color:#fff;padding:12px 24px}header h1{margin:0;font-size:18px}
+nav a{color:#c9d1d9;margin-right:14px;font-size:13px}main{padding:8px 24px 40px;max-width:1200px}
+section{background:#fff;border:1px solid #d0d7de;border-radius:8px;padding:12px 18px;margin:14px 0}
+h2{font-size:16px;margin:4px 0 10px}h3{font-size:14px;margin:14px 0 6px}
+.tiles{display:flex;flex-wrap:wrap;gap:10px;margin-bottom:8px}
+.tile{border:1px solid #d0d7de;border-radius:6px;padding:6px 14px;min-width:92px;text-align:center}
+.tile .num{font-size:20px;font-weight:600}.tile .label{font-size:12px;color:#57606a}
+table{border-collapse:collapse;margin:4px 0 10px;font-size:13px}
+th,td{border-bottom:1px solid #eaeef2;padding:3px 10px;text-align:right}th:first-child,td:first-child{text-align:left}
+table.flips td:nth-child(2){text-align:left;max-width:420px}table.flips a{text-decoration:none;font-weight:700}
+a.right{color:#1a7f37}a.wrong{color:#cf222e}
+img{max-width:min(100%,640px);display:block;margin:6px 0}
+.split{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}.split>div{flex:1 1 380px}
+.split img{max-width:min(100%,560px)}.warn{color:#9a6700}code{background:#f0f2f4;padding:0 3px}
+.filters{display:flex;flex-wrap:wrap;gap:8px;align-items:center;margin:6px 0}
+.filters label{font-size:12px;color:#57606a}.filters select,.filters input{font-size:13px;padding:2px 4px}
+.filters input{width:240px}
+.item{border:1px solid #d0d7de;border-left:5px solid #8c959f;border-radius:6px;padding:8px 12px;margin:8px 0}
+.item.right{border-left-color:#1a7f37}.item.wrong{border-left-color:#cf222e}
+.item .top{display:flex;flex-wrap:wrap;gap:6px;align-items:center}
+.badge{font-size:11px;border-radius:10px;padding:1px 8px;background:#eaeef2}
+.badge.right{background:#dafbe1;color:#1a7f37}.badge.wrong{background:#ffebe9;color:#cf222e}
+.badge.missing{background:#fff8c5;color:#9a6700}.id{font-family:monospace;font-size:12px;color:#57606a}
+.item audio{height:32px;width:360px;margin:4px 0}.item .q{font-weight:600;margin:4px 0}
+.item ol{margin:2px 0 4px;padding:0;display:flex;flex-wrap:wrap;gap:2px 22px;list-style:upper-alpha inside}.item li.answer{color:#1a7f37;font-weight:600}
+.item li.picked{text-decoration:underline}.item li.picked:not(.answer){color:#cf222e}
+.item dl{display:grid;grid-template-columns:140px 1fr;margin:2px 0;gap:1px 8px}.item dt{color:#57606a}
+.item dd{margin:0;white-space:pre-wrap;word-break:break-word}.note{color:#57606a;font-size:12px}
+"""
+
+_ITEMS_JS = r"""
+(() => {
+const D = JSON.parse(document.getElementById('report-data').textContent);
+const L = i => String.fromCharCode(65 + i);
+const el = (tag, attrs, ...kids) => {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) if (v !== null && v !== undefined) e.setAttribute(k, v);
+  for (const k of kids) if (k !== null && k !== undefined) e.append(k);
+  return e;
+};
+for (const it of D.items)
+  it.hay = [it.id, it.q, it.answer, it.pred, it.think, it.resp, it.sp, ...it.opts].filter(Boolean).join('\n')
+    .toLowerCase();
+const filters = document.getElementById('filters');
+const state = {verdict: '', audio: '', listen: '', q: '', g: {}};
+const select = (label, id, options, onchange) => {
+  const s = el('select', {id});
+  for (const [value, text] of options) s.append(el('option', {value}, text));
+  s.addEventListener('change', () => { onchange(s.value); render(true); });
+  filters.append(el('label', {for: id}, label), s);
+};
+select('verdict', 'f-verdict', [['', 'all'], ['right', 'right'], ['wrong', 'wrong'], ['unscored', 'unscored']],
+       v => state.verdict = v);
+for (const [field, values] of Object.entries(D.fields))
+  select(field, 'f-' + field, [['', 'all'], ...values.map(v => [v, v])], v => state.g[field] = v);
+if (D.silence)
+  select('listening', 'f-listen', [['', 'all'], ['needs-audio', 'right only with audio'],
+         ['right-silent', 'right with silence'], ['wrong-both', 'wrong either way']], v => state.listen = v);
+select('audio', 'f-audio', [['', 'all'], ['missing', 'audio missing']], v => state.audio = v);
+const search = el('input', {id: 'f-search', type: 'search', placeholder: 'search question, options, answers'});
+search.addEventListener('input', () => { state.q = search.value.trim().toLowerCase(); render(true); });
+filters.append(search);
+const listening = it => it.v === 'right' && it.sv !== 'right' ? 'needs-audio'
+  : it.sv === 'right' ? 'right-silent' : 'wrong-both';
+const keep = it => (!state.verdict || it.v === state.verdict)
+  && Object.entries(state.g).every(([f, v]) => !v || it.g[f] === v)
+  && (!state.audio || it.audio === 'missing')
+  && (!state.listen || listening(it) === state.listen)
+  && (!state.q || it.hay.includes(state.q));
+const card = it => {
+  const top = el('div', {class: 'top'}, el('span', {class: 'badge ' + it.v}, it.v), el('span', {class: 'id'}, it.id));
+  for (const [f, v] of Object.entries(it.g)) top.append(el('span', {class: 'badge', title: f}, v));
+  if (it.perm) top.append(el('span', {class: 'badge', title: 'right under option orders'}, 'orders ' + it.perm));
+  if (it.sv) top.append(el('span', {class: 'badge ' + it.sv}, 'silence: ' + it.sv));
+  const audio = it.clip !== null && it.clip !== undefined
+    ? el('audio', {controls: '', preload: 'none', src: D.clips[it.clip]})
+    : el('div', {class: 'badge missing audio-state'}, it.audio === 'missing' ? 'audio missing'
+                                                                              : 'no clip path in the predictions');
+  const opts = el('ol', {type: 'A'});
+  it.opts.forEach((o, i) => opts.append(el('li', {class: [i === it.ans ? 'answer' : '', i === it.pos ? 'picked' : '']
+    .join(' ').trim() || null}, o)));
+  const dl = el('dl', {});
+  const row = (k, v) => { if (v !== null && v !== undefined && v !== '') dl.append(el('dt', {}, k), el('dd', {}, v)); };
+  row('answer', (it.ans !== null ? L(it.ans) + '. ' : '') + it.answer);
+  row('model answer', it.pred === null ? '(none)' : (it.pos !== null ? L(it.pos) + '. ' : '') + it.pred);
+  if (D.silence) row('with silence', it.sp === null ? '(none)' : it.sp);
+  row('reasoning', it.think);
+  const raw = el('details', {}, el('summary', {}, 'raw response'), el('pre', {}, it.resp || ''));
+  return el('article', {class: 'item ' + it.v, id: 'item-' + it.id, 'data-verdict': it.v, 'data-audio': it.audio},
+            top, audio, el('div', {class: 'q'}, it.q), opts, dl, raw);
+};
+let matched = [], shown = 0;
+const list = document.getElementById('item-list'), more = document.getElementById('more');
+const count = document.getElementById('match-count');
+function render(reset) {
+  if (reset) { matched = D.items.filter(keep); shown = 0; list.replaceChildren(); }
+  const upto = Math.min(matched.length, shown + D.pageSize);
+  for (; shown < upto; shown++) list.append(card(matched[shown]));
+  count.textContent = `${matched.length} of ${D.items.length} items`;
+  count.dataset.matched = matched.length;
+  more.hidden = shown >= matched.length;
+}
+more.addEventListener('click', () => render(false));
+render(true);
+const target = decodeURIComponent(location.hash.slice(1));
+if (target.startsWith('item-')) {
+  const i = matched.findIndex(it => 'item-' + it.id === target);
+  while (i >= 0 && shown <= i) render(false);
+  const e = document.getElementById(target);
+  if (e) e.scrollIntoView();
+}
+})();
+"""
+
+
+# --- CLI ------------------------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("predictions", type=Path,
+                        help="predictions JSON of `r1-aqa eval`; for a sweep, its --output name (PRED.json): then "
+                        "every PRED.checkpoint-N.json gets its page and PRED.sweep.html compares them")
+    parser.add_argument("--benchmark", choices=("mmau", "mmsu"), default=None,
+                        help="unset: read from PRED.meta.json")
+    parser.add_argument("--silence", type=Path, default=None,
+                        help="predictions of the same items with silent audio (default: PRED.silence.json if present)")
+    parser.add_argument("--key", default=DEFAULT_KEY, help="field holding the prediction")
+    parser.add_argument("--embed-audio-mb", type=float, default=EMBED_AUDIO_MB,
+                        help="embed the clips in the page when all of them together are at most this many MB; "
+                        "else the players refer to the clips by relative path")
+    parser.add_argument("--output", type=Path, default=None, help="the page (default PRED.report.html)")
+
+
+def run(args: argparse.Namespace) -> int:
+    predictions: Path = args.predictions
+    if predictions.exists():
+        benchmark = _benchmark(args.benchmark, predictions)
+        page = write_report_page(predictions, benchmark, key=args.key, silence=args.silence,
+                                 embed_audio_mb=args.embed_audio_mb, output=args.output)
+        print(f"report page: {page}", file=sys.stderr)
+        return 0
+    checkpoints = sweep_checkpoints(predictions)
+    if not checkpoints:
+        raise FileNotFoundError(f"{predictions}: no such predictions file, nor a sweep's "
+                                f"{predictions.stem}.checkpoint-N{predictions.suffix} files beside it")
+    if args.output is not None or args.silence is not None:
+        raise ValueError("--output and --silence apply to one predictions file, not to a sweep")
+    done = []
+    for step, path in checkpoints:
+        benchmark = _benchmark(args.benchmark, path)
+        score = score_records(benchmark, load_predictions(path), key=args.key)
+        page = write_report_page(path, benchmark, score=score, key=args.key, embed_audio_mb=args.embed_audio_mb)
+        print(f"report page: {page}", file=sys.stderr)
+        done.append((step, path, score))
+    print(f"sweep page: {write_sweep_page(done, predictions, key=args.key)}", file=sys.stderr)
+    return 0
+
+
+def _benchmark(given: str | None, predictions: Path) -> str:
+    benchmark = given or _read_meta(predictions).get("benchmark")
+    if benchmark is None:
+        raise ValueError(f"{predictions}: no {predictions.stem}.meta.json names the benchmark; pass --benchmark")
+    return benchmark
