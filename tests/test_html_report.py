@@ -16,7 +16,7 @@ from conftest import write_tone
 
 from r1_aqa.cli import main
 from r1_aqa.evaluate.html_report import analyse, page_path, predicted_option, sweep_page_path
-from r1_aqa.evaluate.scoring import record_outcome, score_mmau, score_mmsu
+from r1_aqa.evaluate.scoring import record_outcome, score_mmar, score_mmau, score_mmsu
 
 CHOICES = ["violin", "beep", "voice", "noise"]
 N_ITEMS = 8
@@ -42,6 +42,9 @@ def test_verdicts_agree_with_the_official_counts():
     outcomes = [record_outcome("mmau", r) for r in mmau]
     assert outcomes == [True, True, False, False, None, None, False]
     assert (outcomes.count(True), sum(o is not None for o in outcomes)) == (score["correct"], score["n"])
+    mmar = [{("answer_prediction" if k == "model_output" else k): v for k, v in r.items()} for r in mmau]
+    score = score_mmar(mmar)
+    assert [record_outcome("mmar", r) for r in mmar] == outcomes and score["correct"] == 2 and score["n"] == 5
     mmsu = [{"id": f"m{i}", "options": CHOICES, "answer_index": i % 4, "category": "perception-x",
              "model_output": out} for i, out in enumerate(["A", "The answer is B.", "C", "D", "no idea", "", None])]
     del mmsu[5]["model_output"]

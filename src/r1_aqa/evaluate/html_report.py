@@ -33,7 +33,8 @@ from urllib.parse import quote
 
 from ..files import write_text
 from . import reports
-from .scoring import DEFAULT_KEY, load_predictions, mmau_match, mmsu_item, mmsu_letter, record_outcome, score_records
+from .scoring import (BENCHMARKS, default_key, load_predictions, mmau_match, mmsu_item, mmsu_letter, record_outcome,
+                      score_records)
 
 HELP = ("Write the error-analysis page PRED.report.html of a predictions file (with the checkpoint pages and "
         "PRED.sweep.html when PRED.json is a sweep's output name).")
@@ -80,16 +81,19 @@ def sweep_checkpoints(output: str | os.PathLike) -> list[tuple[int, Path]]:
 
 
 def write_report_page(predictions: str | os.PathLike, benchmark: str, *, score: dict | None = None,
-                      key: str = DEFAULT_KEY, silence: str | os.PathLike | None = None,
-                      embed_audio_mb: float = EMBED_AUDIO_MB, output: str | os.PathLike | None = None) -> Path:
+                      key: str | None = None, records: Sequence[dict] | None = None,
+                      silence: str | os.PathLike | None = None, embed_audio_mb: float = EMBED_AUDIO_MB,
+                      output: str | os.PathLike | None = None) -> Path:
     """Write the error-analysis page of ``predictions`` (default ``PRED.report.html``) and return its path.
 
-    ``score`` is the file's score (computed when not given); ``silence`` a predictions file of the same items with
-    silent audio (default: ``PRED.silence.json`` when it exists).
+    ``score`` is the file's score and ``records`` its records (read and computed when not given; ``records`` when
+    ``score --data`` joined the questions to them); ``key`` the prediction field (the benchmark's own by default);
+    ``silence`` a predictions file of the same items with silent audio (default: ``PRED.silence.json`` if present).
     """
     predictions = Path(predictions)
     out = Path(output) if output is not None else page_path(predictions)
-    records = load_predictions(predictions)
+    key = key or default_key(benchmark)
+    records = list(records) if records is not None else load_predictions(predictions)
     score = score if score is not None else score_records(benchmark, records, key=key)
     if silence is None and silence_path(predictions).exists():
         silence = silence_path(predictions)
@@ -104,7 +108,7 @@ def write_report_page(predictions: str | os.PathLike, benchmark: str, *, score: 
     return out
 
 
-def analyse(benchmark: str, records: Sequence[dict], key: str = DEFAULT_KEY,
+def analyse(benchmark: str, records: Sequence[dict], key: str | None = None,
             silence: Sequence[dict] | None = None) -> dict:
     """Per-item verdicts, option positions and (with ``silence``) silent-audio verdicts of the original option order.
 
@@ -112,6 +116,7 @@ def analyse(benchmark: str, records: Sequence[dict], key: str = DEFAULT_KEY,
     unscored), ``pos``/``ans`` (predicted and answer option index), ``perm`` ("correct/orders" when permuted) and
     ``sv``/``sp`` (silence verdict and answer).
     """
+    key = key or default_key(benchmark)
     records = list(records)
     base = _order_zero(records)
     orders: dict[str, list[bool]] = {}
@@ -149,9 +154,9 @@ def analyse(benchmark: str, records: Sequence[dict], key: str = DEFAULT_KEY,
             "fields": {f: values for f, values in fields.items() if values}}
 
 
-def predicted_option(benchmark: str, record: dict, key: str = DEFAULT_KEY) -> int | None:
+def predicted_option(benchmark: str, record: dict, key: str | None = None) -> int | None:
     """The index of the option the prediction names (the one option the official rule accepts it for), else None."""
-    prediction = record.get(key)
+    prediction = record.get(key or default_key(benchmark))
     if not isinstance(prediction, str):
         return None
     options, _ = _options(benchmark, record)
@@ -447,7 +452,7 @@ def _items_section(analysis: dict, clips: dict) -> str:
 
 
 def write_sweep_page(checkpoints: Sequence[tuple[int, Path, dict]], output: str | os.PathLike,
-                     failures: Sequence[tuple[str, str]] = (), key: str = DEFAULT_KEY) -> Path:
+                     failures: Sequence[tuple[str, str]] = (), key: str | None = None) -> Path:
     """Write ``PRED.sweep.html`` comparing the checkpoints of a sweep and return its path.
 
     ``checkpoints`` holds ``(step, predictions file, score)`` per finished checkpoint (each with its own report page
@@ -498,7 +503,7 @@ def _sweep_groups(checkpoints: Sequence[tuple[int, Path, dict]]) -> str:
     return "".join(parts) + "</section>"
 
 
-def _flips(benchmark: str, checkpoints: Sequence[tuple[int, Path, dict]], page_dir: Path, key: str) -> str:
+def _flips(benchmark: str, checkpoints: Sequence[tuple[int, Path, dict]], page_dir: Path, key: str | None) -> str:
     """Items whose verdict changes between consecutive steps: counts per step pair and the list of such items."""
     runs = [analyse(benchmark, load_predictions(path), key)["items"] for _, path, _ in checkpoints]
     steps = [step for step, _, _ in checkpoints]
@@ -661,11 +666,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("predictions", type=Path,
                         help="predictions JSON of `r1-aqa eval`; for a sweep, its --output name (PRED.json): then "
                         "every PRED.checkpoint-N.json gets its page and PRED.sweep.html compares them")
-    parser.add_argument("--benchmark", choices=("mmau", "mmsu"), default=None,
-                        help="unset: read from PRED.meta.json")
+    parser.add_argument("--benchmark", choices=BENCHMARKS, default=None, help="unset: read from PRED.meta.json")
     parser.add_argument("--silence", type=Path, default=None,
                         help="predictions of the same items with silent audio (default: PRED.silence.json if present)")
-    parser.add_argument("--key", default=DEFAULT_KEY, help="field holding the prediction")
+    parser.add_argument("--key", default=None, help="field holding the prediction (default: the benchmark's own)")
     parser.add_argument("--embed-audio-mb", type=float, default=EMBED_AUDIO_MB,
                         help="embed the clips in the page when all of them together are at most this many MB; "
                         "else the players refer to the clips by relative path")

@@ -462,11 +462,12 @@ def score_records(benchmark: str, records: Iterable[dict], key: str | None = Non
     return scorers[benchmark](records, key=key or default_key(benchmark))
 
 
-def record_outcome(benchmark: str, record: dict, key: str = DEFAULT_KEY, index: int = 0) -> bool | None:
+def record_outcome(benchmark: str, record: dict, key: str | None = None, index: int = 0) -> bool | None:
     """Whether one record is correct under the benchmark's official rule, as :func:`score_records` counts it;
-    ``None`` for a record that rule leaves out of its denominator (MMAU: no key or null; MMSU: null or no A-D
-    letter in a non-empty response)."""
-    if benchmark == "mmau":
+    ``None`` for a record that rule leaves out of its denominator (MMAU, MMAR: no key or null; MMSU: null or no A-D
+    letter in a non-empty response). ``key``: the benchmark's own by default."""
+    key = key or default_key(benchmark)
+    if benchmark in ("mmau", "mmar"):
         _check_mmau_record(record, index)
         prediction = _prediction(record, key, index) if key in record else None
         return None if prediction is None else mmau_match(record["answer"], prediction, record["choices"])
@@ -521,6 +522,6 @@ def run(args: argparse.Namespace) -> int:
 
         stem = args.predictions.name.rsplit(".", 1)[0]
         paths = write_score_report(score, args.predictions.parent, f"{stem}.score")
-        paths.append(write_report_page(args.predictions, args.benchmark, score=score, key=args.key))
+        paths.append(write_report_page(args.predictions, args.benchmark, score=score, key=key, records=records))
         print("report: " + ", ".join(str(p) for p in paths), file=sys.stderr)
     return 0
