@@ -255,3 +255,65 @@ def write_sweep_report(results: list[tuple[int, dict]], out_dir: str | os.PathLi
     write_text(paths[1], sweep_markdown(results))
     plot_sweep(results, paths[2])
     return paths
+
+
+def _pp(value: float | None) -> str:
+    return "—" if value is None else f"{value:+.2f}"
+
+
+def listening_markdown(gap: dict) -> str:
+    """A markdown report of a listening gap: accuracy with audio, with silence and the gap, overall and per group."""
+    total = gap["total"]
+    lines = [f"# {gap['benchmark'].upper()}: listening gap (audio vs silence of the same length)", "",
+             f"- rule: {gap['rule']}",
+             f"- accuracy **{_fmt(total['accuracy'])}%**, with silence **{_fmt(total['silence'])}%**, listening gap "
+             f"**{_pp(total['gap'])}** points (n={total['n']}, with silence n={total['n_silence']})"]
+    if gap.get("predictions"):
+        lines.append(f"- predictions: `{gap['predictions']}`; with silence: `{gap['silence_predictions']}`")
+    for group, entries in gap["groups"].items():
+        rows = [[name, _fmt(r["accuracy"]), _fmt(r["silence"]), _pp(r["gap"]), str(r["n"])]
+                for name, r in entries.items()]
+        lines += ["", f"## By {group}", "", _table([group, "accuracy %", "silence %", "gap (points)", "n"], rows)]
+    return "\n".join(lines) + "\n"
+
+
+def plot_listening(gap: dict, path: str | os.PathLike, max_entries: int = 12) -> Path:
+    """Accuracy with audio and with silence side by side: overall, then each group (its first ``max_entries``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    panels = [("Overall", {"total": gap["total"]})]
+    panels += [(group.capitalize(), dict(list(entries.items())[:max_entries]))
+               for group, entries in gap["groups"].items() if entries]
+    widths = [max(2, len(entries)) for _, entries in panels]
+    fig, axes = plt.subplots(1, len(panels), figsize=(0.9 * sum(widths) + 2, 4.2), squeeze=False,
+                             gridspec_kw={"width_ratios": widths}, layout="constrained")
+    for i, (ax, (title, entries)) in enumerate(zip(axes[0], panels)):
+        x = np.arange(len(entries))
+        for offset, field, label, color in ((-0.2, "accuracy", "audio", "#4C72B0"),
+                                            (0.2, "silence", "silence", "#C44E52")):
+            values = [entries[k][field] or 0.0 for k in entries]
+            bars = ax.bar(x + offset, values, width=0.4, color=color, label=label)
+            ax.bar_label(bars, fmt="%.0f", fontsize=7)
+        ax.set_xticks(x, [k.replace("-", "\n") for k in entries], fontsize=8)
+        ax.set_ylim(0, 110)
+        ax.set_title(title)
+        if i == 0:
+            ax.set_ylabel("accuracy (%)")
+            ax.legend(fontsize=8, loc="upper right")
+    fig.suptitle(f"{gap['benchmark'].upper()}: accuracy with audio vs silence "
+                 f"(gap {_pp(gap['total']['gap'])} points)")
+    return save_figure(fig, path)
+
+
+def write_listening_report(gap: dict, out_dir: str | os.PathLike, name: str) -> list[Path]:
+    """Write ``name.json`` (the gap), ``name.md`` (tables) and ``name.png`` (audio vs silence bars) into ``out_dir``."""
+    out_dir = Path(out_dir)
+    paths = [out_dir / f"{name}.json", out_dir / f"{name}.md", out_dir / f"{name}.png"]
+    write_json(paths[0], gap)
+    write_text(paths[1], listening_markdown(gap))
+    plot_listening(gap, paths[2])
+    return paths

@@ -18,16 +18,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
+from .resume import PartialRecords, partial_path, prefetched
+
 HELP = ("Evaluate a model, or every checkpoint-* of a run, on MMAU test-mini, MMSU or MMAR (greedy, hf or vLLM "
         "engine).")
 
 _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 DEFAULT_BATCH_SIZE = {"hf": 8, "vllm": 64}  # vLLM schedules a call's requests itself: give it many
-_RUN_KEY = "_r1_aqa_eval_run"  # first line of a partial file: the settings it was produced with
 # Settings that change the predictions: a partial file made with other values is not resumed.
 _RESUME_SETTINGS = ("benchmark", "data", "model", "engine", "dtype", "template", "sampling", "max_audio_seconds",
-                    "permutations")
+                    "permutations", "silence")
 
 
 def add_arguments(parser) -> None:
@@ -55,9 +56,15 @@ def add_arguments(parser) -> None:
                         help="cut clips to this length (default: 30 for Qwen2-Audio, no cap for Omni; 0: no cap)")
     parser.add_argument("--dtype", choices=("auto", "bfloat16", "float16", "float32"), default="auto",
                         help="auto: bf16 on GPU, float32 on CPU")
+    parser.add_argument("--silence", action="store_true",
+                        help="also evaluate with each clip replaced by silence of its length (PRED.silence.json) and "
+                             "report accuracy, silence accuracy and the listening gap (PRED.listening.{json,md,png})")
 
 
 def run(args) -> int:
+    from .html_report import silence_path
+    from .scoring import compare_listening
+
     checkpoints = find_checkpoints(args.model)
     items = load_items(args.benchmark, args.data, args.audio_dir, limit=args.limit)
     check_audio(items, args.audio_dir or (Path(args.data).parent if args.benchmark != "mmsu" else None))
@@ -65,10 +72,15 @@ def run(args) -> int:
     scores = []
     for model in checkpoints:
         output = _checkpoint_output(args.output, model) if sweep else Path(args.output)
-        evaluate(items, model, output, benchmark=args.benchmark, data=args.data, engine=args.engine,
-                 template=args.template, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                 permutations=args.permutations, max_audio_seconds=args.max_audio_seconds, dtype=args.dtype)
+        settings = dict(benchmark=args.benchmark, data=args.data, engine=args.engine, template=args.template,
+                        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, permutations=args.permutations,
+                        max_audio_seconds=args.max_audio_seconds, dtype=args.dtype)
+        evaluate(items, model, output, **settings)
+        if args.silence:  # before the reports, so the error-analysis page shows the listening gap too
+            evaluate(items, model, silence_path(output), silence=True, **settings)
         scores.append((checkpoint_step(model) if sweep else 0, output, score_and_report(output, args.benchmark)))
+        if args.silence:
+            compare_listening(output, silence_path(output), args.benchmark)
     if sweep:
         sweep_report(scores, Path(args.output))
     return 0
@@ -223,61 +235,25 @@ def _key(record: dict) -> tuple:
     return str(record["id"]), record.get("permutation", 0)
 
 
-def partial_path(output: str | os.PathLike) -> Path:
-    """Where a run appends its finished records until the final file is written."""
-    output = Path(output)
-    return output.with_name(output.name + ".partial.jsonl")
-
-
 def meta_path(output: str | os.PathLike) -> Path:
     """The metadata sidecar of a predictions file (settings, engine, model, data version)."""
     output = Path(output)
     return output.with_name(f"{output.stem}.meta.json")
 
 
-def _read_partial(path: Path, settings: dict) -> dict[tuple, dict]:
-    """Records already finished; a torn last line (killed mid-write) is dropped and cut from the file."""
-    done: dict[tuple, dict] = {}
-    with open(path, "rb+") as f:
-        lines = f.read().split(b"\n")
-        good = 0
-        for lineno, line in enumerate(lines, start=1):
-            if lineno == len(lines):  # after the last newline: empty, or a write cut short
-                f.truncate(good)
-                break
-            if not line.strip():
-                good += len(line) + 1
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise ValueError(f"{path}:{lineno}: not valid JSON; delete the file to start over") from None
-            good += len(line) + 1
-            if lineno == 1:
-                saved = {k: row.get(_RUN_KEY, {}).get(k) for k in _RESUME_SETTINGS}
-                wanted = {k: settings.get(k) for k in _RESUME_SETTINGS}
-                if saved != wanted:
-                    diff = {k: (saved[k], wanted[k]) for k in _RESUME_SETTINGS if saved[k] != wanted[k]}
-                    raise ValueError(f"{path}: made with other settings {diff} (saved, now); delete it to start over")
-                continue
-            done.setdefault(_key(row), row)
-    return done
-
-
 def evaluate(items: Sequence[dict], model: str | os.PathLike, output: str | os.PathLike, *, benchmark: str,
              data: str | os.PathLike, engine: str = "hf", template: str = "default", batch_size: int | None = None,
              max_new_tokens: int = 256, permutations: int = 1, max_audio_seconds: float | None = None,
-             dtype: str = "auto") -> list[dict]:
+             dtype: str = "auto", silence: bool = False) -> list[dict]:
     """Predict every item (under each option order), resuming from ``output``'s partial file; return the records.
 
-    Writes ``output`` (atomically, in input order) and its ``.meta.json`` sidecar, then removes the partial file.
+    ``silence``: each clip is replaced by silence of its length (as loaded, after the cap). Writes ``output``
+    (atomically, in input order) and its ``.meta.json`` sidecar, then removes the partial file.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     from tqdm import tqdm
 
     from .. import files
-    from ..audio import QWEN2_AUDIO_MAX_SECONDS, load_audio
+    from ..audio import QWEN2_AUDIO_MAX_SECONDS
     from ..models import QWEN2_AUDIO, default_dtype, model_family
     from ..prompts import format_prompt
     from .engines import greedy_settings, load_engine
@@ -291,45 +267,43 @@ def evaluate(items: Sequence[dict], model: str | os.PathLike, output: str | os.P
         "benchmark": benchmark, "data": str(Path(data).resolve()), "data_version": _data_version(benchmark, items),
         "model": str(Path(model).resolve()), "engine": engine, "dtype": dtype, "template": template,
         "sampling": greedy_settings(max_new_tokens), "max_audio_seconds": max_audio_seconds or None,
-        "permutations": permutations, "batch_size": batch_size,
+        "permutations": permutations, "silence": silence, "batch_size": batch_size,
     }
     expanded = expand(items, permutations)
-    partial = partial_path(output)
-    done = _read_partial(partial, settings) if partial.exists() else {}
-    todo = [r for r in expanded if _key(r) not in done]
+    partial = PartialRecords(output, settings, _RESUME_SETTINGS, _key)
+    todo = partial.todo(expanded)
     if todo:
         eng = load_engine(engine, model, max_new_tokens=max_new_tokens, batch_size=batch_size, dtype=dtype)
         batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
 
         def load_batch(batch: list[dict]):
-            return [load_audio(_encoded(r["audio"]), max_seconds=max_audio_seconds or None) for r in batch]
+            return [clip(r["audio"], max_audio_seconds or None, silence) for r in batch]
 
-        output.parent.mkdir(parents=True, exist_ok=True)
-        new_file = not partial.exists() or partial.stat().st_size == 0
-        with open(partial, "a", encoding="utf-8") as f, ThreadPoolExecutor(1) as pool, \
-                tqdm(total=len(expanded), initial=len(expanded) - len(todo), unit="item",
-                     desc=f"eval {Path(model).name}") as bar:
-            if new_file:
-                f.write(json.dumps({_RUN_KEY: settings}, ensure_ascii=False) + "\n")
-            pending = pool.submit(load_batch, batches[0])
-            for i, batch in enumerate(batches):
-                audios = pending.result()
-                if i + 1 < len(batches):  # decode the next batch's clips while this one generates
-                    pending = pool.submit(load_batch, batches[i + 1])
+        desc = f"eval {Path(model).name}" + (" (silence)" if silence else "")
+        with partial, tqdm(total=len(expanded), initial=len(expanded) - len(todo), unit="item", desc=desc) as bar:
+            for batch, audios in prefetched(batches, load_batch):  # the next batch's clips decode meanwhile
                 prompts = [format_prompt(r["question"], r["choices"], template) for r in batch]
-                for item, response in zip(batch, eng.generate(prompts, audios), strict=True):
-                    record = _output_record(item, response, benchmark, template)
-                    done[_key(record)] = record
-                    f.write(json.dumps(record, ensure_ascii=False) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+                responses = eng.generate(prompts, audios)
+                partial.add(_output_record(item, response, benchmark, template)
+                            for item, response in zip(batch, responses, strict=True))
                 bar.update(len(batch))
         eng.close()
-    records = [done[_key(r)] for r in expanded]
+    records = [partial.done[_key(r)] for r in expanded]
     files.write_json(output, records)
     files.write_json(meta_path(output), {**settings, "n_items": len(items), "n_records": len(records)})
-    partial.unlink(missing_ok=True)
+    partial.remove()
     return records
+
+
+def clip(audio, max_seconds: float | None, silence: bool = False):
+    """An item's clip as the engines take it (float32, 16 kHz, cut at ``max_seconds``); with ``silence``, zeros of
+    the same length."""
+    import numpy as np
+
+    from ..audio import load_audio
+
+    wav = load_audio(_encoded(audio), max_seconds=max_seconds)
+    return np.zeros_like(wav) if silence else wav
 
 
 def _encoded(audio):

@@ -342,6 +342,61 @@ def permutation_consistency(records: Iterable[dict], is_correct: Callable[[dict]
     }
 
 
+# ---------------------------------------------------------------------------------------------------- listening gap
+def listening_gap(audio: dict, silence: dict) -> dict:
+    """Accuracy with the audio, with silence in its place, and their difference (the listening gap, in points),
+    overall and per breakdown entry (task/difficulty/sub-category, category, modality: every ``counts`` group).
+
+    ``audio`` and ``silence`` are scores of the same items (see :func:`same_items`). Returns ``{"benchmark", "rule",
+    "total": row, "groups": {group: {entry: row}}}`` with rows ``{"accuracy", "silence", "gap", "n", "n_silence"}``.
+    """
+    if audio["benchmark"] != silence["benchmark"]:
+        raise ValueError(f"cannot compare a {audio['benchmark']} score with a {silence['benchmark']} score")
+
+    def row(with_audio: list[int], silent: list[int]) -> dict:
+        accuracy = _pct(*with_audio) if with_audio[1] else None
+        quiet = _pct(*silent) if silent[1] else None
+        gap = round(accuracy - quiet, 2) if accuracy is not None and quiet is not None else None
+        return {"accuracy": accuracy, "silence": quiet, "gap": gap, "n": with_audio[1], "n_silence": silent[1]}
+
+    groups = {}
+    for group, tallies in audio["counts"].items():
+        other = silence["counts"].get(group, {})
+        groups[group] = {entry: row(tally, other.get(entry, [0, 0])) for entry, tally in tallies.items() if tally[1]}
+    return {"benchmark": audio["benchmark"], "rule": audio["rule"],
+            "total": row([audio["correct"], audio["n"]], [silence["correct"], silence["n"]]), "groups": groups}
+
+
+def same_items(audio: list[dict], silence: list[dict], audio_name: str, silence_name: str) -> None:
+    """Raise ``ValueError`` naming the ids that only one of two prediction files has."""
+    a = {(_item_id(r, i), r.get("permutation", 0)) for i, r in enumerate(audio)}
+    b = {(_item_id(r, i), r.get("permutation", 0)) for i, r in enumerate(silence)}
+    if a != b:
+        only_a = sorted(str(k[0]) for k in a - b)[:10]
+        only_b = sorted(str(k[0]) for k in b - a)[:10]
+        raise ValueError(f"{audio_name} and {silence_name} hold different items: only in the first {only_a}, "
+                         f"only in the second {only_b}")
+
+
+def compare_listening(audio_path: str | Path, silence_path: str | Path, benchmark: str, key: str | None = None,
+                      report: bool = True) -> dict:
+    """Score an audio and a silence prediction file of the same items and return their :func:`listening_gap`;
+    print its table and (``report``) write ``AUDIO.listening.{json,md,png}`` beside the audio predictions."""
+    from .reports import listening_markdown, write_listening_report
+
+    audio_path, silence_path = Path(audio_path), Path(silence_path)
+    audio, silence = load_predictions(audio_path), load_predictions(silence_path)
+    same_items(audio, silence, str(audio_path), str(silence_path))
+    gap = listening_gap(score_records(benchmark, audio, key), score_records(benchmark, silence, key))
+    gap["predictions"], gap["silence_predictions"] = str(audio_path), str(silence_path)
+    print(listening_markdown(gap))
+    if report:
+        stem = audio_path.name.rsplit(".", 1)[0]
+        paths = write_listening_report(gap, audio_path.parent, f"{stem}.listening")
+        print("listening report: " + ", ".join(map(str, paths)), file=sys.stderr)
+    return gap
+
+
 # ----------------------------------------------------------------------------------------------------------- helpers
 def _pct(correct: int, n: int) -> float:
     """A percentage exactly as the official scripts print it: ``(correct / n) * 100`` formatted ``:.2f``."""
@@ -494,6 +549,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, default=None, metavar="QUESTIONS",
                         help="the question file (MMAU JSON list or MMAR JSONL): predictions are matched to it by id "
                              "(any mismatch is an error) and take the question fields they lack from it")
+    parser.add_argument("--silence-predictions", type=Path, default=None, metavar="SILENCE_PRED",
+                        help="predictions of the same items with silent audio (`eval --silence` writes "
+                             "PRED.silence.json): also report accuracy, silence accuracy and the listening gap, "
+                             "overall and per task/category (PRED.listening.{json,md,png})")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     parser.add_argument("--no-report", action="store_true",
                         help="do not write PRED.score.{json,md,png} and PRED.report.html next to the predictions")
@@ -524,4 +583,11 @@ def run(args: argparse.Namespace) -> int:
         paths = write_score_report(score, args.predictions.parent, f"{stem}.score")
         paths.append(write_report_page(args.predictions, args.benchmark, score=score, key=key, records=records))
         print("report: " + ", ".join(str(p) for p in paths), file=sys.stderr)
+    if args.silence_predictions is not None:
+        try:
+            compare_listening(args.predictions, args.silence_predictions, args.benchmark, key,
+                              report=not args.no_report)
+        except (OSError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
     return 0
