@@ -567,6 +567,9 @@ def run(args: argparse.Namespace) -> int:
         if args.data is not None:
             records = attach_questions(records, load_predictions(args.data), str(args.predictions), str(args.data))
         score = score_records(args.benchmark, records, key=key)
+        if args.silence_predictions is not None:
+            same_items(records, load_predictions(args.silence_predictions), str(args.predictions),
+                       str(args.silence_predictions))
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -581,13 +584,9 @@ def run(args: argparse.Namespace) -> int:
 
         stem = args.predictions.name.rsplit(".", 1)[0]
         paths = write_score_report(score, args.predictions.parent, f"{stem}.score")
-        paths.append(write_report_page(args.predictions, args.benchmark, score=score, key=key, records=records))
+        paths.append(write_report_page(args.predictions, args.benchmark, score=score, key=key, records=records,
+                                       silence=args.silence_predictions))
         print("report: " + ", ".join(str(p) for p in paths), file=sys.stderr)
     if args.silence_predictions is not None:
-        try:
-            compare_listening(args.predictions, args.silence_predictions, args.benchmark, key,
-                              report=not args.no_report)
-        except (OSError, ValueError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 1
+        compare_listening(args.predictions, args.silence_predictions, args.benchmark, key, report=not args.no_report)
     return 0
