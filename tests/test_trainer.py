@@ -39,7 +39,7 @@ def length_reward(completions, **kwargs) -> list[float]:
     return [float(len(c[-1]["content"]) % 5) for c in completions]
 
 
-def make_trainer(tiny_model_dir, parquet, out_dir, **overrides):
+def make_trainer(tiny_model_dir, parquet, out_dir, trainer_kwargs: dict | None = None, model=None, **overrides):
     from trl import GRPOConfig
 
     from r1_aqa.models import load_model
@@ -52,10 +52,10 @@ def make_trainer(tiny_model_dir, parquet, out_dir, **overrides):
         use_cpu=True, bf16=False, gradient_checkpointing=False, seed=0, dataloader_num_workers=0,
     )
     settings.update(overrides)
-    model = load_model(tiny_model_dir, device="cpu").train()
+    model = (model or load_model(tiny_model_dir, device="cpu")).train()
     return AudioGRPOTrainer(
         model=model, reward_funcs=[accuracy_reward, format_reward, length_reward], args=GRPOConfig(**settings),
-        train_dataset=build_dataset(str(parquet), "default"),
+        train_dataset=build_dataset(str(parquet), "default"), **(trainer_kwargs or {}),
     )
 
 

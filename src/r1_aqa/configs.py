@@ -38,6 +38,16 @@ class AudioScriptArguments(ScriptArguments):
 class AudioGRPOScriptArguments(AudioScriptArguments):
     """Data, prompt and reward settings of an R1-AQA GRPO run."""
 
+    freeze_audio_tower: bool = field(
+        default=False,
+        metadata={"help": "Train without the audio encoder: each distinct clip is encoded once per generation batch "
+                  "and reused by generation and every log-prob pass (R1-AQA trains it; see the recipes)."},
+    )
+    freeze_audio_projector: bool = field(
+        default=False,
+        metadata={"help": "Do not train the layer mapping encoder outputs to the LM width (Qwen2-Audio's "
+                  "multi_modal_projector; the Omni thinker's audio_tower.proj)."},
+    )
     reward_funcs: list[str] | None = field(
         default=None,
         metadata={"help": "Reward names from r1_aqa.rewards (weighted by reward_weights, else summed); default: "

@@ -163,6 +163,8 @@ def train(script_args, training_args, model_args):
         processing_class=load_processor(model_args.model_name_or_path),
         peft_config=peft_config(model_args),
         max_audio_seconds=script_args.max_audio_seconds,
+        freeze_audio_tower=script_args.freeze_audio_tower,
+        freeze_audio_projector=script_args.freeze_audio_projector,
     )
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)  # weights under the checkpoint (hub) names, and the processor

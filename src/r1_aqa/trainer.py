@@ -9,7 +9,12 @@ old/reference/policy log-prob passes, so an audio model trains without ever seei
 * keeps the features as per-row batch tensors in the generation batch, so TRL's own shuffle and split carry them row
   by row with their completions through ``num_generations``, gradient accumulation, ``steps_per_generation`` and
   ``num_iterations`` (``_generate_and_score_completions``);
-* feeds them to every log-prob forward (``_get_per_token_logps_and_entropies``, ``_compute_loss``);
+* feeds them to every log-prob forward (``_get_per_token_logps_and_entropies``, ``_compute_loss``) and to HF
+  generate, with each row's clip index (``audio_clip``), so the audio tower encodes each distinct clip of a forward
+  once (``r1_aqa.encoder.ClipEncoder``; ``share_clip_encodings=False`` keeps the model's own per-row encoding);
+* with ``freeze_audio_tower`` encodes each distinct clip once per generation batch and reuses it in generation and in
+  every log-prob pass of that batch (the reference model too, when its tower provably holds the same frozen weights);
+  ``freeze_audio_projector`` freezes the layer that maps the encoder's output to the LM width;
 * forbids the audio placeholder token in completions, in both generate paths;
 * in vLLM colocate mode, sends one ``<|AUDIO|>`` per request with the waveform (vLLM expands it itself), syncs weights
   under the checkpoint's names with ``reload_weights`` and resets vLLM's encoder and prefix caches after every sync
@@ -22,7 +27,7 @@ Logged beyond TRL's metrics: ``audio/cut_at_cap_ratio`` (share of clips cut at t
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,11 +37,14 @@ from trl.extras.profiling import profiling_context
 from trl.trainer.utils import selective_log_softmax_and_entropy
 
 from .audio import SAMPLE_RATE, load_audio_capped
+from .encoder import ClipEncoder, audio_projector, audio_towers, same_weights
 from .models import audio_token_id, checkpoint_name, load_processor, model_class, model_family
 from .vllm_audio import audio_request, collapse_audio_tokens, configure_cpu_env
 
 # The batch keys a processor returns for the text; every other key it returns is an audio feature with one row per clip.
 _TEXT_KEYS = ("input_ids", "attention_mask")
+# The batch key of each row's clip index within its generation batch (not a model input).
+_CLIP_KEY = "audio_clip"
 
 
 @dataclass
@@ -46,6 +54,7 @@ class _BatchAudio:
     sources: list
     waveforms: list[np.ndarray]
     features: dict[str, torch.Tensor] | None = None
+    clips: torch.Tensor | None = None  # per row: the index of its distinct clip in this batch
 
 
 def load_batch_audio(sources: list, max_seconds: float | None) -> tuple[list[np.ndarray], list[bool]]:
@@ -66,7 +75,8 @@ class AudioGRPOTrainer(GRPOTrainer):
 
     def __init__(
         self, model, reward_funcs=None, args=None, *, audio_column: str = "audio",
-        max_audio_seconds: float | None = 30.0, **kwargs,
+        max_audio_seconds: float | None = 30.0, freeze_audio_tower: bool = False,
+        freeze_audio_projector: bool = False, share_clip_encodings: bool = True, **kwargs,
     ):
         if isinstance(model, (str, os.PathLike)):
             model = model_class(model_family(model)).from_pretrained(model)
@@ -89,6 +99,7 @@ class AudioGRPOTrainer(GRPOTrainer):
         self.model_family = model_family(model.name_or_path)
         self._batch_audio: _BatchAudio | None = None
         self._audio_inputs: dict[str, torch.Tensor] | None = None
+        self._audio_clips: torch.Tensor | None = None
         self._audio_keys: list[str] = []  # the processor's audio feature keys, known after the first batch
         # TRL's HF-generate setup suppresses `config.image_token_id` for any processor, and Qwen2-Audio has none: lend
         # it the audio token for the duration of the parent's __init__ (which is the token to suppress anyway).
@@ -106,10 +117,52 @@ class AudioGRPOTrainer(GRPOTrainer):
         core = self.accelerator.unwrap_model(self.model)
         core = core.get_base_model() if hasattr(core, "get_base_model") else core
         self._fused_lm_head = core.base_model is not core
+        self._setup_audio_encoding(core, freeze_audio_tower, freeze_audio_projector, share_clip_encodings)
         if not self.use_vllm:
             suppress = sorted({*(self.generation_kwargs.get("suppress_tokens") or []), self.audio_token_id})
             self.generation_kwargs["suppress_tokens"] = suppress
             self.generation_config.suppress_tokens = suppress
+
+    def _setup_audio_encoding(self, core, freeze_tower: bool, freeze_projector: bool, share: bool) -> None:
+        """Freeze what is asked and wrap the policy's (and a separate reference model's) audio tower."""
+        towers = audio_towers(core)
+        if len(towers) != 1:
+            raise ValueError(f"{type(core).__name__}: expected one audio_tower module, found {len(towers)}")
+        tower = towers[0]
+        if freeze_tower and core is not self.accelerator.unwrap_model(self.model):  # PEFT
+            from peft.tuners.tuners_utils import BaseTunerLayer
+
+            if any(isinstance(m, BaseTunerLayer) for m in tower.modules()):
+                raise ValueError(
+                    "freeze_audio_tower: the PEFT adapter has layers inside the audio tower; leave the tower out of "
+                    "lora_target_modules (e.g. a regex over language_model) or train the tower"
+                )
+        for module in ([tower] if freeze_tower else []) + ([audio_projector(core)] if freeze_projector else []):
+            module.requires_grad_(False)
+        self.freeze_audio_tower = freeze_tower
+        self.share_clip_encodings = share
+        self._encoder = self._ref_encoder = None
+        self._ref_shares_cache = False
+        self._clip_caches: dict[str, dict | None] = {"train": None, "eval": None}
+        if not share:
+            return
+        self._encoder = ClipEncoder(tower)
+        if self.ref_model is None:  # beta 0, or PEFT: the reference pass is this model with its adapter disabled
+            self._ref_encoder, self._ref_shares_cache = self._encoder, True
+        else:
+            ref_tower = audio_towers(self.ref_model)[0]
+            self._ref_encoder = ClipEncoder(ref_tower)
+            self._ref_shares_cache = freeze_tower and same_weights(tower, ref_tower)
+
+    def _encoding(self, model, clips: torch.Tensor):
+        """The context of a forward of ``model`` whose audio rows hold ``clips`` (see ``r1_aqa.encoder``)."""
+        if self._encoder is None:
+            return nullcontext()
+        reference = self.ref_model is not None and model is self.ref_model
+        cache = self._clip_caches["train" if self.model.training else "eval"] if self.freeze_audio_tower else None
+        if reference and not self._ref_shares_cache:
+            cache = None
+        return (self._ref_encoder if reference else self._encoder).clips(clips, cache)
 
     # ---- audio for each generation batch ---------------------------------------------------------------------------
 
@@ -124,18 +177,20 @@ class AudioGRPOTrainer(GRPOTrainer):
         self._batch_audio = _BatchAudio(sources=sources, waveforms=waveforms)
         try:
             output = super()._generate_and_score_completions(inputs)
-            features = self._batch_audio.features
+            features, clips = self._batch_audio.features, self._batch_audio.clips
         finally:
             self._batch_audio = None
-            self._audio_inputs = None
+            self._audio_inputs = self._audio_clips = None
         # One row per completion, so TRL's shuffle_sequence_dict / split_tensor_dict keep them with their completions.
         output.update(features)
+        output[_CLIP_KEY] = clips
         return output
 
     def _tokenize_prompts(self, prompts: list):
         """Prompt ids with each ``<|AUDIO|>`` expanded to its clip's length, and per-row audio features.
 
-        Rows sharing a prompt and clip (a GRPO group) are processed once and gathered back per row.
+        Rows sharing a prompt and clip (a GRPO group) are processed once and gathered back per row. Each row's clip
+        index goes to ``_BatchAudio.clips``; with a frozen tower the distinct clips are encoded here, once.
         """
         batch = self._batch_audio
         if batch is None or len(batch.waveforms) != len(prompts):
@@ -170,21 +225,30 @@ class AudioGRPOTrainer(GRPOTrainer):
                 raise ValueError(f"processor output {key!r} is not a tensor with one row per clip")
             value = value[rows].to(device)
             features[key] = value.to(dtype) if value.is_floating_point() else value
-        batch.features = features
+        clip_of: dict = {}
+        clips = [clip_of.setdefault(src, len(clip_of)) for src in batch.sources]
+        batch.features, batch.clips = features, torch.tensor(clips, device=device)
         self._audio_keys = list(features)
-        self._audio_inputs = features
+        self._audio_inputs, self._audio_clips = features, batch.clips
+        if self._encoder is not None and self.freeze_audio_tower:
+            firsts = torch.tensor([clips.index(c) for c in range(len(clip_of))], device=device)
+            core = self.accelerator.unwrap_model(self.model)
+            core = core.get_base_model() if hasattr(core, "get_base_model") else core
+            cache = self._encoder.encode_clips(core, {k: v[firsts] for k, v in features.items()})
+            self._clip_caches["train" if self.model.training else "eval"] = cache
         return prompt_ids, None, features
 
     # ---- log-prob forwards -----------------------------------------------------------------------------------------
 
     @contextmanager
     def _audio_for(self, inputs: dict):
-        previous = self._audio_inputs
+        previous = self._audio_inputs, self._audio_clips
         self._audio_inputs = {k: inputs[k] for k in self._audio_keys}
+        self._audio_clips = inputs[_CLIP_KEY]
         try:
             yield
         finally:
-            self._audio_inputs = previous
+            self._audio_inputs, self._audio_clips = previous
 
     def _compute_loss(self, model, inputs):
         with self._audio_for(inputs):
@@ -197,10 +261,10 @@ class AudioGRPOTrainer(GRPOTrainer):
         """TRL's chunked log-prob pass, with the audio features of exactly these rows (image inputs unsupported)."""
         if any(value is not None for value in image_kwargs.values()):
             raise ValueError("AudioGRPOTrainer takes audio, not image inputs")
-        audio = self._audio_inputs
+        audio, clips = self._audio_inputs, self._audio_clips
         if not audio:
             raise RuntimeError("AudioGRPOTrainer: a log-prob forward without audio features")
-        for key, value in audio.items():
+        for key, value in {**audio, _CLIP_KEY: clips}.items():
             if value.size(0) != input_ids.size(0):
                 raise RuntimeError(f"{key} has {value.size(0)} rows for {input_ids.size(0)} sequences")
         batch_size = batch_size or input_ids.size(0)
@@ -215,12 +279,12 @@ class AudioGRPOTrainer(GRPOTrainer):
             if self._fused_lm_head:
                 labels = ids.masked_fill(mask == 0, -100)
                 labels[:, :-logits_to_keep] = -100
-                with self.accelerator.autocast():
+                with self.accelerator.autocast(), self._encoding(model, clips[start:end]):
                     outputs = model(**model_inputs, labels=labels, fused_lm_head=True)
                 logps = outputs.log_probs[:, -logits_to_keep:]
                 entropies = outputs.entropy[:, -logits_to_keep:] if compute_entropy else None
             else:
-                with self.accelerator.autocast():
+                with self.accelerator.autocast(), self._encoding(model, clips[start:end]):
                     outputs = model(**model_inputs, logits_to_keep=logits_to_keep + 1, use_cache=False)
                 logps, entropies = selective_log_softmax_and_entropy(
                     outputs.logits[:, -logits_to_keep - 1 : -1], ids[:, -logits_to_keep:], temperature=self.temperature
@@ -239,9 +303,10 @@ class AudioGRPOTrainer(GRPOTrainer):
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         if not self.use_vllm:
-            return super()._generate_single_turn(
-                prompt_ids, images, multimodal_fields, num_generations, has_tool_images
-            )
+            with self._encoding(self.model, self._batch_audio.clips):
+                return super()._generate_single_turn(
+                    prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+                )
         from trl.generation.vllm_generation import extract_logprobs
 
         if self.state.global_step != self._last_loaded_step:

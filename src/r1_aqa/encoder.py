@@ -1,0 +1,136 @@
+"""The audio encoder once per distinct clip: rows that share a clip (a GRPO group's completions) share one pass.
+
+``ClipEncoder`` wraps the ``forward`` of a model's own ``audio_tower`` module in place (Qwen2-Audio's Whisper
+encoder; the Omni thinker's audio encoder, whose output projection is part of it). While the trainer has told it which
+clip each audio row holds (``ClipEncoder.rows``), a tower call encodes each distinct clip once and gives every row its
+clip's output (``last_hidden_state``, all the models read); the model's own merge of audio embeddings into the text embeddings, its projector and its position ids
+are untouched. Autograd sums the rows' gradients into the clip's one pass, as the per-row path does. Because the
+wrapped module is the model's own (not a copy), DeepSpeed ZeRO-3's parameter gathering (hooks around the module call),
+PEFT adapters inside the tower and gradient checkpointing of its layers work unchanged. Without ``rows`` (any call
+from outside the trainer) the tower runs as the model defines it.
+
+Frozen encoder: with a ``cache`` (a dict clip -> output, one per generation batch) the encodings are kept under
+``torch.no_grad`` and reused by every later call that holds those clips; ``encode_clips`` fills it for all of a
+generation batch's clips in one tower call, the same call on every rank, so no rank waits for another in a collective.
+
+Two input layouts, as the models call their towers:
+
+* padded (Qwen2-Audio): ``tower(input_features[N, mel, frames], attention_mask=[N, ...] | None)`` -> ``[N, L, d]``;
+* packed (Omni thinker): ``tower(input_features[mel, sum(frames)], feature_lens=[N], aftercnn_lens=[N])`` ->
+  ``[sum(L), d]``.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
+
+import torch
+from transformers.modeling_outputs import BaseModelOutput
+
+
+def audio_towers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The modules named ``audio_tower`` inside ``model`` (through DDP, DeepSpeed and PEFT wrappers)."""
+    return [m for name, m in model.named_modules() if name.rsplit(".", 1)[-1] == "audio_tower"]
+
+
+class ClipEncoder:
+    """One pass per distinct clip through ``tower``, whose ``forward`` it replaces (see the module docstring)."""
+
+    def __init__(self, tower: torch.nn.Module):
+        if isinstance(getattr(tower.forward, "__self__", None), ClipEncoder):
+            raise RuntimeError("this audio tower is already wrapped by a ClipEncoder")
+        self.tower = tower
+        self._encode = tower.forward
+        self.rows: torch.Tensor | None = None
+        self.cache: dict[int, torch.Tensor] | None = None
+        tower.forward = self.forward
+
+    @contextmanager
+    def clips(self, rows: torch.Tensor, cache: dict[int, torch.Tensor] | None = None):
+        """Within the block, a tower call holds one audio row per entry of ``rows`` (its clip's index)."""
+        previous = self.rows, self.cache
+        self.rows, self.cache = rows, cache
+        try:
+            yield
+        finally:
+            self.rows, self.cache = previous
+
+    def forward(self, input_features: torch.Tensor, *args, **kwargs):
+        rows = self.rows
+        if rows is None or args or kwargs.get("output_hidden_states") or kwargs.get("output_attentions"):
+            return self._encode(input_features, *args, **kwargs)
+        packed = kwargs.get("feature_lens") is not None
+        n = kwargs["feature_lens"].numel() if packed else input_features.size(0)
+        if n != rows.numel():
+            raise RuntimeError(f"the audio tower got {n} clips for {rows.numel()} rows")
+        clips = rows.tolist()
+        cache = self.cache if self.cache is not None else {}
+        missing = list(dict.fromkeys(c for c in clips if c not in cache))
+        if missing:
+            first = torch.tensor([clips.index(c) for c in missing], device=input_features.device)
+            with torch.no_grad() if self.cache is not None else nullcontext():
+                features, kwargs = (_take_packed if packed else _take_padded)(input_features, kwargs, first)
+                out = self._encode(features, **kwargs)
+            hidden = out.last_hidden_state
+            if packed:
+                pieces = hidden.split(self.tower._get_feat_extract_output_lengths(kwargs["feature_lens"])[1].tolist())
+            else:
+                pieces = hidden.unbind(0)
+            cache.update(zip(missing, pieces))
+        pieces = [cache[c] for c in clips]
+        return BaseModelOutput(last_hidden_state=torch.cat(pieces) if packed else torch.stack(pieces))
+
+    def encode_clips(self, model: torch.nn.Module, features: dict[str, torch.Tensor]) -> dict[int, torch.Tensor]:
+        """Encode every clip of ``features`` (one row per distinct clip, the processor's keys) into a fresh cache."""
+        feats, mask = features["input_features"], features["feature_attention_mask"]
+        cache: dict[int, torch.Tensor] = {}
+        with self.clips(torch.arange(feats.size(0)), cache), torch.no_grad():
+            if hasattr(model, "get_audio_features"):  # the Omni thinker packs the clips itself
+                model.get_audio_features(feats, feature_attention_mask=mask)
+            else:
+                self.tower(feats, attention_mask=_qwen2_audio_mask(self.tower, feats, mask))
+        return cache
+
+
+def _take_padded(features: torch.Tensor, kwargs: dict, first: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    mask = kwargs.get("attention_mask")
+    return features[first], dict(kwargs, attention_mask=None if mask is None else mask[first])
+
+
+def _take_packed(features: torch.Tensor, kwargs: dict, first: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    lens = kwargs["feature_lens"]
+    chunks = features.split(lens.tolist(), dim=1)
+    kept = dict(kwargs, feature_lens=lens[first])
+    if kwargs.get("aftercnn_lens") is not None:
+        kept["aftercnn_lens"] = kwargs["aftercnn_lens"][first]
+    return torch.cat([chunks[i] for i in first.tolist()], dim=1), kept
+
+
+def _qwen2_audio_mask(tower: torch.nn.Module, feats: torch.Tensor, feature_mask: torch.Tensor):
+    """The encoder attention mask ``Qwen2AudioModel.forward`` builds from the feature mask (transformers 5)."""
+    from transformers.masking_utils import create_bidirectional_mask
+
+    lengths = tower._get_feat_extract_output_lengths(feature_mask.sum(-1))[0]
+    max_len = (feats.size(-1) - 2) // 2 + 1
+    valid = (torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]).long()
+    dummy = torch.zeros((feats.size(0), max_len, 1), dtype=feats.dtype, device=feats.device)
+    return create_bidirectional_mask(config=tower.config, inputs_embeds=dummy, attention_mask=valid)
+
+
+def audio_projector(model: torch.nn.Module) -> torch.nn.Module:
+    """The layer that maps encoder outputs to the LM width: Qwen2-Audio's ``multi_modal_projector``, else (the Omni
+    thinker) the tower's own output projection ``audio_tower.proj``."""
+    found = [m for name, m in model.named_modules() if name.rsplit(".", 1)[-1] == "multi_modal_projector"]
+    return found[0] if found else audio_towers(model)[0].proj
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    """Whether two modules hold equal tensors under the same names (False for ZeRO-3-partitioned parameters)."""
+    if a is b:
+        return True
+    if any(hasattr(p, "ds_id") for p in (*a.parameters(), *b.parameters())):
+        return False
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(
+        sa[k].shape == sb[k].shape and torch.equal(sa[k], sb[k].to(sa[k].device)) for k in sa
+    )
