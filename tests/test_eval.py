@@ -170,6 +170,7 @@ def test_resume_keeps_finished_records(mmau_file, tiny_model_dir, tmp_path):
     header = {"_r1_aqa_eval_run": {k: v for k, v in json.loads(meta_path(output).read_text()).items()}}
     kept = [{**r, "model_response": "kept"} for r in full[:2]]
     partial_path(output).write_text("\n".join(json.dumps(x) for x in [header, *kept]) + "\n")
+    output.unlink()  # killed before the final file
     resumed = _eval(mmau_file, tiny_model_dir, output, "--batch-size", "3")
     assert resumed == kept + full[2:]
 

@@ -80,6 +80,6 @@ def test_listening_gap_overall_and_per_task(tmp_path, capsys):
     assert json.loads((tmp_path / "a.listening.json").read_text())["total"]["gap"] == 50.0
 
     s.write_text(json.dumps(silence[:3]))
-    assert main(["score", "--benchmark", "mmau", "--predictions", str(a), "--silence-predictions", str(s)]) == 1
+    assert main(["score", "--benchmark", "mmau", "--predictions", str(a), "--silence-predictions", str(s)]) == 2
     err = capsys.readouterr().err
     assert "hold different items" in err and "'q3'" in err

@@ -133,11 +133,11 @@ def test_score_with_question_file_matches_ids(meta, tmp_path, capsys):
     assert code == 0 and score["total"] == 100.0 and score["n"] == 1000
     bad = bare[:-3] + [{"id": "not-an-id", "answer_prediction": "x"}]
     code, _, err = _score_cli(capsys, _write_jsonl(tmp_path / "bad.jsonl", bad), "--data", str(MMAR_META))
-    assert code == 1
+    assert code == 2
     assert "1 prediction ids are not in" in err and "not-an-id" in err
     assert "3 questions have no prediction" in err and all(r["id"] in err for r in meta[-3:])
     code, _, err = _score_cli(capsys, _write_jsonl(tmp_path / "short.jsonl", bare[:-1]), "--data", str(MMAR_META))
-    assert code == 1 and "1 questions have no prediction" in err and meta[-1]["id"] in err
+    assert code == 2 and "1 questions have no prediction" in err and meta[-1]["id"] in err
 
 
 # ------------------------------------------------------------------------------------------------ prepare and eval

@@ -233,7 +233,7 @@ def test_cli_json_and_report(tmp_path, capsys):
 def test_cli_legacy_key(tmp_path, capsys):
     path = tmp_path / "old.json"
     path.write_text(json.dumps([_item("a", "sound", "easy", "S", "Man", MAN, model_prediction="Man")]))
-    assert cli.main(["score", "--benchmark", "mmau", "--predictions", str(path), "--no-report"]) == 1
+    assert cli.main(["score", "--benchmark", "mmau", "--predictions", str(path), "--no-report"]) == 2
     err = capsys.readouterr().err
     assert "--key model_prediction" in err and "no record has a usable 'model_output'" in err
     assert cli.main(["score", "--benchmark", "mmau", "--predictions", str(path), "--no-report", "--json",
@@ -245,5 +245,5 @@ def test_cli_legacy_key(tmp_path, capsys):
 def test_cli_malformed_file(tmp_path, capsys):
     path = tmp_path / "bad.json"
     path.write_text("[{")
-    assert cli.main(["score", "--benchmark", "mmsu", "--predictions", str(path)]) == 1
+    assert cli.main(["score", "--benchmark", "mmsu", "--predictions", str(path)]) == 2
     assert "bad.json: not valid JSON" in capsys.readouterr().err

@@ -9,7 +9,9 @@ same command resumes from it and the final file is identical to an uninterrupted
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import os
 import random
 import re
@@ -27,12 +29,21 @@ _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
 DEFAULT_BATCH_SIZE = {"hf": 8, "vllm": 64}  # vLLM schedules a call's requests itself: give it many
 # Settings that change the predictions: a partial file made with other values is not resumed.
-_RESUME_SETTINGS = ("benchmark", "data", "model", "engine", "dtype", "template", "sampling", "max_audio_seconds",
-                    "permutations", "silence")
+_RESUME_SETTINGS = ("benchmark", "data", "model", "model_files", "engine", "dtype", "template", "sampling",
+                    "max_audio_seconds", "permutations", "silence")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--benchmark", choices=("mmau", "mmsu", "mmar"), default="mmau")
+    parser.add_argument("--benchmark", choices=("mmau", "mmsu", "mmar"), default="mmau",
+                        help="which benchmark's format and scorer (the data's format is checked against it)")
     parser.add_argument("--data", required=True,
                         help="the benchmark's own file (MMAU JSON; MMSU in its HF format; MMAR-meta.jsonl) or a "
                              "parquet from `prepare`")
@@ -40,18 +51,24 @@ def add_arguments(parser) -> None:
                         help="directory MMAU `audio_id` and MMAR `audio_path` paths are relative to; unset: the data "
                              "file's directory")
     parser.add_argument("--model", required=True,
-                        help="a model/checkpoint directory, or a run directory: then every checkpoint-* is evaluated")
-    parser.add_argument("--engine", choices=("hf", "vllm"), default="hf")
+                        help="a model/checkpoint directory; a run directory (then every checkpoint-* is evaluated); "
+                        "or a hub model id such as Qwen/Qwen2-Audio-7B-Instruct (a baseline of the base model)")
+    parser.add_argument("--engine", choices=("hf", "vllm"), default="hf", help="generation engine")
     parser.add_argument("--output", required=True, help="predictions JSON (MMAU format); a sweep writes one per "
                         "checkpoint, PRED.checkpoint-N.json")
-    parser.add_argument("--template", choices=("default", "think", "new"), default="default")
-    parser.add_argument("--batch-size", type=int, default=None,
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an output (and partial file) made with other settings; without it they are "
+                        "refused, and one made with the same settings is resumed or kept")
+    parser.add_argument("--template", choices=("default", "think", "new"), default="default",
+                        help="R1-AQA prompt template")
+    parser.add_argument("--batch-size", type=positive_int, default=None,
                         help="items per generate call and per flush of results; unset: "
                         + ", ".join(f"{k} {v}" for k, v in DEFAULT_BATCH_SIZE.items()))
-    parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument("--limit", type=int, default=None, help="evaluate only the first N items")
-    parser.add_argument("--permutations", type=int, default=1,
-                        help="evaluate each item under K option orders (0 = original, others shuffled by id)")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=256, help="generated tokens per item, at most")
+    parser.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N items; unset: all")
+    parser.add_argument("--permutations", type=positive_int, default=1,
+                        help="evaluate each item under K >= 1 option orders: order 0 is the original, the others "
+                        "shuffled by id; at most the number of distinct orders of the item with fewest options")
     parser.add_argument("--max-audio-seconds", type=float, default=None,
                         help="cut clips to this length (default: 30 for Qwen2-Audio, no cap for Omni; 0: no cap)")
     parser.add_argument("--dtype", choices=("auto", "bfloat16", "float16", "float32"), default="auto",
@@ -67,6 +84,7 @@ def run(args) -> int:
 
     checkpoints = find_checkpoints(args.model)
     items = load_items(args.benchmark, args.data, args.audio_dir, limit=args.limit)
+    check_permutations(items, args.permutations)
     check_audio(items, args.audio_dir or (Path(args.data).parent if args.benchmark != "mmsu" else None))
     sweep = checkpoints != [Path(args.model)]
     scores = []
@@ -74,7 +92,7 @@ def run(args) -> int:
         output = _checkpoint_output(args.output, model) if sweep else Path(args.output)
         settings = dict(benchmark=args.benchmark, data=args.data, engine=args.engine, template=args.template,
                         batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, permutations=args.permutations,
-                        max_audio_seconds=args.max_audio_seconds, dtype=args.dtype)
+                        max_audio_seconds=args.max_audio_seconds, dtype=args.dtype, overwrite=args.overwrite)
         evaluate(items, model, output, **settings)
         if args.silence:  # before the reports, so the error-analysis page shows the listening gap too
             evaluate(items, model, silence_path(output), silence=True, **settings)
@@ -90,10 +108,14 @@ def run(args) -> int:
 
 
 def find_checkpoints(model: str | os.PathLike) -> list[Path]:
-    """``[model]`` for a model directory; for a run directory its ``checkpoint-*`` directories, sorted by step."""
+    """``[model]`` for a model directory or a hub model id; for a run directory its ``checkpoint-*`` directories,
+    sorted by step."""
     model = Path(model)
     if not model.is_dir():
-        raise FileNotFoundError(f"{model}: no such model or run directory")
+        from ..models import model_family
+
+        model_family(model)  # a hub id (from the local cache or the hub), or an error naming the path
+        return [model]
     found = [p for p in model.iterdir() if _CHECKPOINT.fullmatch(p.name) and (p / "config.json").exists()]
     if found:
         return sorted(found, key=checkpoint_step)
@@ -125,22 +147,12 @@ def load_items(benchmark: str, data: str | os.PathLike, audio_dir: str | os.Path
     data = Path(data)
     if not data.exists():
         raise FileNotFoundError(f"{data}: no such data file")
-    if _is_prepared(data):
-        import pandas as pd
-
-        records = [_plain(r) for r in pd.read_parquet(data).to_dict("records")]
-    elif benchmark == "mmau":
-        from ..data.mmau import load_mmau
-
-        records = load_mmau(data, audio_dir if audio_dir is not None else data.parent)
-    elif benchmark == "mmar":
-        from ..data.mmar import load_mmar
-
-        records = load_mmar(data, audio_dir)
-    else:
-        from ..data.mmsu import load_mmsu
-
-        records = load_mmsu(data)
+    try:
+        records = _read_items(benchmark, data, audio_dir)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{data}: not UTF-8 text ({e.reason} at byte {e.start}); is it the right file?") from None
+    except OSError as e:  # e.g. a directory where a file was expected
+        raise ValueError(f"{data}: cannot be read ({e})") from None
     records = records[:limit] if limit is not None else records
     counts = Counter(str(r["id"]) for r in records)
     duplicates = sorted(i for i, n in counts.items() if n > 1)
@@ -149,15 +161,55 @@ def load_items(benchmark: str, data: str | os.PathLike, audio_dir: str | os.Path
     return records
 
 
+def _read_items(benchmark: str, data: Path, audio_dir: str | os.PathLike | None) -> list[dict]:
+    if _is_prepared(data):
+        import pandas as pd
+
+        return [_plain(r) for r in pd.read_parquet(data).to_dict("records")]
+    _check_format(data, benchmark)
+    if benchmark == "mmau":
+        from ..data.mmau import load_mmau
+
+        return load_mmau(data, audio_dir if audio_dir is not None else data.parent)
+    if benchmark == "mmar":
+        from ..data.mmar import load_mmar
+
+        return load_mmar(data, audio_dir)
+    from ..data.mmsu import load_mmsu
+
+    return load_mmsu(data)
+
+
 def _is_prepared(data: Path) -> bool:
     """Whether ``data`` is a parquet written by ``r1-aqa prepare`` (all its columns; ``audio`` an absolute path)."""
-    if data.suffix != ".parquet":
+    if data.suffix != ".parquet" or not data.is_file():
         return False
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from ..data.prepare import COLUMNS
 
-    return set(COLUMNS) <= set(pq.read_schema(data).names)
+    try:
+        names = pq.read_schema(data).names
+    except pa.ArrowException as e:
+        raise ValueError(f"{data}: not a readable parquet file ({e})") from None
+    return set(COLUMNS) <= set(names)
+
+
+_FORMATS = {"mmau": "an MMAU JSON file (a list)", "mmar": "an MMAR JSON-lines file",
+            "mmsu": "MMSU data in its HF format (parquet files or a directory)"}
+
+
+def _check_format(data: Path, benchmark: str) -> None:
+    """Refuse one benchmark's own data under another's ``--benchmark``, naming the right flag."""
+    if data.is_dir() or data.suffix == ".parquet":
+        found = "mmsu"
+    else:
+        with open(data, "rb") as f:
+            found = {b"[": "mmau", b"{": "mmar"}.get(f.read(64).lstrip()[:1])
+    if found is not None and found != benchmark:
+        raise ValueError(f"{data}: looks like {_FORMATS[found]}, not {benchmark.upper()} data: use --benchmark "
+                         f"{found}")
 
 
 def _plain(value):
@@ -171,14 +223,46 @@ def _plain(value):
     return value.item() if isinstance(value, np.generic) else value
 
 
-def check_audio(items: Sequence[dict], audio_dir: str | os.PathLike | None = None) -> None:
-    """Raise one ``FileNotFoundError`` listing every item whose audio file is missing (id and path)."""
-    missing = [(r["id"], r.get("audio_id") or r["audio"]) for r in items
-               if r["audio"] is None or (isinstance(r["audio"], str) and not os.path.isfile(r["audio"]))]
-    if missing:
+def check_permutations(items: Sequence[dict], permutations: int) -> None:
+    """Refuse more option orders than the item with the fewest options has (``n!``)."""
+    if permutations <= 1 or not items:
+        return
+    fewest = min(items, key=lambda r: len(r["choices"]))
+    orders = math.factorial(len(fewest["choices"]))
+    if permutations > orders:
+        raise ValueError(f"--permutations {permutations}: item {fewest['id']} has {len(fewest['choices'])} options, "
+                         f"so only {orders} distinct orders; use --permutations {orders} or less")
+
+
+def check_audio(items: Sequence[dict], audio_dir: str | os.PathLike | None = None, shown: int = 20) -> None:
+    """Decode every item's clip (with a progress bar) and raise one error listing each unusable one: missing, not
+    audio, or empty (the first ``shown`` by id and reason, then a count)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    from ..audio import probe_audio
+
+    def problem(record: dict) -> str | None:
+        audio = record["audio"]
+        if audio is None or (isinstance(audio, str) and not os.path.isfile(audio)):
+            return f"{record.get('audio_id') or record.get('audio_path') or audio}: file not found"
+        try:
+            probe_audio(_encoded(audio))
+        except ValueError as e:  # AudioError names the clip and the reason
+            return str(e)
+        return None
+
+    with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+        found = list(tqdm(pool.map(problem, items), total=len(items), desc="check clips", unit="clip",
+                          disable=len(items) < 100))
+    bad = [(r["id"], reason) for r, reason in zip(items, found) if reason is not None]
+    if bad:
         where = f" (looked under {audio_dir})" if audio_dir is not None else ""
-        lines = "\n".join(f"  {i}: {p}" for i, p in missing)
-        raise FileNotFoundError(f"{len(missing)} of {len(items)} audio files are missing{where}:\n{lines}")
+        lines = "\n".join(f"  {i}: {reason}" for i, reason in bad[:shown])
+        more = f"\n  ... and {len(bad) - shown} more" if len(bad) > shown else ""
+        raise FileNotFoundError(f"{len(bad)} of {len(items)} audio clips are missing or unusable{where}:\n"
+                                f"{lines}{more}")
 
 
 def permuted(record: dict, k: int) -> dict:
@@ -244,11 +328,14 @@ def meta_path(output: str | os.PathLike) -> Path:
 def evaluate(items: Sequence[dict], model: str | os.PathLike, output: str | os.PathLike, *, benchmark: str,
              data: str | os.PathLike, engine: str = "hf", template: str = "default", batch_size: int | None = None,
              max_new_tokens: int = 256, permutations: int = 1, max_audio_seconds: float | None = None,
-             dtype: str = "auto", silence: bool = False) -> list[dict]:
+             dtype: str = "auto", silence: bool = False, overwrite: bool = False) -> list[dict]:
     """Predict every item (under each option order), resuming from ``output``'s partial file; return the records.
 
     ``silence``: each clip is replaced by silence of its length (as loaded, after the cap). Writes ``output``
-    (atomically, in input order) and its ``.meta.json`` sidecar, then removes the partial file.
+    (atomically, in input order) and its ``.meta.json`` sidecar, then removes the partial file. An existing
+    ``output`` made with the same settings is reused (only items it lacks are generated; nothing when it has them
+    all); one made with other settings, or without a sidecar, is refused unless ``overwrite``, which also drops a
+    partial file.
     """
     from tqdm import tqdm
 
@@ -265,13 +352,23 @@ def evaluate(items: Sequence[dict], model: str | os.PathLike, output: str | os.P
     dtype = str(default_dtype()).removeprefix("torch.") if dtype == "auto" else dtype
     settings = {
         "benchmark": benchmark, "data": str(Path(data).resolve()), "data_version": _data_version(benchmark, items),
-        "model": str(Path(model).resolve()), "engine": engine, "dtype": dtype, "template": template,
+        "model": _model_name(model), "model_files": _model_files(model), "engine": engine, "dtype": dtype, "template": template,
         "sampling": greedy_settings(max_new_tokens), "max_audio_seconds": max_audio_seconds or None,
         "permutations": permutations, "silence": silence, "batch_size": batch_size,
     }
     expanded = expand(items, permutations)
+    if overwrite:
+        partial_path(output).unlink(missing_ok=True)
+    finished = {} if overwrite else _finished(output, settings)
+    if finished and finished.keys() == {_key(r) for r in expanded}:
+        print(f"{output}: already evaluated with these settings; nothing to do (--overwrite to redo it)",
+              file=sys.stderr)
+        return [finished[_key(r)] for r in expanded]
     partial = PartialRecords(output, settings, _RESUME_SETTINGS, _key)
+    partial.done.update(finished)
     todo = partial.todo(expanded)
+    if len(todo) < len(expanded):
+        print(f"{output}: resuming after {len(expanded) - len(todo)} of {len(expanded)} items", file=sys.stderr)
     if todo:
         eng = load_engine(engine, model, max_new_tokens=max_new_tokens, batch_size=batch_size, dtype=dtype)
         batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
@@ -293,6 +390,42 @@ def evaluate(items: Sequence[dict], model: str | os.PathLike, output: str | os.P
     files.write_json(meta_path(output), {**settings, "n_items": len(items), "n_records": len(records)})
     partial.remove()
     return records
+
+
+def _model_name(model: str | os.PathLike) -> str:
+    """A local model directory as an absolute path; a hub id as given."""
+    return str(Path(model).resolve()) if Path(model).is_dir() else str(model)
+
+
+def _model_files(model: str | os.PathLike) -> str | None:
+    """A fingerprint of a local model's weight files (names, sizes, modification times): a model trained again into
+    the same directory is another model. ``None`` for a hub id."""
+    import hashlib
+
+    if not Path(model).is_dir():
+        return None
+    files = sorted(p for p in Path(model).iterdir() if p.suffix in (".safetensors", ".bin"))
+    stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    return hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]
+
+
+def _finished(output: Path, settings: dict) -> dict[tuple, dict]:
+    """The records of a finished ``output`` made with ``settings`` (none if there is no output); an output made
+    with other settings, or of unknown ones, raises ``ValueError`` naming ``--overwrite``."""
+    if not output.exists():
+        return {}
+    meta = meta_path(output)
+    if not meta.exists():
+        raise ValueError(f"{output} exists and has no {meta.name} to tell how it was made: pass --overwrite to "
+                         "replace it, or choose another --output")
+    saved = json.loads(meta.read_text(encoding="utf-8"))
+    diff = {k: (saved.get(k), settings.get(k)) for k in _RESUME_SETTINGS if saved.get(k) != settings.get(k)}
+    if diff:
+        raise ValueError(f"{output} exists, made with other settings {diff} (saved, now): pass --overwrite to "
+                         "replace it, or choose another --output")
+    from .scoring import load_predictions
+
+    return {_key(r): r for r in load_predictions(output)}
 
 
 def clip(audio, max_seconds: float | None, silence: bool = False):

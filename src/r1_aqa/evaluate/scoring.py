@@ -398,9 +398,10 @@ def compare_listening(audio_path: str | Path, silence_path: str | Path, benchmar
 
 
 # ----------------------------------------------------------------------------------------------------------- helpers
-def _pct(correct: int, n: int) -> float:
-    """A percentage exactly as the official scripts print it: ``(correct / n) * 100`` formatted ``:.2f``."""
-    return float(f"{(correct / n) * 100:.2f}") if n else 0.0
+def _pct(correct: int, n: int) -> float | None:
+    """A percentage exactly as the official scripts print it: ``(correct / n) * 100`` formatted ``:.2f``; ``None``
+    for no items (a score of nothing is not 0%)."""
+    return float(f"{(correct / n) * 100:.2f}") if n else None
 
 
 def _letter_correct(options: list[str], answer: str, letter: str | None) -> bool:
@@ -476,6 +477,8 @@ def load_predictions(path: str | Path) -> list[dict]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); is it a prediction file?") from None
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise ValueError(f"{path}: expected a JSON list of objects (one per item)")
     return data
@@ -509,11 +512,28 @@ def default_key(benchmark: str) -> str:
     return MMAR_KEY if benchmark == "mmar" else DEFAULT_KEY
 
 
+def detect_benchmark(records: list[dict]) -> str | None:
+    """The benchmark whose own fields the first record carries ("mmau", "mmsu", "mmar"), else ``None``."""
+    first = set(records[0]) if records else set()
+    if {"audio_path", "modality"} <= first:
+        return "mmar"
+    if "audio_id" in first or {"task", "difficulty"} <= first:
+        return "mmau"
+    if {"options", "answer_index"} <= first or "answer_gt" in first or "-" in str(records[0].get("category") or ""):
+        return "mmsu"
+    return None
+
+
 def score_records(benchmark: str, records: Iterable[dict], key: str | None = None) -> dict:
-    """Dispatch to :func:`score_mmau`, :func:`score_mmsu` or :func:`score_mmar` (``key``: the benchmark's own)."""
+    """Dispatch to :func:`score_mmau`, :func:`score_mmsu` or :func:`score_mmar` (``key``: the benchmark's own);
+    records of another benchmark raise ``ValueError`` naming the right one."""
     scorers = {"mmau": score_mmau, "mmsu": score_mmsu, "mmar": score_mmar}
     if benchmark not in scorers:
         raise ValueError(f"unknown benchmark {benchmark!r}; choose from {', '.join(BENCHMARKS)}")
+    records = list(records)
+    found = detect_benchmark(records)
+    if found is not None and found != benchmark:
+        raise ValueError(f"these look like {found.upper()} records, not {benchmark.upper()}: use --benchmark {found}")
     return scorers[benchmark](records, key=key or default_key(benchmark))
 
 
@@ -570,15 +590,20 @@ def run(args: argparse.Namespace) -> int:
         if args.silence_predictions is not None:
             same_items(records, load_predictions(args.silence_predictions), str(args.predictions),
                        str(args.silence_predictions))
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except (OSError, ValueError) as e:  # the message names the file; exit 2 as every command's bad input
+        named = any(str(p) in str(e) for p in (args.predictions, args.data, args.silence_predictions) if p)
+        where = "" if named else f"{args.predictions}: "
+        print(f"r1-aqa score: error: {where}{e}", file=sys.stderr)
+        return 2
     for warning in score["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
     print(json.dumps(score, ensure_ascii=False) if args.json else score_markdown(score))
-    if score["total"] is None:
-        print(f"error: {args.predictions}: no record has a usable {key!r}", file=sys.stderr)
-        return 1
+    if score["total"] is None and (score.get("strict") or {}).get("total") is None:
+        print(f"r1-aqa score: error: {args.predictions}: no record has a usable {key!r}", file=sys.stderr)
+        return 2
+    if score["total"] is None:  # MMSU with option-text answers (R1-AQA's): only the strict score exists
+        print(f"note: no response carries an A-D letter, so the official MMSU score is empty; the strict score "
+              f"({score['strict']['total']:.2f}%) is the one to read", file=sys.stderr)
     if not args.no_report:
         from .html_report import write_report_page
 
