@@ -153,3 +153,36 @@ def test_a_reference_whose_encoder_differs_encodes_its_own_clips(tiny_model_dir,
     reference = count_encodings(audio_towers(trainer.ref_model)[0], None)
     trainer.train()
     assert len(reference) == 2 and all(encoded == distinct for _, distinct, encoded in reference), reference
+
+
+def test_lora_one_pass_per_clip_and_frozen(tiny_model_dir, tmp_path):
+    """PEFT: the reference pass is the policy with its adapter disabled, through the same wrapped tower."""
+    from peft import LoraConfig
+
+    parquet = make_parquet(tmp_path, n=2)
+    everywhere = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear")  # the encoder's layers too
+    runs = {}
+    for mode, share in (("per_row", False), ("per_clip", True)):
+        trainer = make_trainer(tiny_model_dir, parquet, tmp_path / mode, max_steps=1, max_grad_norm=1e9, **SPLIT,
+                               trainer_kwargs=dict(peft_config=everywhere, share_clip_encodings=share))
+        runs[mode] = record_step(trainer)
+    base, run = runs["per_row"], runs["per_clip"]
+    assert trainer.ref_model is None and any("audio_tower" in n and "lora_" in n for n in base["grads"])
+    assert torch.equal(run["batch"]["completion_ids"], base["batch"]["completion_ids"])
+    torch.testing.assert_close(run["batch"]["ref_per_token_logps"], base["batch"]["ref_per_token_logps"],
+                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.stack(run["loss"]), torch.stack(base["loss"]), rtol=1e-5, atol=1e-7)
+    assert set(run["grads"]) == set(base["grads"])
+    for name in base["grads"]:
+        torch.testing.assert_close(run["grads"][name], base["grads"][name], rtol=1e-5, atol=1e-7)
+
+    frozen = dict(freeze_audio_tower=True)
+    with pytest.raises(ValueError, match="inside the audio tower"):
+        make_trainer(tiny_model_dir, parquet, tmp_path / "bad", trainer_kwargs=dict(frozen, peft_config=everywhere))
+    text_only = LoraConfig(r=4, lora_alpha=8, target_modules=r".*language_model.*\.(q_proj|v_proj)")
+    trainer = make_trainer(tiny_model_dir, parquet, tmp_path / "frozen", max_steps=2, **SPLIT,
+                           trainer_kwargs=dict(frozen, peft_config=text_only))
+    calls = count_encodings(audio_towers(trainer.model)[0], None)
+    trainer.train()
+    # one generation batch: encoded once; generate, old, reference (adapter off) and loss passes reuse it
+    assert [(d, n) for _, d, n in calls if n] == [(2, 2)] and len(calls) == 1 + 1 + 2 + 2 + 4, calls
