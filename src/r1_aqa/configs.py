@@ -26,6 +26,12 @@ class AudioScriptArguments(ScriptArguments):
         metadata={"help": "Cut clips to their first this many seconds (Qwen2-Audio's encoder sees 30 s); "
                   "the share cut is logged as audio/cut_at_cap_ratio by GRPO."},
     )
+    skip_bad_audio: bool = field(
+        default=False,
+        metadata={"help": "Every clip is decoded (up to max_audio_seconds) before the first step; a clip that does "
+                  "not load stops the run with a list of them all, or with this set, its rows are dropped and "
+                  "counted. Either way OUTPUT_DIR/train.bad_audio.json lists them."},
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training rows."})
     overwrite_output_dir: bool = field(
         default=False,

@@ -21,8 +21,8 @@ processor, so ``train``, ``eval`` and vLLM load them.
 from __future__ import annotations
 
 from .train import add_arguments  # noqa: F401  (the same --config / --trl-help as train)
-from .train import (build_dataset, check_stage_args, claim_output_dir, load_policy, parse_stage_args, peft_config,
-                    report_outputs, stage_argv)
+from .train import (build_dataset, check_stage_args, check_stage_audio, claim_output_dir, load_policy,
+                    parse_stage_args, peft_config, report_outputs, stage_argv)
 
 HELP = (
     "Supervised fine-tuning of an audio LM on a prepared parquet (TRL's SFTTrainer): --config RECIPE.yaml plus any "
@@ -85,6 +85,7 @@ def sft(script_args, training_args, model_args):
     train_dataset = data(script_args.dataset_path, script_args.max_train_samples)
     eval_dataset = data(script_args.eval_dataset_path) if script_args.eval_dataset_path else None
     claim_output_dir(training_args.output_dir, resuming=bool(resume), overwrite=script_args.overwrite_output_dir)
+    train_dataset, eval_dataset = check_stage_audio(script_args, training_args, train_dataset, eval_dataset)
     trainer = AudioSFTTrainer(
         load_policy(model_args),
         args=training_args,

@@ -10,7 +10,6 @@ Every argument after ``train`` goes to TRL's ``TrlParser((AudioGRPOScriptArgumen
 from __future__ import annotations
 
 import argparse
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -113,6 +112,18 @@ def check_stage_args(script_args, training_args, model_args) -> bool | str | Non
     return resume
 
 
+def check_stage_audio(script_args, training_args, train_dataset, eval_dataset=None) -> tuple:
+    """Decode every clip of the stage's datasets once before the model loads (``clips.check_training_audio``): a bad
+    one stops the run now, not when its batch comes up; ``skip_bad_audio`` drops its rows instead."""
+    from .clips import check_training_audio
+
+    def check(dataset, name: str):
+        return check_training_audio(dataset, max_seconds=script_args.max_audio_seconds, name=name,
+                                    skip_bad=script_args.skip_bad_audio, output_dir=training_args.output_dir)
+
+    return check(train_dataset, "train"), None if eval_dataset is None else check(eval_dataset, "eval")
+
+
 def load_policy(model_args):
     """The model to train, with its family's class, from a ``ModelConfig`` (dtype, attention, revision)."""
     import torch
@@ -153,6 +164,7 @@ def train(script_args, training_args, model_args):
         build_dataset(script_args.eval_dataset_path, script_args.template) if script_args.eval_dataset_path else None
     )
     claim_output_dir(training_args.output_dir, resuming=bool(resume), overwrite=script_args.overwrite_output_dir)
+    train_dataset, eval_dataset = check_stage_audio(script_args, training_args, train_dataset, eval_dataset)
     model = load_policy(model_args)
     trainer = AudioGRPOTrainer(
         model=model,
