@@ -75,9 +75,12 @@ def test_long_lists_are_cut_in_the_message_but_not_in_the_file(tmp_path):
     assert [e["file"] for e in listing] == paths and listing[7]["ids"] == ["8"]  # no id column: row numbers
 
 
-def _argv(model, parquet, out, *extra: str) -> list[str]:
-    return ["train", "--config", RECIPE, "--model_name_or_path", str(model), "--dataset_path", str(parquet),
-            "--output_dir", str(out), *extra]
+SFT_RECIPE = str(Path(RECIPE).with_name("tiny_sft.yaml"))
+
+
+def _argv(model, parquet, out, *extra: str, stage: str = "train") -> list[str]:
+    return [stage, "--config", SFT_RECIPE if stage == "sft" else RECIPE, "--model_name_or_path", str(model),
+            "--dataset_path", str(parquet), "--output_dir", str(out), *extra]
 
 
 def _with_bad_rows(tmp_path: Path) -> Path:
@@ -96,6 +99,12 @@ def test_train_stops_before_the_model_loads(tmp_path, capsys):
     assert main(_argv(tmp_path / "broken", parquet, tmp_path / "out")) == 2
     err = capsys.readouterr().err
     assert "2 of 4 train clips cannot be used (2 of 4 rows)" in err and "(row id q1)" in err and "(row id q3)" in err
+
+
+def test_sft_checks_its_clips_too(tiny_model_dir, tmp_path, capsys):
+    assert main(_argv(tiny_model_dir, _with_bad_rows(tmp_path), tmp_path / "out", stage="sft")) == 2
+    assert "2 of 4 train clips cannot be used (2 of 4 rows)" in capsys.readouterr().err
+    assert not list((tmp_path / "out").glob("checkpoint-*"))
 
 
 def test_train_with_skip_bad_audio_trains_on_the_rest(tiny_model_dir, tmp_path, capsys):
