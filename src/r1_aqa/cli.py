@@ -17,6 +17,7 @@ COMMANDS = {
     "train": "r1_aqa.train",
     "eval": "r1_aqa.evaluate.runner",
     "score": "r1_aqa.evaluate.scoring",
+    "filter": "r1_aqa.filter",
     "report": "r1_aqa.evaluate.html_report",
     "demo": "r1_aqa.demo",
 }

@@ -6,6 +6,7 @@ the same chat-template prompt (audio first), decode greedily and return the raw 
 
 from __future__ import annotations
 
+import copy
 import gc
 import os
 from typing import TYPE_CHECKING, Sequence
@@ -59,8 +60,6 @@ class HFEngine:
         self.generation_config = self._greedy_config(max_new_tokens)
 
     def _greedy_config(self, max_new_tokens: int):
-        import copy
-
         config = copy.deepcopy(self.model.generation_config)
         config.update(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, temperature=None, top_p=None,
                       top_k=None, repetition_penalty=None, max_length=None)
@@ -82,6 +81,26 @@ class HFEngine:
                 out = self.model.generate(**inputs, generation_config=self.generation_config)
             new_tokens = out[:, inputs["input_ids"].shape[1] :]
             responses += self.processor.batch_decode(new_tokens, skip_special_tokens=True)
+        return responses
+
+    def sample(self, prompts: Sequence[str], audios: Sequence[np.ndarray], n: int, temperature: float,
+               seeds: Sequence[int]) -> list[list[str]]:
+        """``n`` sampled responses per item (plain temperature sampling, no top-k/top-p). Each item is one
+        ``generate`` call of ``n`` sequences under its own seed, so its samples do not depend on the batch."""
+        import torch
+
+        config = copy.deepcopy(self.generation_config)
+        config.update(do_sample=True, temperature=temperature, num_return_sequences=n)
+        responses = []
+        for prompt, audio, seed in zip(prompts, audios, seeds, strict=True):
+            inputs = hf_batch(self.processor, [chat_prompt(self.processor, prompt)], [audio]).to(self.device)
+            if "input_features" in inputs:
+                inputs["input_features"] = inputs["input_features"].to(self.dtype)
+            torch.manual_seed(seed)
+            with torch.inference_mode():
+                out = self.model.generate(**inputs, generation_config=config)
+            responses.append(self.processor.batch_decode(out[:, inputs["input_ids"].shape[1] :],
+                                                         skip_special_tokens=True))
         return responses
 
     def close(self) -> None:
@@ -117,6 +136,20 @@ class VLLMEngine:
         requests = [audio_request(chat_prompt(self.processor, p), a) for p, a in zip(prompts, audios, strict=True)]
         outputs = self.llm.generate(requests, self.sampling, use_tqdm=False)
         return self.processor.batch_decode([list(o.outputs[0].token_ids) for o in outputs], skip_special_tokens=True)
+
+    def sample(self, prompts: Sequence[str], audios: Sequence[np.ndarray], n: int, temperature: float,
+               seeds: Sequence[int]) -> list[list[str]]:
+        """``n`` sampled responses per item (plain temperature sampling), each request under its own seed."""
+        from vllm import SamplingParams
+
+        from ..vllm_audio import audio_request
+
+        requests = [audio_request(chat_prompt(self.processor, p), a) for p, a in zip(prompts, audios, strict=True)]
+        params = [SamplingParams(n=n, temperature=temperature, seed=seed, max_tokens=self.sampling.max_tokens,
+                                 detokenize=False) for seed in seeds]
+        outputs = self.llm.generate(requests, params, use_tqdm=False)
+        return [self.processor.batch_decode([list(o.token_ids) for o in out.outputs], skip_special_tokens=True)
+                for out in outputs]
 
     def close(self) -> None:
         """Shut the engine down and free its memory (before loading the next checkpoint of a sweep)."""

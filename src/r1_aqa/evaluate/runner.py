@@ -340,20 +340,17 @@ def evaluate(items: Sequence[dict], model: str | os.PathLike, output: str | os.P
     from tqdm import tqdm
 
     from .. import files
-    from ..audio import QWEN2_AUDIO_MAX_SECONDS
-    from ..models import QWEN2_AUDIO, default_dtype, model_family
     from ..prompts import format_prompt
     from .engines import greedy_settings, load_engine
 
     output = Path(output)
     batch_size = batch_size or DEFAULT_BATCH_SIZE[engine]
-    if max_audio_seconds is None:
-        max_audio_seconds = QWEN2_AUDIO_MAX_SECONDS if model_family(model) == QWEN2_AUDIO else 0
-    dtype = str(default_dtype()).removeprefix("torch.") if dtype == "auto" else dtype
+    max_audio_seconds = audio_cap(model, max_audio_seconds)
+    dtype = dtype_name(dtype)
     settings = {
         "benchmark": benchmark, "data": str(Path(data).resolve()), "data_version": _data_version(benchmark, items),
-        "model": _model_name(model), "model_files": _model_files(model), "engine": engine, "dtype": dtype, "template": template,
-        "sampling": greedy_settings(max_new_tokens), "max_audio_seconds": max_audio_seconds or None,
+        "model": _model_name(model), "model_files": _model_files(model), "engine": engine, "dtype": dtype,
+        "template": template, "sampling": greedy_settings(max_new_tokens), "max_audio_seconds": max_audio_seconds or None,
         "permutations": permutations, "silence": silence, "batch_size": batch_size,
     }
     expanded = expand(items, permutations)
@@ -426,6 +423,23 @@ def _finished(output: Path, settings: dict) -> dict[tuple, dict]:
     from .scoring import load_predictions
 
     return {_key(r): r for r in load_predictions(output)}
+
+
+def audio_cap(model: str | os.PathLike, max_audio_seconds: float | None) -> float:
+    """The clip cap for ``model``: as given (0: none), else 30 s for Qwen2-Audio (its encoder's window), none for Omni."""
+    from ..audio import QWEN2_AUDIO_MAX_SECONDS
+    from ..models import QWEN2_AUDIO, model_family
+
+    if max_audio_seconds is not None:
+        return max_audio_seconds
+    return QWEN2_AUDIO_MAX_SECONDS if model_family(model) == QWEN2_AUDIO else 0
+
+
+def dtype_name(dtype: str) -> str:
+    """``auto`` resolved to the machine's default (bf16 on GPU, float32 on CPU); other names as they are."""
+    from ..models import default_dtype
+
+    return str(default_dtype()).removeprefix("torch.") if dtype == "auto" else dtype
 
 
 def clip(audio, max_seconds: float | None, silence: bool = False):

@@ -1,0 +1,354 @@
+"""``r1-aqa filter``: label every item of a prepared parquet by its audio contribution (weak or strong).
+
+AudioMCQ's labelling (arXiv 2509.21060): each item is answered ``--samples`` times (one greedy answer, then sampled
+ones at ``--temperature``) by each ``--model``, once with its real audio and once with silence of the same length
+(as loaded, after the clip cap). An answer is right when its ``<answer>`` text equals the solution's, exactly as
+GRPO's accuracy reward scores it. The rule: an item is **weak** (answerable without listening) when more than
+``--weak-above`` (default 0.5: a strict majority) of its silent-audio answers, over all models and samples, are
+right; otherwise **strong**. An item whose clip cannot be decoded is left unlabelled and listed in the report.
+
+Output: the input rows with, per model ``j`` (the order of ``--model``), ``m{j}_audio_correct`` and
+``m{j}_silence_correct`` (right answers out of ``--samples``), and overall ``silence_correct_share`` and
+``audio_contribution`` (``weak``, ``strong`` or null); with ``--keep``, only the rows of that label. The report
+``OUT.filter.{json,md,png}`` gives the counts per task/category, accuracy with audio and with silence and their
+difference (the listening gap), examples of each label and the clips that failed. Runs resume like ``eval``: answers
+go to ``OUT.parquet.partial.jsonl`` as they come, and a rerun of the same command finishes the same file.
+``--keep`` without ``--model`` takes the subset of an already labelled parquet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import zlib
+from pathlib import Path
+from typing import Sequence
+
+HELP = ("Label a prepared parquet by audio contribution: answer each item with its audio and with silence (K samples, "
+        "one or more models); weak = answerable without listening. --keep strong|weak writes a subset.")
+
+LABEL = "audio_contribution"
+CONDITIONS = ("audio", "silence")
+REQUIRED = ("id", "question", "choices", "solution", "audio")
+GROUP_COLUMNS = ("task", "category", "sub-category", "modality", "dataset_name")
+# Settings that change the answers: a partial file made with other values is not resumed.
+_RESUME_SETTINGS = ("data", "models", "engine", "dtype", "template", "max_new_tokens", "max_audio_seconds", "samples",
+                    "temperature", "seed", "limit")
+N_EXAMPLES = 5
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="a parquet from `r1-aqa prepare` (or one `filter` labelled)")
+    parser.add_argument("--model", action="append", default=None, metavar="MODEL",
+                        help="a model directory; repeat to vote with several models (omit with --keep to take the "
+                             "subset of an already labelled parquet)")
+    parser.add_argument("--output", required=True, help="the labelled parquet (the report goes beside it)")
+    parser.add_argument("--samples", type=int, default=1,
+                        help="answers per item and condition: one greedy, the rest sampled at --temperature")
+    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of answers 2..K")
+    parser.add_argument("--weak-above", type=float, default=0.5,
+                        help="weak when more than this share of the silent-audio answers (all models and samples) "
+                             "are right; 0.5 is a strict majority")
+    parser.add_argument("--keep", choices=("strong", "weak"), default=None, help="write only the rows of this label")
+    parser.add_argument("--engine", choices=("hf", "vllm"), default="hf")
+    parser.add_argument("--template", choices=("default", "think", "new"), default="default")
+    parser.add_argument("--batch-size", type=int, default=None, help="items per generate call and per flush")
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--max-audio-seconds", type=float, default=None,
+                        help="cut clips to this length (default: 30 for Qwen2-Audio, no cap for Omni; 0: no cap)")
+    parser.add_argument("--dtype", choices=("auto", "bfloat16", "float16", "float32"), default="auto")
+    parser.add_argument("--limit", type=int, default=None, help="label only the first N rows")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the sampled answers (each item has its own seed)")
+
+
+def run(args: argparse.Namespace) -> int:
+    frame = read_prepared(args.data, args.limit)
+    if not args.model:
+        if args.keep is None:
+            raise ValueError("give --model to label the items, or --keep strong|weak to take a labelled subset")
+        if LABEL not in frame.columns:
+            raise ValueError(f"{args.data}: not labelled (no {LABEL!r} column); label it first with `r1-aqa filter "
+                             f"--data {args.data} --model MODEL --output LABELLED.parquet`")
+        kept = keep_rows(frame, args.keep)
+        write_parquet(kept, args.output)
+        print(f"r1-aqa filter: kept {len(kept)} {args.keep} of {len(frame)} rows -> {args.output}")
+        return 0
+    if args.samples < 1:
+        raise ValueError(f"--samples must be >= 1, got {args.samples}")
+    if not 0 <= args.weak_above < 1:
+        raise ValueError(f"--weak-above must be in [0, 1), got {args.weak_above}")
+    labelled, report = label(frame, args.model, args.output, data=args.data, engine=args.engine,
+                             template=args.template, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+                             max_audio_seconds=args.max_audio_seconds, dtype=args.dtype, samples=args.samples,
+                             temperature=args.temperature, weak_above=args.weak_above, seed=args.seed,
+                             limit=args.limit)
+    from .evaluate.resume import partial_path
+    from .files import write_json, write_text
+
+    output = Path(args.output)
+    stem = output.name.rsplit(".", 1)[0] + ".filter"
+    report["kept"] = args.keep
+    write_json(output.with_name(f"{stem}.json"), report)
+    write_text(output.with_name(f"{stem}.md"), report_markdown(report))
+    plot_report(report, output.with_name(f"{stem}.png"))
+    write_parquet(keep_rows(labelled, args.keep) if args.keep else labelled, output)
+    partial_path(output).unlink(missing_ok=True)
+    print(report_markdown(report))
+    print(f"r1-aqa filter: {output}; report {output.with_name(stem)}.{{json,md,png}}")
+    return 0
+
+
+# --- data --------------------------------------------------------------------------------------------------------
+
+
+def read_prepared(path: str | os.PathLike, limit: int | None = None):
+    """The parquet's rows (the first ``limit``); missing columns or duplicate ids are one clear error."""
+    import pandas as pd
+
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: no such parquet")
+    frame = pd.read_parquet(path)
+    missing = [c for c in REQUIRED if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; make the parquet with `r1-aqa prepare`")
+    frame = frame.head(limit) if limit is not None else frame
+    duplicated = frame["id"].astype(str)[frame["id"].astype(str).duplicated()].unique().tolist()
+    if duplicated:
+        raise ValueError(f"{path}: {len(duplicated)} duplicate id(s): {', '.join(duplicated[:20])}")
+    return frame.reset_index(drop=True)
+
+
+def keep_rows(frame, keep: str):
+    """The rows labelled ``keep`` (unlabelled rows are never kept)."""
+    return frame[frame[LABEL] == keep].reset_index(drop=True)
+
+
+def write_parquet(frame, path: str | os.PathLike) -> None:
+    from .files import atomic_path
+
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp, index=False)
+
+
+# --- answering ---------------------------------------------------------------------------------------------------
+
+
+def _key(record: dict) -> tuple:
+    return str(record["id"]), int(record["model"]), record["condition"]
+
+
+def sample_seed(seed: int, item_id: str, condition: str) -> int:
+    """The seed of an item's sampled answers under a condition (stable across runs and batch compositions)."""
+    return zlib.crc32(f"{seed}/{item_id}/{condition}".encode())
+
+
+def answer_all(frame, models: Sequence[str], output: str | os.PathLike, *, data: str | os.PathLike,
+               engine: str = "hf", template: str = "default", batch_size: int | None = None,
+               max_new_tokens: int = 256, max_audio_seconds: float | None = None, dtype: str = "auto",
+               samples: int = 1, temperature: float = 1.0, seed: int = 0, limit: int | None = None
+               ) -> dict[tuple, dict]:
+    """Every item's answers per model and condition, ``{(id, model index, condition): record}``; a record holds
+    ``responses`` and ``correct``, or ``error`` (its clip could not be decoded). Resumes from the partial file,
+    which the caller removes once its outputs are written."""
+    from tqdm import tqdm
+
+    from .audio import AudioError
+    from .evaluate.engines import load_engine
+    from .evaluate.resume import PartialRecords, prefetched
+    from .evaluate.runner import DEFAULT_BATCH_SIZE, audio_cap, clip, dtype_name
+    from .prompts import format_prompt
+    from .rewards import extract_answer
+
+    batch_size = batch_size or DEFAULT_BATCH_SIZE[engine]
+    dtype = dtype_name(dtype)
+    settings = {"data": str(Path(data).resolve()), "models": [str(Path(m).resolve()) for m in models],
+                "engine": engine, "dtype": dtype, "template": template, "max_new_tokens": max_new_tokens,
+                "max_audio_seconds": max_audio_seconds, "samples": samples, "temperature": temperature,
+                "seed": seed, "limit": limit, "batch_size": batch_size}
+    rows = {str(r["id"]): r for r in frame.to_dict("records")}
+    jobs = [{"id": i, "model": j, "condition": c} for j in range(len(models)) for c in CONDITIONS for i in rows]
+    partial = PartialRecords(Path(str(output)), settings, _RESUME_SETTINGS, _key)
+    todo = partial.todo(jobs)
+    with partial, tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="answer set", desc="filter") as bar:
+        for j, model in enumerate(models):
+            mine = [job for job in todo if job["model"] == j]
+            if not mine:
+                continue
+            cap = audio_cap(model, max_audio_seconds) or None
+            eng = load_engine(engine, model, max_new_tokens=max_new_tokens, batch_size=batch_size, dtype=dtype)
+
+            def load(batch: list[dict]) -> list:
+                clips = []
+                for job in batch:
+                    try:
+                        clips.append(clip(rows[job["id"]]["audio"], cap, silence=job["condition"] == "silence"))
+                    except AudioError as e:
+                        clips.append(e)
+                return clips
+
+            batches = [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
+            for batch, clips in prefetched(batches, load):
+                records = [{**job, "error": str(c)} for job, c in zip(batch, clips) if isinstance(c, AudioError)]
+                ok = [(job, c) for job, c in zip(batch, clips) if not isinstance(c, AudioError)]
+                if ok:
+                    items = [rows[job["id"]] for job, _ in ok]
+                    prompts = [format_prompt(r["question"], list(r["choices"]), template) for r in items]
+                    audios = [c for _, c in ok]
+                    answers = [[g] for g in eng.generate(prompts, audios)]
+                    if samples > 1:
+                        seeds = [sample_seed(seed, job["id"], job["condition"]) for job, _ in ok]
+                        for mine_answers, more in zip(answers, eng.sample(prompts, audios, samples - 1, temperature,
+                                                                          seeds)):
+                            mine_answers += more
+                    for (job, _), item, responses in zip(ok, items, answers):
+                        wanted = extract_answer(item["solution"])
+                        correct = sum(extract_answer(r) == wanted for r in responses)
+                        records.append({**job, "responses": responses, "correct": correct})
+                partial.add(records)
+                bar.update(len(batch))
+            eng.close()
+    return dict(partial.done)  # the partial file stays until the outputs are written
+
+
+# --- labels and report -------------------------------------------------------------------------------------------
+
+
+def label(frame, models: Sequence[str], output: str | os.PathLike, *, samples: int = 1, weak_above: float = 0.5,
+          **settings) -> tuple:
+    """Answer every item (:func:`answer_all`), add the label columns and build the report: ``(frame, report)``."""
+    import pandas as pd
+
+    done = answer_all(frame, models, output, samples=samples, **settings)
+    ids = frame["id"].astype(str).tolist()
+    errors = {}
+    for (item, _, condition), record in done.items():
+        if "error" in record:
+            errors.setdefault(item, f"{condition}: {record['error']}")
+    out = frame.copy()
+    for j in range(len(models)):
+        for condition in CONDITIONS:
+            out[f"m{j}_{condition}_correct"] = pd.array(
+                [None if i in errors else done[(i, j, condition)]["correct"] for i in ids], dtype="Int64")
+    silent = sum(out[f"m{j}_silence_correct"] for j in range(len(models)))
+    out["silence_correct_share"] = (silent / (samples * len(models))).astype("Float64")
+    out[LABEL] = [None if i in errors else ("weak" if share > weak_above else "strong")
+                  for i, share in zip(ids, out["silence_correct_share"])]
+    report = build_report(out, models, samples, weak_above, errors, settings)
+    return out, report
+
+
+def _accuracy(frame, models: Sequence[int], samples: int) -> dict:
+    """Share of right answers (percent) of the models with these indices, with audio and with silence, over the
+    rows of ``frame``, and their difference (the listening gap)."""
+    n = len(frame) * samples * len(models)
+    if not n:
+        return {"audio": None, "silence": None, "gap": None, "answers": 0}
+    audio = sum(int(frame[f"m{j}_audio_correct"].sum()) for j in models) / n * 100
+    silence = sum(int(frame[f"m{j}_silence_correct"].sum()) for j in models) / n * 100
+    return {"audio": round(audio, 2), "silence": round(silence, 2), "gap": round(audio - silence, 2), "answers": n}
+
+
+def build_report(frame, models: Sequence[str], samples: int, weak_above: float, errors: dict[str, str],
+                 settings: dict) -> dict:
+    """Counts per label and per task/category, accuracy with audio vs silence (the listening gap), examples."""
+    labelled = frame[frame[LABEL].notna()]
+    indices = range(len(models))
+    groups = {}
+    for column in (c for c in GROUP_COLUMNS if c in frame.columns):
+        groups[column] = {}
+        for value, part in labelled.groupby(labelled[column].astype(str), sort=True):
+            groups[column][value] = {"n": len(part), "weak": int((part[LABEL] == "weak").sum()),
+                                     "strong": int((part[LABEL] == "strong").sum()),
+                                     **_accuracy(part, indices, samples)}
+
+    def examples(kind: str) -> list[dict]:
+        part = labelled[labelled[LABEL] == kind].head(N_EXAMPLES)
+        return [{"id": str(r["id"]), "question": r["question"], "choices": list(r["choices"]),
+                 "answer": r.get("answer"), "silence_correct_share": float(r["silence_correct_share"])}
+                for r in part.to_dict("records")]
+
+    return {
+        "data": settings.get("data") and str(settings["data"]),
+        "models": [str(m) for m in models],
+        "samples": samples,
+        "temperature": settings.get("temperature"),
+        "rule": f"weak when more than {weak_above:g} of the silent-audio answers (all models and samples) are right",
+        "weak_above": weak_above,
+        "items": len(frame),
+        "labelled": len(labelled),
+        "weak": int((labelled[LABEL] == "weak").sum()),
+        "strong": int((labelled[LABEL] == "strong").sum()),
+        "accuracy": _accuracy(labelled, indices, samples),
+        "per_model": [{"model": str(m), **_accuracy(labelled, [j], samples)} for j, m in enumerate(models)],
+        "groups": groups,
+        "examples": {"weak": examples("weak"), "strong": examples("strong")},
+        "unlabelled": [{"id": i, "reason": reason} for i, reason in errors.items()],
+    }
+
+
+def report_markdown(report: dict) -> str:
+    """The report as markdown: totals, per-group table, per-model accuracy, examples, unlabelled clips."""
+    from .evaluate.reports import _fmt, _table
+
+    acc = report["accuracy"]
+    lines = ["# Audio contribution", "",
+             f"- models: {', '.join(f'`{m}`' for m in report['models'])}; {report['samples']} answer(s) per item "
+             f"and condition (greedy first, then temperature {report['temperature']})",
+             f"- rule: {report['rule']}",
+             f"- items: {report['items']}; labelled {report['labelled']}: **{report['weak']} weak**, "
+             f"**{report['strong']} strong**; unlabelled (clip failed) {len(report['unlabelled'])}",
+             f"- right answers with audio {_fmt(acc['audio'])}%, with silence {_fmt(acc['silence'])}%: listening "
+             f"gap **{_fmt(acc['gap'])}** points"]
+    if report.get("kept"):
+        lines.append(f"- written: the {report['kept']} rows only")
+    for column, entries in report["groups"].items():
+        rows = [[name, str(e["n"]), str(e["weak"]), str(e["strong"]), _fmt(e["audio"]), _fmt(e["silence"]),
+                 _fmt(e["gap"])] for name, e in entries.items()]
+        lines += ["", f"## By {column}", "",
+                  _table([column, "n", "weak", "strong", "audio %", "silence %", "gap (points)"], rows)]
+    if len(report["per_model"]) > 1:
+        rows = [[m["model"], _fmt(m["audio"]), _fmt(m["silence"]), _fmt(m["gap"])] for m in report["per_model"]]
+        lines += ["", "## By model", "", _table(["model", "audio %", "silence %", "gap (points)"], rows)]
+    for kind in ("weak", "strong"):
+        rows = [[e["id"], e["question"], str(e["answer"]), f"{e['silence_correct_share']:.2f}"]
+                for e in report["examples"][kind]]
+        if rows:
+            lines += ["", f"## Examples: {kind}", "",
+                      _table(["id", "question", "answer", "right with silence"], rows, text_columns=3)]
+    if report["unlabelled"]:
+        rows = [[u["id"], u["reason"]] for u in report["unlabelled"]]
+        lines += ["", "## Unlabelled (clip could not be decoded)", "", _table(["id", "reason"], rows, text_columns=2)]
+    return "\n".join(lines) + "\n"
+
+
+def plot_report(report: dict, path: str | os.PathLike) -> Path:
+    """Weak/strong counts per group (first group column, or overall) and accuracy with audio vs silence."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from .evaluate.reports import save_figure
+
+    column = next(iter(report["groups"]), None)
+    entries = report["groups"][column] if column else {"all": {"weak": report["weak"], "strong": report["strong"],
+                                                               **report["accuracy"]}}
+    names = list(entries)[:16]
+    x = np.arange(len(names))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(max(8, 1.2 * len(names) + 4), 4.2), layout="constrained")
+    weak = [entries[k]["weak"] for k in names]
+    strong = [entries[k]["strong"] for k in names]
+    left.bar(x, weak, color="#C44E52", label="weak (answered without audio)")
+    left.bar(x, strong, bottom=weak, color="#4C72B0", label="strong")
+    left.set_xticks(x, names, fontsize=8, rotation=30 if len(names) > 6 else 0)
+    left.set(ylabel="items", title=f"Labels by {column or 'item'}")
+    left.legend(fontsize=8)
+    for offset, field, color in ((-0.2, "audio", "#4C72B0"), (0.2, "silence", "#C44E52")):
+        bars = right.bar(x + offset, [entries[k][field] or 0.0 for k in names], width=0.4, color=color,
+                         label=f"right with {field}")
+        right.bar_label(bars, fmt="%.0f", fontsize=7)
+    right.set_xticks(x, names, fontsize=8, rotation=30 if len(names) > 6 else 0)
+    right.set(ylabel="right answers (%)", ylim=(0, 110), title="Listening gap")
+    right.legend(fontsize=8)
+    return save_figure(fig, path)

@@ -1,0 +1,150 @@
+"""``r1-aqa filter`` on the tiny Qwen2-Audio: labels, the rule, resume after a kill, bad clips and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import write_tone
+
+from r1_aqa.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+CHOICES = ["low", "high", "middle"]
+
+
+def make_set(tmp_path: Path, answers: list[str], name: str = "set") -> Path:
+    """A prepared-style parquet: one tone clip per item, the given answers, a task column."""
+    rows = []
+    for i, answer in enumerate(answers):
+        clip = write_tone(tmp_path / f"{name}{i}.wav", freq=300.0 + 100.0 * i, seconds=0.5 + 0.25 * (i % 3))
+        rows.append(dict(id=f"{name}-{i}", question=f"Which tone is number {i}?", choices=CHOICES, answer=answer,
+                         answer_idx=CHOICES.index(answer), solution=f"<answer>{answer}</answer>", prompt="",
+                         audio=str(clip.resolve()), duration_s=0.5, sample_rate=16_000, dataset_name="synthetic",
+                         task="sound" if i % 2 else "music"))
+    path = tmp_path / f"{name}.parquet"
+    pd.DataFrame(rows).to_parquet(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def says_low(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny model fine-tuned (``r1-aqa sft``) to answer ``<answer>low</answer>`` whatever it hears."""
+    tmp = tmp_path_factory.mktemp("says-low")
+    out = tmp / "model"
+    assert main(["sft", "--config", str(ROOT / "examples/r1_aqa/recipes/tiny_sft.yaml"), "--model_name_or_path",
+                 str(tiny_model_dir), "--dataset_path", str(make_set(tmp, ["low"] * 4)), "--output_dir", str(out),
+                 "--max_steps", "25", "--learning_rate", "1e-2", "--per_device_train_batch_size", "4",
+                 "--save_strategy", "no"]) == 0
+    return out
+
+
+def _filter(data: Path, output: Path, *models: Path, extra: tuple = ()) -> int:
+    argv = ["filter", "--data", str(data), "--output", str(output), "--max-new-tokens", "8"]
+    for model in models:
+        argv += ["--model", str(model)]
+    return main([*argv, *extra])
+
+
+def test_items_answered_without_listening_are_weak(says_low, tiny_model_dir, tmp_path):
+    """The model answers "low" with or without audio: items whose answer is "low" are weak, the others strong."""
+    data = make_set(tmp_path, ["low", "high", "low", "middle", "low", "high"])
+    out = tmp_path / "labelled.parquet"
+    assert _filter(data, out, says_low) == 0
+    labelled = pd.read_parquet(out)
+    assert list(labelled["id"]) == list(pd.read_parquet(data)["id"])
+    assert list(labelled["audio_contribution"]) == ["weak", "strong", "weak", "strong", "weak", "strong"]
+    assert list(labelled["m0_silence_correct"]) == list(labelled["m0_audio_correct"]) == [1, 0, 1, 0, 1, 0]
+    report = json.loads((tmp_path / "labelled.filter.json").read_text())
+    assert (report["weak"], report["strong"], report["labelled"]) == (3, 3, 6)
+    assert report["accuracy"] == {"audio": 50.0, "silence": 50.0, "gap": 0.0, "answers": 6}
+    assert report["groups"]["task"]["music"] == {"n": 3, "weak": 3, "strong": 0, "audio": 100.0, "silence": 100.0,
+                                                 "gap": 0.0, "answers": 3}
+    assert "**3 weak**" in (tmp_path / "labelled.filter.md").read_text()
+    assert (tmp_path / "labelled.filter.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "labelled.parquet.partial.jsonl").exists()
+
+    # --keep on the labelled file takes the subset without a model; two voters, 3 samples each, keep strong
+    assert main(["filter", "--data", str(out), "--output", str(tmp_path / "weak.parquet"), "--keep", "weak"]) == 0
+    assert list(pd.read_parquet(tmp_path / "weak.parquet")["id"]) == ["set-0", "set-2", "set-4"]
+    voted = tmp_path / "voted.parquet"
+    assert _filter(data, voted, says_low, tiny_model_dir, extra=("--samples", "3", "--temperature", "0.5",
+                                                                 "--keep", "strong", "--batch-size", "4")) == 0
+    voted = pd.read_parquet(voted)
+    assert set(voted["audio_contribution"]) == {"strong"}
+    assert {"m0_audio_correct", "m0_silence_correct", "m1_audio_correct", "m1_silence_correct"} <= set(voted)
+    # the "low" items: says_low is right 3 of 3 times with silence, the random model never: 3 of 6 is no majority
+    assert list(voted["id"]) == [f"set-{i}" for i in range(6)]
+    assert list(voted["m0_silence_correct"]) == [3, 0, 3, 0, 3, 0] and set(voted["m1_silence_correct"]) == {0}
+    assert list(voted["silence_correct_share"]) == [0.5, 0.0, 0.5, 0.0, 0.5, 0.0]
+
+
+def test_kill_and_resume_gives_the_identical_file(says_low, tmp_path, capsys):
+    data = make_set(tmp_path, ["low", "high"] * 4)
+    out = tmp_path / "out.parquet"
+    flags = ["--max-new-tokens", "8", "--samples", "2", "--batch-size", "1"]
+    argv = [sys.executable, "-m", "r1_aqa.cli", "filter", "--data", str(data), "--model", str(says_low),
+            "--output", str(out), *flags]
+    partial = out.with_name(out.name + ".partial.jsonl")
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None:
+        if partial.exists() and partial.read_text().count("\n") >= 4:  # the settings line and 3 answer sets
+            break
+        time.sleep(0.02)
+    exited = proc.poll()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert exited is None and not out.exists(), "the run ended before it was killed"
+    with open(partial, "a") as f:
+        f.write('{"id": "set-7", "mod')  # a record cut short by the kill
+    assert main(["filter", "--data", str(data), "--model", str(says_low), "--output", str(out),
+                 "--max-new-tokens", "8", "--samples", "3"]) == 2  # other settings: refused
+    assert "other settings" in capsys.readouterr().err
+    assert main(["filter", "--data", str(data), "--model", str(says_low), "--output", str(out), *flags]) == 0
+    ref = tmp_path / "ref.parquet"
+    assert main(["filter", "--data", str(data), "--model", str(says_low), "--output", str(ref), *flags]) == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(ref))
+    assert not partial.exists()
+
+
+def test_bad_clip_is_reported_and_left_unlabelled(says_low, tmp_path):
+    data = make_set(tmp_path, ["low", "high", "low"])
+    frame = pd.read_parquet(data)
+    Path(frame.audio[1]).write_bytes(b"RIFF not really a wav")
+    out = tmp_path / "out.parquet"
+    assert _filter(data, out, says_low) == 0
+    labelled = pd.read_parquet(out)
+    assert labelled["audio_contribution"][[0, 2]].tolist() == ["weak", "weak"]
+    assert pd.isna(labelled["audio_contribution"][1]) and pd.isna(labelled["m0_audio_correct"][1])
+    report = json.loads((tmp_path / "out.filter.json").read_text())
+    assert [u["id"] for u in report["unlabelled"]] == ["set-1"] and "cannot decode" in report["unlabelled"][0]["reason"]
+    assert _filter(data, tmp_path / "strong.parquet", says_low, extra=("--keep", "strong")) == 0
+    assert len(pd.read_parquet(tmp_path / "strong.parquet")) == 0
+
+
+def test_bad_input_is_one_clear_error(tiny_model_dir, tmp_path, capsys):
+    data = make_set(tmp_path, ["low", "high"])
+    assert main(["filter", "--data", str(data), "--output", str(tmp_path / "o.parquet"), "--keep", "strong"]) == 2
+    err = capsys.readouterr().err
+    assert "not labelled" in err and "r1-aqa filter" in err and "--model" in err
+    pd.read_parquet(data).drop(columns=["solution", "choices"]).to_parquet(tmp_path / "bare.parquet")
+    assert _filter(tmp_path / "bare.parquet", tmp_path / "o.parquet", tiny_model_dir) == 2
+    err = capsys.readouterr().err
+    assert "missing column(s) ['choices', 'solution']" in err and "r1-aqa prepare" in err
+    assert not (tmp_path / "o.parquet").exists()
+
+
+def test_filter_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["filter", "--help"])
+    out = capsys.readouterr().out
+    assert all(flag in out for flag in ("--samples", "--temperature", "--keep", "--engine", "--weak-above"))
