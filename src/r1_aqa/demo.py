@@ -148,7 +148,7 @@ def run_demo(out: str | os.PathLike, seed: int = 0, n_train: int = FULL["n_train
 
 def write_warm_start_data(format_only: Path, labelled: Path, output: Path, seed: int = 0) -> Path:
     """The warm start's training parquet: the rows of ``format_only`` with a random option as their solution (the
-    answer format without the answer; ``answer``/``answer_idx`` follow it), then the rows of ``labelled`` as they are."""
+    answer format without the answer; ``answer``/``answer_idx`` follow it), then the rows of ``labelled``."""
     import random
 
     import pandas as pd

@@ -26,7 +26,7 @@ PASS_THROUGH = True  # flags this parser does not declare go to TRL's parser (``
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.allow_abbrev = False  # an abbreviated TRL flag must not be taken for --config
-    parser.add_argument("--config", help="recipe YAML (TRL's --config: any script, trainer-config or ModelConfig field)")
+    parser.add_argument("--config", help="recipe YAML (TRL's --config: any script, trainer or ModelConfig field)")
     parser.add_argument("--trl-help", action="store_true", help="list every flag TRL's parser accepts and exit")
 
 

@@ -350,7 +350,8 @@ def evaluate(items: Sequence[dict], model: str | os.PathLike, output: str | os.P
     settings = {
         "benchmark": benchmark, "data": str(Path(data).resolve()), "data_version": _data_version(benchmark, items),
         "model": _model_name(model), "model_files": _model_files(model), "engine": engine, "dtype": dtype,
-        "template": template, "sampling": greedy_settings(max_new_tokens), "max_audio_seconds": max_audio_seconds or None,
+        "template": template, "sampling": greedy_settings(max_new_tokens),
+        "max_audio_seconds": max_audio_seconds or None,
         "permutations": permutations, "silence": silence, "batch_size": batch_size,
     }
     expanded = expand(items, permutations)
@@ -426,7 +427,8 @@ def _finished(output: Path, settings: dict) -> dict[tuple, dict]:
 
 
 def audio_cap(model: str | os.PathLike, max_audio_seconds: float | None) -> float:
-    """The clip cap for ``model``: as given (0: none), else 30 s for Qwen2-Audio (its encoder's window), none for Omni."""
+    """The clip cap for ``model``: as given (0: none), else 30 s for Qwen2-Audio (its encoder's window), none for
+    Omni."""
     from ..audio import QWEN2_AUDIO_MAX_SECONDS
     from ..models import QWEN2_AUDIO, model_family
 
