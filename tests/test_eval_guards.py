@@ -177,7 +177,11 @@ def test_killed_sweep_skips_finished_checkpoints(mmau_file, tiny_model_dir, tmp_
         shutil.copytree(tiny_model_dir, run_dir / f"checkpoint-{step}")
     output = tmp_path / "out" / "pred.json"
     argv = _argv(mmau_file, run_dir, output, "--limit", "2", "--max-new-tokens", "4")
+    capsys.readouterr()
     assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert err.count("the questions match neither MMAU test-mini file") == 1  # not once per checkpoint
+    assert "| sub-category |" not in out and "pred.checkpoint-1.json: total" in out  # one line per checkpoint
     first = tmp_path / "out" / "pred.checkpoint-1.json"
     stamp = first.stat().st_mtime_ns
     second = tmp_path / "out" / "pred.checkpoint-2.json"
@@ -283,3 +287,24 @@ def test_a_score_of_no_items_is_null():
     assert score["difficulty"]["hard"] is None and score["total"] == 100.0
     assert score_mmau([{**record, "model_output": None}])["total_all"] == 0.0
     assert score_mmau([])["total_all"] is None
+
+
+# --- a quiet console ---------------------------------------------------------------------------------------------
+
+
+def test_known_harmless_warnings_are_hidden_and_errors_said_once(tmp_path):
+    """TRL's vLLM-range warning (5 times per import) is hidden; --verbose shows it; rank > 0 keeps a shared error to
+    itself."""
+    from test_trainer import RECIPE, make_parquet
+
+    parquet = make_parquet(tmp_path, n=1)
+    pd.read_parquet(parquet).head(0).to_parquet(parquet)
+    argv = [sys.executable, "-m", "r1_aqa.cli", "train", "--config", RECIPE, "--model_name_or_path", "m",
+            "--dataset_path", str(parquet), "--output_dir", str(tmp_path / "out")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for rank, flags, warned, said in (("0", [], False, True), ("1", ["--verbose"], True, False)):
+        result = subprocess.run([*argv, *flags], env={**env, "RANK": rank}, capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode == 2
+        assert ("TRL currently supports vLLM versions" in result.stderr) == warned, result.stderr[-2000:]
+        assert result.stderr.count("no rows to train on") == int(said)

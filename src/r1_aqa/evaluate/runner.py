@@ -88,6 +88,7 @@ def run(args) -> int:
     check_audio(items, args.audio_dir or (Path(args.data).parent if args.benchmark != "mmsu" else None))
     sweep = checkpoints != [Path(args.model)]
     scores = []
+    shown: set[str] = set()  # warnings already printed (a sweep's checkpoints share most)
     for model in checkpoints:
         output = _checkpoint_output(args.output, model) if sweep else Path(args.output)
         settings = dict(benchmark=args.benchmark, data=args.data, engine=args.engine, template=args.template,
@@ -96,7 +97,8 @@ def run(args) -> int:
         evaluate(items, model, output, **settings)
         if args.silence:  # before the reports, so the error-analysis page shows the listening gap too
             evaluate(items, model, silence_path(output), silence=True, **settings)
-        scores.append((checkpoint_step(model) if sweep else 0, output, score_and_report(output, args.benchmark)))
+        score = score_and_report(output, args.benchmark, table=not sweep, shown=shown)
+        scores.append((checkpoint_step(model) if sweep else 0, output, score))
         if args.silence:
             compare_listening(output, silence_path(output), args.benchmark)
     if sweep:
@@ -479,17 +481,24 @@ def _data_version(benchmark: str, items: Sequence[dict]) -> str | None:
 # --- scores and reports ------------------------------------------------------------------------------------------
 
 
-def score_and_report(output: Path, benchmark: str) -> dict:
-    """Score a predictions file with the scoring module, print its table and write ``PRED.score.{json,md,png}`` and
-    the error-analysis page ``PRED.report.html``."""
+def score_and_report(output: Path, benchmark: str, table: bool = True, shown: set[str] | None = None) -> dict:
+    """Score a predictions file with the scoring module, print its table (``table``; else one line with the total)
+    and write ``PRED.score.{json,md,png}`` and the error-analysis page ``PRED.report.html``. Warnings in ``shown``
+    are not printed again (and are added to it)."""
     from .html_report import write_report_page
     from .reports import score_markdown, write_score_report
     from .scoring import load_predictions, score_records
 
     score = score_records(benchmark, load_predictions(output))
+    shown = set() if shown is None else shown
     for warning in score["warnings"]:
-        print(f"warning: {warning}", file=sys.stderr)
-    print(score_markdown(score))
+        if warning not in shown:
+            print(f"warning: {warning}", file=sys.stderr)
+            shown.add(warning)
+    strict = score.get("strict") or {}
+    line = (f"{output.name}: total {score['total']}% ({score['n']} scored)" if score["total"] is not None
+            else f"{output.name}: strict total {strict.get('total')}% ({strict.get('n')} records)")
+    print(score_markdown(score) if table else line)
     paths = write_score_report(score, output.parent, f"{output.stem}.score")
     paths.append(write_report_page(output, benchmark, score=score))
     print("report: " + ", ".join(map(str, paths)), file=sys.stderr)
