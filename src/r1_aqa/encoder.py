@@ -11,7 +11,8 @@ from outside the trainer) the tower runs as the model defines it.
 
 Frozen encoder: with a ``cache`` (a dict clip -> output, one per generation batch) the encodings are kept under
 ``torch.no_grad`` and reused by every later call that holds those clips; ``encode_clips`` fills it for all of a
-generation batch's clips in one tower call, the same call on every rank, so no rank waits for another in a collective.
+generation batch's clips in one tower call, the same call on every rank, so no rank waits for another in a collective
+(under ZeRO-3 with the tower's parameters gathered for that call).
 
 Two input layouts, as the models call their towers:
 
@@ -84,12 +85,23 @@ class ClipEncoder:
         """Encode every clip of ``features`` (one row per distinct clip, the processor's keys) into a fresh cache."""
         feats, mask = features["input_features"], features["feature_attention_mask"]
         cache: dict[int, torch.Tensor] = {}
-        with self.clips(torch.arange(feats.size(0)), cache), torch.no_grad():
+        with self.clips(torch.arange(feats.size(0)), cache), torch.no_grad(), _gathered(self.tower):
             if hasattr(model, "get_audio_features"):  # the Omni thinker packs the clips itself
                 model.get_audio_features(feats, feature_attention_mask=mask)
             else:
                 self.tower(feats, attention_mask=_qwen2_audio_mask(self.tower, feats, mask))
         return cache
+
+
+def _gathered(module: torch.nn.Module):
+    """Outside the model's forward, DeepSpeed ZeRO-3 leaves a parameter the encoder reads directly (Qwen2-Audio's
+    position table) partitioned: gather the tower's parameters for the call (every rank makes it at the same point)."""
+    params = list(module.parameters())
+    if not any(hasattr(p, "ds_id") for p in params):
+        return nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(params)
 
 
 def _take_padded(features: torch.Tensor, kwargs: dict, first: torch.Tensor) -> tuple[torch.Tensor, dict]:
