@@ -222,7 +222,7 @@ def test_from_hf_layout_writes_clips_as_wav(gijs_layout, tmp_path, workers):
         ("train-0", "What is in the audio?", "cat", 1), ("train-1", "Which Audio event happens?", "bird", 3),
         ("train-2", "What do you hear?", "dog", 0)]
     assert rows[0]["choices"] == CHOICES and rows[0]["solution"] == "<answer>cat</answer>"
-    audio_dir = out.parent / "audio"
+    audio_dir = out.with_suffix(".audio")
     assert rows[0]["audio"] == rows[1]["audio"] == str(audio_dir / "clip_a.wav")
     assert rows[2]["audio"] == str(audio_dir / "clip_b.wav")
     assert sorted(p.name for p in audio_dir.iterdir()) == ["clip_a.wav", "clip_b.wav"]
@@ -262,14 +262,14 @@ def test_load_mmau_on_the_real_question_files(name, tmp_path):
 
 
 @needs_mmau
-def test_prepare_mmau_without_clips_reports_every_item_and_fails(tmp_path):
+def test_prepare_mmau_without_clips_writes_nothing_and_says_why(tmp_path, capsys):
     out = tmp_path / "mmau.parquet"
     assert main(["prepare", "mmau", "--input", str(MMAU_DIR / MMAU_FILES[0]), "--audio-dir", str(tmp_path),
-                 "--output", str(out), "--workers", "1"]) == 1
-    report = json.loads(out.with_suffix(".report.json").read_text())
-    assert (report["rows_in"], report["rows_out"], len(report["skipped"])) == (1000, 0, 1000)
-    assert all(s["reason"].startswith("audio not found: './test-mini-audios/") for s in report["skipped"])
-    assert pq.read_schema(out).names == list(COLUMNS) and _read(out) == []
+                 "--output", str(out), "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"no usable rows among the 1000 read (1000 skipped): nothing written to {out}" in err
+    assert "line 1 (id " in err and "audio not found: './test-mini-audios/" in err and "... and 990 more" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 @needs_mmau
@@ -379,8 +379,8 @@ def test_mmsu_layouts(layout, tmp_path):
     category = "perception-paralinguistics-emotion"
     assert [(r["id"], r["answer"], r["category"]) for r in prepared][:2] == [
         ("emo_0", "happy", category), ("emo_1", "sad", category)]
-    assert prepared[0]["audio"] == str(out.parent / "audio" / "emo_0.wav")
-    assert prepared[3]["audio"] == str(out.parent / "audio" / "from_path.wav" if embedded else on_disk)
+    assert prepared[0]["audio"] == str(out.with_suffix(".audio") / "emo_0.wav")
+    assert prepared[3]["audio"] == str(out.with_suffix(".audio") / "from_path.wav" if embedded else on_disk)
     assert all(r["duration_s"] == pytest.approx(0.3) for r in prepared)
 
 

@@ -58,9 +58,16 @@ def _decode(src: str | os.PathLike | bytes, max_seconds: float | None = None) ->
         raise
     except Exception as e:  # soundfile raises LibsndfileError / RuntimeError with terse messages
         raise AudioError(f"{_name(src)}: cannot decode audio ({e})") from None
-    if data.shape[0] == 0:
-        raise AudioError(f"{_name(src)}: audio has no samples")
+    check_samples(data, _name(src))
     return data.mean(axis=1), sr, data.shape[1], cut
+
+
+def check_samples(samples: np.ndarray, name: str) -> None:
+    """Raise ``AudioError`` naming the clip when decoded ``samples`` are empty or not all finite (NaN, inf)."""
+    if samples.size == 0:
+        raise AudioError(f"{name}: audio has no samples")
+    if not np.isfinite(samples).all():
+        raise AudioError(f"{name}: audio has non-finite samples (NaN or inf)")
 
 
 def load_audio_capped(

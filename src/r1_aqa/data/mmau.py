@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from .records import Item, Skip, check_choices, missing_fields, resolve_audio
+from .records import Item, Skip, check_choices, check_question, missing_fields, resolve_audio
 
 FIELDS = ("id", "audio_id", "question", "choices", "answer")
 
@@ -46,7 +46,7 @@ def read_mmau(path: str | os.PathLike, audio_dir: str | os.PathLike | None = Non
     rows: list[Item | Skip] = []
     for line, rec in enumerate(records, start=1):
         rid = None if rec.get("id") is None else str(rec["id"])
-        reason = missing_fields(rec, FIELDS) or check_choices(rec["choices"])
+        reason = missing_fields(rec, FIELDS) or check_choices(rec["choices"]) or check_question(rec["question"])
         if reason is None and rec["answer_idx"] is None:
             reason = f"answer {rec['answer']!r} not in choices"
         if reason is None and rec["audio"] is None:

@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from .records import Item, Skip, audio_source, check_choices, clip_name, load_hf_split, missing_fields
+from .records import (Item, Skip, audio_source, check_choices, check_question, clip_name, load_hf_split,
+                      missing_fields)
 
 FIELDS = ("key", "question", "options", "answer_index")
 
@@ -66,7 +67,8 @@ def read_mmsu(path: str | os.PathLike, split: str | None = None) -> tuple[Iterat
 
     def rows() -> Iterator[Item | Skip]:
         for line, rec in enumerate(raw, start=1):
-            reason = missing_fields(rec, FIELDS) or check_choices(rec["options"], rec["answer_index"])
+            reason = (missing_fields(rec, FIELDS) or check_choices(rec["options"], rec["answer_index"])
+                      or check_question(rec["question"]))
             r = _record(rec, base_dir)
             if reason is None and r["audio"] is None:
                 reason = "audio missing (no bytes, array or existing path)"

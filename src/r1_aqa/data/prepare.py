@@ -38,7 +38,7 @@ def probe_clip(audio: AudioSource, dest: str | None) -> tuple[str, float, int] |
     """
     import soundfile as sf
 
-    from ..audio import AudioError, load_audio, probe_audio
+    from ..audio import AudioError, check_samples, load_audio, probe_audio
     from ..files import atomic_path
 
     try:
@@ -51,8 +51,7 @@ def probe_clip(audio: AudioSource, dest: str | None) -> tuple[str, float, int] |
             wav = None if _is_wav(audio) else load_audio(audio, sampling_rate=sr)
         else:
             wav, sr = audio
-            if wav.size == 0:
-                raise AudioError(f"{dest}: audio has no samples")
+            check_samples(wav, dest)
             duration_s = len(wav) / sr
     except AudioError as e:
         return str(e)
@@ -128,6 +127,12 @@ def report_path(output: str | os.PathLike) -> Path:
     return Path(output).with_suffix(".report.json")
 
 
+def clips_dir(output: str | os.PathLike) -> Path:
+    """``OUT.audio/`` for ``OUT.parquet``: where clips that come as bytes or arrays are written (one folder per
+    output, so that two outputs in one directory never share or overwrite each other's clips)."""
+    return Path(output).with_suffix(".audio")
+
+
 def prepare(
     rows: Iterable[Item | Skip],
     rows_in: int,
@@ -137,9 +142,10 @@ def prepare(
 ) -> dict:
     """Probe the clips of ``rows`` and write ``output`` (parquet) and its report; return the report.
 
-    Clips given as bytes or arrays are written to ``<output dir>/audio/<clip>.wav`` so that the ``audio`` column is
-    always an absolute path. Items whose clip is missing, undecodable or empty are skipped and reported; the report is
-    ``{"rows_in", "rows_out", "skipped": [{"line", "id", "reason"}]}`` sorted by line.
+    Clips given as bytes or arrays are written to ``OUT.audio/<clip>.wav`` (:func:`clips_dir`) so that the ``audio``
+    column is always an absolute path. Items whose clip is missing, undecodable, empty or not finite are skipped and
+    reported; the report is ``{"rows_in", "rows_out", "skipped": [{"line", "id", "reason"}]}`` sorted by line. When
+    no row is usable nothing is written and ``ValueError`` says why.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -149,7 +155,7 @@ def prepare(
 
     format_prompt("", [], template)  # an unknown template fails before any work
     output = Path(output).absolute()
-    items, skipped, probed = _probe_rows(rows, rows_in, output.parent / "audio", workers or default_workers())
+    items, skipped, probed = _probe_rows(rows, rows_in, clips_dir(output), workers or default_workers())
     records = []
     for it in items:
         result = probed[it.clip]
@@ -165,11 +171,17 @@ def prepare(
             "prompt": format_prompt(it.question, it.choices, template), "audio": path, "duration_s": duration_s,
             "sample_rate": sample_rate, "dataset_name": it.dataset_name,
         })
+    skipped.sort(key=lambda s: s.line)
+    if not records:
+        shown = "".join(f"\n  line {s.line} (id {s.id}): {s.reason}" for s in skipped[:10])
+        more = f"\n  ... and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        raise ValueError(f"no usable rows among the {rows_in} read ({len(skipped)} skipped): nothing written to "
+                         f"{output}{shown}{more}")
     names = list(COLUMNS) + [k for k in dict.fromkeys(k for r in records for k in r) if k not in COLUMNS]
     table = pa.table({n: _column(n, [r.get(n) for r in records]) for n in names})
     report = {"rows_in": rows_in, "rows_out": len(records),
-              "skipped": [dataclasses.asdict(s) for s in sorted(skipped, key=lambda s: s.line)]}
-    with atomic_path(output) as tmp:
+              "skipped": [dataclasses.asdict(s) for s in skipped]}
+    with atomic_path(output) as tmp:  # the report is renamed into place only once the parquet is fully written
         pq.write_table(table, tmp)
         write_json(report_path(output), report)
     return report
@@ -234,4 +246,4 @@ def run(args: argparse.Namespace) -> int:
     report = prepare(rows, rows_in, args.output, template=args.template, workers=args.workers)
     print(f"{args.output}: kept {report['rows_out']} of {report['rows_in']} rows, skipped "
           f"{len(report['skipped'])} (see {report_path(args.output)})")
-    return 0 if report["rows_out"] else 1
+    return 0

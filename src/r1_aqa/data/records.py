@@ -56,6 +56,13 @@ def check_choices(choices: Any, answer_idx: Any = None) -> str | None:
     return None
 
 
+def check_question(question: Any) -> str | None:
+    """Why ``question`` is unusable (not a non-empty string), or None."""
+    if not isinstance(question, str):
+        return f"question must be a string, got {type(question).__name__}"
+    return None if question.strip() else "empty question"
+
+
 def missing_fields(record: dict, required: Sequence[str]) -> str | None:
     """A skip reason naming the required fields ``record`` lacks (or has as null), or None."""
     missing = [k for k in required if record.get(k) is None]
