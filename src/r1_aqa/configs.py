@@ -33,6 +33,11 @@ class AudioScriptArguments(ScriptArguments):
                   "counted. Either way OUTPUT_DIR/train.bad_audio.json lists them."},
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training rows."})
+    shuffle_choices: bool = field(
+        default=False,
+        metadata={"help": "Show the options of each training item in a new order every time it is sampled (every "
+                  "epoch; the solution stays the answer text, so rewards do not change). R1-AQA did not."},
+    )
     overwrite_output_dir: bool = field(
         default=False,
         metadata={"help": "Remove the checkpoint-* directories an earlier run left in output_dir, then train; without "

@@ -20,9 +20,11 @@ processor, so ``train``, ``eval`` and vLLM load them.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from .train import add_arguments  # noqa: F401  (the same --config / --trl-help as train)
 from .train import (build_dataset, check_stage_args, check_stage_audio, claim_output_dir, load_policy,
-                    parse_stage_args, peft_config, report_outputs, stage_argv)
+                    parse_stage_args, peft_config, report_outputs, shuffle_columns, stage_argv, stage_callbacks)
 
 HELP = (
     "Supervised fine-tuning of an audio LM on a prepared parquet (TRL's SFTTrainer): --config RECIPE.yaml plus any "
@@ -39,10 +41,10 @@ def sft_target(solution: str, reasoning: str | None = None) -> str:
 
 
 def sft_dataset(path: str, template: str, reasoning_column: str | None = None, max_rows: int | None = None,
-                tokenizer=None, max_length: int | None = None):
-    """``train.build_dataset`` plus a ``target`` column; with a tokenizer and ``max_length``, a target that alone
-    exceeds the limit is an error naming its row id."""
-    columns = (reasoning_column,) if reasoning_column else ()
+                tokenizer=None, max_length: int | None = None, columns: Sequence[str] = ()):
+    """``train.build_dataset`` (carrying ``columns``) plus a ``target`` column; with a tokenizer and ``max_length``,
+    a target that alone exceeds the limit is an error naming its row id."""
+    columns = (*columns, reasoning_column) if reasoning_column else tuple(columns)
     dataset = build_dataset(path, template, max_rows, columns)
     reasoning = dataset[reasoning_column] if reasoning_column else [None] * len(dataset)
     targets = [sft_target(s, r) for s, r in zip(dataset["solution"], reasoning)]
@@ -77,15 +79,16 @@ def sft(script_args, training_args, model_args):
     resume = check_stage_args(script_args, training_args, model_args)
     processor = load_processor(model_args.model_name_or_path)
 
-    def data(path: str, max_rows: int | None = None):
+    def data(path: str, max_rows: int | None = None, columns: tuple[str, ...] = ()):
         return sft_dataset(path, script_args.template, script_args.reasoning_column, max_rows,
-                           processor.tokenizer, training_args.max_length)
+                           processor.tokenizer, training_args.max_length, columns)
 
     # The data is read and checked before the model loads.
-    train_dataset = data(script_args.dataset_path, script_args.max_train_samples)
+    train_dataset = data(script_args.dataset_path, script_args.max_train_samples, shuffle_columns(script_args))
     eval_dataset = data(script_args.eval_dataset_path) if script_args.eval_dataset_path else None
     claim_output_dir(training_args.output_dir, resuming=bool(resume), overwrite=script_args.overwrite_output_dir)
     train_dataset, eval_dataset = check_stage_audio(script_args, training_args, train_dataset, eval_dataset)
+    callbacks = stage_callbacks(script_args, training_args, train_dataset)
     trainer = AudioSFTTrainer(
         load_policy(model_args),
         args=training_args,
@@ -94,6 +97,7 @@ def sft(script_args, training_args, model_args):
         processing_class=processor,
         peft_config=peft_config(model_args),
         max_audio_seconds=script_args.max_audio_seconds,
+        callbacks=callbacks,
     )
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)

@@ -138,6 +138,22 @@ def load_policy(model_args):
     )
 
 
+def shuffle_columns(script_args) -> tuple[str, ...]:
+    """The columns ``build_dataset`` must carry for the stage's options (``question``/``choices`` to shuffle)."""
+    from .shuffle import COLUMNS
+
+    return COLUMNS if script_args.shuffle_choices else ()
+
+
+def stage_callbacks(script_args, training_args, train_dataset) -> list:
+    """Trainer callbacks the script arguments ask for; ``shuffle_choices`` sets its transform on ``train_dataset``."""
+    if not script_args.shuffle_choices:
+        return []
+    from .shuffle import shuffle_choices
+
+    return [shuffle_choices(train_dataset, script_args.template, training_args.seed)]
+
+
 def peft_config(model_args):
     """TRL's PEFT config when ``use_peft`` is set, else ``None``."""
     if not model_args.use_peft:
@@ -159,12 +175,14 @@ def train(script_args, training_args, model_args):
     if unknown:
         raise ValueError(f"unknown reward(s) {unknown}; choose from {sorted(rewards.REWARD_FUNCS)}")
     # The data is read (and an empty set refused) before the model loads.
-    train_dataset = build_dataset(script_args.dataset_path, script_args.template, script_args.max_train_samples)
+    train_dataset = build_dataset(script_args.dataset_path, script_args.template, script_args.max_train_samples,
+                                  shuffle_columns(script_args))
     eval_dataset = (
         build_dataset(script_args.eval_dataset_path, script_args.template) if script_args.eval_dataset_path else None
     )
     claim_output_dir(training_args.output_dir, resuming=bool(resume), overwrite=script_args.overwrite_output_dir)
     train_dataset, eval_dataset = check_stage_audio(script_args, training_args, train_dataset, eval_dataset)
+    callbacks = stage_callbacks(script_args, training_args, train_dataset)
     model = load_policy(model_args)
     trainer = AudioGRPOTrainer(
         model=model,
@@ -177,6 +195,7 @@ def train(script_args, training_args, model_args):
         max_audio_seconds=script_args.max_audio_seconds,
         freeze_audio_tower=script_args.freeze_audio_tower,
         freeze_audio_projector=script_args.freeze_audio_projector,
+        callbacks=callbacks,
     )
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(training_args.output_dir)  # weights under the checkpoint (hub) names, and the processor
