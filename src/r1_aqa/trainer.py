@@ -66,6 +66,20 @@ def load_batch_audio(sources: list, max_seconds: float | None) -> tuple[list[np.
     return [cache[src][0] for src in sources], [cache[src][1] for src in sources]
 
 
+def _refuse_unsupported(args, kwargs: dict) -> None:
+    """Refuse TRL options whose rollouts would bypass the audio path (each prompt generated with its own clip)."""
+    sampling = (args.generation_kwargs or {}) if args is not None else {}
+    unsupported = [name for name, used in (
+        ("use_transformers_continuous_batching", args is not None and args.use_transformers_continuous_batching),
+        ("rollout_func", kwargs.get("rollout_func") is not None),
+        ("vllm_structured_outputs_regex", args is not None and args.vllm_structured_outputs_regex is not None),
+        ("generation_kwargs.structured_outputs", sampling.get("structured_outputs") is not None),
+    ) if used]
+    if unsupported:
+        raise ValueError(f"AudioGRPOTrainer cannot honour {', '.join(unsupported)}: its rollouts are HF generate or "
+                         "colocated vLLM with each prompt's clip; remove the option")
+
+
 class AudioGRPOTrainer(GRPOTrainer):
     """GRPO for audio LMs (Qwen2-Audio, the Qwen2.5-Omni thinker); the dataset needs ``prompt`` and ``audio``.
 
@@ -78,6 +92,7 @@ class AudioGRPOTrainer(GRPOTrainer):
         max_audio_seconds: float | None = 30.0, freeze_audio_tower: bool = False,
         freeze_audio_projector: bool = False, share_clip_encodings: bool = True, **kwargs,
     ):
+        _refuse_unsupported(args, kwargs)
         if isinstance(model, (str, os.PathLike)):
             model = model_class(model_family(model)).from_pretrained(model)
         if args is not None and args.use_vllm:
