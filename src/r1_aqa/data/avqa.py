@@ -11,6 +11,15 @@ from .records import (Item, Skip, audio_source, check_choices, clip_name, load_h
                       resolve_audio)
 
 JSONL_FIELDS = ("id", "question_text", "multi_choice", "answer", "audio_path")
+# What ``--from-hf`` reads; shown by ``r1-aqa prepare avqa --help``.
+HF_LAYOUT = (
+    "The gijs/avqa-processed layout: a datasets save_to_disk directory (DatasetDict; --split picks the split) with "
+    "columns audio (an Audio feature: encoded bytes and/or a path), question (the question, then a line 'Choices:' "
+    "and one line per option 'A. text'), answer ('B. text' or 'B'), file_name (the clip's name; questions sharing a "
+    "clip share it) and optionally id (else <split>-<row>). To build one, give datasets encoded bytes or paths "
+    "({'bytes': ..., 'path': ...}), cast the column to datasets.Audio() and save_to_disk: encoding arrays needs "
+    "torchcodec, which scripts/setup.sh removes."
+)
 _VIDEO = re.compile("video", re.IGNORECASE)
 _CHOICES = re.compile(r"\n\s*Choices:\s*\n")
 _OPTION = re.compile(r"^\s*([A-Z])(?:[.)]\s*(.*?))?\s*$")  # "B. text", "B) text" or a bare "B"

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from .avqa import read_avqa_hf, read_avqa_jsonl
+from .avqa import HF_LAYOUT, read_avqa_hf, read_avqa_jsonl
 from .mmar import read_mmar
 from .mmau import read_mmau
 from .mmsu import read_mmsu
@@ -201,7 +201,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="AVQA: R1-AQA JSONL (or the gijs/avqa-processed layout with --from-hf)",
                        description="AVQA from the R1-AQA JSONL (id, question_text, multi_choice, answer index, "
                                    "dataset_name, audio_path) or from a gijs/avqa-processed save_to_disk directory. "
-                                   "'video' in questions becomes 'audio'.")
+                                   "'video' in questions becomes 'audio'. " + HF_LAYOUT)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--input", type=Path, metavar="JSONL", help="R1-AQA JSONL file")
     src.add_argument("--from-hf", type=Path, metavar="DIR",

@@ -1,0 +1,67 @@
+"""What the README and the help texts promise, checked against the code and the real question files."""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+from conftest import MMAU_DIR, needs_mmau, write_tone
+
+from r1_aqa.cli import build_parser, main
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def test_readme_recipe_builds_a_layout_prepare_reads(tmp_path, monkeypatch):
+    """The README's snippet for building a gijs/avqa-processed directory runs in this venv (no torchcodec) and
+    ``prepare avqa --from-hf`` reads what it wrote."""
+    snippet = re.search(r"```python\n(import datasets\n.*?)```", README, re.DOTALL).group(1)
+    monkeypatch.chdir(tmp_path)
+    clips = [str(write_tone(tmp_path / f"clip{i}.wav", freq=300.0 + 200 * i)) for i in range(2)]
+    questions = [f"What is in the video?\nChoices:\nA. dog\nB. tone {i}" for i in range(2)]
+    exec(snippet, {"clips": clips, "questions": questions, "answers": ["B. tone 0", "B"]})
+    out = tmp_path / "train.parquet"
+    assert main(["prepare", "avqa", "--from-hf", "avqa-processed", "--output", str(out), "--workers", "1"]) == 0
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(out).to_pylist()
+    assert [(r["question"], r["answer"]) for r in rows] == [("What is in the audio?", "tone 0"),
+                                                            ("What is in the audio?", "tone 1")]
+
+
+def test_prepare_help_describes_the_layout(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["prepare", "avqa", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for words in ("save_to_disk", "'Choices:'", "file_name", "answer ('B. text' or 'B')", "torchcodec"):
+        assert words in text
+
+
+@needs_mmau
+def test_always_option_one_figures_per_question_file():
+    from r1_aqa.evaluate.scoring import score_mmau
+
+    figures = {}
+    for version in ("v05.15.25", "2025-01-28"):
+        records = json.loads((MMAU_DIR / f"mmau-test-mini.{version}.json").read_text())
+        share = 100 * sum(r["choices"][0] == r["answer"] for r in records) / len(records)
+        score = score_mmau([{**r, "model_output": r["choices"][0]} for r in records])["total"]
+        figures[version] = (f"{share:.1f}%", f"{score:.1f}%")
+    text = " ".join(README.split())
+    share, score = figures["v05.15.25"]
+    assert f"option 1 for {share} of items and always answering it scores {score} on v05.15.25" in text
+    share, score = figures["2025-01-28"]
+    assert f"{share} and {score} on 2025-01-28" in text
+
+
+def test_gpu_extra_admits_every_patch_release_of_vllm_0_31():
+    from packaging.requirements import Requirement
+    from packaging.specifiers import SpecifierSet
+
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["vllm"]
+    spec: SpecifierSet = Requirement(extra[0]).specifier
+    assert spec.contains("0.31.0") and spec.contains("0.31.3") and not spec.contains("0.32.0")
