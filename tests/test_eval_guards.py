@@ -21,8 +21,8 @@ from test_eval import N_ITEMS, _argv, _eval, mmau_file  # noqa: F401  (mmau_file
 
 from r1_aqa.cli import build_parser, main
 from r1_aqa.evaluate import runner
-from r1_aqa.evaluate.resume import PartialRecords
-from r1_aqa.evaluate.runner import meta_path, partial_path
+from r1_aqa.evaluate.resume import PartialRecords, partial_path
+from r1_aqa.evaluate.runner import meta_path
 
 
 def _usage_error(argv: list[str], capsys) -> str:

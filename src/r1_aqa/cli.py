@@ -63,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra and not args._pass_through:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra_args = extra
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # to start the same command again (eval workers)
     if not args.verbose:
         quiet()
     try:

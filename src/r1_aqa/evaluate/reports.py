@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Sequence
 
 from ..files import atomic_path, write_json, write_text
 
@@ -181,8 +182,9 @@ def _sweep_series(score: dict) -> dict[str, float]:
     return series
 
 
-def sweep_markdown(results: list[tuple[int, dict]]) -> str:
-    """A markdown table of a checkpoint sweep (one row per step, best total in bold)."""
+def sweep_markdown(results: list[tuple[int, dict]], failures: Sequence[tuple[str, str]] = ()) -> str:
+    """A markdown table of a checkpoint sweep (one row per step, best total in bold), then the checkpoints that
+    failed, ``(checkpoint, reason)`` each."""
     results = sorted(results, key=lambda r: r[0])
     columns = list(dict.fromkeys(c for _, s in results for c in _sweep_series(s)))
     totals = [s["total"] for _, s in results if s["total"] is not None]
@@ -200,6 +202,8 @@ def sweep_markdown(results: list[tuple[int, dict]]) -> str:
         head += f" ({first['version']} questions)"
     versions = {s.get("version") for _, s in results}
     note = "\n\nwarning: the checkpoints were scored on different question files\n" if len(versions) > 1 else "\n"
+    if failures:
+        note += "\n## Failed checkpoints\n\n" + "".join(f"- `{name}`: {reason}\n" for name, reason in failures)
     return head + "\n\n" + _table(["step"] + columns, rows) + note
 
 
@@ -242,17 +246,19 @@ def sweep_figure(results: list[tuple[int, dict]]):
 
 
 def write_sweep_report(results: list[tuple[int, dict]], out_dir: str | os.PathLike,
-                       name: str = SWEEP_NAME) -> list[Path]:
-    """Write ``name.json`` ({step: score}), ``name.md`` (table) and ``name.png`` (accuracy vs step) into ``out_dir``.
+                       name: str = SWEEP_NAME, failures: Sequence[tuple[str, str]] = ()) -> list[Path]:
+    """Write ``name.json`` ({step: score}), ``name.md`` (table, failed checkpoints) and ``name.png`` (accuracy vs
+    step) into ``out_dir``.
 
-    ``results`` is a list of ``(step, score)`` pairs (any order), e.g. one per ``checkpoint-*`` directory.
+    ``results`` is a list of ``(step, score)`` pairs (any order), e.g. one per ``checkpoint-*`` directory;
+    ``failures`` ``(checkpoint, reason)`` per checkpoint that could not be evaluated.
     """
     if not results:
         raise ValueError("write_sweep_report: no checkpoint results")
     out_dir = Path(out_dir)
     paths = [out_dir / f"{name}.json", out_dir / f"{name}.md", out_dir / f"{name}.png"]
     write_json(paths[0], {str(step): score for step, score in sorted(results, key=lambda r: r[0])})
-    write_text(paths[1], sweep_markdown(results))
+    write_text(paths[1], sweep_markdown(results, failures))
     plot_sweep(results, paths[2])
     return paths
 

@@ -3,12 +3,15 @@
 The first line of a partial file holds the run's settings; each further line is one finished record, flushed and
 synced per batch. A rerun with the same settings reads the finished records back (a line torn by a kill is cut off)
 and does only the rest, so its final output is identical to an uninterrupted run's; other settings are refused.
+Workers that share a run each write their own share, ``OUTPUT.partial.K-of-S.jsonl``, and read everyone's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Hashable, Iterable, Iterator, Sequence, TypeVar
@@ -19,34 +22,83 @@ T = TypeVar("T")
 U = TypeVar("U")
 
 
-def partial_path(output: str | os.PathLike) -> Path:
-    """Where a run appends its finished records until the final file is written."""
+def partial_path(output: str | os.PathLike, shard: int = 0, shards: int = 1) -> Path:
+    """Where a run appends its finished records of share ``shard`` of ``shards`` until the final file is written:
+    ``OUTPUT.partial.jsonl`` for a single process, ``OUTPUT.partial.K-of-S.jsonl`` for a worker's share."""
     output = Path(output)
-    return output.with_name(output.name + ".partial.jsonl")
+    share = f".{shard}-of-{shards}" if shards > 1 else ""
+    return output.with_name(f"{output.name}.partial{share}.jsonl")
+
+
+def partial_paths(output: str | os.PathLike) -> list[Path]:
+    """Every partial file of ``output``, whatever number of workers wrote them."""
+    output = Path(output)
+    if not output.parent.is_dir():
+        return []
+    name = re.compile(re.escape(output.name) + r"\.partial(\.\d+-of-\d+)?\.jsonl")
+    return sorted(p for p in output.parent.iterdir() if name.fullmatch(p.name))
+
+
+def drop_partials(output: str | os.PathLike, shard: int = 0, shards: int = 1) -> None:
+    """Start share ``shard`` of ``shards`` over: delete its partial file and those of runs split another way (the
+    other shares of this split belong to their own workers)."""
+    own = partial_path(output, shard, shards)
+    split = {partial_path(output, k, shards) for k in range(shards)}
+    for path in partial_paths(output):
+        if path == own or path not in split:
+            path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def locked(directory: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on ``directory`` for the block (workers merging outputs there take turns)."""
+    import fcntl
+
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 class PartialRecords:
     """The finished records of a run writing ``output``, keyed by ``key(record)``; ``compared`` names the settings
-    that must match for a partial file to be resumed. Use as a context manager around :meth:`add`."""
+    that must match for a partial file to be resumed. Use as a context manager around :meth:`add`.
+
+    A worker writing share ``shard`` of ``shards`` appends to its own file and starts from the records of every
+    partial file of ``output`` (another worker's torn last line is skipped, never cut: it may be mid-write).
+    """
 
     def __init__(self, output: str | os.PathLike, settings: dict, compared: Sequence[str],
-                 key: Callable[[dict], Hashable]):
-        self.path = partial_path(output)
+                 key: Callable[[dict], Hashable], shard: int = 0, shards: int = 1):
+        self.output = Path(output)
+        self.path = partial_path(output, shard, shards)
         self.settings = settings
         self.compared = tuple(compared)
         self.key = key
-        self.done: dict[Hashable, dict] = self._read() if self.path.exists() else {}
+        self.done: dict[Hashable, dict] = self.collect(repair=True)
         self._file = None
 
-    def _read(self) -> dict[Hashable, dict]:
-        """Records already finished; a torn last line (killed mid-write) is dropped and cut from the file."""
+    def collect(self, repair: bool = False) -> dict[Hashable, dict]:
+        """The records finished in every partial file of the output; ``repair`` cuts a torn line from this share's."""
         done: dict[Hashable, dict] = {}
-        with open(self.path, "rb+") as f:
+        for path in partial_paths(self.output):
+            for key, record in self._read(path, repair and path == self.path).items():
+                done.setdefault(key, record)
+        return done
+
+    def _read(self, path: Path, repair: bool) -> dict[Hashable, dict]:
+        """Records finished in ``path``; a torn last line (killed mid-write) is dropped, and cut if ``repair``."""
+        done: dict[Hashable, dict] = {}
+        with open(path, "rb+" if repair else "rb") as f:
             lines = f.read().split(b"\n")
             good = 0
             for lineno, line in enumerate(lines, start=1):
                 if lineno == len(lines):  # after the last newline: empty, or a write cut short
-                    f.truncate(good)
+                    if repair:
+                        f.truncate(good)
                     break
                 if not line.strip():
                     good += len(line) + 1
@@ -54,20 +106,20 @@ class PartialRecords:
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError:
-                    raise ValueError(f"{self.path}:{lineno}: not valid JSON; delete the file to start over") from None
+                    raise ValueError(f"{path}:{lineno}: not valid JSON; delete the file to start over") from None
                 good += len(line) + 1
                 if lineno == 1:
-                    self._check_settings(row.get(RUN_KEY, {}))
+                    self._check_settings(path, row.get(RUN_KEY, {}))
                     continue
                 done.setdefault(self.key(row), row)
         return done
 
-    def _check_settings(self, saved: dict) -> None:
+    def _check_settings(self, path: Path, saved: dict) -> None:
         saved = {k: saved.get(k) for k in self.compared}
         wanted = {k: self.settings.get(k) for k in self.compared}
         if saved != wanted:
             diff = {k: (saved[k], wanted[k]) for k in self.compared if saved[k] != wanted[k]}
-            raise ValueError(f"{self.path}: made with other settings {diff} (saved, now); delete it to start over")
+            raise ValueError(f"{path}: made with other settings {diff} (saved, now); delete it to start over")
 
     def todo(self, jobs: Iterable[dict]) -> list[dict]:
         """The jobs whose records are not finished yet (a job's key is its record's key)."""
@@ -94,8 +146,9 @@ class PartialRecords:
         self._file = None
 
     def remove(self) -> None:
-        """Delete the partial file (once the final output is written)."""
-        self.path.unlink(missing_ok=True)
+        """Delete the partial files of every share (once the final output is written)."""
+        for path in partial_paths(self.output):
+            path.unlink(missing_ok=True)
 
 
 def prefetched(batches: Sequence[T], load: Callable[[T], U]) -> Iterator[tuple[T, U]]:

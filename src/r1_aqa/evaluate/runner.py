@@ -5,6 +5,14 @@ Output is an MMAU-format JSON list (every input field plus ``model_output``, ``m
 template) so the official scorers read it; the settings go to ``PRED.meta.json``.
 While running, finished records are appended to ``PRED.json.partial.jsonl`` (flushed per batch); a rerun of the
 same command resumes from it and the final file is identical to an uninterrupted run.
+
+Several workers: ``--num-workers N`` starts N processes through ``torchrun``; the same command started by ``torchrun``
+or ``accelerate launch`` makes each rank a worker. Each worker pins one GPU (``LOCAL_RANK`` modulo the visible GPUs)
+where there are any and runs its own engine. A sweep with at least as many checkpoints as workers deals out whole
+checkpoints; otherwise each checkpoint's items are split between the workers assigned to it (every S-th item). A
+worker appends to its own ``PRED.json.partial.K-of-S.jsonl``; whichever worker finds every item done merges the
+shares into exactly the file one process writes, then scores and reports it. A rerun resumes every share, also with
+another number of workers.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-from .resume import PartialRecords, partial_path, prefetched
+from .resume import PartialRecords, drop_partials, locked, partial_paths, prefetched
 
 HELP = ("Evaluate a model, or every checkpoint-* of a run, on MMAU test-mini, MMSU or MMAR (greedy, hf or vLLM "
         "engine).")
@@ -76,34 +84,132 @@ def add_arguments(parser) -> None:
     parser.add_argument("--silence", action="store_true",
                         help="also evaluate with each clip replaced by silence of its length (PRED.silence.json) and "
                              "report accuracy, silence accuracy and the listening gap (PRED.listening.{json,md,png})")
+    parser.add_argument("--num-workers", type=positive_int, default=1,
+                        help="worker processes (one GPU each where there are GPUs), started through torchrun; under "
+                        "torchrun/accelerate launch every rank is a worker already")
 
 
 def run(args) -> int:
+    from ..files import write_json
     from .html_report import silence_path
     from .scoring import compare_listening
 
+    rank, world, local_rank = launcher_rank()
+    if world == 1 and args.num_workers > 1:
+        return spawn_workers(args.num_workers, args.argv)
+    if world > 1 and args.num_workers not in (1, world):
+        raise ValueError(f"--num-workers {args.num_workers} under a launcher with {world} processes: drop the flag")
+    if world > 1:
+        isolate_worker(local_rank)
     checkpoints = find_checkpoints(args.model)
     items = load_items(args.benchmark, args.data, args.audio_dir, limit=args.limit)
     check_permutations(items, args.permutations)
     check_audio(items, args.audio_dir or (Path(args.data).parent if args.benchmark != "mmsu" else None))
     sweep = checkpoints != [Path(args.model)]
-    scores = []
+    outputs = [_checkpoint_output(args.output, m) if sweep else Path(args.output) for m in checkpoints]
+    settings = dict(benchmark=args.benchmark, data=args.data, engine=args.engine, template=args.template,
+                    batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, permutations=args.permutations,
+                    max_audio_seconds=args.max_audio_seconds, dtype=args.dtype, overwrite=args.overwrite)
+    status = 0
     shown: set[str] = set()  # warnings already printed (a sweep's checkpoints share most)
-    for model in checkpoints:
-        output = _checkpoint_output(args.output, model) if sweep else Path(args.output)
-        settings = dict(benchmark=args.benchmark, data=args.data, engine=args.engine, template=args.template,
-                        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, permutations=args.permutations,
-                        max_audio_seconds=args.max_audio_seconds, dtype=args.dtype, overwrite=args.overwrite)
-        evaluate(items, model, output, **settings)
-        if args.silence:  # before the reports, so the error-analysis page shows the listening gap too
-            evaluate(items, model, silence_path(output), silence=True, **settings)
-        score = score_and_report(output, args.benchmark, table=not sweep, shown=shown)
-        scores.append((checkpoint_step(model) if sweep else 0, output, score))
-        if args.silence:
-            compare_listening(output, silence_path(output), args.benchmark)
+    for index, shard, shards in worker_units(len(checkpoints), world)[rank]:
+        model, output = checkpoints[index], outputs[index]
+        # The silence run comes before the reports, so the error-analysis page shows the listening gap too.
+        runs = {output: False, **({silence_path(output): True} if args.silence else {})}
+        try:
+            merged = [evaluate(items, model, path, silence=quiet, also=[p for p in runs if p != path], shard=shard,
+                               shards=shards, workers=world, position=rank, **settings)
+                      for path, quiet in runs.items()]
+        except Exception as e:  # noqa: BLE001 - a sweep goes on past a checkpoint it cannot evaluate
+            if not sweep:
+                raise
+            print(f"error: {model}: {type(e).__name__}: {e}", file=sys.stderr)
+            write_json(failure_path(output), {"checkpoint": str(model), "error": f"{type(e).__name__}: {e}"})
+            status = 1
+            continue
+        failure_path(output).unlink(missing_ok=True)
+        if any(records is not None for records in merged):  # this worker finished the checkpoint's last output
+            score_and_report(output, args.benchmark, table=not sweep, shown=shown)
+            if args.silence:
+                compare_listening(output, silence_path(output), args.benchmark)
     if sweep:
-        sweep_report(scores, Path(args.output))
-    return 0
+        with locked(Path(args.output).parent):  # the last worker to finish finds every checkpoint settled
+            failed = [json.loads(failure_path(o).read_text()) for o in outputs if failure_path(o).exists()]
+            finished = [(checkpoint_step(m), o) for m, o in zip(checkpoints, outputs) if _settled(o)]
+            if len(failed) + len(finished) == len(outputs):
+                sweep_report(finished, Path(args.output), [(f["checkpoint"], f["error"]) for f in failed])
+                if failed:
+                    print(f"error: {len(failed)} of {len(outputs)} checkpoints failed (listed in the sweep report)",
+                          file=sys.stderr)
+                    status = 1
+    return status
+
+
+# --- workers -----------------------------------------------------------------------------------------------------
+
+_LAUNCHER_ENV = ("LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
+                 "ROLE_RANK", "ROLE_WORLD_SIZE", "ROLE_NAME", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID",
+                 "TORCHELASTIC_RESTART_COUNT", "TORCHELASTIC_MAX_RESTARTS", "TORCHELASTIC_USE_AGENT_STORE",
+                 "TORCH_NCCL_ASYNC_ERROR_HANDLING")
+
+
+def launcher_rank() -> tuple[int, int, int]:
+    """``(rank, world size, local rank)`` set by torchrun or accelerate launch; ``(0, 1, 0)`` otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if not 0 <= rank < world:
+        raise ValueError(f"RANK={rank} is outside WORLD_SIZE={world}")
+    return rank, world, int(os.environ.get("LOCAL_RANK", rank))
+
+
+def isolate_worker(local_rank: int) -> None:
+    """Make a launched rank an independent single-process evaluation: pin one GPU (``local_rank`` modulo the
+    visible ones) where there are any, and drop the launcher's rendezvous variables so the engine sets itself up
+    alone (``RANK`` and ``WORLD_SIZE`` stay: they only name this worker, e.g. for messages printed once)."""
+    import torch
+
+    gpus = torch.cuda.device_count()  # NVML: CUDA is not initialised yet, so the pin below still applies
+    if gpus:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        devices = [d.strip() for d in visible.split(",")] if visible else [str(i) for i in range(gpus)]
+        os.environ["CUDA_VISIBLE_DEVICES"] = devices[local_rank % gpus]
+    for key in _LAUNCHER_ENV:
+        os.environ.pop(key, None)
+
+
+def spawn_workers(n: int, argv: Sequence[str]) -> int:
+    """Run this same ``r1-aqa`` command as ``n`` ranks under torchrun (standalone, this machine); its exit status."""
+    import subprocess
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}",
+               "-m", "r1_aqa.cli", *argv]
+    print(f"starting {n} workers: torchrun --standalone --nproc-per-node={n} -m r1_aqa.cli {' '.join(argv)}",
+          file=sys.stderr)
+    return subprocess.call(command, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+
+
+def worker_units(checkpoints: int, workers: int) -> list[list[tuple[int, int, int]]]:
+    """What each worker evaluates: ``[(checkpoint index, shard, shards)]`` per worker.
+
+    With at least as many checkpoints as workers, worker w takes whole checkpoints w, w + workers, ...; otherwise
+    worker w takes shard w // checkpoints of checkpoint w % checkpoints, which is split between the workers it has.
+    Every worker loads as few engines as possible and every item belongs to exactly one share.
+    """
+    if checkpoints >= workers:
+        return [[(c, 0, 1) for c in range(w, checkpoints, workers)] for w in range(workers)]
+    sizes = [len(range(c, workers, checkpoints)) for c in range(checkpoints)]
+    return [[(w % checkpoints, w // checkpoints, sizes[w % checkpoints])] for w in range(workers)]
+
+
+def failure_path(output: str | os.PathLike) -> Path:
+    """Where a sweep records why a checkpoint could not be evaluated: ``PRED.checkpoint-N.failed.json``."""
+    output = Path(output)
+    return output.with_name(f"{output.stem}.failed.json")
+
+
+def _settled(output: Path) -> bool:
+    """Whether ``output`` is a merged result (no share of it is being written)."""
+    return output.exists() and not partial_paths(output)
 
 
 # --- inputs ------------------------------------------------------------------------------------------------------
@@ -330,14 +436,18 @@ def meta_path(output: str | os.PathLike) -> Path:
 def evaluate(items: Sequence[dict], model: str | os.PathLike, output: str | os.PathLike, *, benchmark: str,
              data: str | os.PathLike, engine: str = "hf", template: str = "default", batch_size: int | None = None,
              max_new_tokens: int = 256, permutations: int = 1, max_audio_seconds: float | None = None,
-             dtype: str = "auto", silence: bool = False, overwrite: bool = False) -> list[dict]:
-    """Predict every item (under each option order), resuming from ``output``'s partial file; return the records.
+             dtype: str = "auto", silence: bool = False, overwrite: bool = False, shard: int = 0, shards: int = 1,
+             workers: int = 1, also: Sequence[Path] = (), position: int = 0) -> list[dict] | None:
+    """Predict share ``shard`` of ``shards`` of the items (every ``shards``-th, under each option order), resuming
+    from the partial files of ``output``; once every item is done, by this worker or others, merge them.
 
-    ``silence``: each clip is replaced by silence of its length (as loaded, after the cap). Writes ``output``
-    (atomically, in input order) and its ``.meta.json`` sidecar, then removes the partial file. An existing
-    ``output`` made with the same settings is reused (only items it lacks are generated; nothing when it has them
-    all); one made with other settings, or without a sidecar, is refused unless ``overwrite``, which also drops a
-    partial file.
+    ``silence``: each clip is replaced by silence of its length (as loaded, after the cap). Merging writes ``output``
+    (atomically, in input order) and its ``.meta.json`` sidecar (``workers`` among the settings), then removes the
+    partial files. Returns the records when this call finished the last of ``output`` and ``also`` (outputs the
+    reports need as well, e.g. the silence run); ``None`` otherwise (other shares or outputs still missing). An
+    existing ``output`` made with the same settings is reused (only items it lacks are generated; nothing when it
+    has them all); one made with other settings, or without a sidecar, is refused unless ``overwrite``, which also
+    drops this share's partial file. ``position`` places this worker's progress bar.
     """
     from tqdm import tqdm
 
@@ -353,22 +463,24 @@ def evaluate(items: Sequence[dict], model: str | os.PathLike, output: str | os.P
         "benchmark": benchmark, "data": str(Path(data).resolve()), "data_version": _data_version(benchmark, items),
         "model": _model_name(model), "model_files": _model_files(model), "engine": engine, "dtype": dtype,
         "template": template, "sampling": greedy_settings(max_new_tokens),
-        "max_audio_seconds": max_audio_seconds or None,
-        "permutations": permutations, "silence": silence, "batch_size": batch_size,
+        "max_audio_seconds": max_audio_seconds or None, "permutations": permutations, "silence": silence,
+        "batch_size": batch_size,
     }
     expanded = expand(items, permutations)
     if overwrite:
-        partial_path(output).unlink(missing_ok=True)
+        drop_partials(output, shard, shards)
     finished = {} if overwrite else _finished(output, settings)
     if finished and finished.keys() == {_key(r) for r in expanded}:
         print(f"{output}: already evaluated with these settings; nothing to do (--overwrite to redo it)",
               file=sys.stderr)
-        return [finished[_key(r)] for r in expanded]
-    partial = PartialRecords(output, settings, _RESUME_SETTINGS, _key)
+        return [finished[_key(r)] for r in expanded] if shard == 0 and all(map(_settled, also)) else None
+    partial = PartialRecords(output, settings, _RESUME_SETTINGS, _key, shard, shards)
     partial.done.update(finished)
-    todo = partial.todo(expanded)
-    if len(todo) < len(expanded):
-        print(f"{output}: resuming after {len(expanded) - len(todo)} of {len(expanded)} items", file=sys.stderr)
+    share = expanded[shard::shards]
+    todo = partial.todo(share)
+    if len(todo) < len(share):
+        print(f"{output}: resuming after {len(share) - len(todo)} of {len(share)} items"
+              + (f" of share {shard + 1}/{shards}" if shards > 1 else ""), file=sys.stderr)
     if todo:
         eng = load_engine(engine, model, max_new_tokens=max_new_tokens, batch_size=batch_size, dtype=dtype)
         batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
@@ -376,8 +488,10 @@ def evaluate(items: Sequence[dict], model: str | os.PathLike, output: str | os.P
         def load_batch(batch: list[dict]):
             return [clip(r["audio"], max_audio_seconds or None, silence) for r in batch]
 
-        desc = f"eval {Path(model).name}" + (" (silence)" if silence else "")
-        with partial, tqdm(total=len(expanded), initial=len(expanded) - len(todo), unit="item", desc=desc) as bar:
+        desc = (f"eval {Path(model).name}" + (" (silence)" if silence else "")
+                + (f" [{shard + 1}/{shards}]" if shards > 1 else ""))
+        with partial, tqdm(total=len(share), initial=len(share) - len(todo), unit="item", desc=desc,
+                           position=position) as bar:
             for batch, audios in prefetched(batches, load_batch):  # the next batch's clips decode meanwhile
                 prompts = [format_prompt(r["question"], r["choices"], template) for r in batch]
                 responses = eng.generate(prompts, audios)
@@ -385,11 +499,16 @@ def evaluate(items: Sequence[dict], model: str | os.PathLike, output: str | os.P
                             for item, response in zip(batch, responses, strict=True))
                 bar.update(len(batch))
         eng.close()
-    records = [partial.done[_key(r)] for r in expanded]
-    files.write_json(output, records)
-    files.write_json(meta_path(output), {**settings, "n_items": len(items), "n_records": len(records)})
-    partial.remove()
-    return records
+    with locked(output.parent):  # one worker merges, once every share is in
+        done = {**finished, **partial.collect()}
+        if any(_key(r) not in done for r in expanded):
+            return None
+        records = [done[_key(r)] for r in expanded]
+        files.write_json(output, records)
+        files.write_json(meta_path(output), {**settings, "workers": workers, "n_items": len(items),
+                                             "n_records": len(records)})
+        partial.remove()
+        return records if all(map(_settled, also)) else None
 
 
 def _model_name(model: str | os.PathLike) -> str:
@@ -505,15 +624,22 @@ def score_and_report(output: Path, benchmark: str, table: bool = True, shown: se
     return score
 
 
-def sweep_report(results: Sequence[tuple[int, Path, dict]], output: Path) -> list[Path]:
-    """Compare the checkpoints of a sweep, given ``(step, predictions file, score)`` each: ``PRED.sweep.{json,md,png}``
-    (table; accuracy vs step) and the page ``PRED.sweep.html`` beside ``output``."""
+def sweep_report(finished: Sequence[tuple[int, Path]], output: Path,
+                 failures: Sequence[tuple[str, str]] = ()) -> list[Path]:
+    """Compare the checkpoints of a sweep, given ``(step, predictions file)`` each and ``(checkpoint, reason)`` per
+    failed one: ``PRED.sweep.{json,md,png}`` (table; accuracy vs step) and the page ``PRED.sweep.html`` beside
+    ``output``. Returns the paths written."""
     from .html_report import write_sweep_page
     from .reports import sweep_markdown, write_sweep_report
+    from .scoring import load_predictions, score_records
 
+    results = []
+    for step, path in finished:
+        benchmark = json.loads(meta_path(path).read_text(encoding="utf-8"))["benchmark"]
+        results.append((step, path, score_records(benchmark, load_predictions(path))))
     scores = [(step, score) for step, _, score in results]
-    print(sweep_markdown(scores))
-    paths = write_sweep_report(scores, output.parent, f"{output.stem}.sweep")
-    paths.append(write_sweep_page(results, output))
+    print(sweep_markdown(scores, failures) if scores else "no checkpoint finished")
+    paths = write_sweep_report(scores, output.parent, f"{output.stem}.sweep", failures) if scores else []
+    paths.append(write_sweep_page(results, output, failures))
     print("sweep report: " + ", ".join(map(str, paths)), file=sys.stderr)
     return paths
