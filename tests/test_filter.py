@@ -148,3 +148,23 @@ def test_filter_help(capsys):
         main(["filter", "--help"])
     out = capsys.readouterr().out
     assert all(flag in out for flag in ("--samples", "--temperature", "--keep", "--engine", "--weak-above"))
+
+
+def test_weak_to_strong_script_runs_the_three_stages(says_low, tmp_path):
+    """examples/r1_aqa/run_weak_to_strong.sh on the tiny model, one process: filter, SFT on weak, GRPO on strong."""
+    data = make_set(tmp_path, ["low", "high", "low", "middle"])
+    out = tmp_path / "w2s"
+    recipes = ROOT / "examples/r1_aqa/recipes"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "MODEL": str(says_low), "DATA": str(data), "OUT": str(out), "ENGINE": "hf", "LAUNCH": sys.executable,
+           "SFT_RECIPE": str(recipes / "tiny_sft.yaml"), "GRPO_RECIPE": str(recipes / "tiny_grpo.yaml"),
+           "FILTER_ARGS": "--max-new-tokens 8", "SFT_ARGS": "--max_steps 1 --save_strategy no",
+           "GRPO_ARGS": "--max_steps 1 --save_strategy no"}
+    done = subprocess.run(["bash", str(ROOT / "examples/r1_aqa/run_weak_to_strong.sh")], env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert list(pd.read_parquet(out / "data" / "weak.parquet")["id"]) == ["set-0", "set-2"]
+    assert list(pd.read_parquet(out / "data" / "strong.parquet")["id"]) == ["set-1", "set-3"]
+    for stage in ("sft", "grpo"):
+        assert (out / stage / "model.safetensors").exists() and (out / stage / "config.json").exists()
+    assert "[3/3] GRPO on the strong subset" in done.stdout

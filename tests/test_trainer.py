@@ -243,6 +243,21 @@ def test_recipes_parse_with_trls_parser(recipe):
         assert training_args.num_generations >= 2 and training_args.loss_type == "grpo"
 
 
+@pytest.mark.parametrize("model", ["qwen2_5_omni_7b", "qwen2_audio_7b"])
+def test_weak_to_strong_recipes_carry_audiomcqs_settings(model):
+    from r1_aqa.sft import parse_sft_args
+    from r1_aqa.train import parse_trl_args
+
+    recipes = ROOT / "examples/r1_aqa/recipes" / model / "weak_to_strong"
+    script, args, _ = parse_trl_args(["--config", str(recipes / "grpo_strong.yaml"), "--use_cpu", "true"])
+    assert (args.num_generations, args.beta, args.learning_rate, args.lr_scheduler_type) == (8, 0.001, 1e-6, "cosine")
+    assert (args.temperature, args.top_k, args.max_completion_length, args.max_steps) == (1.5, 4, 128, 2000)
+    assert script.reward_funcs == ["accuracy", "format"] and args.reward_weights == [2.0, 0.5]
+    assert args.per_device_train_batch_size == 8 and not script.freeze_audio_tower and script.template == "default"
+    sft_script, sft_args, _ = parse_sft_args(["--config", str(recipes / "sft_weak.yaml"), "--use_cpu", "true"])
+    assert sft_script.reasoning_column is None and sft_args.bf16 and sft_args.max_length >= 1024
+
+
 def test_faithful_recipe_matches_r1_aqa():
     from r1_aqa.train import parse_trl_args
 
