@@ -197,3 +197,13 @@ def test_ranks_with_silence_report_after_both_runs_merge(questions, tiny_model_d
         assert [p.exists() for p in reports] == [rank == 0] * 3
     assert len(json.loads(output.with_name("pred.silence.json").read_text())) == 4
     assert 'data-stat="silence-total"' in output.with_name("pred.report.html").read_text()
+
+
+def test_bad_input_stops_before_workers_start(questions, tiny_model_dir, tmp_path, capsys):
+    records = json.loads(questions.read_text())
+    records[3]["audio_id"] = "gone.wav"
+    data = tmp_path / "questions.json"
+    data.write_text(json.dumps([{**r, "audio_id": str(questions.parent / r["audio_id"])} for r in records]))
+    assert main(_argv(data, tiny_model_dir, tmp_path / "pred.json", "--num-workers", "2")) == 2
+    err = capsys.readouterr().err
+    assert "w3" in err and "gone.wav" in err and "starting 2 workers" not in err

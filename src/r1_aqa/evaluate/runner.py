@@ -96,15 +96,13 @@ def run(args) -> int:
 
     rank, world, local_rank = launcher_rank()
     if world == 1 and args.num_workers > 1:
+        _inputs(args)  # bad input stops here, with one message, before any worker starts
         return spawn_workers(args.num_workers, args.argv)
     if world > 1 and args.num_workers not in (1, world):
         raise ValueError(f"--num-workers {args.num_workers} under a launcher with {world} processes: drop the flag")
     if world > 1:
         isolate_worker(local_rank)
-    checkpoints = find_checkpoints(args.model)
-    items = load_items(args.benchmark, args.data, args.audio_dir, limit=args.limit)
-    check_permutations(items, args.permutations)
-    check_audio(items, args.audio_dir or (Path(args.data).parent if args.benchmark != "mmsu" else None))
+    checkpoints, items = _inputs(args)
     sweep = checkpoints != [Path(args.model)]
     outputs = [_checkpoint_output(args.output, m) if sweep else Path(args.output) for m in checkpoints]
     settings = dict(benchmark=args.benchmark, data=args.data, engine=args.engine, template=args.template,
@@ -143,6 +141,15 @@ def run(args) -> int:
                           file=sys.stderr)
                     status = 1
     return status
+
+
+def _inputs(args) -> tuple[list[Path], list[dict]]:
+    """The checkpoints and items of an ``eval`` command line, checked (every clip decoded)."""
+    checkpoints = find_checkpoints(args.model)
+    items = load_items(args.benchmark, args.data, args.audio_dir, limit=args.limit)
+    check_permutations(items, args.permutations)
+    check_audio(items, args.audio_dir or (Path(args.data).parent if args.benchmark != "mmsu" else None))
+    return checkpoints, items
 
 
 # --- workers -----------------------------------------------------------------------------------------------------
