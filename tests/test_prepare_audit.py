@@ -130,3 +130,17 @@ def test_a_failed_write_leaves_the_previous_output_whole(tmp_path, monkeypatch):
         main(argv)
     after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     assert after == {**before, "avqa.jsonl": source.read_bytes()}  # parquet and report as before, no temp files
+
+
+def test_undecodable_input_files_are_named(tmp_path, capsys):
+    (tmp_path / "latin1.jsonl").write_bytes(b'\n{"id": "caf\xe9"}\n')
+    (tmp_path / "latin1.json").write_bytes(b'[{"id": "caf\xe9"}]')
+    (tmp_path / "corrupt.parquet").write_bytes(b"PAR1 not really a parquet file")
+    for dataset, name, message in (("avqa", "latin1.jsonl", "latin1.jsonl:2: not UTF-8 text"),
+                                   ("mmar", "latin1.jsonl", "latin1.jsonl:2: not UTF-8 text"),
+                                   ("mmau", "latin1.json", "latin1.json: not UTF-8 text"),
+                                   ("mmsu", "corrupt.parquet", "corrupt.parquet: not a readable parquet file")):
+        assert main(["prepare", dataset, "--input", str(tmp_path / name), "--output", str(tmp_path / "o.parquet"),
+                     "--workers", "1"]) == 2
+        assert f"{tmp_path / message}" in capsys.readouterr().err, dataset
+    assert not (tmp_path / "o.parquet").exists()

@@ -42,10 +42,14 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Non
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, object)`` for each non-blank line of a JSON-lines file (numbers start at 1).
 
-    A line that is not a JSON object raises ``ValueError`` naming file and line.
+    A line that is not UTF-8 or not a JSON object raises ``ValueError`` naming file and line.
     """
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not UTF-8 text ({e.reason} at byte {e.start} of the line)") from None
             if not line.strip():
                 continue
             try:

@@ -26,6 +26,8 @@ def load_mmau(path: str | os.PathLike, audio_dir: str | os.PathLike | None = Non
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a JSON list of MMAU records, got {type(data).__name__}")
     audio_dir = Path(path).parent if audio_dir is None else audio_dir

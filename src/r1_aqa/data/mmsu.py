@@ -27,6 +27,7 @@ def _open(path: str | os.PathLike, split: str | None) -> tuple[Iterator[dict], i
             raise ValueError(f"{path}: no parquet files and not a datasets save_to_disk directory")
     else:
         raise ValueError(f"{path}: not a parquet file or a directory")
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     def records() -> Iterator[dict]:
@@ -34,7 +35,13 @@ def _open(path: str | os.PathLike, split: str | None) -> tuple[Iterator[dict], i
             for batch in pq.ParquetFile(f).iter_batches(batch_size=64):
                 yield from batch.to_pylist()
 
-    return records(), sum(pq.ParquetFile(f).metadata.num_rows for f in files), path if path.is_dir() else path.parent
+    rows = 0
+    for f in files:
+        try:
+            rows += pq.ParquetFile(f).metadata.num_rows
+        except pa.ArrowException as e:
+            raise ValueError(f"{f}: not a readable parquet file ({e})") from None
+    return records(), rows, path if path.is_dir() else path.parent
 
 
 def _record(rec: dict, base_dir: Path) -> dict:

@@ -264,8 +264,6 @@ def load_items(benchmark: str, data: str | os.PathLike, audio_dir: str | os.Path
         raise FileNotFoundError(f"{data}: no such data file")
     try:
         records = _read_items(benchmark, data, audio_dir)
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{data}: not UTF-8 text ({e.reason} at byte {e.start}); is it the right file?") from None
     except OSError as e:  # e.g. a directory where a file was expected
         raise ValueError(f"{data}: cannot be read ({e})") from None
     records = records[:limit] if limit is not None else records
