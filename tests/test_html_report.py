@@ -138,7 +138,8 @@ CARDS = "[...document.querySelectorAll('#item-list .item')].map(e => [e.id.slice
 # Load every player's clip, seek near its end (the browser decodes it there) and report [src, duration, error].
 DECODE = """Promise.all([...document.querySelectorAll('#item-list audio')].map(a => new Promise(done => {
   a.addEventListener('loadeddata', () => {
-    a.addEventListener('seeked', () => done([a.getAttribute('src'), a.duration, a.error && a.error.code]), {once: true});
+    a.addEventListener('seeked', () => done([a.getAttribute('src'), a.duration, a.error && a.error.code]),
+                       {once: true});
     a.currentTime = a.duration * 0.9; }, {once: true});
   a.addEventListener('error', () => done([a.getAttribute('src'), null, a.error && a.error.code]), {once: true});
   a.preload = 'auto'; a.load(); })))"""

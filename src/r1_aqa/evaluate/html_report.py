@@ -100,7 +100,7 @@ def write_report_page(predictions: str | os.PathLike, benchmark: str, *, score: 
     silence_records = load_predictions(silence) if silence is not None else None
     analysis = analyse(benchmark, records, key, silence_records)
     meta = _read_meta(predictions)
-    clips = _clips([r for r in _order_zero(records)], out.parent, embed_audio_mb)
+    clips = _clips(_order_zero(records), out.parent, embed_audio_mb)
     for item, (clip, state) in zip(analysis["items"], clips["refs"], strict=True):
         item["clip"], item["audio"] = clip, state
     silence_score = score_records(benchmark, silence_records, key=key) if silence_records is not None else None
@@ -498,8 +498,8 @@ def _sweep_groups(checkpoints: Sequence[tuple[int, Path, dict]]) -> str:
         per_step = [_breakdowns(score).get(name, {}) for _, _, score in checkpoints]
         labels = list(dict.fromkeys(label for tallies in per_step for label in tallies))
         rows = [[label] + [_fmt(_pct(*t[label])) if label in t else "—" for t in per_step] for label in labels]
-        parts.append(f"<h3>by {_e(name)}</h3>"
-                     + _table([name] + [str(step) for step, _, _ in checkpoints], rows, f' data-breakdown="{_e(name)}"'))
+        header = [name] + [str(step) for step, _, _ in checkpoints]
+        parts.append(f"<h3>by {_e(name)}</h3>" + _table(header, rows, f' data-breakdown="{_e(name)}"'))
     return "".join(parts) + "</section>"
 
 
@@ -568,7 +568,8 @@ img{max-width:min(100%,640px);display:block;margin:6px 0}
 .badge.right{background:#dafbe1;color:#1a7f37}.badge.wrong{background:#ffebe9;color:#cf222e}
 .badge.missing{background:#fff8c5;color:#9a6700}.id{font-family:monospace;font-size:12px;color:#57606a}
 .item audio{height:32px;width:360px;margin:4px 0}.item .q{font-weight:600;margin:4px 0}
-.item ol{margin:2px 0 4px;padding:0;display:flex;flex-wrap:wrap;gap:2px 22px;list-style:upper-alpha inside}.item li.answer{color:#1a7f37;font-weight:600}
+.item ol{margin:2px 0 4px;padding:0;display:flex;flex-wrap:wrap;gap:2px 22px;list-style:upper-alpha inside}
+.item li.answer{color:#1a7f37;font-weight:600}
 .item li.picked{text-decoration:underline}.item li.picked:not(.answer){color:#cf222e}
 .item dl{display:grid;grid-template-columns:140px 1fr;margin:2px 0;gap:1px 8px}.item dt{color:#57606a}
 .item dd{margin:0;white-space:pre-wrap;word-break:break-word}.note{color:#57606a;font-size:12px}
@@ -668,12 +669,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "every PRED.checkpoint-N.json gets its page and PRED.sweep.html compares them")
     parser.add_argument("--benchmark", choices=BENCHMARKS, default=None, help="unset: read from PRED.meta.json")
     parser.add_argument("--silence", type=Path, default=None,
-                        help="predictions of the same items with silent audio (default: PRED.silence.json if present)")
-    parser.add_argument("--key", default=None, help="field holding the prediction (default: the benchmark's own)")
+                        help="predictions of the same items with silent audio; unset: PRED.silence.json if present")
+    parser.add_argument("--key", default=None, help="field holding the prediction; unset: the benchmark's own")
     parser.add_argument("--embed-audio-mb", type=float, default=EMBED_AUDIO_MB,
                         help="embed the clips in the page when all of them together are at most this many MB; "
                         "else the players refer to the clips by relative path")
-    parser.add_argument("--output", type=Path, default=None, help="the page (default PRED.report.html)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="the page; unset: PRED.report.html beside the predictions")
 
 
 def run(args: argparse.Namespace) -> int:
