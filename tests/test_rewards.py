@@ -62,3 +62,14 @@ def test_extract_and_defaults():
     assert extract_answer("pre <answer> B </answer> <answer>C</answer>") == "B"
     assert default_rewards("default") == ["accuracy", "format"]
     assert default_rewards("think") == ["accuracy", "think_format"]
+
+
+def test_rewards_resolve_by_name_or_import_path():
+    from r1_aqa.rewards import resolve_reward
+
+    assert resolve_reward("accuracy") is accuracy_reward
+    assert resolve_reward("r1_aqa.rewards.format_reward") is format_reward
+    for name, message in [("acuracy", "unknown reward"), ("r1_aqa.rewards.nope", "cannot be imported"),
+                          ("no_such_module.f", "cannot be imported"), ("r1_aqa.rewards.REWARD_FUNCS", "not callable")]:
+        with pytest.raises(ValueError, match=message):
+            resolve_reward(name)

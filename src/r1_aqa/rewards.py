@@ -55,6 +55,25 @@ def think_format_reward(completions: list, **kwargs) -> list[float]:
 REWARD_FUNCS = {"accuracy": accuracy_reward, "format": format_reward, "think_format": think_format_reward}
 
 
+def resolve_reward(name: str):
+    """A reward function by name: a key of ``REWARD_FUNCS``, or the import path of any callable with TRL's reward
+    signature (``package.module.function``, importable in every training process)."""
+    if name in REWARD_FUNCS:
+        return REWARD_FUNCS[name]
+    module_name, _, attr = name.rpartition(".")
+    if not module_name:
+        raise ValueError(f"unknown reward {name!r}: choose from {sorted(REWARD_FUNCS)} or give module.function")
+    import importlib
+
+    try:
+        func = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"reward {name!r} cannot be imported: {e}") from e
+    if not callable(func):
+        raise ValueError(f"reward {name!r} is not callable")
+    return func
+
+
 def default_rewards(template: str) -> list[str]:
     """The R1-AQA reward set for a prompt template: accuracy + format, or + think_format for ``think``."""
     return ["accuracy", "think_format" if template == "think" else "format"]

@@ -23,8 +23,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from .train import add_arguments  # noqa: F401  (the same --config / --trl-help as train)
-from .train import (build_dataset, check_stage_args, check_stage_audio, claim_output_dir, load_policy,
-                    parse_stage_args, peft_config, report_outputs, shuffle_columns, stage_argv, stage_callbacks)
+from .train import (build_dataset, check_stage_args, check_stage_audio, claim_output_dir, finish_run, load_policy,
+                    parse_stage_args, peft_config, shuffle_columns, stage_argv, stage_callbacks)
 
 HELP = (
     "Supervised fine-tuning of an audio LM on a prepared parquet (TRL's SFTTrainer): --config RECIPE.yaml plus any "
@@ -68,7 +68,7 @@ def parse_sft_args(argv: list[str]):
 
 
 def run(args) -> None:
-    report_outputs("sft", sft(*parse_sft_args(stage_argv(args))))
+    finish_run("sft", sft(*parse_sft_args(stage_argv(args))))
 
 
 def sft(script_args, training_args, model_args):

@@ -86,15 +86,21 @@ def build_dataset(path: str, template: str, max_rows: int | None = None, columns
 
 def run(args) -> None:
     trainer = train(*parse_trl_args(stage_argv(args)))
-    report_outputs("train", trainer)
+    finish_run("train", trainer)
 
 
-def report_outputs(command: str, trainer) -> None:
-    """Say where a finished run's model and checkpoints are (main process only)."""
+def finish_run(command: str, trainer) -> None:
+    """Say where a finished run's model and checkpoints are (main process only), then end training on every process.
+
+    Ending here (trackers finished, process group torn down) rather than at interpreter exit matters: a multi-process
+    ZeRO-3 run otherwise sometimes aborts in the communication teardown after a successful save and exits non-zero.
+    The trainer stays usable in-process.
+    """
     if trainer.accelerator.is_main_process:
         out = trainer.args.output_dir
         print(f"r1-aqa {command}: {trainer.state.global_step} steps; the model is in {out}, checkpoints in "
               f"{out}/checkpoint-*", file=sys.stderr)
+    trainer.accelerator.end_training()
 
 
 def check_stage_args(script_args, training_args, model_args) -> bool | str | None:
@@ -171,9 +177,7 @@ def train(script_args, training_args, model_args):
 
     resume = check_stage_args(script_args, training_args, model_args)
     names = script_args.reward_funcs or rewards.default_rewards(script_args.template)
-    unknown = [n for n in names if n not in rewards.REWARD_FUNCS]
-    if unknown:
-        raise ValueError(f"unknown reward(s) {unknown}; choose from {sorted(rewards.REWARD_FUNCS)}")
+    reward_funcs = [rewards.resolve_reward(n) for n in names]
     # The data is read (and an empty set refused) before the model loads.
     train_dataset = build_dataset(script_args.dataset_path, script_args.template, script_args.max_train_samples,
                                   shuffle_columns(script_args))
@@ -186,7 +190,7 @@ def train(script_args, training_args, model_args):
     model = load_policy(model_args)
     trainer = AudioGRPOTrainer(
         model=model,
-        reward_funcs=[rewards.REWARD_FUNCS[n] for n in names],
+        reward_funcs=reward_funcs,
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,

@@ -1,0 +1,31 @@
+"""The shipped launch script refuses unusable settings before anything starts (its runs: test_distributed.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LAUNCH = ROOT / "examples/r1_aqa/run_grpo_r1_aqa_qwen2_audio_7b.sh"
+
+
+def launch(**env: str) -> subprocess.CompletedProcess:
+    # PATH without accelerate: a check that let the launch through fails with "command not found" (127), not 2.
+    full = dict(os.environ, PATH="/usr/bin:/bin", **env)
+    return subprocess.run(["bash", str(LAUNCH), "--max_steps", "1"], env=full, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    (dict(GPUS_PER_NODE="3"), "TOTAL_COMPLETIONS=128 is not a multiple of PER_DEVICE x GPUs = 24"),
+    (dict(GPUS_PER_NODE="2", NNODES="3"), "is not a multiple of PER_DEVICE x GPUs = 48"),
+    (dict(GPUS_PER_NODE="0"), "GPUS_PER_NODE=0 must be a positive integer"),
+    (dict(PER_DEVICE="eight"), "PER_DEVICE=eight must be a positive integer"),
+    (dict(NNODES="2", NODE_RANK="2"), "NODE_RANK=2 must be an integer in [0, NNODES=2)"),
+    (dict(RECIPE="no/such/recipe.yaml"), "no/such/recipe.yaml: no such file"),
+])
+def test_launch_script_rejects_bad_settings(env, message):
+    proc = launch(**env)
+    assert proc.returncode == 2 and message in proc.stderr, (proc.returncode, proc.stderr)
