@@ -29,7 +29,7 @@ def _greedy(trainer, prompt, clip, n: int = 8):
     with torch.no_grad():
         hf = model.generate(**enc, do_sample=False, max_new_tokens=n, suppress_tokens=[audio_id])
     model.train()
-    return list(out.outputs[0].token_ids), hf[0, enc["input_ids"].size(1):].tolist(), out.prompt_token_ids, enc
+    return list(out.outputs[0].token_ids), hf[0, enc["input_ids"].size(1):].tolist(), out, enc
 
 
 def test_vllm_colocate_rollouts_with_audio_and_weight_sync(tiny_model_dir, tmp_path):
@@ -40,9 +40,9 @@ def test_vllm_colocate_rollouts_with_audio_and_weight_sync(tiny_model_dir, tmp_p
     )
     row = trainer.train_dataset[0]
     clip = load_audio(row["audio"])
-    vllm_before, hf_before, prompt_ids, enc = _greedy(trainer, row["prompt"], clip)
+    vllm_before, hf_before, out, enc = _greedy(trainer, row["prompt"], clip)
     # One <|AUDIO|> in, vLLM expands it exactly as the processor does (not 2N-1 times).
-    assert list(prompt_ids) == enc["input_ids"][0].tolist()
+    assert list(out.prompt_token_ids) == enc["input_ids"][0].tolist()
     assert (enc["input_ids"][0] == trainer.audio_token_id).sum() > 1
     assert vllm_before == hf_before
 
@@ -67,3 +67,49 @@ def test_vllm_rollouts_never_sample_the_audio_token(tiny_model_dir, tmp_path):
     counts, prompt_counts = audio_token_counts(trainer)
     trainer.train()
     assert counts and set(counts) <= prompt_counts
+
+
+def _perturb(model, part: str, scale: float, seed: int) -> None:
+    """Add seeded noise to every parameter whose name contains ``part`` (and to nothing else)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if part in name:
+                param.add_(scale * torch.randn(param.shape, generator=generator, dtype=param.dtype))
+
+
+def test_weight_sync_refreshes_vllm_encoder_and_prefix_caches(tiny_model_dir, tmp_path):
+    """vLLM follows an update of the audio tower alone, then of the language model alone, on a prompt it has cached.
+
+    The prompt spans several KV blocks, so vLLM's prefix cache holds it (checked), and its clip is in the encoder
+    cache. Each update changes HF's greedy output; vLLM's must change with it. Fails if the sync leaves out the audio
+    tower, or skips the prefix-cache reset, the encoder-cache reset, or both.
+    """
+    from r1_aqa.prompts import build_messages, format_prompt
+
+    trainer = make_trainer(
+        tiny_model_dir, make_parquet(tmp_path), tmp_path / "out", use_vllm=True, vllm_mode="colocate",
+        vllm_max_model_length=1024, max_steps=1,
+    )
+    row = trainer.train_dataset[0]
+    clip = load_audio(row["audio"])
+    question = "Which tone is it? " + " ".join(["the sound of a low piano tone or a high violin voice"] * 16)
+    prompt = build_messages(format_prompt(question, ["low", "high", "middle"]))
+    trainer.sync_vllm_weights()
+    block = trainer.vllm_generation.llm.llm_engine.vllm_config.cache_config.block_size
+    model = trainer.accelerator.unwrap_model(trainer.model)
+
+    previous, _, out, enc = _greedy(trainer, prompt, clip)
+    assert enc["input_ids"].size(1) > 2 * block
+    vllm_now, hf_now, out, _ = _greedy(trainer, prompt, clip)
+    assert out.num_cached_tokens >= 2 * block, "the prefix cache does not hold the prompt: the test proves nothing"
+    assert vllm_now == hf_now == previous
+    for step, (part, scale) in enumerate([("audio_tower", 0.5), ("language_model", 0.05)]):
+        _perturb(model, part, scale=scale, seed=step)
+        trainer.sync_vllm_weights()
+        vllm_now, hf_now, _, _ = _greedy(trainer, prompt, clip)
+        assert hf_now != previous, f"the {part} update did not change HF's greedy output; raise its scale"
+        assert vllm_now == hf_now, f"after a {part} update vLLM generates {vllm_now}, HF {hf_now}"
+        previous = hf_now
