@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -69,6 +70,24 @@ def test_option_positions_and_permutations():
     assert predicted_option("mmau", _record(0, "voice noise")) is None  # names two options
     assert predicted_option("mmsu", {"options": CHOICES, "answer_index": 0, "model_output": "C"}) == 2
     assert result["fields"] == {"task": ["music", "sound", "speech"]}
+
+
+def test_mmsu_option_text_answers_get_the_strict_view(tmp_path):
+    """R1-AQA answers MMSU with option text: no A-D letter, so the page shows the strict rule's numbers."""
+    pred = tmp_path / "pred.json"
+    records = [{"id": f"m{i}", "question": "Which emotion?", "options": CHOICES, "answer_index": i % 4,
+                "category": "perception-paralinguistics", "model_output": out}
+               for i, out in enumerate(["violin", "violin", "voice", " noise ", "something else"])]
+    pred.write_text(json.dumps(records))
+    assert main(["score", "--benchmark", "mmsu", "--predictions", str(pred)]) == 0
+    score = json.loads(tmp_path.joinpath("pred.score.json").read_text())
+    assert score["total"] is None and score["strict"]["correct"] == 3
+    page = page_path(pred).read_text()
+    stats = dict(re.findall(r'data-stat="([\w-]+)">([^<]*)<', page))
+    assert (stats["correct"], stats["n"], stats["total"]) == ("3", "5", f"{score['strict']['total']:.2f}")
+    items = analyse("mmsu", records, strict=True)["items"]
+    assert [it["v"] for it in items] == ["right", "wrong", "right", "right", "wrong"]
+    assert [it["pos"] for it in items] == [0, 0, 2, 3, None]
 
 
 def test_silence_run_of_other_items_is_refused(tmp_path, capsys):

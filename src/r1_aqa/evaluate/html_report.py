@@ -98,19 +98,34 @@ def write_report_page(predictions: str | os.PathLike, benchmark: str, *, score: 
     if silence is None and silence_path(predictions).exists():
         silence = silence_path(predictions)
     silence_records = load_predictions(silence) if silence is not None else None
-    analysis = analyse(benchmark, records, key, silence_records)
+    strict = strict_view(score)
+    analysis = analyse(benchmark, records, key, silence_records, strict=strict)
     meta = _read_meta(predictions)
     clips = _clips(_order_zero(records), out.parent, embed_audio_mb)
     for item, (clip, state) in zip(analysis["items"], clips["refs"], strict=True):
         item["clip"], item["audio"] = clip, state
     silence_score = score_records(benchmark, silence_records, key=key) if silence_records is not None else None
-    write_text(out, _report_html(predictions, score, analysis, meta, clips, silence, silence_score))
+    plot = _png(reports.score_figure(score))
+    write_text(out, _report_html(predictions, _shown(score, strict), plot, analysis, meta, clips, silence,
+                                 silence_score and _shown(silence_score, strict)))
     return out
 
 
+def strict_view(score: dict) -> bool:
+    """Whether a page shows MMSU's strict rule: when no response carries an A-D letter (R1-AQA's option-text
+    answers), the official letter rule scores nothing and the strict score is the one to read."""
+    return score["benchmark"] == "mmsu" and score["total"] is None
+
+
+def _shown(score: dict, strict: bool) -> dict:
+    """The score with the numbers a page shows on top: the strict ones under :func:`strict_view`."""
+    return {**score, **score["strict"]} if strict else score
+
+
 def analyse(benchmark: str, records: Sequence[dict], key: str | None = None,
-            silence: Sequence[dict] | None = None) -> dict:
-    """Per-item verdicts, option positions and (with ``silence``) silent-audio verdicts of the original option order.
+            silence: Sequence[dict] | None = None, strict: bool = False) -> dict:
+    """Per-item verdicts (the official rule, or MMSU's ``strict`` one), option positions and (with ``silence``)
+    silent-audio verdicts of the original option order.
 
     Returns ``{"items": [...], "positions": {...}, "fields": {field: [values]}}``; items carry ``v`` (right, wrong,
     unscored), ``pos``/``ans`` (predicted and answer option index), ``perm`` ("correct/orders" when permuted) and
@@ -122,7 +137,7 @@ def analyse(benchmark: str, records: Sequence[dict], key: str | None = None,
     orders: dict[str, list[bool]] = {}
     if len(base) != len(records):
         for i, record in enumerate(records):
-            orders.setdefault(_id(record, i), []).append(bool(record_outcome(benchmark, record, key, i)))
+            orders.setdefault(_id(record, i), []).append(bool(record_outcome(benchmark, record, key, i, strict)))
     silent = _by_id(silence, benchmark, base) if silence is not None else None
     items = []
     for i, record in enumerate(base):
@@ -138,7 +153,7 @@ def analyse(benchmark: str, records: Sequence[dict], key: str | None = None,
             "pos": predicted_option(benchmark, record, key),
             "think": record.get("model_think"),
             "resp": record.get("model_response"),
-            "v": _verdict(record_outcome(benchmark, record, key, i)),
+            "v": _verdict(record_outcome(benchmark, record, key, i, strict)),
             "g": {f: str(record[f]) for f in GROUP_FIELDS if record.get(f) is not None},
         }
         if orders:
@@ -146,7 +161,7 @@ def analyse(benchmark: str, records: Sequence[dict], key: str | None = None,
             item["perm"] = f"{sum(got)}/{len(got)}"
         if silent is not None:
             other = silent[item["id"]]
-            item["sv"] = _verdict(record_outcome(benchmark, other, key, i))
+            item["sv"] = _verdict(record_outcome(benchmark, other, key, i, strict))
             item["sp"] = other.get(key) if isinstance(other.get(key), str) else None
         items.append(item)
     fields = {f: sorted({it["g"][f] for it in items if f in it["g"]}) for f in GROUP_FIELDS}
@@ -160,9 +175,11 @@ def predicted_option(benchmark: str, record: dict, key: str | None = None) -> in
     if not isinstance(prediction, str):
         return None
     options, _ = _options(benchmark, record)
-    if benchmark == "mmsu":
+    if benchmark == "mmsu":  # its letter, else an option's own text (R1-AQA's answers)
         letter = mmsu_letter(prediction)
         index = "ABCD".index(letter) if letter else None
+        if index is None and prediction.strip() in options:
+            index = options.index(prediction.strip())
         return index if index is not None and index < len(options) else None
     matches = [i for i, option in enumerate(options) if mmau_match(option, prediction, options)]
     return matches[0] if len(matches) == 1 else None
@@ -307,11 +324,11 @@ def _title(score: dict) -> str:
     return score["benchmark"].upper() + version
 
 
-def _report_html(predictions: Path, score: dict, analysis: dict, meta: dict, clips: dict,
+def _report_html(predictions: Path, score: dict, plot: str, analysis: dict, meta: dict, clips: dict,
                  silence: str | os.PathLike | None, silence_score: dict | None) -> str:
     items = analysis["items"]
     verdicts = Counter(it["v"] for it in items)
-    sections = [_overview(score, verdicts, clips, meta), _categories(score, silence_score),
+    sections = [_overview(score, plot, verdicts, clips, meta), _categories(score, silence_score),
                 _listening(analysis, score, silence, silence_score), _positions(analysis["positions"]),
                 _items_section(analysis, clips)]
     nav = "".join(f'<a href="#{s}">{s.capitalize()}</a>' for s in ("overview", "categories", "listening",
@@ -319,7 +336,7 @@ def _report_html(predictions: Path, score: dict, analysis: dict, meta: dict, cli
     return _page(f"{_title(score)} — {predictions.name}", nav, "".join(sections), _ITEMS_JS)
 
 
-def _overview(score: dict, verdicts: Counter, clips: dict, meta: dict) -> str:
+def _overview(score: dict, plot: str, verdicts: Counter, clips: dict, meta: dict) -> str:
     tiles = [("accuracy %", _fmt(score["total"]), "total"), ("right", score["correct"], "correct"),
              ("scored", score["n"], "n"), ("records", score["records"], "records"),
              ("unscored", verdicts["unscored"], "unscored"), ("audio missing", clips["missing"], "audio-missing")]
@@ -337,9 +354,8 @@ def _overview(score: dict, verdicts: Counter, clips: dict, meta: dict) -> str:
     if clips["missing"]:
         warnings += (f'<li class="warn">{clips["missing"]} clips are missing (moved or deleted since the run): '
                      "their items are marked \"audio missing\"</li>")
-    plot = f'<img alt="accuracy per group" src="{_png(reports.score_figure(score))}">'
     return (f'<section id="overview"><h2>Overview</h2><div class="split"><div><div class="tiles">{tile_html}</div>'
-            f"<ul>{rows}{warnings}</ul></div>{plot}</div></section>")
+            f'<ul>{rows}{warnings}</ul></div><img alt="accuracy per group" src="{plot}"></div></section>')
 
 
 def _categories(score: dict, silence_score: dict | None) -> str:
@@ -460,15 +476,18 @@ def write_sweep_page(checkpoints: Sequence[tuple[int, Path, dict]], output: str 
     """
     out = sweep_page_path(output)
     checkpoints = sorted(checkpoints, key=lambda c: c[0])
+    plot = _png(reports.sweep_figure([(step, score) for step, _, score in checkpoints])) if checkpoints else ""
+    strict = [strict_view(score) for _, _, score in checkpoints]
+    checkpoints = [(step, path, _shown(score, rule)) for (step, path, score), rule in zip(checkpoints, strict)]
     parts = []
     if failures:
         rows = "".join(f"<li><b>{_e(name)}</b>: {_e(reason)}</li>" for name, reason in failures)
         parts.append(f'<section id="failures"><h2>Failed checkpoints</h2><ul class="warn">{rows}</ul></section>')
     if checkpoints:
         benchmark = checkpoints[0][2]["benchmark"]
-        parts.append(_sweep_overview(checkpoints, out.parent))
+        parts.append(_sweep_overview(checkpoints, plot, out.parent))
         parts.append(_sweep_groups(checkpoints))
-        parts.append(_flips(benchmark, checkpoints, out.parent, key))
+        parts.append(_flips(benchmark, checkpoints, strict, out.parent, key))
         title = f"{_title(checkpoints[0][2])} checkpoint sweep — {Path(output).name}"
     else:
         title = f"checkpoint sweep — {Path(output).name}"
@@ -476,7 +495,7 @@ def write_sweep_page(checkpoints: Sequence[tuple[int, Path, dict]], output: str 
     return out
 
 
-def _sweep_overview(checkpoints: Sequence[tuple[int, Path, dict]], page_dir: Path) -> str:
+def _sweep_overview(checkpoints: Sequence[tuple[int, Path, dict]], plot: str, page_dir: Path) -> str:
     totals = [s["total"] for _, _, s in checkpoints if s["total"] is not None]
     best = max(totals) if totals else None
     rows = []
@@ -485,7 +504,6 @@ def _sweep_overview(checkpoints: Sequence[tuple[int, Path, dict]], page_dir: Pat
         link = f'<a href="{_relative_url(page_path(path), page_dir)}">{_e(path.name)}</a>'
         rows.append([step, ("html", f"<b>{total}</b>" if score["total"] == best else total),
                      f"{score['correct']}/{score['n']}", ("html", link)])
-    plot = _png(reports.sweep_figure([(step, score) for step, _, score in checkpoints]))
     return ('<section id="overview"><h2>Accuracy per step</h2>'
             + _table(["step", "accuracy %", "right/n", "page"], rows, ' data-breakdown="steps"')
             + f'<img alt="accuracy vs step" src="{plot}"></section>')
@@ -503,9 +521,11 @@ def _sweep_groups(checkpoints: Sequence[tuple[int, Path, dict]]) -> str:
     return "".join(parts) + "</section>"
 
 
-def _flips(benchmark: str, checkpoints: Sequence[tuple[int, Path, dict]], page_dir: Path, key: str | None) -> str:
+def _flips(benchmark: str, checkpoints: Sequence[tuple[int, Path, dict]], strict: Sequence[bool], page_dir: Path,
+           key: str | None) -> str:
     """Items whose verdict changes between consecutive steps: counts per step pair and the list of such items."""
-    runs = [analyse(benchmark, load_predictions(path), key)["items"] for _, path, _ in checkpoints]
+    runs = [analyse(benchmark, load_predictions(path), key, strict=rule)["items"]
+            for (_, path, _), rule in zip(checkpoints, strict)]
     steps = [step for step, _, _ in checkpoints]
     verdicts = [{it["id"]: it["v"] for it in items} for items in runs]
     pair_rows = []

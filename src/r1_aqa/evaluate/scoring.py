@@ -537,10 +537,12 @@ def score_records(benchmark: str, records: Iterable[dict], key: str | None = Non
     return scorers[benchmark](records, key=key or default_key(benchmark))
 
 
-def record_outcome(benchmark: str, record: dict, key: str | None = None, index: int = 0) -> bool | None:
+def record_outcome(benchmark: str, record: dict, key: str | None = None, index: int = 0,
+                   strict: bool = False) -> bool | None:
     """Whether one record is correct under the benchmark's official rule, as :func:`score_records` counts it;
     ``None`` for a record that rule leaves out of its denominator (MMAU, MMAR: no key or null; MMSU: null or no A-D
-    letter in a non-empty response). ``key``: the benchmark's own by default."""
+    letter in a non-empty response). ``strict``: MMSU's strict rule instead (the response is the answer's option
+    text; every record counts). ``key``: the benchmark's own by default."""
     key = key or default_key(benchmark)
     if benchmark in ("mmau", "mmar"):
         _check_mmau_record(record, index)
@@ -549,6 +551,8 @@ def record_outcome(benchmark: str, record: dict, key: str | None = None, index: 
     if benchmark == "mmsu":
         options, answer = mmsu_item(record, index)
         response = _prediction(record, key, index) if key in record else ""
+        if strict:
+            return response is not None and response.strip() == answer.strip()
         if response is None:
             return None
         letter = mmsu_letter(response)
