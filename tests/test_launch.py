@@ -12,10 +12,11 @@ ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / "examples/r1_aqa/run_grpo_r1_aqa_qwen2_audio_7b.sh"
 
 
-def launch(**env: str) -> subprocess.CompletedProcess:
+def launch(*args: str, **env: str) -> subprocess.CompletedProcess:
     # PATH without accelerate: a check that let the launch through fails with "command not found" (127), not 2.
     full = dict(os.environ, PATH="/usr/bin:/bin", **env)
-    return subprocess.run(["bash", str(LAUNCH), "--max_steps", "1"], env=full, capture_output=True, text=True)
+    return subprocess.run(["bash", str(LAUNCH), "--max_steps", "1", *args], env=full, capture_output=True,
+                          text=True)
 
 
 @pytest.mark.parametrize(("env", "message"), [
@@ -29,3 +30,16 @@ def launch(**env: str) -> subprocess.CompletedProcess:
 def test_launch_script_rejects_bad_settings(env, message):
     proc = launch(**env)
     assert proc.returncode == 2 and message in proc.stderr, (proc.returncode, proc.stderr)
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    # the flag is PER_DEVICE: 48 x 8 GPUs does not divide the global batch of 128
+    (["--per_device_train_batch_size", "48"], 2, "is not a multiple of PER_DEVICE x GPUs = 384"),
+    (["--per_device_train_batch_size=48"], 2, "is not a multiple of PER_DEVICE x GPUs = 384"),
+    (["--per_device_train_batch_size", "0"], 2, "PER_DEVICE=0 must be a positive integer"),
+    (["--per_device_train_batch_size", "16"], 127, "accelerate: command not found"),  # 16 x 8 x 1 step = 128
+    (["--gradient_accumulation_steps", "4"], 2, "set TOTAL_COMPLETIONS (and PER_DEVICE) instead"),
+])
+def test_batch_flags_never_change_the_global_batch_silently(args, code, message):
+    proc = launch(*args)
+    assert proc.returncode == code and message in proc.stderr, (proc.returncode, proc.stderr)

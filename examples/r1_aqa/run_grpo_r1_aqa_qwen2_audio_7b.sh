@@ -10,7 +10,8 @@
 # MODEL, DATA and OUT override the recipe's model_name_or_path, dataset_path and output_dir only when set, so
 # RECIPE=.../qwen2_5_omni_7b/grpo_r1_aqa.yaml trains Qwen2.5-Omni-7B into that recipe's own output directory.
 # The global batch stays R1-AQA's 16 prompts x 8 completions per optimizer step whatever the GPU count:
-# gradient_accumulation_steps = TOTAL_COMPLETIONS / (PER_DEVICE x GPUs).
+# gradient_accumulation_steps = TOTAL_COMPLETIONS / (PER_DEVICE x GPUs). A --per_device_train_batch_size argument
+# sets PER_DEVICE (the steps are recomputed); --gradient_accumulation_steps is refused: set TOTAL_COMPLETIONS.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -23,6 +24,19 @@ MASTER_ADDR="${MASTER_ADDR:-127.0.0.1}"
 MASTER_PORT="${MASTER_PORT:-29500}"
 PER_DEVICE="${PER_DEVICE:-8}"                    # completions per GPU per micro-step
 TOTAL_COMPLETIONS="${TOTAL_COMPLETIONS:-128}"    # per optimizer step: 16 prompts x 8 completions
+
+args=()
+while (( $# )); do
+  case "$1" in
+    --per_device_train_batch_size) PER_DEVICE="${2-}"; shift $(( $# > 1 ? 2 : 1 )) ;;
+    --per_device_train_batch_size=*) PER_DEVICE="${1#*=}"; shift ;;
+    --gradient_accumulation_steps|--gradient_accumulation_steps=*)
+      echo "--gradient_accumulation_steps is TOTAL_COMPLETIONS / (PER_DEVICE x GPUs) here, so that the global batch" \
+           "stays TOTAL_COMPLETIONS=$TOTAL_COMPLETIONS: set TOTAL_COMPLETIONS (and PER_DEVICE) instead" >&2
+      exit 2 ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
 
 for name in GPUS_PER_NODE NNODES PER_DEVICE TOTAL_COMPLETIONS; do
   if ! [[ "${!name}" =~ ^[1-9][0-9]*$ ]]; then
@@ -57,4 +71,4 @@ accelerate launch \
   -m r1_aqa.cli train \
   --config "$RECIPE" "${overrides[@]}" \
   --per_device_train_batch_size "$PER_DEVICE" --gradient_accumulation_steps "$GRAD_ACC" \
-  "$@"
+  "${args[@]}"
