@@ -46,6 +46,11 @@ def test_quick_demo_runs_every_stage_and_writes_its_outputs(tmp_path, capsys):
     assert "Smoke run" in printed.out and "| met |" not in printed.out and "| no |" not in printed.out
     assert f"{out / 'report.md'}" in printed.err and f"{out / 'model' / 'grpo'}" in printed.err
 
+    # A second run into the same folder (another seed: other models) redoes every stage rather than refusing.
+    first = json.loads((out / "eval" / "after.meta.json").read_text())["model_files"]
+    assert cli.main(["demo", "--out", str(out), "--quick", "--seed", "1"]) == 0
+    assert json.loads((out / "eval" / "after.meta.json").read_text())["model_files"] != first
+
 
 def test_full_run_table_judges_each_target():
     summary = {"accuracy_before": 0.25, "warm_start_count_accuracy": 0.9, "accuracy_after": 0.5,

@@ -226,7 +226,7 @@ def _accuracy(model: str | os.PathLike, data: Path, output: Path, silence: Path 
         sf.write(str(silence), np.zeros(int(CLIP_SECONDS * 16_000), dtype=np.float32), 16_000)
         items = [{**item, "audio": str(silence)} for item in items]
     records = evaluate(items, model, output, benchmark="mmau", data=data, engine="hf", batch_size=50,
-                       max_new_tokens=16, max_audio_seconds=WINDOW_SECONDS)
+                       max_new_tokens=16, max_audio_seconds=WINDOW_SECONDS, overwrite=True)  # a rerun redoes all
     return round(score_records("mmau", records)["total"] / 100, 4)
 
 
