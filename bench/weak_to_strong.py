@@ -117,7 +117,8 @@ def held_out(model: Path, data: Path, out: Path) -> dict:
     result = {}
     for name, silence in (("audio", False), ("silence", True)):
         records = evaluate(items, model, out / f"{name}.json", benchmark="mmau", data=data, batch_size=50,
-                           max_new_tokens=16, max_audio_seconds=WINDOW_SECONDS, silence=silence)
+                           max_new_tokens=16, max_audio_seconds=WINDOW_SECONDS, silence=silence,
+                           overwrite=True)  # a rerun's models are new: redo, never refuse
         result[name] = round(score_records("mmau", records)["total"] / 100, 3)
     result["gap"] = round(result["audio"] - result["silence"], 3)
     return result
