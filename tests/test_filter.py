@@ -168,3 +168,15 @@ def test_weak_to_strong_script_runs_the_three_stages(says_low, tmp_path):
     for stage in ("sft", "grpo"):
         assert (out / stage / "model.safetensors").exists() and (out / stage / "config.json").exists()
     assert "[3/3] GRPO on the strong subset" in done.stdout
+
+
+@pytest.mark.vllm
+def test_vllm_engine_gives_the_hf_labels(says_low, tmp_path):
+    """The vLLM engine's greedy and seeded sampled answers label the set as the hf engine does."""
+    data = make_set(tmp_path, ["low", "high", "low", "middle"])
+    flags = ("--samples", "3", "--temperature", "0.3")
+    assert _filter(data, tmp_path / "hf.parquet", says_low, extra=flags) == 0
+    assert _filter(data, tmp_path / "vllm.parquet", says_low, extra=(*flags, "--engine", "vllm")) == 0
+    hf, vllm = pd.read_parquet(tmp_path / "hf.parquet"), pd.read_parquet(tmp_path / "vllm.parquet")
+    assert list(vllm["audio_contribution"]) == list(hf["audio_contribution"]) == ["weak", "strong", "weak", "strong"]
+    assert list(vllm["m0_silence_correct"]) == [3, 0, 3, 0]

@@ -292,8 +292,10 @@ def report_markdown(report: dict) -> str:
 
     acc = report["accuracy"]
     lines = ["# Audio contribution", "",
-             f"- models: {', '.join(f'`{m}`' for m in report['models'])}; {report['samples']} answer(s) per item "
-             f"and condition (greedy first, then temperature {report['temperature']})",
+             f"- models: {', '.join(f'`{m}`' for m in report['models'])}; " + (
+                 "one greedy answer per item and condition" if report["samples"] == 1 else
+                 f"{report['samples']} answers per item and condition (greedy, then sampled at temperature "
+                 f"{report['temperature']})"),
              f"- rule: {report['rule']}",
              f"- items: {report['items']}; labelled {report['labelled']}: **{report['weak']} weak**, "
              f"**{report['strong']} strong**; unlabelled (clip failed) {len(report['unlabelled'])}",

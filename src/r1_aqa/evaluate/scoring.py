@@ -379,13 +379,18 @@ def same_items(audio: list[dict], silence: list[dict], audio_name: str, silence_
 
 
 def compare_listening(audio_path: str | Path, silence_path: str | Path, benchmark: str, key: str | None = None,
-                      report: bool = True) -> dict:
+                      report: bool = True, questions: str | Path | None = None) -> dict:
     """Score an audio and a silence prediction file of the same items and return their :func:`listening_gap`;
-    print its table and (``report``) write ``AUDIO.listening.{json,md,png}`` beside the audio predictions."""
+    print its table and (``report``) write ``AUDIO.listening.{json,md,png}`` beside the audio predictions.
+    ``questions``: a question file both are matched to by id (see :func:`attach_questions`)."""
     from .reports import listening_markdown, write_listening_report
 
     audio_path, silence_path = Path(audio_path), Path(silence_path)
     audio, silence = load_predictions(audio_path), load_predictions(silence_path)
+    if questions is not None:
+        asked = load_predictions(questions)
+        audio = attach_questions(audio, asked, str(audio_path), str(questions))
+        silence = attach_questions(silence, asked, str(silence_path), str(questions))
     same_items(audio, silence, str(audio_path), str(silence_path))
     gap = listening_gap(score_records(benchmark, audio, key), score_records(benchmark, silence, key))
     gap["predictions"], gap["silence_predictions"] = str(audio_path), str(silence_path)
@@ -617,5 +622,6 @@ def run(args: argparse.Namespace) -> int:
                                        silence=args.silence_predictions))
         print("report: " + ", ".join(str(p) for p in paths), file=sys.stderr)
     if args.silence_predictions is not None:
-        compare_listening(args.predictions, args.silence_predictions, args.benchmark, key, report=not args.no_report)
+        compare_listening(args.predictions, args.silence_predictions, args.benchmark, key, report=not args.no_report,
+                          questions=args.data)
     return 0
