@@ -128,11 +128,12 @@ def make_data(tmp: Path, n: int, seconds: float) -> Path:
     return out
 
 
-def make_model_dir(tmp: Path, shape: str) -> Path:
-    """The tiny model directory, or a 7B-shaped config with the tiny processor (weights made at load time)."""
+def make_model_dir(tmp: Path, shape: str, family: str) -> Path:
+    """The tiny model directory, or a 7B-shaped Qwen2-Audio config with the tiny processor (weights made at load
+    time)."""
     from r1_aqa.tiny import build_tiny_model
 
-    out = build_tiny_model(tmp / "tiny")
+    out = build_tiny_model(tmp / "tiny", family=family)
     if shape == "tiny":
         return out
     from transformers import AutoProcessor, Qwen2AudioConfig
@@ -326,6 +327,8 @@ def check_configs() -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", choices=["tiny", "7b"], default="tiny")
+    parser.add_argument("--family", choices=["qwen2-audio", "qwen2.5-omni"], default="qwen2-audio",
+                        help="tiny model family (--shape 7b: Qwen2-Audio)")
     parser.add_argument("--recipe", default=None, help="default: tiny_grpo.yaml (tiny) or the 1-GPU dry-run (7b)")
     parser.add_argument("--backends", default="hf", help="comma list of hf,vllm")
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma list of {','.join(MODES)}")
@@ -340,6 +343,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--flop-text-tokens", type=int, default=80, help="FLOP table: prompt tokens besides audio")
     parser.add_argument("--flop-completion-tokens", type=int, default=50)
     args = parser.parse_args(argv)
+    if args.shape == "7b" and args.family != "qwen2-audio":
+        parser.error("--shape 7b builds a Qwen2-Audio")
     CLOCK[0] = time.process_time if args.clock == "cpu" else time.perf_counter
     if not args.flops_only:
         print_timings(args)
@@ -365,13 +370,13 @@ def print_timings(args) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model_dir = make_model_dir(tmp, args.shape)
+        model_dir = make_model_dir(tmp, args.shape, args.family)
         data = make_data(tmp, max(4, args.batch // args.generations * 2), args.audio_seconds)
         for backend in args.backends.split(","):
             for mode in args.modes.split(","):
                 rows.append(run_mode(backend, mode, args, model_dir, data, tmp))
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({os.cpu_count()} cores)"
-    print(f"\nGRPO step, {args.shape} Qwen2-Audio on {device}: {args.batch} completions/step "
+    print(f"\nGRPO step, {args.shape} {args.family} on {device}: {args.batch} completions/step "
           f"({args.batch // args.generations} prompts x {args.generations}), {args.completion_tokens} tokens each, "
           f"{args.audio_seconds:g} s clips in the 30 s window; {args.clock} seconds, median of {args.steps} steps after "
           "a warm-up (each column its own median)\n")

@@ -269,3 +269,27 @@ def test_faithful_recipe_matches_r1_aqa():
     gpus = 8
     completions = args.per_device_train_batch_size * args.gradient_accumulation_steps * gpus
     assert completions // args.num_generations == 16 and completions == 128
+
+
+def test_omni_lm_head_runs_on_the_read_positions_only(tiny_omni_dir, tmp_path):
+    """The Omni thinker takes no ``logits_to_keep``: generate's prefill reads 1 position and a log-prob pass the
+    completion's, so the LM head gets only those; the log-probs equal the model's own full-length logits."""
+    trainer = make_trainer(tiny_omni_dir, make_parquet(tmp_path), tmp_path / "out", max_steps=1, learning_rate=0.0)
+    model, calls = trainer.model, []
+
+    def on_forward(module, args, kwargs, output):
+        inputs = {k: v.detach().clone() for k, v in kwargs.items() if isinstance(v, torch.Tensor)}
+        calls.append((kwargs.get("use_cache") is not False, inputs, output.logits.detach().clone()))
+
+    model.register_forward_hook(on_forward, with_kwargs=True)
+    trainer.train()
+    generate = [logits for generating, _, logits in calls if generating]
+    passes = [(inputs, logits) for generating, inputs, logits in calls if not generating]
+    assert generate and all(logits.size(1) == 1 for logits in generate)  # the prefill and every decode step
+    assert passes, "no log-prob pass of the policy"
+    model.eval()
+    for inputs, logits in passes:  # the policy's old/loss passes, weights unchanged (learning rate 0)
+        assert logits.size(1) < inputs["input_ids"].size(1)
+        with torch.no_grad():
+            full = model(**inputs, use_cache=False).logits
+        torch.testing.assert_close(logits, full[:, -logits.size(1):], rtol=1e-5, atol=1e-5)
