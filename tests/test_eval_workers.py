@@ -84,22 +84,32 @@ def test_each_rank_generates_only_its_share(questions, tiny_model_dir, reference
     assert not list(tmp_path.glob("*.partial*")) and output.with_name("pred.report.html").exists()
 
 
-def _rank_pid(parent: int, rank: int) -> int | None:
-    """The pid of the worker with ``RANK=rank`` among the children of ``parent`` (torchrun)."""
+def _children(parent: int) -> list[tuple[int, list[bytes]]]:
+    """``(pid, environment)`` of each child process of ``parent``."""
+    found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
             env = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:
+        except (OSError, IndexError, ValueError):
             continue
-        if ppid == parent and f"RANK={rank}".encode() in env:
-            return int(entry.name)
+        if ppid == parent:
+            found.append((int(entry.name), env))
+    return found
+
+
+def _worker_pid(command: int, rank: int) -> int | None:
+    """The worker with ``RANK=rank`` started by the torchrun agent that ``command`` started."""
+    for agent, _ in _children(command):
+        for pid, env in _children(agent):
+            if f"RANK={rank}".encode() in env:
+                return pid
     return None
 
 
-def test_killed_worker_resumes_only_what_is_missing(questions, tiny_model_dir, reference, tmp_path):
+def test_killed_worker_resumes_only_what_is_missing(questions, tiny_model_dir, reference, tmp_path, capfd):
     output = tmp_path / "pred.json"
     argv = [sys.executable, "-m", "r1_aqa.cli", *_argv(questions, tiny_model_dir, output, "--num-workers", "2")]
     log = tmp_path / "killed.log"
@@ -108,9 +118,8 @@ def test_killed_worker_resumes_only_what_is_missing(questions, tiny_model_dir, r
     deadline = time.time() + 180
     try:
         while time.time() < deadline and proc.poll() is None:
-            torchrun = _child(proc.pid)
-            if share.exists() and share.read_text().count("\n") >= 2 and torchrun is not None:  # settings + 1 record
-                victim = _rank_pid(torchrun, 1)
+            if share.exists() and share.read_text().count("\n") >= 2:  # the settings and a first record
+                victim = _worker_pid(proc.pid, 1)
                 if victim is not None:
                     os.kill(victim, signal.SIGKILL)
                     break
@@ -130,24 +139,19 @@ def test_killed_worker_resumes_only_what_is_missing(questions, tiny_model_dir, r
             kept.update({r["id"]: r for r in records})
             path.write_text(complete[0] + "".join(json.dumps({**r, "model_response": "kept"}) + "\n"
                                                   for r in records))
-    assert 1 <= len([i for i in kept if int(i[1:]) % 2]) < N_ITEMS // 2, "worker 1 was not killed mid-way"
+    per_share = [len([i for i in kept if int(i[1:]) % 2 == k]) for k in (0, 1)]
+    assert 1 <= per_share[1] < N_ITEMS // 2, "worker 1 was not killed mid-way"
+    capfd.readouterr()
     assert main(_argv(questions, tiny_model_dir, output, "--num-workers", "2")) == 0
+    err = capfd.readouterr().err
+    for k, n in enumerate(per_share):  # each worker generates only what its share lacks
+        assert (f"resuming after {n} of {N_ITEMS // 2} items of share {k + 1}/2" in err) == (n > 0), err[-3000:]
     records = json.loads(output.read_text())
     expected = json.loads(reference.read_text())
     assert [r["model_response"] == "kept" for r in records] == [r["id"] in kept for r in expected]
     assert [r for r in records if r["id"] not in kept] == [r for r in expected if r["id"] not in kept]
     assert json.loads(meta_path(output).read_text())["workers"] == 2
     assert not list(tmp_path.glob("pred.json.partial*"))
-
-
-def _child(pid: int) -> int | None:
-    """The first child process of ``pid`` (the torchrun agent started by ``--num-workers``)."""
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    try:
-        first = children.read_text().split()
-    except OSError:
-        return None
-    return int(first[0]) if first else None
 
 
 @pytest.mark.vllm
