@@ -185,14 +185,16 @@ def isolate_worker(local_rank: int) -> None:
 
 
 def spawn_workers(n: int, argv: Sequence[str]) -> int:
-    """Run this same ``r1-aqa`` command as ``n`` ranks under torchrun (standalone, this machine); its exit status."""
+    """Run this same ``r1-aqa`` command as ``n`` ranks under torchrun (standalone, this machine); its exit status.
+    Unless ``OMP_NUM_THREADS`` is set, the workers share the CPU cores equally."""
     import subprocess
 
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}",
                "-m", "r1_aqa.cli", *argv]
     print(f"starting {n} workers: torchrun --standalone --nproc-per-node={n} -m r1_aqa.cli {' '.join(argv)}",
           file=sys.stderr)
-    return subprocess.call(command, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // n))
+    return subprocess.call(command, env={**os.environ, "OMP_NUM_THREADS": threads})
 
 
 def worker_units(checkpoints: int, workers: int) -> list[list[tuple[int, int, int]]]:
