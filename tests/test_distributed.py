@@ -166,6 +166,29 @@ def test_two_process_training(backend, use_vllm, tiny_model_dir, data, tmp_path)
         assert records[0]["vllm_greedy"] == records[1]["vllm_greedy"] == after, "vLLM does not follow the policy"
 
 
+def test_zero3_frozen_encoder(tiny_model_dir, data, tmp_path):
+    """ZeRO-3 partitions the frozen encoder too: its once-per-generation-batch encoding gathers it on every rank at
+    the same point; the tower stays as loaded while the projector and the language model train."""
+    from r1_aqa.models import load_model
+
+    record = tmp_path / "record.json"
+    train_args = [
+        "--config", RECIPE, "--model_name_or_path", str(tiny_model_dir), "--dataset_path", str(data),
+        "--output_dir", str(tmp_path / "out"), "--per_device_train_batch_size", "3", "--max_steps", "2",
+        "--save_strategy", "no", "--learning_rate", "2e-2", "--freeze_audio_tower", "true",
+    ]
+    cmd = ["accelerate", "launch", "--config_file", str(cpu_accelerate_config("zero3", tmp_path)),
+           "--num_processes", "2", "--main_process_port", str(free_port()),
+           str(HERE / "distributed_worker.py"), str(record), *train_args]
+    run(cmd, child_env(), tmp_path / "launch.log")
+    records = json.loads(record.read_text())
+    assert records[0]["digests"] == records[1]["digests"], "the ranks ended with different weights"
+    before = digests(load_model(tiny_model_dir, device="cpu"))
+    changed = {n for n, d in records[0]["digests"].items() if d != before[n]}
+    assert not [n for n in changed if "audio_tower." in n], sorted(changed)
+    assert any("multi_modal_projector" in n for n in changed) and any("language_model" in n for n in changed)
+
+
 def test_launch_script_zero3_then_resume(tiny_model_dir, data, tmp_path):
     """The shipped launch script, as a user runs it: the recipe's output_dir wins unless OUT is set; the script's
     accumulation arithmetic reaches the trainer; a ZeRO-3 checkpoint resumes; every run exits 0."""
