@@ -163,6 +163,10 @@ def test_finished_output_is_not_overwritten_or_redone(mmau_file, tiny_model_dir,
     assert _eval(mmau_file, model, output, "--limit", "4")[:3] == first
     assert "resuming after 3 of 4 items" in capsys.readouterr().err
 
+    # Fewer items than the output holds: refused rather than dropping records.
+    assert main(_argv(mmau_file, model, output, "--limit", "2")) == 2
+    assert "holds 2 records this run would drop" in capsys.readouterr().err and len(json.loads(output.read_text())) == 4
+
     # Other settings: refused, naming --overwrite; with it, replaced.
     assert main(_argv(mmau_file, model, output, "--limit", "4", "--template", "think")) == 2
     err = capsys.readouterr().err

@@ -477,6 +477,10 @@ def evaluate(items: Sequence[dict], model: str | os.PathLike, output: str | os.P
     if overwrite:
         drop_partials(output, shard, shards)
     finished = {} if overwrite else _finished(output, settings)
+    beyond = finished.keys() - {_key(r) for r in expanded}
+    if beyond:
+        raise ValueError(f"{output} holds {len(beyond)} records this run would drop (a smaller --limit?): pass "
+                         "--overwrite to replace it, or choose another --output")
     if finished and finished.keys() == {_key(r) for r in expanded}:
         print(f"{output}: already evaluated with these settings; nothing to do (--overwrite to redo it)",
               file=sys.stderr)
