@@ -245,3 +245,27 @@ def test_page_of_a_real_eval_in_chromium(evaluated, browser, tmp_path):
     shot = browser.screenshot(artifacts / "report-page.png")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     print(f"screenshot: {shot}")
+
+
+@needs_chromium
+def test_sweep_page_links_open_the_item_on_its_checkpoint_page(browser, tmp_path):
+    """A flip's link opens the checkpoint page at that item, also past the first page of cards."""
+    n = 150
+    for step, flipped in ((10, False), (20, True)):
+        records = [_record(i, CHOICES[i % 4] if i != 140 or flipped else CHOICES[(i + 1) % 4]) for i in range(n)]
+        (tmp_path / f"pred.checkpoint-{step}.json").write_text(json.dumps(records))
+        (tmp_path / f"pred.checkpoint-{step}.meta.json").write_text(json.dumps({"benchmark": "mmau"}))
+    assert main(["report", str(tmp_path / "pred.json")]) == 0
+    browser.open(sweep_page_path(tmp_path / "pred.json").as_uri())
+    links = browser.evaluate("[...document.querySelectorAll('table.flips a')].map(a => a.href)")
+    assert [link.rsplit("/", 1)[1] for link in links] == [f"pred.checkpoint-{s}.report.html#item-item-140"
+                                                         for s in (10, 20)]
+    browser.open(links[1])
+    shown = browser.evaluate("document.querySelectorAll('#item-list .item').length")
+    card = browser.evaluate("(() => { const e = document.getElementById('item-item-140'); const r = "
+                            "e.getBoundingClientRect(); return [e.dataset.verdict, r.bottom > 0 && r.top < innerHeight]; "
+                            "})()")
+    assert shown > 100 and card == ["right", True]
+    assert browser.evaluate("document.getElementById('match-count').textContent") == f"{n} of {n} items"
+    browser.evaluate("document.getElementById('more').click()")
+    assert browser.evaluate("document.querySelectorAll('#item-list .item').length") == n

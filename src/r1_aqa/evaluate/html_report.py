@@ -674,7 +674,8 @@ if (target.startsWith('item-')) {
   const i = matched.findIndex(it => 'item-' + it.id === target);
   while (i >= 0 && shown <= i) render(false);
   const e = document.getElementById(target);
-  if (e) e.scrollIntoView();
+  // after the plots above have loaded, which moves the cards down
+  if (e) addEventListener('load', () => e.scrollIntoView());
 }
 })();
 """
