@@ -144,3 +144,14 @@ def test_undecodable_input_files_are_named(tmp_path, capsys):
                      "--workers", "1"]) == 2
         assert f"{tmp_path / message}" in capsys.readouterr().err, dataset
     assert not (tmp_path / "o.parquet").exists()
+
+
+def test_another_benchmarks_file_names_the_right_command(tmp_path, capsys):
+    (tmp_path / "mmau.json").write_text("[]")
+    (tmp_path / "mmsu.parquet").write_bytes(b"PAR1")
+    for dataset, data, hint in (("mmsu", "mmau.json", "an MMAU JSON file is `prepare mmau`"),
+                                ("mmau", "mmsu.parquet", "MMSU data? that is `prepare mmsu`"),
+                                ("mmau", ".", "MMSU data? that is `prepare mmsu`")):
+        assert main(["prepare", dataset, "--input", str(tmp_path / data), "--output", str(tmp_path / "o.parquet"),
+                     "--workers", "1"]) == 2
+        assert hint in capsys.readouterr().err, dataset

@@ -22,6 +22,9 @@ def load_mmau(path: str | os.PathLike, audio_dir: str | os.PathLike | None = Non
 
     Raises ``ValueError`` naming the file when it is not valid JSON or not a list of objects.
     """
+    if Path(path).is_dir() or Path(path).suffix == ".parquet":
+        raise ValueError(f"{path}: not an MMAU JSON file (MMSU data? that is `prepare mmsu` / `eval --benchmark "
+                         "mmsu`)")
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:

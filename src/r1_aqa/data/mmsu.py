@@ -26,7 +26,8 @@ def _open(path: str | os.PathLike, split: str | None) -> tuple[Iterator[dict], i
         if not files:
             raise ValueError(f"{path}: no parquet files and not a datasets save_to_disk directory")
     else:
-        raise ValueError(f"{path}: not a parquet file or a directory")
+        raise ValueError(f"{path}: not a parquet file or a directory (MMSU in its HF format); an MMAU JSON file is "
+                         "`prepare mmau`, MMAR-meta.jsonl `prepare mmar`")
     import pyarrow as pa
     import pyarrow.parquet as pq
 
