@@ -128,12 +128,12 @@ def make_data(tmp: Path, n: int, seconds: float) -> Path:
     return out
 
 
-def make_model_dir(tmp: Path, shape: str, family: str) -> Path:
+def make_model_dir(tmp: Path, shape: str, family: str, window_seconds: int = 30) -> Path:
     """The tiny model directory, or a 7B-shaped Qwen2-Audio config with the tiny processor (weights made at load
     time)."""
     from r1_aqa.tiny import build_tiny_model
 
-    out = build_tiny_model(tmp / "tiny", family=family)
+    out = build_tiny_model(tmp / "tiny", family=family, window_seconds=window_seconds)
     if shape == "tiny":
         return out
     from transformers import AutoProcessor, Qwen2AudioConfig
@@ -337,6 +337,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--generations", type=int, default=8)
     parser.add_argument("--completion-tokens", type=int, default=32)
     parser.add_argument("--audio-seconds", type=float, default=10.0)
+    parser.add_argument("--window-seconds", type=int, default=30, help="the tiny model's encoder window (demo: 2)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="cpu: this process's CPU time (use with OMP_NUM_THREADS=1 on a shared machine)")
     parser.add_argument("--flops-only", action="store_true", help="print the 7B FLOP table only")
@@ -370,7 +371,7 @@ def print_timings(args) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model_dir = make_model_dir(tmp, args.shape, args.family)
+        model_dir = make_model_dir(tmp, args.shape, args.family, args.window_seconds)
         data = make_data(tmp, max(4, args.batch // args.generations * 2), args.audio_seconds)
         for backend in args.backends.split(","):
             for mode in args.modes.split(","):
@@ -378,7 +379,7 @@ def print_timings(args) -> None:
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({os.cpu_count()} cores)"
     print(f"\nGRPO step, {args.shape} {args.family} on {device}: {args.batch} completions/step "
           f"({args.batch // args.generations} prompts x {args.generations}), {args.completion_tokens} tokens each, "
-          f"{args.audio_seconds:g} s clips in the 30 s window; {args.clock} seconds, median of {args.steps} steps after "
+          f"{args.audio_seconds:g} s clips in the {args.window_seconds} s window; {args.clock} seconds, median of {args.steps} steps after "
           "a warm-up (each column its own median)\n")
     extra = " peak GPU GiB |" if args.device == "cuda" else ""
     print("| backend | encoding | s/step | speed-up vs per_row | " + " | ".join(PARTS) + f" |{extra} logp gap |")
