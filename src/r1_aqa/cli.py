@@ -21,6 +21,7 @@ COMMANDS = {
     "score": "r1_aqa.evaluate.scoring",
     "filter": "r1_aqa.filter",
     "report": "r1_aqa.evaluate.html_report",
+    "plot": "r1_aqa.plot",
     "demo": "r1_aqa.demo",
 }
 

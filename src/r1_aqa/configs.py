@@ -32,6 +32,11 @@ class AudioScriptArguments(ScriptArguments):
                   "not load stops the run with a list of them all, or with this set, its rows are dropped and "
                   "counted. Either way OUTPUT_DIR/train.bad_audio.json lists them."},
     )
+    max_nonfinite_steps: int = field(
+        default=3,
+        metadata={"help": "A step whose gradients hold NaN/inf is skipped (counted as train/nonfinite_skipped); this "
+                  "many in a row stop the run naming the step (0: no guard; not available under DeepSpeed)."},
+    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training rows."})
     shuffle_choices: bool = field(
         default=False,

@@ -80,6 +80,50 @@ def checkpoint_name(name: str, family: str) -> str:
     return name
 
 
+def load_checkpoint_weights(model, checkpoint: str | os.PathLike, family: str) -> bool:
+    """Load the weights of a checkpoint directory (``model.safetensors`` or its shards, keys under the hub's names
+    as ``save_pretrained`` writes them) into ``model`` by its transformers names.
+
+    Returns False when the directory holds no safetensors weights. Raises ``ValueError`` naming the checkpoint when
+    a tensor of the model is not in it.
+    """
+    from safetensors.torch import load_file
+
+    checkpoint = Path(checkpoint)
+    index = checkpoint / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    elif (checkpoint / "model.safetensors").is_file():
+        files = ["model.safetensors"]
+    else:
+        return False
+    names = {checkpoint_name(k, family): k for k in model.state_dict()}
+    state = {names.get(k, k): v for f in files for k, v in load_file(str(checkpoint / f)).items()}
+    missing, _ = model.load_state_dict(state, strict=False)
+    tied = set(getattr(model, "all_tied_weights_keys", None) or {})
+    missing = [k for k in missing if k not in tied]
+    if missing:
+        raise ValueError(f"{checkpoint}: no weights for {len(missing)} tensors of the model ({', '.join(missing[:5])})")
+    return True
+
+
+class HubNamedResume:
+    """Trainer mixin: resume from checkpoints whose weights are under the hub's names.
+
+    ``save_pretrained`` writes Qwen2-Audio's and the Omni thinker's weights under the hub's names, and transformers'
+    ``Trainer`` loads a checkpoint with ``load_state_dict(strict=False)`` under the transformers names: nothing
+    matches, and the run would go on from the untrained weights (with the trained optimizer state). DeepSpeed, FSDP
+    and PEFT checkpoints keep their own loaders.
+    """
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        model = self.model if model is None else model
+        own_loader = self.is_deepspeed_enabled or self.is_fsdp_enabled or hasattr(model, "peft_config")
+        family = None if own_loader else model_family(resume_from_checkpoint)
+        if own_loader or not load_checkpoint_weights(model, resume_from_checkpoint, family):
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+
 def default_dtype(device: str | None = None):
     """bf16 on GPU, float32 on CPU."""
     import torch

@@ -23,8 +23,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from .train import add_arguments  # noqa: F401  (the same --config / --trl-help as train)
-from .train import (build_dataset, check_stage_args, check_stage_audio, claim_output_dir, finish_run, load_policy,
-                    parse_stage_args, peft_config, shuffle_columns, stage_argv, stage_callbacks)
+from .train import (build_dataset, check_stage_args, check_stage_audio, claim_output_dir, fit, load_policy,
+                    parse_stage_args, peft_config, run_stage, shuffle_columns, stage_argv, stage_callbacks)
 
 HELP = (
     "Supervised fine-tuning of an audio LM on a prepared parquet (TRL's SFTTrainer): --config RECIPE.yaml plus any "
@@ -67,8 +67,8 @@ def parse_sft_args(argv: list[str]):
     return parse_stage_args(argv, AudioSFTScriptArguments, SFTConfig, "r1-aqa sft")
 
 
-def run(args) -> None:
-    finish_run("sft", sft(*parse_sft_args(stage_argv(args))))
+def run(args) -> int:
+    return run_stage("sft", lambda: sft(*parse_sft_args(stage_argv(args))))
 
 
 def sft(script_args, training_args, model_args):
@@ -99,6 +99,6 @@ def sft(script_args, training_args, model_args):
         max_audio_seconds=script_args.max_audio_seconds,
         callbacks=callbacks,
     )
-    trainer.train(resume_from_checkpoint=resume)
+    fit(trainer, script_args, resume)
     trainer.save_model(training_args.output_dir)
     return trainer

@@ -8,6 +8,7 @@ from typing import Any
 from trl import SFTTrainer
 
 from .audio import SAMPLE_RATE, load_audio
+from .models import HubNamedResume
 from .sft import END_OF_TURN
 
 
@@ -51,7 +52,7 @@ class AudioSFTCollator:
         return batch
 
 
-class AudioSFTTrainer(SFTTrainer):
+class AudioSFTTrainer(HubNamedResume, SFTTrainer):
     """TRL's ``SFTTrainer`` on audio rows (``prompt``, ``audio``, ``target``) through :class:`AudioSFTCollator`."""
 
     def __init__(self, model, args=None, train_dataset=None, *, processing_class=None,

@@ -84,9 +84,41 @@ def build_dataset(path: str, template: str, max_rows: int | None = None, columns
     return Dataset.from_dict(data)
 
 
-def run(args) -> None:
-    trainer = train(*parse_trl_args(stage_argv(args)))
-    finish_run("train", trainer)
+def run(args) -> int:
+    return run_stage("train", lambda: train(*parse_trl_args(stage_argv(args))))
+
+
+def run_stage(command: str, stage) -> int:
+    """Run a training stage (a function returning its trainer) for the CLI: 0 after :func:`finish_run`, or the
+    exit code of a run stopped early (a signal, after its checkpoint; too many non-finite steps) with the reason."""
+    from .callbacks import TrainingInterrupted
+
+    try:
+        trainer = stage()
+    except TrainingInterrupted as e:
+        if e.trainer is None or e.trainer.accelerator.is_main_process:
+            print(f"r1-aqa {command}: stopped: {e}", file=sys.stderr)
+        if e.trainer is not None:
+            e.trainer.accelerator.end_training()
+        return e.exit_code
+    finish_run(command, trainer)
+    return 0
+
+
+def fit(trainer, script_args, resume) -> None:
+    """``trainer.train`` with the run callbacks (``callbacks.install``: preemption, non-finite guard, console,
+    metrics.jsonl); raises ``TrainingInterrupted`` when a signal stopped it (after saving its checkpoint)."""
+    from .callbacks import TrainingInterrupted, install
+
+    preemption = install(trainer, script_args.max_nonfinite_steps)
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+        stopped = preemption.interrupted(trainer.args.output_dir, trainer.state.global_step)
+        if stopped is not None:
+            raise stopped
+    except TrainingInterrupted as e:
+        e.trainer = trainer
+        raise
 
 
 def finish_run(command: str, trainer) -> None:
@@ -201,7 +233,7 @@ def train(script_args, training_args, model_args):
         freeze_audio_projector=script_args.freeze_audio_projector,
         callbacks=callbacks,
     )
-    trainer.train(resume_from_checkpoint=resume)
+    fit(trainer, script_args, resume)
     trainer.save_model(training_args.output_dir)  # weights under the checkpoint (hub) names, and the processor
     return trainer
 

@@ -38,7 +38,7 @@ from trl.trainer.utils import selective_log_softmax_and_entropy
 
 from .audio import SAMPLE_RATE, load_audio_capped
 from .encoder import ClipEncoder, audio_projector, audio_towers, same_weights
-from .models import audio_token_id, checkpoint_name, load_processor, model_class, model_family
+from .models import HubNamedResume, audio_token_id, checkpoint_name, load_processor, model_class, model_family
 from .vllm_audio import audio_request, collapse_audio_tokens, configure_cpu_env
 
 # The batch keys a processor returns for the text; every other key it returns is an audio feature with one row per clip.
@@ -80,7 +80,7 @@ def _refuse_unsupported(args, kwargs: dict) -> None:
                          "colocated vLLM with each prompt's clip; remove the option")
 
 
-class AudioGRPOTrainer(GRPOTrainer):
+class AudioGRPOTrainer(HubNamedResume, GRPOTrainer):
     """GRPO for audio LMs (Qwen2-Audio, the Qwen2.5-Omni thinker); the dataset needs ``prompt`` and ``audio``.
 
     ``prompt`` is a conversation whose user turn holds one ``{"type": "audio"}`` item; ``audio`` is a path (or

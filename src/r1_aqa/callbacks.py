@@ -1,0 +1,228 @@
+"""Trainer callbacks for runs that last hours: preemption, non-finite updates, a one-line console, ``metrics.jsonl``.
+
+All are ``transformers.TrainerCallback`` s; :func:`install` puts them on a trainer (GRPO or SFT) in place of
+transformers' progress bar and log printer. The trainer's own loop does the work: a callback only sets
+``control.should_save`` / ``control.should_training_stop`` or drops a step's gradients before the optimizer.
+
+* :class:`Preemption`: SIGTERM or SIGINT lets the current optimizer step finish, then a full checkpoint is saved
+  (model, optimizer, scheduler, RNG, trainer state) and training stops; the stage then exits non-zero
+  (:class:`TrainingInterrupted`) saying how to resume. All processes stop at the same step (the request is reduced
+  over processes every step). A second signal interrupts at once.
+* :class:`NonFiniteGuard`: a step whose gradients hold a NaN or inf (as a non-finite loss makes them) is not applied:
+  the gradients are dropped before ``optimizer.step`` (the scheduler still advances); each skip is counted and
+  logged (``train/nonfinite_skipped``), and ``max_nonfinite_steps`` in a row stop the run naming the step.
+  Under DeepSpeed the optimizer steps inside ``backward``, so the guard cannot skip there; it is not installed.
+* :class:`RunConsole`: one progress bar whose postfix holds the step time, reward, accuracy reward, KL, completion
+  length (or the loss for SFT), with the ETA; every log is appended to ``OUTPUT_DIR/metrics.jsonl`` (cut back to
+  the resumed step on resume) and ``r1-aqa plot`` runs at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+from transformers import TrainerCallback
+
+METRICS_FILE = "metrics.jsonl"
+# Console postfix: label -> log keys tried in order (GRPO first, then SFT).
+_POSTFIX = {
+    "reward": ("reward",),
+    "acc": ("rewards/accuracy_reward/mean",),
+    "kl": ("kl",),
+    "len": ("completions/mean_length",),
+    "loss": ("loss",),
+}
+
+
+class TrainingInterrupted(RuntimeError):
+    """Training stopped early on purpose (a signal, or too many non-finite steps); ``exit_code`` for the CLI."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.trainer = None  # set by the stage that ran it, so the CLI can end training cleanly
+
+
+class Preemption(TrainerCallback):
+    """Save a full checkpoint and stop after the current optimizer step on SIGTERM/SIGINT."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signal: int | None = None  # the signal that stopped training, once every process knows it
+        self._received: int | None = None
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self._received is not None:  # a second signal: stop now, the default way
+            self._restore()
+            signal.raise_signal(signum)
+            return
+        self._received = signum
+        print(f"\nr1-aqa: {signal.Signals(signum).name} received: finishing this step, then saving a checkpoint "
+              "(signal again to stop at once)", file=sys.stderr, flush=True)
+
+    def _restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.signal = self._received = None
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+
+    def on_step_end(self, args, state, control, **kwargs):
+        received = self._received or 0
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            flag = torch.tensor([received], device=args.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            received = int(flag.item())
+        if received:
+            self.signal = received
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._restore()
+
+    def interrupted(self, output_dir: str, step: int) -> TrainingInterrupted | None:
+        """The error a stage raises after ``trainer.train`` returned because of a signal, else None."""
+        if self.signal is None:
+            return None
+        name = signal.Signals(self.signal).name
+        return TrainingInterrupted(
+            f"{name} at step {step}: saved {Path(output_dir) / f'checkpoint-{step}'} (model, optimizer, scheduler, "
+            "RNG, trainer state); continue with the same command plus --resume_from_checkpoint last",
+            128 + self.signal)
+
+
+class NonFiniteGuard(TrainerCallback):
+    """Skip updates whose gradients are not finite; stop after ``max_in_a_row`` of them in a row."""
+
+    def __init__(self, max_in_a_row: int) -> None:
+        self.max_in_a_row = max_in_a_row
+        self.skipped = 0
+        self.in_a_row = 0
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        if not grads:
+            return
+        norms = torch._foreach_norm(grads)
+        if bool(torch.isfinite(torch.stack([n.float().to(norms[0].device) for n in norms])).all()):
+            self.in_a_row = 0
+            return
+        step = state.global_step + 1  # the step being taken
+        for p in model.parameters():
+            p.grad = None  # the optimizer leaves parameters without a gradient (and their moments) untouched
+        self.skipped += 1
+        self.in_a_row += 1
+        print(f"r1-aqa: step {step}: non-finite gradients, update skipped ({self.in_a_row} in a row, "
+              f"{self.skipped} in all)", file=sys.stderr, flush=True)
+        if self.in_a_row >= self.max_in_a_row:
+            raise TrainingInterrupted(
+                f"step {step}: {self.in_a_row} updates in a row had non-finite gradients (NaN/inf loss or "
+                f"gradient norm); stopping (max_nonfinite_steps={self.max_in_a_row}). Lower the learning rate or "
+                "check the data; the last checkpoint is unaffected", 1)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is not None and "loss" in logs:  # training logs only
+            logs["train/nonfinite_skipped"] = self.skipped
+
+
+class RunConsole(TrainerCallback):
+    """One progress bar with the run's key numbers; every log line to ``metrics.jsonl``; plots at the end."""
+
+    def __init__(self, output_dir: str | Path, plot: bool = True) -> None:
+        self.path = Path(output_dir) / METRICS_FILE
+        self.plot = plot
+        self.bar = None
+        self._last: tuple[float, int] | None = None
+        self._postfix: dict[str, str] = {}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        from tqdm.auto import tqdm
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _cut_after(self.path, state.global_step)  # a resumed run rewrites what followed its checkpoint
+        self.bar = tqdm(total=state.max_steps, initial=state.global_step, unit="step", dynamic_ncols=True,
+                        desc="train", bar_format="{desc} {n_fmt}/{total_fmt} [{elapsed}<{remaining}]{postfix}",
+                        disable=bool(args.disable_tqdm))
+        self._last = (time.monotonic(), state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is None:
+            return
+        now = time.monotonic()
+        t0, step0 = self._last
+        if state.global_step > step0:
+            self._postfix["s/step"] = f"{(now - t0) / (state.global_step - step0):.2f}"
+        self._last = (now, state.global_step)
+        self.bar.update(state.global_step - self.bar.n)
+        self.bar.set_postfix(self._postfix, refresh=True)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"step": state.global_step, **logs}, default=float) + "\n")
+        for label, keys in _POSTFIX.items():
+            value = next((logs[k] for k in keys if isinstance(logs.get(k), (int, float))), None)
+            if value is not None and (label != "loss" or "reward" not in logs):
+                self._postfix[label] = f"{value:.3g}" if math.isfinite(value) else str(value)
+        if self.bar is not None:
+            self.bar.set_postfix(self._postfix, refresh=True)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        if self.plot and state.is_world_process_zero and self.path.exists():
+            from .plot import plot_run
+
+            paths = plot_run(self.path.parent)
+            print(f"r1-aqa: training curves: {', '.join(str(p) for p in paths)}", file=sys.stderr)
+
+
+def _cut_after(path: Path, step: int) -> None:
+    """Drop the lines of ``path`` logged after ``step`` (and a torn last line)."""
+    if not path.exists():
+        return
+    from .files import write_text
+
+    keep = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if row.get("step", 0) <= step:
+            keep.append(line)
+    write_text(path, "".join(f"{line}\n" for line in keep))
+
+
+def install(trainer, max_nonfinite_steps: int) -> Preemption:
+    """Put the run callbacks on ``trainer`` in place of transformers' progress bar and log printer.
+
+    Returns the :class:`Preemption` callback, whose :meth:`Preemption.interrupted` the stage checks after training.
+    """
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    for cls in (ProgressCallback, PrinterCallback):
+        trainer.remove_callback(cls)
+    preemption = Preemption()
+    callbacks = [preemption, RunConsole(trainer.args.output_dir)]
+    if max_nonfinite_steps > 0 and trainer.accelerator.state.deepspeed_plugin is None:
+        callbacks.insert(0, NonFiniteGuard(max_nonfinite_steps))  # first: its log entry reaches report_to
+    handler = trainer.callback_handler
+    handler.callbacks[1:1] = callbacks  # after DefaultFlowCallback, before the report_to integrations
+    return preemption
