@@ -16,7 +16,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import soundfile as sf
-from conftest import write_tone
 from test_eval import N_ITEMS, _argv, _eval, mmau_file  # noqa: F401  (mmau_file is a fixture)
 
 from r1_aqa.cli import build_parser, main
