@@ -5,14 +5,16 @@ them teach listening better than GRPO on everything, for the same number of step
         [--grpo-steps 300] [--seeds 0 1] [--samples 8]
 
 Data: the demo's 4-option pitch task (the answer is only in the audio, its position uniformly random). In a known
-share of the training items the question gives the answer away ("... Hint: it is the {answer} one."); the others
-can only be answered by listening. Held-out items are listening-only (balanced labels).
+share of the training items the question gives the answer away: it ends with a word that names the pitch without
+being an option ("... It sounds shrill." for "top"); the others can only be answered by listening. Held-out items are
+listening-only (balanced labels).
 
-Warm start (``r1-aqa sft`` with the demo's recipe): the giveaway items with their answers (the model learns to read
-the hint), the listening items with a random option as target (the answer format only) and beep-count items with
-their answers (so the model can hear), as the demo does.
+Warm start (``r1-aqa sft`` with the demo's recipe), standing in for a model that has learned the text shortcut but
+not the task: the giveaway items with their answers and silent audio (so the wording is what it learns from them),
+the listening items with a random option as target (the answer format only) and beep-count items with their answers
+(so the model can hear), as the demo does.
 
-(a) ``r1-aqa filter`` with the warm model (``--samples`` answers per item and condition, temperature 1) labels the
+(a) ``r1-aqa filter`` with the warm model (``--samples`` answers per item and condition) labels the
     training set; precision and recall of "strong" against "is a listening item" (target: >= 0.9 each).
 (b) GRPO with the demo's recipe for ``--grpo-steps`` steps from the warm model, on the filter's strong subset vs on
     the unfiltered set, per seed: held-out accuracy with the audio, with silence, and the listening gap.
@@ -29,7 +31,9 @@ import sys
 import time
 from pathlib import Path
 
-HINT = " Hint: it is the {answer} one."
+# The giveaway wording: a word per pitch that is not one of the options (copying an option word out of the question
+# is much harder for the tiny model than listening; measured: 25% with silence after 150 SFT steps).
+CUES = {"low": "deep", "mid": "plain", "high": "bright", "top": "shrill"}
 
 
 def _cli(argv: list[str]) -> None:
@@ -42,7 +46,9 @@ def _cli(argv: list[str]) -> None:
 
 def make_data(data: Path, n_train: int, n_eval: int, share: float, seed: int) -> dict[str, Path]:
     """Synthesize and prepare the sets; the first ``share`` of the training items get the giveaway wording."""
+    import numpy as np
     import pandas as pd
+    import soundfile as sf
 
     from r1_aqa.demo import CLIP_SECONDS
 
@@ -57,14 +63,17 @@ def make_data(data: Path, n_train: int, n_eval: int, share: float, seed: int) ->
     frame = pd.read_parquet(data / "pitch_train.parquet")
     n_giveaway = round(share * len(frame))
     frame["giveaway"] = [i < n_giveaway for i in range(len(frame))]
-    frame.loc[frame.giveaway, "question"] = [q + HINT.format(answer=a) for q, a in
+    frame.loc[frame.giveaway, "question"] = [f"{q} It sounds {CUES[a]}." for q, a in
                                              zip(frame.question[frame.giveaway], frame.answer[frame.giveaway])]
     paths = {"train": data / "train.parquet", "giveaway": data / "giveaway.parquet",
              "listening": data / "listening.parquet", "eval": data / "pitch_eval.parquet"}
     frame.to_parquet(paths["train"])
     frame[frame.giveaway].to_parquet(paths["giveaway"])
     frame[~frame.giveaway].to_parquet(paths["listening"])
-    taught = pd.concat([frame[frame.giveaway], pd.read_parquet(data / "count_train.parquet")], ignore_index=True)
+    silence = data / "silence.wav"
+    sf.write(silence, np.zeros(int(CLIP_SECONDS * 16_000), dtype=np.float32), 16_000)
+    giveaway = frame[frame.giveaway].assign(audio=str(silence.resolve()))
+    taught = pd.concat([giveaway, pd.read_parquet(data / "count_train.parquet")], ignore_index=True)
     taught.to_parquet(data / "taught.parquet")
     paths["taught"] = data / "taught.parquet"
     return paths
@@ -128,7 +137,8 @@ def markdown(results: dict) -> str:
     q = results["filter"]
     lines = ["# Weak-to-strong on the tiny model (CPU)", "",
              f"{results['n_train']} training items, {q['giveaway']} with the answer in the question; warm start "
-             f"{results['sft_steps']} SFT steps; filter {results['samples']} answers per item and condition; GRPO "
+             f"{results['sft_steps']} SFT steps; filter {results['samples']} answers per item and condition "
+             f"(temperature {results['temperature']}); GRPO "
              f"{results['grpo_steps']} steps (demo recipe); {results['n_eval']} held-out listening items.", "",
              "## (a) filter labels vs ground truth", "",
              "| items | listening | giveaway | strong | weak | unlabelled | precision(strong) | recall(strong) |",
@@ -155,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--giveaway-share", type=float, default=0.4)
     parser.add_argument("--sft-steps", type=int, default=300)
     parser.add_argument("--samples", type=int, default=8)
+    parser.add_argument("--temperature", type=float, default=1.0, help="of the filter's sampled answers")
     parser.add_argument("--grpo-steps", type=int, default=300)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     args = parser.parse_args(argv)
@@ -167,10 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     warm = warm_start(paths, out / "model", seed=0, steps=args.sft_steps)
     labelled = out / "data" / "labelled.parquet"
     _cli(["filter", "--data", str(paths["train"]), "--model", str(warm), "--output", str(labelled), "--samples",
-          str(args.samples), "--temperature", "1.0", "--max-new-tokens", "12", "--max-audio-seconds", "2",
-          "--batch-size", "50"])
+          str(args.samples), "--temperature", str(args.temperature), "--max-new-tokens", "12",
+          "--max-audio-seconds", "2", "--batch-size", "50"])
     _cli(["filter", "--data", str(labelled), "--keep", "strong", "--output", str(out / "data" / "strong.parquet")])
     results = {"n_train": args.n_train, "n_eval": args.n_eval, "sft_steps": args.sft_steps, "samples": args.samples,
+               "temperature": args.temperature,
                "grpo_steps": args.grpo_steps, "filter": label_quality(labelled),
                "warm": held_out(warm, paths["eval"], out / "eval" / "warm"), "grpo": []}
     print(json.dumps(results["filter"]), flush=True)
