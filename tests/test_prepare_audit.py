@@ -85,7 +85,7 @@ def test_no_usable_row_writes_nothing_and_says_why(tmp_path, capsys):
     assert "line 1 (id gone): audio not found: 'missing.wav'" in err
     assert not out.parent.exists()
     source.write_text("")
-    assert main(["prepare", "avqa", "--input", str(source), "--output", str(out), "--workers", "1"]) == 2
+    assert main(["prepare", "avqa", "--input", str(source), "--output", str(out), "--workers", "1", "--verbose"]) == 2
     assert "no usable rows among the 0 read" in capsys.readouterr().err and not out.parent.exists()
 
 

