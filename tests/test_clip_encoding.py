@@ -19,10 +19,11 @@ SPLIT = dict(per_device_train_batch_size=4, num_generations=4, steps_per_generat
 
 
 def record_step(trainer) -> dict:
-    """Train one optimizer step; return the generation batch, each micro-batch's loss and the gradients."""
+    """Train one optimizer step; return the generation batch, generate's logits, each micro-batch's loss and the
+    gradients."""
     from transformers import TrainerCallback
 
-    record: dict = {"loss": []}
+    record: dict = {"loss": [], "generate": []}
     generate, compute_loss = trainer._generate_and_score_completions, trainer.compute_loss
 
     def generated(inputs):
@@ -38,7 +39,12 @@ def record_step(trainer) -> dict:
         def on_pre_optimizer_step(self, args, state, control, **kwargs):
             record["grads"] = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
 
+    def generate_step(module, args, kwargs, output):
+        if not kwargs.get("fused_lm_head") and kwargs.get("use_cache") is not False:  # HF generate, not a log-prob pass
+            record["generate"].append(output.logits.detach().clone())
+
     trainer._generate_and_score_completions, trainer.compute_loss = generated, loss
+    trainer.model.register_forward_hook(generate_step, with_kwargs=True)
     trainer.add_callback(Grads())
     trainer.train()
     return record
@@ -61,6 +67,8 @@ def test_one_pass_per_clip_and_frozen_give_the_per_row_loss_and_gradients(family
         run = runs[mode]
         # the same rollouts (sampled from the same logits), so everything after them is comparable
         assert torch.equal(run["batch"]["completion_ids"], base["batch"]["completion_ids"]), mode
+        for logits, want in zip(run["generate"], base["generate"], strict=True):
+            torch.testing.assert_close(logits, want, rtol=1e-5, atol=1e-5, msg=lambda m: f"{mode} generate: {m}")
         for key in ("old_per_token_logps", "ref_per_token_logps"):
             torch.testing.assert_close(run["batch"][key], base["batch"][key], rtol=1e-5, atol=1e-6, msg=mode + key)
         # frozen: fewer encoder calls draw fewer random numbers (the encoder's layerdrop draw), so TRL's shuffle deals
