@@ -13,6 +13,7 @@ import warnings
 
 COMMANDS = {
     "tiny-model": "r1_aqa.tiny",
+    "omni-layout": "r1_aqa.omni",
     "synth": "r1_aqa.data.synth",
     "prepare": "r1_aqa.data.prepare",
     "sft": "r1_aqa.sft",

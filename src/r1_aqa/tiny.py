@@ -14,6 +14,7 @@ from pathlib import Path
 from .prompts import TEMPLATES
 
 FAMILIES = ("qwen2-audio", "qwen2.5-omni")
+LAYOUTS = ("thinker", "full")
 
 _QWEN2_AUDIO_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"]
 _OMNI_SPECIALS = _QWEN2_AUDIO_SPECIALS + ["<|IMAGE|>", "<|VIDEO|>", "<|vision_bos|>", "<|vision_eos|>"]
@@ -136,14 +137,19 @@ def _round_vocab(n: int, multiple: int = 64) -> int:
 
 
 def build_tiny_model(
-    out_dir: str | os.PathLike, family: str = "qwen2-audio", seed: int = 0, window_seconds: int = 30
+    out_dir: str | os.PathLike, family: str = "qwen2-audio", seed: int = 0, window_seconds: int = 30,
+    layout: str = "thinker",
 ) -> Path:
     """Write a complete tiny model directory (config, safetensors, processor, generation config) to ``out_dir``.
 
     Deterministic for a seed. Loads with ``AutoProcessor.from_pretrained`` and the model class's
     ``from_pretrained`` with ``HF_HUB_OFFLINE=1``, and with vLLM. ``window_seconds`` < 30 shrinks the audio
-    encoder's window (much faster on CPU, what the demo uses; vLLM needs the standard 30 s).
+    encoder's window (much faster on CPU, what the demo uses; vLLM needs the standard 30 s). For Qwen2.5-Omni,
+    ``layout="full"`` writes the hub's layout (what users download and vLLM loads): the same thinker as
+    ``"thinker"`` for a seed, plus a tiny talker and token2wav, weights under ``thinker.``/``talker.``/``token2wav.``.
     """
+    if layout not in LAYOUTS or (layout == "full" and family != "qwen2.5-omni"):
+        raise ValueError(f"layout {layout!r}: choose one of {LAYOUTS} ('full' is the Qwen2.5-Omni hub layout)")
     import torch
     from transformers import GenerationConfig
 
@@ -186,7 +192,10 @@ def build_tiny_model(
         do_sample=False,
         max_new_tokens=64,
     )
-    _save_with_checkpoint_names(model, out, family)
+    if layout == "full":
+        _save_full_omni(_full_omni(model), out)
+    else:
+        _save_with_checkpoint_names(model, out, family)
     processor.save_pretrained(out)
     return out
 
@@ -266,6 +275,53 @@ def _save_with_checkpoint_names(model, out: Path, family: str) -> None:
     model.generation_config.save_pretrained(out)
 
 
+def _full_omni(thinker):
+    """The full Qwen2.5-Omni model around ``thinker``: a tiny talker and token2wav (random), the thinker's weights."""
+    import torch
+    from transformers import Qwen2_5OmniConfig, Qwen2_5OmniForConditionalGeneration
+
+    tc = thinker.config
+    vocab = tc.text_config.vocab_size
+    token_ids = {k: getattr(tc, k) for k in (
+        "audio_token_index", "image_token_index", "video_token_index", "audio_start_token_id", "audio_end_token_id",
+        "vision_start_token_id", "vision_end_token_id")}
+    spare = iter(range(vocab - 1, 0, -1))  # the rounded vocabulary's unused ids stand in for the TTS tokens
+    tts = {k: next(spare) for k in (
+        "tts_text_start_token_id", "tts_text_end_token_id", "tts_text_pad_token_id", "tts_codec_start_token_id",
+        "tts_codec_end_token_id", "tts_codec_pad_token_id", "tts_codec_mask_token_id")}
+    talker = dict(
+        vocab_size=vocab, embedding_size=tc.text_config.hidden_size, hidden_size=64, intermediate_size=128,
+        num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
+        rope_parameters=dict(tc.text_config.rope_parameters), **token_ids, **tts,
+    )
+    dit = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, head_dim=32, ff_mult=2, emb_dim=32,
+               look_ahead_layers=[1], look_backward_layers=[0], num_embeds=vocab, enc_emb_dim=32, enc_dim=32,
+               enc_channels=[32, 32, 32, 32, 96], enc_attention_channels=16, enc_se_channels=16)
+    bigvgan = dict(upsample_initial_channel=32, resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3, 5]],
+                   upsample_rates=[2, 2], upsample_kernel_sizes=[4, 4])
+    config = Qwen2_5OmniConfig(thinker_config=tc.to_dict(), talker_config=talker,
+                               token2wav_config=dict(dit_config=dit, bigvgan_config=bigvgan))
+    model = Qwen2_5OmniForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        model.thinker.load_state_dict(thinker.state_dict())
+    model.generation_config = thinker.generation_config
+    return model
+
+
+def _save_full_omni(model, out: Path) -> None:
+    """Save as the hub does: its parameter names are the full model's, its architecture ``Qwen2_5OmniModel``."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    model.config.architectures = ["Qwen2_5OmniModel"]
+    model.config.thinker_config.architectures = ["Qwen2_5OmniThinkerForConditionalGeneration"]
+    # Without a dtype, vLLM runs the full layout in bf16 on CPU (its Omni default), the thinker-only one in float32.
+    model.config.dtype = model.config.thinker_config.dtype = "float32"
+    model.config.save_pretrained(out)
+    model.generation_config.save_pretrained(out)
+
+
 HELP = "Build an offline tiny random-weight model (Qwen2-Audio or the Qwen2.5-Omni thinker) for tests and the demo."
 
 
@@ -273,10 +329,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("out_dir", help="directory to write the model to")
     parser.add_argument("--family", choices=FAMILIES, default="qwen2-audio")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--layout", choices=LAYOUTS, default="thinker",
+                        help="qwen2.5-omni only: 'full' writes the hub's layout (thinker + talker + token2wav), which "
+                        "vLLM needs; 'thinker' the thinker alone")
     parser.add_argument("--window-seconds", type=int, default=30,
                         help="audio encoder window; < 30 is faster on CPU but not loadable by vLLM")
 
 
 def run(args) -> None:
-    out = build_tiny_model(args.out_dir, family=args.family, seed=args.seed, window_seconds=args.window_seconds)
-    print(f"wrote tiny {args.family} model to {out}")
+    out = build_tiny_model(args.out_dir, family=args.family, seed=args.seed, window_seconds=args.window_seconds,
+                           layout=args.layout)
+    print(f"wrote tiny {args.family} model ({args.layout} layout) to {out}")

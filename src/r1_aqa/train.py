@@ -234,7 +234,8 @@ def train(script_args, training_args, model_args):
         callbacks=callbacks,
     )
     fit(trainer, script_args, resume)
-    trainer.save_model(training_args.output_dir)  # weights under the checkpoint (hub) names, and the processor
+    # Weights under the hub's names (Qwen2-Audio; Qwen2.5-Omni trained from its full checkpoint: the full layout)
+    trainer.save_model(training_args.output_dir)
     return trainer
 
 

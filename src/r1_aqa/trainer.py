@@ -27,19 +27,22 @@ Logged beyond TRL's metrics: ``audio/cut_at_cap_ratio`` (share of clips cut at t
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from accelerate.utils import is_peft_model
 from trl import GRPOTrainer
 from trl.extras.profiling import profiling_context
 from trl.trainer.utils import selective_log_softmax_and_entropy
 
 from .audio import SAMPLE_RATE, load_audio_capped
 from .encoder import ClipEncoder, audio_projector, audio_towers, same_weights
-from .models import HubNamedResume, audio_token_id, checkpoint_name, load_processor, model_class, model_family
-from .vllm_audio import audio_request, collapse_audio_tokens, configure_cpu_env
+from .models import (HubNamedResume, _config_dict, audio_token_id, checkpoint_name, load_processor, model_class,
+                     model_family)
+from .omni import VLLM_MM_LIMITS, audio_only_vllm, check_vllm_layout, is_full_layout, write_full_layout
+from .vllm_audio import audio_request, collapse_audio_tokens, configure_cpu_env, on_cpu
 
 # The batch keys a processor returns for the text; every other key it returns is an audio feature with one row per clip.
 _TEXT_KEYS = ("input_ids", "attention_mask")
@@ -80,6 +83,17 @@ def _refuse_unsupported(args, kwargs: dict) -> None:
                          "colocated vLLM with each prompt's clip; remove the option")
 
 
+@contextmanager
+def _replaced(module, name: str, value):
+    """``module.name`` is ``value`` inside the block."""
+    original = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
+
+
 class AudioGRPOTrainer(HubNamedResume, GRPOTrainer):
     """GRPO for audio LMs (Qwen2-Audio, the Qwen2.5-Omni thinker); the dataset needs ``prompt`` and ``audio``.
 
@@ -100,11 +114,7 @@ class AudioGRPOTrainer(HubNamedResume, GRPOTrainer):
                 raise ValueError("AudioGRPOTrainer supports vLLM in colocate mode only (vllm_mode: colocate)")
             if args.vllm_tensor_parallel_size != 1 or args.vllm_enable_sleep_mode:
                 raise ValueError("AudioGRPOTrainer's vLLM rollouts need vllm_tensor_parallel_size 1 and no sleep mode")
-            if "Qwen2_5OmniThinkerForConditionalGeneration" in (model.config.architectures or []):
-                raise ValueError(
-                    f"{model.name_or_path}: vLLM does not load thinker-only Qwen2.5-Omni checkpoints; start from the "
-                    "full Qwen2.5-Omni checkpoint (architectures Qwen2_5OmniModel) or use HF generate (use_vllm: false)"
-                )
+            check_vllm_layout(model.name_or_path)
             configure_cpu_env()  # float32-capable eager engine with a fixed KV cache on CPU; no-op on GPU
         if kwargs.get("processing_class") is None:
             kwargs["processing_class"] = load_processor(model.name_or_path)
@@ -112,6 +122,9 @@ class AudioGRPOTrainer(HubNamedResume, GRPOTrainer):
         self.max_audio_seconds = max_audio_seconds
         self.audio_token_id = audio_token_id(model.config)
         self.model_family = model_family(model.name_or_path)
+        # A thinker loaded from the hub's full Qwen2.5-Omni layout saves in that layout too (vLLM loads only that).
+        source_config, _ = _config_dict(model.name_or_path)
+        self._omni_base_config = source_config if is_full_layout(source_config) else None
         self._batch_audio: _BatchAudio | None = None
         self._audio_inputs: dict[str, torch.Tensor] | None = None
         self._audio_clips: torch.Tensor | None = None
@@ -123,7 +136,8 @@ class AudioGRPOTrainer(HubNamedResume, GRPOTrainer):
         if lent:
             config.image_token_id = self.audio_token_id
         try:
-            super().__init__(model, reward_funcs, args, **kwargs)
+            with self._trl_construction(args, type(model), model.dtype):
+                super().__init__(model, reward_funcs, args, **kwargs)
         finally:
             if lent:
                 del config.image_token_id
@@ -138,6 +152,43 @@ class AudioGRPOTrainer(HubNamedResume, GRPOTrainer):
             suppress = sorted({*(self.generation_kwargs.get("suppress_tokens") or []), self.audio_token_id})
             self.generation_kwargs["suppress_tokens"] = suppress
             self.generation_config.suppress_tokens = suppress
+
+    def _trl_construction(self, args, policy_class, policy_dtype):
+        """What TRL's ``GRPOTrainer.__init__`` must build differently, as scoped replacements of two names it calls.
+
+        * With β > 0 TRL builds the reference model with ``create_model_from_path``, inferring the class from the
+          checkpoint's ``architectures``: the full Qwen2.5-Omni layout names ``Qwen2_5OmniModel``, no transformers
+          class, and the fallback has no ``qwen2_5_omni`` entry. It gets the policy's class as ``architecture``.
+        * The colocated vLLM engine TRL builds with ``LLM(...)`` (which passes neither a dtype nor modality limits):
+          on CPU it computes in the policy's dtype (vLLM would pick bf16 for a float32 policy, and its greedy output
+          would part from the policy's); for the full Qwen2.5-Omni layout it takes audio only
+          (``omni.VLLM_MM_LIMITS``; ``omni.audio_only_vllm`` where torchvision is missing).
+        """
+        import functools
+
+        from trl.generation import vllm_generation
+        from trl.trainer import grpo_trainer
+
+        stack = ExitStack()
+        if args is not None and args.beta != 0.0:
+            stack.enter_context(_replaced(grpo_trainer, "create_model_from_path", functools.partial(
+                grpo_trainer.create_model_from_path, architecture=policy_class)))
+        engine_kwargs = {}
+        if args is not None and args.use_vllm:
+            if on_cpu():
+                engine_kwargs["dtype"] = str(policy_dtype).removeprefix("torch.")
+            if self._omni_base_config is not None:
+                audio_only_vllm()
+                engine_kwargs["limit_mm_per_prompt"] = VLLM_MM_LIMITS
+        if engine_kwargs:
+            stack.enter_context(_replaced(vllm_generation, "LLM", functools.partial(
+                vllm_generation.LLM, **engine_kwargs)))
+        return stack
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        super()._save(output_dir, state_dict=state_dict)
+        if self._omni_base_config is not None and not is_peft_model(self.model):
+            write_full_layout(output_dir or self.args.output_dir, self._omni_base_config)
 
     def _setup_audio_encoding(self, core, freeze_tower: bool, freeze_projector: bool, share: bool) -> None:
         """Freeze what is asked and wrap the policy's (and a separate reference model's) audio tower."""

@@ -116,15 +116,21 @@ class VLLMEngine:
                  max_model_len: int = 4096, gpu_memory_utilization: float = 0.85, seed: int = 0):
         from vllm import LLM, SamplingParams
 
-        from ..models import default_dtype, load_processor
+        from ..models import QWEN2_5_OMNI, default_dtype, load_processor, model_family
+        from ..omni import VLLM_MM_LIMITS, audio_only_vllm, check_vllm_layout
         from ..vllm_audio import configure_cpu_env, on_cpu
 
+        check_vllm_layout(model_path)
         configure_cpu_env()
+        limits = {"audio": 1}
+        if model_family(model_path) == QWEN2_5_OMNI:
+            audio_only_vllm()
+            limits = VLLM_MM_LIMITS
         self.processor = load_processor(model_path)
         self.dtype = dtype or default_dtype("cpu" if on_cpu() else "cuda")
         kwargs = {} if on_cpu() else {"gpu_memory_utilization": gpu_memory_utilization}
         self.llm = LLM(str(model_path), dtype=str(self.dtype).removeprefix("torch."), enforce_eager=on_cpu(),
-                       max_model_len=max_model_len, limit_mm_per_prompt={"audio": 1}, seed=seed, **kwargs)
+                       max_model_len=max_model_len, limit_mm_per_prompt=limits, seed=seed, **kwargs)
         # Token ids are decoded by the processor, as in the hf engine: vLLM's incremental detokenizer holds back a
         # trailing incomplete UTF-8 sequence, which would make equal token ids give different text.
         self.sampling = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, detokenize=False)
