@@ -41,7 +41,7 @@ SHAPE_7B = dict(
 # rollout: prompt processing + generate (+ the vLLM weight sync); logprob: the no-grad old/reference passes;
 # prep_other: audio loading, advantages, batching; rest: optimizer step, scheduler, logging.
 PARTS = ["rollout", "reward", "logprob", "prep_other", "loss_forward", "backward", "rest"]
-# Seconds as the wall clock (default) or as this process's CPU time (--clock cpu: steadier on a machine other jobs share)
+# Seconds of the wall clock (default) or of this process's CPU time (--clock cpu: steadier on a shared machine)
 CLOCK = [time.perf_counter]
 MODES = {"per_row": dict(share_clip_encodings=False), "per_clip": {}, "frozen": dict(freeze_audio_tower=True)}
 
@@ -379,8 +379,8 @@ def print_timings(args) -> None:
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({os.cpu_count()} cores)"
     print(f"\nGRPO step, {args.shape} {args.family} on {device}: {args.batch} completions/step "
           f"({args.batch // args.generations} prompts x {args.generations}), {args.completion_tokens} tokens each, "
-          f"{args.audio_seconds:g} s clips in the {args.window_seconds} s window; {args.clock} seconds, median of {args.steps} steps after "
-          "a warm-up (each column its own median)\n")
+          f"{args.audio_seconds:g} s clips in the {args.window_seconds} s window; {args.clock} seconds, median of "
+          f"{args.steps} steps after a warm-up (each column its own median)\n")
     extra = " peak GPU GiB |" if args.device == "cuda" else ""
     print("| backend | encoding | s/step | speed-up vs per_row | " + " | ".join(PARTS) + f" |{extra} logp gap |")
     print("|" + "---|" * (len(PARTS) + 5 + bool(extra)))

@@ -194,3 +194,15 @@ def test_lora_one_pass_per_clip_and_frozen(tiny_model_dir, tmp_path):
     trainer.train()
     # one generation batch: encoded once; generate, old, reference (adapter off) and loss passes reuse it
     assert [(d, n) for _, d, n in calls if n] == [(2, 2)] and len(calls) == 1 + 1 + 2 + 2 + 4, calls
+
+
+def test_a_frozen_projector_alone_keeps_training_the_encoder(tiny_model_dir, tmp_path):
+    trainer = make_trainer(tiny_model_dir, make_parquet(tmp_path), tmp_path / "out",
+                           trainer_kwargs=dict(freeze_audio_projector=True))
+    before = audio_params(trainer.model)
+    trainer.train()
+    after = audio_params(trainer.model)
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    projector = {n for n in before if "multi_modal_projector" in n}
+    assert projector and not changed & projector
+    assert len(changed) >= len(before) - len(projector) - 1  # the tower's position table is frozen by transformers

@@ -3,11 +3,11 @@
 ``ClipEncoder`` wraps the ``forward`` of a model's own ``audio_tower`` module in place (Qwen2-Audio's Whisper
 encoder; the Omni thinker's audio encoder, whose output projection is part of it). While the trainer has told it which
 clip each audio row holds (``ClipEncoder.rows``), a tower call encodes each distinct clip once and gives every row its
-clip's output (``last_hidden_state``, all the models read); the model's own merge of audio embeddings into the text embeddings, its projector and its position ids
-are untouched. Autograd sums the rows' gradients into the clip's one pass, as the per-row path does. Because the
-wrapped module is the model's own (not a copy), DeepSpeed ZeRO-3's parameter gathering (hooks around the module call),
-PEFT adapters inside the tower and gradient checkpointing of its layers work unchanged. Without ``rows`` (any call
-from outside the trainer) the tower runs as the model defines it.
+clip's output (``last_hidden_state``, all the models read); the model's own merge of audio embeddings into the text
+embeddings, its projector and its position ids are untouched. Autograd sums the rows' gradients into the clip's one
+pass, as the per-row path does. Because the wrapped module is the model's own (not a copy), DeepSpeed ZeRO-3's
+parameter gathering (hooks around the module call), PEFT adapters inside the tower and gradient checkpointing of its
+layers work unchanged. Without ``rows`` (any call from outside the trainer) the tower runs as the model defines it.
 
 Frozen encoder: with a ``cache`` (a dict clip -> output, one per generation batch) the encodings are kept under
 ``torch.no_grad`` and reused by every later call that holds those clips; ``encode_clips`` fills it for all of a
@@ -37,9 +37,13 @@ def audio_towers(model: torch.nn.Module) -> list[torch.nn.Module]:
 class ClipEncoder:
     """One pass per distinct clip through ``tower``, whose ``forward`` it replaces (see the module docstring)."""
 
+    @classmethod
+    def of(cls, tower: torch.nn.Module) -> ClipEncoder:
+        """The tower's encoder: the one already wrapping it (a second trainer on the same model), else a new one."""
+        wrapper = getattr(tower.forward, "__self__", None)
+        return wrapper if isinstance(wrapper, cls) else cls(tower)
+
     def __init__(self, tower: torch.nn.Module):
-        if isinstance(getattr(tower.forward, "__self__", None), ClipEncoder):
-            raise RuntimeError("this audio tower is already wrapped by a ClipEncoder")
         self.tower = tower
         self._encode = tower.forward
         self.rows: torch.Tensor | None = None

@@ -213,12 +213,12 @@ class AudioGRPOTrainer(HubNamedResume, GRPOTrainer):
         self._clip_caches: dict[str, dict | None] = {"train": None, "eval": None}
         if not share:
             return
-        self._encoder = ClipEncoder(tower)
+        self._encoder = ClipEncoder.of(tower)
         if self.ref_model is None:  # beta 0, or PEFT: the reference pass is this model with its adapter disabled
             self._ref_encoder, self._ref_shares_cache = self._encoder, True
         else:
             ref_tower = audio_towers(self.ref_model)[0]
-            self._ref_encoder = ClipEncoder(ref_tower)
+            self._ref_encoder = ClipEncoder.of(ref_tower)
             self._ref_shares_cache = freeze_tower and same_weights(tower, ref_tower)
 
     def _encoding(self, model, clips: torch.Tensor):
