@@ -189,7 +189,11 @@ class RunConsole(TrainerCallback):
         if self.plot and state.is_world_process_zero and self.path.exists():
             from .plot import plot_run
 
-            paths = plot_run(self.path.parent)
+            try:
+                paths = plot_run(self.path.parent)
+            except ValueError as e:  # e.g. fewer steps than logging_steps: nothing logged to plot
+                print(f"r1-aqa: no training curves: {e}", file=sys.stderr)
+                return
             print(f"r1-aqa: training curves: {', '.join(str(p) for p in paths)}", file=sys.stderr)
 
 
