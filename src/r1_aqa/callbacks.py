@@ -23,6 +23,7 @@ import json
 import math
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -75,7 +76,8 @@ class Preemption(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.signal = self._received = None
-        self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        if threading.current_thread() is threading.main_thread():  # Python runs signal handlers there only
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
 
     def on_step_end(self, args, state, control, **kwargs):
         received = self._received or 0
@@ -115,8 +117,8 @@ class NonFiniteGuard(TrainerCallback):
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         if not grads:
             return
-        norms = torch._foreach_norm(grads)
-        if bool(torch.isfinite(torch.stack([n.float().to(norms[0].device) for n in norms])).all()):
+        device = grads[0].device
+        if bool(torch.isfinite(torch.stack([g.detach().float().norm().to(device) for g in grads])).all()):
             self.in_a_row = 0
             return
         step = state.global_step + 1  # the step being taken
