@@ -19,7 +19,7 @@ from test_trainer import RECIPE, make_parquet, make_trainer
 from r1_aqa.callbacks import NonFiniteGuard, TrainingInterrupted, install
 from r1_aqa.cli import main
 
-STEPS = 8
+STEPS = 6
 
 
 def _args(model, parquet, out, *extra: str) -> list[str]:

@@ -176,7 +176,7 @@ class RunConsole(TrainerCallback):
         if not state.is_world_process_zero or not logs:
             return
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"step": state.global_step, **logs}, default=float) + "\n")
+            f.write(json.dumps({"step": state.global_step, **logs}, default=str) + "\n")
         for label, keys in _POSTFIX.items():
             value = next((logs[k] for k in keys if isinstance(logs.get(k), (int, float))), None)
             if value is not None and (label != "loss" or "reward" not in logs):
