@@ -43,3 +43,15 @@ def test_launch_script_rejects_bad_settings(env, message):
 def test_batch_flags_never_change_the_global_batch_silently(args, code, message):
     proc = launch(*args)
     assert proc.returncode == code and message in proc.stderr, (proc.returncode, proc.stderr)
+
+
+@pytest.mark.parametrize("script", sorted(str(p.relative_to(ROOT)) for p in [
+    *ROOT.glob("examples/r1_aqa/*.sh"), *ROOT.glob("bench/*.sh"), *ROOT.glob("scripts/*.sh")]))
+def test_shell_scripts_parse(script):
+    proc = subprocess.run(["bash", "-n", str(ROOT / script)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_gpu_acceptance_rejects_unknown_arguments():
+    proc = subprocess.run(["bash", str(ROOT / "bench/gpu_acceptance.sh"), "--fast"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "usage: bash bench/gpu_acceptance.sh [--dry-run]" in proc.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from conftest import write_tone
 from r1_aqa.rewards import accuracy_reward, format_reward
 
 ROOT = Path(__file__).resolve().parents[1]
+# Where make_trainer trains: bench/gpu_acceptance.sh runs these tests with R1_AQA_TEST_DEVICE=cuda.
+DEVICE = os.environ.get("R1_AQA_TEST_DEVICE", "cpu")
 RECIPE = str(ROOT / "examples/r1_aqa/recipes/tiny_grpo.yaml")
 
 
@@ -49,10 +52,10 @@ def make_trainer(tiny_model_dir, parquet, out_dir, trainer_kwargs: dict | None =
     settings = dict(
         output_dir=str(out_dir), per_device_train_batch_size=2, num_generations=2, max_completion_length=6,
         learning_rate=1e-3, beta=0.04, max_steps=2, logging_steps=1, save_strategy="no", report_to="none",
-        use_cpu=True, bf16=False, gradient_checkpointing=False, seed=0, dataloader_num_workers=0,
+        use_cpu=DEVICE == "cpu", bf16=False, gradient_checkpointing=False, seed=0, dataloader_num_workers=0,
     )
     settings.update(overrides)
-    model = (model or load_model(tiny_model_dir, device="cpu")).train()
+    model = (model or load_model(tiny_model_dir, device=DEVICE)).train()
     return AudioGRPOTrainer(
         model=model, reward_funcs=[accuracy_reward, format_reward, length_reward], args=GRPOConfig(**settings),
         train_dataset=build_dataset(str(parquet), "default"), **(trainer_kwargs or {}),
