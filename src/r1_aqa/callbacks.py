@@ -142,9 +142,8 @@ class NonFiniteGuard(TrainerCallback):
 class RunConsole(TrainerCallback):
     """One progress bar with the run's key numbers; every log line to ``metrics.jsonl``; plots at the end."""
 
-    def __init__(self, output_dir: str | Path, plot: bool = True) -> None:
+    def __init__(self, output_dir: str | Path) -> None:
         self.path = Path(output_dir) / METRICS_FILE
-        self.plot = plot
         self.bar = None
         self._last: tuple[float, int] | None = None
         self._postfix: dict[str, str] = {}
@@ -188,7 +187,7 @@ class RunConsole(TrainerCallback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-        if self.plot and state.is_world_process_zero and self.path.exists():
+        if state.is_world_process_zero and self.path.exists():
             from .plot import plot_run
 
             try:
