@@ -215,3 +215,36 @@ def test_launch_script_zero3_then_resume(tiny_model_dir, data, tmp_path):
     assert not (recipe_out / "checkpoint-3").exists()
     for folder in (recipe_out, recipe_out / "checkpoint-2", resumed):
         assert type(load_model(folder, device="cpu")).__name__ == "Qwen2AudioForConditionalGeneration"
+
+
+@pytest.mark.vllm
+def test_launch_script_two_nodes_omni_with_vllm(tmp_path, data):
+    """Two "nodes" of one process each on this machine (NNODES=2, NODE_RANK 0 and 1, ZeRO-1): the Qwen2.5-Omni full
+    checkpoint with colocated vLLM rollouts through the launch script, as the README's multi-node command. Both exit 0
+    with no traceback; the run saves the full Omni layout; vLLM's log-probs follow the policy."""
+    pytest.importorskip("vllm")
+    from r1_aqa.models import load_model
+    from r1_aqa.tiny import build_tiny_model
+    from test_omni import assert_full_layout
+
+    model = build_tiny_model(tmp_path / "omni", family="qwen2.5-omni", layout="full")
+    out = tmp_path / "out"
+    env = child_env(NNODES="2", GPUS_PER_NODE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()),
+                    PER_DEVICE="2", TOTAL_COMPLETIONS="4", RECIPE=RECIPE, MODEL=str(model), DATA=str(data),
+                    OUT=str(out), ACCELERATE_CONFIG=str(cpu_accelerate_config("zero1", tmp_path)))
+    cmd = ["bash", str(LAUNCH), "--max_steps", "2", "--save_steps", "2", "--use_vllm", "true", "--vllm_mode",
+           "colocate", "--vllm_max_model_length", "1024"]
+    logs = [tmp_path / f"node{rank}.log" for rank in (0, 1)]
+    procs = [subprocess.Popen(cmd, env=dict(env, NODE_RANK=str(rank)), cwd=ROOT, stdout=log.open("w"),
+                              stderr=subprocess.STDOUT) for rank, log in enumerate(logs)]
+    codes = [p.wait(timeout=600) for p in procs]
+    for code, log in zip(codes, logs, strict=True):
+        text = log.read_text()
+        assert code == 0 and "Traceback" not in text, f"{log.name}: exit {code}\n{text[-4000:]}"
+    for folder in (out, out / "checkpoint-2"):
+        assert_full_layout(folder)
+    assert type(load_model(out, device="cpu")).__name__ == "Qwen2_5OmniThinkerForConditionalGeneration"
+    state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    gaps = [e["sampling/sampling_logp_difference/mean"] for e in state["log_history"]
+            if "sampling/sampling_logp_difference/mean" in e]
+    assert len(gaps) == 2 and max(gaps) < 0.02, gaps

@@ -122,16 +122,20 @@ def fit(trainer, script_args, resume) -> None:
 
 
 def finish_run(command: str, trainer) -> None:
-    """Say where a finished run's model and checkpoints are (main process only), then end training on every process.
+    """Say where a finished run's model and checkpoints are (main process only), then end the run on every process.
 
-    Ending here (trackers finished, process group torn down) rather than at interpreter exit matters: a multi-process
-    ZeRO-3 run otherwise sometimes aborts in the communication teardown after a successful save and exits non-zero.
-    The trainer stays usable in-process.
+    The colocated vLLM engine (if any) is shut down first, while the process group its own groups hang on still
+    exists (left to interpreter exit, its teardown raises "Invalid process group specified"); then trackers finish and
+    the process group is torn down here rather than at exit, where a multi-process ZeRO-3 run can abort after a
+    successful save and exit non-zero.
     """
     if trainer.accelerator.is_main_process:
         out = trainer.args.output_dir
         print(f"r1-aqa {command}: {trainer.state.global_step} steps; the model is in {out}, checkpoints in "
               f"{out}/checkpoint-*", file=sys.stderr)
+    llm = getattr(getattr(trainer, "vllm_generation", None), "llm", None)
+    if llm is not None:
+        llm.llm_engine.engine_core.shutdown()
     trainer.accelerator.end_training()
 
 
