@@ -84,6 +84,8 @@ def test_thinker_only_checkpoint_converts_to_full_layout(omni_thinker_dir, omni_
         check_vllm_layout(omni_thinker_dir)
     with pytest.raises(ValueError, match="thinker-only"):
         VLLMEngine(omni_thinker_dir)  # before any engine starts
+    with pytest.raises(ValueError, match="r1-aqa omni-layout"):
+        make_trainer(omni_thinker_dir, make_parquet(tmp_path), tmp_path / "out", use_vllm=True, vllm_mode="colocate")
     out = tmp_path / "full"
     assert main(["omni-layout", str(omni_thinker_dir), "--base", str(omni_full_dir), "--output", str(out)]) == 0
     assert_full_layout(out)

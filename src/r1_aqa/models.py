@@ -16,7 +16,7 @@ AUDIO_TOKEN = "<|AUDIO|>"
 _MODEL_TYPES = {"qwen2_audio": QWEN2_AUDIO, "qwen2_5_omni_thinker": QWEN2_5_OMNI, "qwen2_5_omni": QWEN2_5_OMNI}
 
 
-def _config_dict(path: str | os.PathLike) -> tuple[dict, str]:
+def read_config(path: str | os.PathLike) -> tuple[dict, str]:
     """``config.json`` of a local directory or a hub repo already in the local cache, and where it was read."""
     config_file = Path(path) / "config.json"
     if not config_file.exists():
@@ -36,7 +36,7 @@ def _config_dict(path: str | os.PathLike) -> tuple[dict, str]:
 
 def model_family(path: str | os.PathLike) -> str:
     """The family of a model directory or hub id, read from its ``config.json``."""
-    config, config_file = _config_dict(path)
+    config, config_file = read_config(path)
     model_type = config.get("model_type")
     if model_type not in _MODEL_TYPES:
         raise ValueError(f"{config_file}: model_type {model_type!r} is not supported; expected one of {sorted(_MODEL_TYPES)}")

@@ -33,6 +33,7 @@ HELP = ("Convert a thinker-only Qwen2.5-Omni checkpoint (model_type qwen2_5_omni
 
 
 def is_full_layout(config: dict) -> bool:
+    """Whether a ``config.json`` (as a dict) is the hub's full Qwen2.5-Omni layout."""
     return config.get("model_type") == FULL_MODEL_TYPE
 
 
@@ -85,9 +86,9 @@ def write_full_layout(directory: str | os.PathLike, base_config: dict) -> None:
 
 def check_vllm_layout(path: str | os.PathLike) -> None:
     """Refuse, with the way out, a checkpoint vLLM cannot load for training rollouts or evaluation."""
-    from .models import QWEN2_5_OMNI, _config_dict, model_family
+    from .models import QWEN2_5_OMNI, model_family, read_config
 
-    config, config_file = _config_dict(path)
+    config, config_file = read_config(path)
     if model_family(path) == QWEN2_5_OMNI and not is_full_layout(config):
         raise ValueError(
             f"{config_file}: a thinker-only Qwen2.5-Omni checkpoint (model_type {config.get('model_type')!r}); vLLM "
@@ -169,13 +170,13 @@ def run(args) -> None:
     import shutil
     import tempfile
 
-    from .models import _config_dict
+    from .models import read_config
 
-    base, base_file = _config_dict(args.base)
+    base, base_file = read_config(args.base)
     if not is_full_layout(base):
         raise ValueError(f"{base_file}: --base must be a full Qwen2.5-Omni checkpoint, not model_type "
                          f"{base.get('model_type')!r} (e.g. Qwen/Qwen2.5-Omni-7B)")
-    config, config_file = _config_dict(args.checkpoint)
+    config, config_file = read_config(args.checkpoint)
     if config.get("model_type") != "qwen2_5_omni_thinker":
         raise ValueError(f"{config_file}: model_type {config.get('model_type')!r} is not a Qwen2.5-Omni thinker")
     if not args.output:

@@ -39,8 +39,8 @@ from trl.trainer.utils import selective_log_softmax_and_entropy
 
 from .audio import SAMPLE_RATE, load_audio_capped
 from .encoder import ClipEncoder, audio_projector, audio_towers, same_weights
-from .models import (HubNamedResume, _config_dict, audio_token_id, checkpoint_name, load_processor, model_class,
-                     model_family)
+from .models import (HubNamedResume, audio_token_id, checkpoint_name, load_processor, model_class, model_family,
+                     read_config)
 from .omni import VLLM_MM_LIMITS, audio_only_vllm, check_vllm_layout, is_full_layout, write_full_layout
 from .vllm_audio import audio_request, collapse_audio_tokens, configure_cpu_env, on_cpu
 
@@ -123,7 +123,7 @@ class AudioGRPOTrainer(HubNamedResume, GRPOTrainer):
         self.audio_token_id = audio_token_id(model.config)
         self.model_family = model_family(model.name_or_path)
         # A thinker loaded from the hub's full Qwen2.5-Omni layout saves in that layout too (vLLM loads only that).
-        source_config, _ = _config_dict(model.name_or_path)
+        source_config, _ = read_config(model.name_or_path)
         self._omni_base_config = source_config if is_full_layout(source_config) else None
         self._batch_audio: _BatchAudio | None = None
         self._audio_inputs: dict[str, torch.Tensor] | None = None
