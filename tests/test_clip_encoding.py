@@ -40,7 +40,7 @@ def record_step(trainer) -> dict:
             record["grads"] = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
 
     def generate_step(module, args, kwargs, output):
-        if not kwargs.get("fused_lm_head") and kwargs.get("use_cache") is not False:  # HF generate, not a log-prob pass
+        if kwargs.get("use_cache") is not False:  # HF generate, not a log-prob pass
             record["generate"].append(output.logits.detach().clone())
 
     trainer._generate_and_score_completions, trainer.compute_loss = generated, loss

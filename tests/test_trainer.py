@@ -112,7 +112,7 @@ def test_each_logprob_forward_gets_its_own_prompts_features(tiny_model_dir, tmp_
 
     def watch(name):
         def hook(module, args, kwargs):
-            if kwargs.get("fused_lm_head"):  # TRL's log-prob passes (old, reference, policy), not generate
+            if kwargs.get("use_cache") is False:  # TRL's log-prob passes (old, reference, policy), not generate
                 passes[name] += 1
                 keys = ("input_ids", "input_features", "feature_attention_mask")
                 missing = [k for k in keys if kwargs.get(k) is None]
@@ -200,7 +200,7 @@ def audio_token_counts(trainer) -> tuple[list[int], set[int]]:
     audio_id, processor = trainer.audio_token_id, trainer.processing_class
     counts: list[int] = []
     def hook(module, args, kwargs):
-        if kwargs.get("fused_lm_head"):  # TRL's log-prob passes
+        if kwargs.get("use_cache") is False:  # TRL's log-prob passes
             counts.extend((kwargs["input_ids"] == audio_id).sum(1).tolist())
 
     trainer.model.register_forward_pre_hook(hook, with_kwargs=True)
@@ -230,6 +230,31 @@ def test_policy_never_samples_the_audio_token(tiny_model_dir, tmp_path):
     counts, prompt_counts = audio_token_counts(trainer)
     trainer.train()  # a sampled <|AUDIO|> would fail here: "audio features and audio tokens do not match"
     assert counts and set(counts) <= prompt_counts
+
+
+def test_logprobs_are_of_the_distribution_the_rollouts_sample_from(tiny_model_dir, tmp_path):
+    """The rollouts never sample <|AUDIO|>, so every log-prob pass scores completions under the distribution without
+    it: with a head that favours <|AUDIO|>, the log-probs equal a log-softmax over the other tokens."""
+    from r1_aqa.audio import load_audio
+
+    trainer = make_trainer(tiny_model_dir, make_parquet(tmp_path), tmp_path / "out", max_steps=1)
+    model, audio_id, processor = trainer.model.eval(), trainer.audio_token_id, trainer.processing_class
+    favour_token(model, audio_id)
+    row = trainer.train_dataset[0]
+    text = processor.apply_chat_template([row["prompt"]], add_generation_prompt=True, tokenize=False)[0]
+    enc = processor(text=[text + "<answer>low</answer>"], audio=[load_audio(row["audio"])], sampling_rate=16_000,
+                    return_tensors="pt")
+    k = len(processor.tokenizer("<answer>low</answer>")["input_ids"])
+    features = {key: value for key, value in enc.items() if key not in ("input_ids", "attention_mask")}
+    trainer._audio_keys = list(features)
+    with torch.no_grad(), trainer._audio_for({**features, "audio_clip": torch.tensor([0])}):
+        logps, _, _ = trainer._get_per_token_logps_and_entropies(model, enc["input_ids"], enc["attention_mask"], k)
+        logits = model(**enc).logits[:, -k - 1 : -1]
+    targets = enc["input_ids"][:, -k:]
+    full = logits.log_softmax(-1).gather(-1, targets[..., None])[..., 0]
+    without = logits.index_fill(-1, torch.tensor([audio_id]), float("-inf")).log_softmax(-1)
+    torch.testing.assert_close(logps, without.gather(-1, targets[..., None])[..., 0], rtol=1e-5, atol=1e-4)
+    assert (logps - full).max() > 100, "the rigged head should put almost all the mass on <|AUDIO|> somewhere"
 
 
 @pytest.mark.parametrize("recipe", sorted(str(p) for p in (ROOT / "examples/r1_aqa/recipes").rglob("*.yaml")))
