@@ -23,7 +23,8 @@ def _args(model, parquet, out, *extra: str) -> list[str]:
 @pytest.mark.parametrize("family_dir", ["tiny_model_dir", "tiny_omni_dir"])
 def test_labels_cover_only_the_assistant_tokens(family_dir, request, tmp_path):
     from r1_aqa.models import AUDIO_TOKEN, load_processor
-    from r1_aqa.sft import END_OF_TURN, sft_dataset
+    from r1_aqa.prompts import END_OF_TURN
+    from r1_aqa.sft import sft_dataset
     from r1_aqa.sft_trainer import AudioSFTCollator
 
     processor = load_processor(request.getfixturevalue(family_dir))

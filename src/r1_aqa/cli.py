@@ -19,7 +19,7 @@ COMMANDS = {
     "sft": "r1_aqa.sft",
     "train": "r1_aqa.train",
     "eval": "r1_aqa.evaluate.runner",
-    "score": "r1_aqa.evaluate.scoring",
+    "score": "r1_aqa.evaluate.score_cli",
     "filter": "r1_aqa.filter",
     "report": "r1_aqa.evaluate.html_report",
     "plot": "r1_aqa.plot",

@@ -15,6 +15,7 @@ TEMPLATES = {
     ),
     "new": "{question}Select one option from the provided choices.{choices}",
 }
+END_OF_TURN = "<|im_end|>"  # ChatML's end of a turn, both supported families
 
 
 def format_prompt(question: str, choices: Sequence[str], template: str = "default") -> str:

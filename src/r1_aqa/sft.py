@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from .prompts import END_OF_TURN
 from .train import add_arguments  # noqa: F401  (the same --config / --trl-help as train)
 from .train import (build_dataset, check_stage_args, check_stage_audio, claim_output_dir, fit, load_policy,
                     parse_stage_args, peft_config, run_stage, shuffle_columns, stage_argv, stage_callbacks)
@@ -32,7 +33,6 @@ HELP = (
     "--reasoning_column, ...)."
 )
 PASS_THROUGH = True  # flags this parser does not declare go to TRL's parser (``args.extra_args``)
-END_OF_TURN = "<|im_end|>"  # ChatML, both supported families
 
 
 def sft_target(solution: str, reasoning: str | None = None) -> str:

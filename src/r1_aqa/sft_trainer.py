@@ -9,7 +9,7 @@ from trl import SFTTrainer
 
 from .audio import SAMPLE_RATE, load_audio
 from .models import HubNamedResume
-from .sft import END_OF_TURN
+from .prompts import END_OF_TURN
 
 
 @dataclass

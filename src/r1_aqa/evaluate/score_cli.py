@@ -1,0 +1,73 @@
+"""The ``r1-aqa score`` command: a prediction file's score (``scoring``), its markdown/PNG report (``reports``) and its
+error-analysis page (``html_report``), and with ``--silence-predictions`` the listening gap."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .scoring import (BENCHMARKS, DEFAULT_KEY, LEGACY_KEY, MMAR_KEY, attach_questions, compare_listening, default_key,
+                      load_predictions, same_items, score_records)
+
+HELP = "Score an MMAU, MMSU or MMAR prediction file: the official-compatible numbers plus stricter views."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--benchmark", choices=BENCHMARKS, required=True)
+    parser.add_argument("--predictions", required=True, type=Path,
+                        help="prediction file from `r1-aqa eval` (JSON list, or .jsonl)")
+    parser.add_argument("--key", default=None,
+                        help=f"field holding the prediction (default: {MMAR_KEY!r} for mmar, {DEFAULT_KEY!r} "
+                             f"otherwise); {LEGACY_KEY!r} for MMAU files of older tools")
+    parser.add_argument("--data", type=Path, default=None, metavar="QUESTIONS",
+                        help="the question file (MMAU JSON list or MMAR JSONL): predictions are matched to it by id "
+                             "(any mismatch is an error) and take the question fields they lack from it")
+    parser.add_argument("--silence-predictions", type=Path, default=None, metavar="SILENCE_PRED",
+                        help="predictions of the same items with silent audio (`eval --silence` writes "
+                             "PRED.silence.json): also report accuracy, silence accuracy and the listening gap, "
+                             "overall and per task/category (PRED.listening.{json,md,png})")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    parser.add_argument("--no-report", action="store_true",
+                        help="do not write PRED.score.{json,md,png} and PRED.report.html next to the predictions")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .reports import score_markdown, write_score_report
+
+    key = args.key or default_key(args.benchmark)
+    try:
+        records = load_predictions(args.predictions)
+        if args.data is not None:
+            records = attach_questions(records, load_predictions(args.data), str(args.predictions), str(args.data))
+        score = score_records(args.benchmark, records, key=key)
+        if args.silence_predictions is not None:
+            same_items(records, load_predictions(args.silence_predictions), str(args.predictions),
+                       str(args.silence_predictions))
+    except (OSError, ValueError) as e:  # the message names the file; exit 2 as every command's bad input
+        named = any(str(p) in str(e) for p in (args.predictions, args.data, args.silence_predictions) if p)
+        where = "" if named else f"{args.predictions}: "
+        print(f"r1-aqa score: error: {where}{e}", file=sys.stderr)
+        return 2
+    for warning in score["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(json.dumps(score, ensure_ascii=False) if args.json else score_markdown(score))
+    if score["total"] is None and (score.get("strict") or {}).get("total") is None:
+        print(f"r1-aqa score: error: {args.predictions}: no record has a usable {key!r}", file=sys.stderr)
+        return 2
+    if score["total"] is None:  # MMSU with option-text answers (R1-AQA's): only the strict score exists
+        print(f"note: no response carries an A-D letter, so the official MMSU score is empty; the strict score "
+              f"({score['strict']['total']:.2f}%) is the one to read", file=sys.stderr)
+    if not args.no_report:
+        from .html_report import write_report_page
+
+        stem = args.predictions.name.rsplit(".", 1)[0]
+        paths = write_score_report(score, args.predictions.parent, f"{stem}.score")
+        paths.append(write_report_page(args.predictions, args.benchmark, score=score, key=key, records=records,
+                                       silence=args.silence_predictions))
+        print("report: " + ", ".join(str(p) for p in paths), file=sys.stderr)
+    if args.silence_predictions is not None:
+        compare_listening(args.predictions, args.silence_predictions, args.benchmark, key, report=not args.no_report,
+                          questions=args.data)
+    return 0
