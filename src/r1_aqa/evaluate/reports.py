@@ -159,14 +159,19 @@ def score_figure(score: dict):
     return fig
 
 
-def write_score_report(score: dict, out_dir: str | os.PathLike, name: str) -> list[Path]:
-    """Write ``name.json`` (the score), ``name.md`` (tables) and ``name.png`` (bar charts) into ``out_dir``."""
+def _write_report(result: dict, out_dir: str | os.PathLike, name: str, markdown, plot) -> list[Path]:
+    """Write ``name.json`` (``result``), ``name.md`` (``markdown(result)``) and ``name.png`` (``plot``) in ``out_dir``."""
     out_dir = Path(out_dir)
     paths = [out_dir / f"{name}.json", out_dir / f"{name}.md", out_dir / f"{name}.png"]
-    write_json(paths[0], score)
-    write_text(paths[1], score_markdown(score))
-    plot_score(score, paths[2])
+    write_json(paths[0], result)
+    write_text(paths[1], markdown(result))
+    plot(result, paths[2])
     return paths
+
+
+def write_score_report(score: dict, out_dir: str | os.PathLike, name: str) -> list[Path]:
+    """Write ``name.json`` (the score), ``name.md`` (tables) and ``name.png`` (bar charts) into ``out_dir``."""
+    return _write_report(score, out_dir, name, score_markdown, plot_score)
 
 
 def _sweep_series(score: dict) -> dict[str, float]:
@@ -317,9 +322,4 @@ def plot_listening(gap: dict, path: str | os.PathLike, max_entries: int = 12) ->
 
 def write_listening_report(gap: dict, out_dir: str | os.PathLike, name: str) -> list[Path]:
     """Write ``name.json`` (the gap), ``name.md`` (tables) and ``name.png`` (audio vs silence bars) into ``out_dir``."""
-    out_dir = Path(out_dir)
-    paths = [out_dir / f"{name}.json", out_dir / f"{name}.md", out_dir / f"{name}.png"]
-    write_json(paths[0], gap)
-    write_text(paths[1], listening_markdown(gap))
-    plot_listening(gap, paths[2])
-    return paths
+    return _write_report(gap, out_dir, name, listening_markdown, plot_listening)
