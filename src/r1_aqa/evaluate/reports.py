@@ -160,7 +160,7 @@ def score_figure(score: dict):
 
 
 def _write_report(result: dict, out_dir: str | os.PathLike, name: str, markdown, plot) -> list[Path]:
-    """Write ``name.json`` (``result``), ``name.md`` (``markdown(result)``) and ``name.png`` (``plot``) in ``out_dir``."""
+    """``name.json`` (``result``), ``name.md`` (``markdown(result)``) and ``name.png`` (``plot``) in ``out_dir``."""
     out_dir = Path(out_dir)
     paths = [out_dir / f"{name}.json", out_dir / f"{name}.md", out_dir / f"{name}.png"]
     write_json(paths[0], result)
