@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .records import Item, Skip, check_choices, missing_fields, resolve_audio
+from .records import Item, Skip, benchmark_item, check_choices, missing_fields, resolve_audio
 
 FIELDS = ("id", "audio_path", "question", "choices", "answer", "modality", "category", "sub-category")
 
@@ -50,8 +50,5 @@ def read_mmar(path: str | os.PathLike, audio_dir: str | os.PathLike | None = Non
         if rec["audio"] is None:
             rows.append(Skip(line, rid, f"audio not found: {rec['audio_path']!r}"))
             continue
-        extra = {k: v for k, v in rec.items() if k not in ("audio", "answer_idx")}
-        rows.append(Item(line=line, id=rid, question=str(rec["question"]), choices=rec["choices"],
-                         answer_idx=rec["answer_idx"], dataset_name="mmar", audio=rec["audio"], clip=rec["audio"],
-                         extra=extra))
+        rows.append(benchmark_item(line, rid, rec, "mmar"))
     return rows, len(records)

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from .records import Item, Skip, check_choices, check_question, missing_fields, resolve_audio
+from .records import Item, Skip, benchmark_item, check_choices, check_question, missing_fields, resolve_audio
 
 FIELDS = ("id", "audio_id", "question", "choices", "answer")
 
@@ -59,8 +59,5 @@ def read_mmau(path: str | os.PathLike, audio_dir: str | os.PathLike | None = Non
         if reason is not None:
             rows.append(Skip(line, rid, reason))
             continue
-        extra = {k: v for k, v in rec.items() if k not in ("audio", "answer_idx")}
-        rows.append(Item(line=line, id=rid, question=str(rec["question"]), choices=rec["choices"],
-                         answer_idx=rec["answer_idx"], dataset_name="mmau", audio=rec["audio"], clip=rec["audio"],
-                         extra=extra))
+        rows.append(benchmark_item(line, rid, rec, "mmau"))
     return rows, len(records)

@@ -31,6 +31,15 @@ class Item:
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
+def benchmark_item(line: int, rid: str, record: dict, dataset_name: str) -> Item:
+    """The ``Item`` of a loaded benchmark record (MMAU, MMAR: ``audio`` is its resolved clip path, ``answer_idx``
+    set); every other field of the record is kept as an extra column."""
+    extra = {k: v for k, v in record.items() if k not in ("audio", "answer_idx")}
+    return Item(line=line, id=rid, question=str(record["question"]), choices=record["choices"],
+                answer_idx=record["answer_idx"], dataset_name=dataset_name, audio=record["audio"],
+                clip=record["audio"], extra=extra)
+
+
 @dataclasses.dataclass
 class Skip:
     """A row left out, with its line (JSONL line, or 1-based record/row number) and the reason."""
