@@ -288,7 +288,7 @@ def build_report(frame, models: Sequence[str], samples: int, weak_above: float, 
 
 def report_markdown(report: dict) -> str:
     """The report as markdown: totals, per-group table, per-model accuracy, examples, unlabelled clips."""
-    from .evaluate.reports import _fmt, _table
+    from .evaluate.formatting import fmt, markdown_table
 
     acc = report["accuracy"]
     lines = ["# Audio contribution", "",
@@ -299,27 +299,28 @@ def report_markdown(report: dict) -> str:
              f"- rule: {report['rule']}",
              f"- items: {report['items']}; labelled {report['labelled']}: **{report['weak']} weak**, "
              f"**{report['strong']} strong**; unlabelled (clip failed) {len(report['unlabelled'])}",
-             f"- right answers with audio {_fmt(acc['audio'])}%, with silence {_fmt(acc['silence'])}%: listening "
-             f"gap **{_fmt(acc['gap'])}** points"]
+             f"- right answers with audio {fmt(acc['audio'])}%, with silence {fmt(acc['silence'])}%: listening "
+             f"gap **{fmt(acc['gap'])}** points"]
     if report.get("kept"):
         lines.append(f"- written: the {report['kept']} rows only")
     for column, entries in report["groups"].items():
-        rows = [[name, str(e["n"]), str(e["weak"]), str(e["strong"]), _fmt(e["audio"]), _fmt(e["silence"]),
-                 _fmt(e["gap"])] for name, e in entries.items()]
+        rows = [[name, str(e["n"]), str(e["weak"]), str(e["strong"]), fmt(e["audio"]), fmt(e["silence"]),
+                 fmt(e["gap"])] for name, e in entries.items()]
         lines += ["", f"## By {column}", "",
-                  _table([column, "n", "weak", "strong", "audio %", "silence %", "gap (points)"], rows)]
+                  markdown_table([column, "n", "weak", "strong", "audio %", "silence %", "gap (points)"], rows)]
     if len(report["per_model"]) > 1:
-        rows = [[m["model"], _fmt(m["audio"]), _fmt(m["silence"]), _fmt(m["gap"])] for m in report["per_model"]]
-        lines += ["", "## By model", "", _table(["model", "audio %", "silence %", "gap (points)"], rows)]
+        rows = [[m["model"], fmt(m["audio"]), fmt(m["silence"]), fmt(m["gap"])] for m in report["per_model"]]
+        lines += ["", "## By model", "", markdown_table(["model", "audio %", "silence %", "gap (points)"], rows)]
     for kind in ("weak", "strong"):
         rows = [[e["id"], e["question"], str(e["answer"]), f"{e['silence_correct_share']:.2f}"]
                 for e in report["examples"][kind]]
         if rows:
             lines += ["", f"## Examples: {kind}", "",
-                      _table(["id", "question", "answer", "right with silence"], rows, text_columns=3)]
+                      markdown_table(["id", "question", "answer", "right with silence"], rows, text_columns=3)]
     if report["unlabelled"]:
         rows = [[u["id"], u["reason"]] for u in report["unlabelled"]]
-        lines += ["", "## Unlabelled (clip could not be decoded)", "", _table(["id", "reason"], rows, text_columns=2)]
+        lines += ["", "## Unlabelled (clip could not be decoded)", "",
+                  markdown_table(["id", "reason"], rows, text_columns=2)]
     return "\n".join(lines) + "\n"
 
 

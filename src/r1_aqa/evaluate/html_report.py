@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import html
 import json
 import mimetypes
@@ -27,12 +28,14 @@ import os
 import re
 import sys
 from collections import Counter
+from importlib import resources
 from pathlib import Path
 from typing import Sequence
 from urllib.parse import quote
 
 from ..files import write_text
 from . import reports
+from .formatting import fmt, pct, points, signed
 from .scoring import (BENCHMARKS, default_key, load_predictions, mmau_match, mmsu_item, mmsu_letter, record_outcome,
                       score_records)
 
@@ -282,14 +285,6 @@ def _png(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(reports.figure_png(fig)).decode("ascii")
 
 
-def _pct(right: int, n: int) -> float | None:
-    return round(100 * right / n, 2) if n else None
-
-
-def _fmt(value: float | None) -> str:
-    return "—" if value is None else f"{value:.2f}"
-
-
 def _e(value) -> str:
     return html.escape(str(value))
 
@@ -333,11 +328,11 @@ def _report_html(predictions: Path, score: dict, plot: str, analysis: dict, meta
                 _items_section(analysis, clips)]
     nav = "".join(f'<a href="#{s}">{s.capitalize()}</a>' for s in ("overview", "categories", "listening",
                                                                       "positions", "items"))
-    return _page(f"{_title(score)} — {predictions.name}", nav, "".join(sections), _ITEMS_JS)
+    return _page(f"{_title(score)} — {predictions.name}", nav, "".join(sections), "items.js")
 
 
 def _overview(score: dict, plot: str, verdicts: Counter, clips: dict, meta: dict) -> str:
-    tiles = [("accuracy %", _fmt(score["total"]), "total"), ("right", score["correct"], "correct"),
+    tiles = [("accuracy %", fmt(score["total"]), "total"), ("right", score["correct"], "correct"),
              ("scored", score["n"], "n"), ("records", score["records"], "records"),
              ("unscored", verdicts["unscored"], "unscored"), ("audio missing", clips["missing"], "audio-missing")]
     tile_html = "".join(f'<div class="tile"><div class="num" data-stat="{k}">{_e(v)}</div>'
@@ -349,7 +344,7 @@ def _overview(score: dict, plot: str, verdicts: Counter, clips: dict, meta: dict
     if "permutations" in score:
         perm = score["permutations"]
         rows += (f"<li><b>option orders</b>: {perm['k']}; correct under every order: "
-                 f"<span data-stat=\"consistent\">{_fmt(perm['consistent'])}</span>%</li>")
+                 f"<span data-stat=\"consistent\">{fmt(perm['consistent'])}</span>%</li>")
     warnings = "".join(f'<li class="warn">{_e(w)}</li>' for w in score["warnings"])
     if clips["missing"]:
         warnings += (f'<li class="warn">{clips["missing"]} clips are missing (moved or deleted since the run): '
@@ -365,11 +360,10 @@ def _categories(score: dict, silence_score: dict | None) -> str:
         header = [name, "accuracy %", "right/n"] + (["silence %", "gap (points)"] if silent is not None else [])
         rows = []
         for label, (right, n) in tallies.items():
-            row = [label, _fmt(_pct(right, n)), f"{right}/{n}"]
+            row = [label, fmt(pct(right, n)), f"{right}/{n}"]
             if silent is not None:
                 s_right, s_n = silent.get(name, {}).get(label, [0, 0])
-                gap = _pct(right, n) - _pct(s_right, s_n) if s_n else None
-                row += [_fmt(_pct(s_right, s_n)), _fmt(gap)]
+                row += [fmt(pct(s_right, s_n)), signed(points(pct(right, n), pct(s_right, s_n)))]
             rows.append(row)
         parts.append(f"<h3>by {_e(name)}</h3>" + _table(header, rows, f' data-breakdown="{_e(name)}"'))
     return "".join(parts) + "</section>"
@@ -383,9 +377,8 @@ def _listening(analysis: dict, score: dict, silence, silence_score: dict | None)
                 "FILE</code> to see how much of the accuracy needs the audio.</p></section>")
     items = analysis["items"]
     pairs = Counter((it["v"], it["sv"]) for it in items)
-    gap = score["total"] - silence_score["total"] if None not in (score["total"], silence_score["total"]) else None
-    tiles = [("with silence %", _fmt(silence_score["total"]), "silence-total"),
-             ("listening gap (points)", _fmt(gap), "gap"),
+    tiles = [("with silence %", fmt(silence_score["total"]), "silence-total"),
+             ("listening gap (points)", signed(points(score["total"], silence_score["total"])), "gap"),
              ("right only with audio", pairs["right", "wrong"] + pairs["right", "unscored"], "needs-audio"),
              ("right without audio", pairs["right", "right"] + pairs["wrong", "right"] + pairs["unscored", "right"],
               "right-silent")]
@@ -406,8 +399,8 @@ def _gap_figure(score: dict, silence_score: dict):
     name, tallies = next(iter(_breakdowns(score).items()))
     silent = _breakdowns(silence_score).get(name, {})
     labels = [k for k in tallies if "-" not in k or name != "category"] or list(tallies)
-    audio = [_pct(*tallies[k]) for k in labels]
-    quiet = [_pct(*silent[k]) if k in silent else 0.0 for k in labels]
+    audio = [pct(*tallies[k]) for k in labels]
+    quiet = [pct(*silent[k]) if k in silent else 0.0 for k in labels]
     fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(labels) + 2), 3.6), layout="constrained")
     x = range(len(labels))
     ax.bar([i - 0.2 for i in x], audio, width=0.4, label="with audio", color="#4C72B0")
@@ -425,8 +418,8 @@ def _positions(positions: dict) -> str:
     if not positions["n"]:
         return head + "<p>No scored item.</p></section>"
     n = positions["n"]
-    rows = [[r["position"], r["answers"], _fmt(_pct(r["answers"], n)), r["predictions"],
-             _fmt(_pct(r["predictions"], n)), _fmt(_pct(r["right"], r["answers"]))] for r in positions["rows"]]
+    rows = [[r["position"], r["answers"], fmt(pct(r["answers"], n)), r["predictions"],
+             fmt(pct(r["predictions"], n)), fmt(pct(r["right"], r["answers"]))] for r in positions["rows"]]
     table = _table(["position", "answers", "answers %", "predictions", "predictions %", "accuracy % there"], rows,
                    ' data-breakdown="positions"')
     note = (f"<p>Over {n} scored items; \"answers %\" is what always picking that position would score. "
@@ -443,9 +436,9 @@ def _position_figure(positions: dict):
     rows, n = positions["rows"], positions["n"]
     x = range(len(rows))
     fig, ax = plt.subplots(figsize=(max(4.5, 1.0 * len(rows) + 2), 3.4), layout="constrained")
-    ax.bar([i - 0.2 for i in x], [_pct(r["answers"], n) for r in rows], width=0.4, label="answer here",
+    ax.bar([i - 0.2 for i in x], [pct(r["answers"], n) for r in rows], width=0.4, label="answer here",
            color="#55A868")
-    ax.bar([i + 0.2 for i in x], [_pct(r["predictions"], n) for r in rows], width=0.4, label="predicted here",
+    ax.bar([i + 0.2 for i in x], [pct(r["predictions"], n) for r in rows], width=0.4, label="predicted here",
            color="#C44E52")
     ax.set_xticks(list(x), [r["position"] for r in rows])
     ax.set_ylabel("share of scored items (%)")
@@ -491,7 +484,7 @@ def write_sweep_page(checkpoints: Sequence[tuple[int, Path, dict]], output: str 
         title = f"{_title(checkpoints[0][2])} checkpoint sweep — {Path(output).name}"
     else:
         title = f"checkpoint sweep — {Path(output).name}"
-    write_text(out, _page(title, "", "".join(parts), ""))
+    write_text(out, _page(title, "", "".join(parts), None))
     return out
 
 
@@ -500,7 +493,7 @@ def _sweep_overview(checkpoints: Sequence[tuple[int, Path, dict]], plot: str, pa
     best = max(totals) if totals else None
     rows = []
     for step, path, score in checkpoints:
-        total = _fmt(score["total"])
+        total = fmt(score["total"])
         link = f'<a href="{_relative_url(page_path(path), page_dir)}">{_e(path.name)}</a>'
         rows.append([step, ("html", f"<b>{total}</b>" if score["total"] == best else total),
                      f"{score['correct']}/{score['n']}", ("html", link)])
@@ -515,7 +508,7 @@ def _sweep_groups(checkpoints: Sequence[tuple[int, Path, dict]]) -> str:
     for name in names:
         per_step = [_breakdowns(score).get(name, {}) for _, _, score in checkpoints]
         labels = list(dict.fromkeys(label for tallies in per_step for label in tallies))
-        rows = [[label] + [_fmt(_pct(*t[label])) if label in t else "—" for t in per_step] for label in labels]
+        rows = [[label] + [fmt(pct(*t[label])) if label in t else "—" for t in per_step] for label in labels]
         header = [name] + [str(step) for step, _, _ in checkpoints]
         parts.append(f"<h3>by {_e(name)}</h3>" + _table(header, rows, f' data-breakdown="{_e(name)}"'))
     return "".join(parts) + "</section>"
@@ -554,131 +547,19 @@ def _flips(benchmark: str, checkpoints: Sequence[tuple[int, Path, dict]], strict
 # --- HTML skeleton --------------------------------------------------------------------------------------------------
 
 
-def _page(title: str, nav: str, body: str, script: str) -> str:
-    script_tag = f"<script>{script}</script>" if script else ""
+def _page(title: str, nav: str, body: str, script: str | None) -> str:
+    """The page around ``body``: the package's stylesheet and (``script``: a file name) script, inlined."""
+    script_tag = f"<script>\n{_asset(script)}</script>" if script else ""
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{_e(title)}</title>'
-            f"<style>{_CSS}</style></head><body><header><h1>{_e(title)}</h1><nav>{nav}</nav></header>"
-            f"<main>{body}</main>{script_tag}</body></html>\n")
+            f"<style>\n{_asset('report.css')}</style></head>"
+            f"<body><header><h1>{_e(title)}</h1><nav>{nav}</nav></header><main>{body}</main>{script_tag}</body></html>\n")
 
 
-_CSS = """
-body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;color:#1d1d1f;background:#f6f7f9}
-header{background:#24292f;color:#fff;padding:12px 24px}header h1{margin:0;font-size:18px}
-nav a{color:#c9d1d9;margin-right:14px;font-size:13px}main{padding:8px 24px 40px;max-width:1200px}
-section{background:#fff;border:1px solid #d0d7de;border-radius:8px;padding:12px 18px;margin:14px 0}
-h2{font-size:16px;margin:4px 0 10px}h3{font-size:14px;margin:14px 0 6px}
-.tiles{display:flex;flex-wrap:wrap;gap:10px;margin-bottom:8px}
-.tile{border:1px solid #d0d7de;border-radius:6px;padding:6px 14px;min-width:92px;text-align:center}
-.tile .num{font-size:20px;font-weight:600}.tile .label{font-size:12px;color:#57606a}
-table{border-collapse:collapse;margin:4px 0 10px;font-size:13px}
-th,td{border-bottom:1px solid #eaeef2;padding:3px 10px;text-align:right}th:first-child,td:first-child{text-align:left}
-table.flips td:nth-child(2){text-align:left;max-width:420px}table.flips a{text-decoration:none;font-weight:700}
-a.right{color:#1a7f37}a.wrong{color:#cf222e}
-img{max-width:min(100%,640px);display:block;margin:6px 0}
-.split{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}.split>div{flex:1 1 380px}
-.split img{max-width:min(100%,560px)}.warn{color:#9a6700}code{background:#f0f2f4;padding:0 3px}
-.filters{display:flex;flex-wrap:wrap;gap:8px;align-items:center;margin:6px 0}
-.filters label{font-size:12px;color:#57606a}.filters select,.filters input{font-size:13px;padding:2px 4px}
-.filters input{width:240px}
-.item{border:1px solid #d0d7de;border-left:5px solid #8c959f;border-radius:6px;padding:8px 12px;margin:8px 0}
-.item.right{border-left-color:#1a7f37}.item.wrong{border-left-color:#cf222e}
-.item .top{display:flex;flex-wrap:wrap;gap:6px;align-items:center}
-.badge{font-size:11px;border-radius:10px;padding:1px 8px;background:#eaeef2}
-.badge.right{background:#dafbe1;color:#1a7f37}.badge.wrong{background:#ffebe9;color:#cf222e}
-.badge.missing{background:#fff8c5;color:#9a6700}.id{font-family:monospace;font-size:12px;color:#57606a}
-.item audio{height:32px;width:360px;margin:4px 0}.item .q{font-weight:600;margin:4px 0}
-.item ol{margin:2px 0 4px;padding:0;display:flex;flex-wrap:wrap;gap:2px 22px;list-style:upper-alpha inside}
-.item li.answer{color:#1a7f37;font-weight:600}
-.item li.picked{text-decoration:underline}.item li.picked:not(.answer){color:#cf222e}
-.item dl{display:grid;grid-template-columns:140px 1fr;margin:2px 0;gap:1px 8px}.item dt{color:#57606a}
-.item dd{margin:0;white-space:pre-wrap;word-break:break-word}.note{color:#57606a;font-size:12px}
-"""
-
-_ITEMS_JS = r"""
-(() => {
-const D = JSON.parse(document.getElementById('report-data').textContent);
-const L = i => String.fromCharCode(65 + i);
-const el = (tag, attrs, ...kids) => {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) if (v !== null && v !== undefined) e.setAttribute(k, v);
-  for (const k of kids) if (k !== null && k !== undefined) e.append(k);
-  return e;
-};
-for (const it of D.items)
-  it.hay = [it.id, it.q, it.answer, it.pred, it.think, it.resp, it.sp, ...it.opts].filter(Boolean).join('\n')
-    .toLowerCase();
-const filters = document.getElementById('filters');
-const state = {verdict: '', audio: '', listen: '', q: '', g: {}};
-const select = (label, id, options, onchange) => {
-  const s = el('select', {id});
-  for (const [value, text] of options) s.append(el('option', {value}, text));
-  s.addEventListener('change', () => { onchange(s.value); render(true); });
-  filters.append(el('label', {for: id}, label), s);
-};
-select('verdict', 'f-verdict', [['', 'all'], ['right', 'right'], ['wrong', 'wrong'], ['unscored', 'unscored']],
-       v => state.verdict = v);
-for (const [field, values] of Object.entries(D.fields))
-  select(field, 'f-' + field, [['', 'all'], ...values.map(v => [v, v])], v => state.g[field] = v);
-if (D.silence)
-  select('listening', 'f-listen', [['', 'all'], ['needs-audio', 'right only with audio'],
-         ['right-silent', 'right with silence'], ['wrong-both', 'wrong either way']], v => state.listen = v);
-select('audio', 'f-audio', [['', 'all'], ['missing', 'audio missing']], v => state.audio = v);
-const search = el('input', {id: 'f-search', type: 'search', placeholder: 'search question, options, answers'});
-search.addEventListener('input', () => { state.q = search.value.trim().toLowerCase(); render(true); });
-filters.append(search);
-const listening = it => it.v === 'right' && it.sv !== 'right' ? 'needs-audio'
-  : it.sv === 'right' ? 'right-silent' : 'wrong-both';
-const keep = it => (!state.verdict || it.v === state.verdict)
-  && Object.entries(state.g).every(([f, v]) => !v || it.g[f] === v)
-  && (!state.audio || it.audio === 'missing')
-  && (!state.listen || listening(it) === state.listen)
-  && (!state.q || it.hay.includes(state.q));
-const card = it => {
-  const top = el('div', {class: 'top'}, el('span', {class: 'badge ' + it.v}, it.v), el('span', {class: 'id'}, it.id));
-  for (const [f, v] of Object.entries(it.g)) top.append(el('span', {class: 'badge', title: f}, v));
-  if (it.perm) top.append(el('span', {class: 'badge', title: 'right under option orders'}, 'orders ' + it.perm));
-  if (it.sv) top.append(el('span', {class: 'badge ' + it.sv}, 'silence: ' + it.sv));
-  const audio = it.clip !== null && it.clip !== undefined
-    ? el('audio', {controls: '', preload: 'none', src: D.clips[it.clip]})
-    : el('div', {class: 'badge missing audio-state'}, it.audio === 'missing' ? 'audio missing'
-                                                                              : 'no clip path in the predictions');
-  const opts = el('ol', {type: 'A'});
-  it.opts.forEach((o, i) => opts.append(el('li', {class: [i === it.ans ? 'answer' : '', i === it.pos ? 'picked' : '']
-    .join(' ').trim() || null}, o)));
-  const dl = el('dl', {});
-  const row = (k, v) => { if (v !== null && v !== undefined && v !== '') dl.append(el('dt', {}, k), el('dd', {}, v)); };
-  row('answer', (it.ans !== null ? L(it.ans) + '. ' : '') + it.answer);
-  row('model answer', it.pred === null ? '(none)' : (it.pos !== null ? L(it.pos) + '. ' : '') + it.pred);
-  if (D.silence) row('with silence', it.sp === null ? '(none)' : it.sp);
-  row('reasoning', it.think);
-  const raw = el('details', {}, el('summary', {}, 'raw response'), el('pre', {}, it.resp || ''));
-  return el('article', {class: 'item ' + it.v, id: 'item-' + it.id, 'data-verdict': it.v, 'data-audio': it.audio},
-            top, audio, el('div', {class: 'q'}, it.q), opts, dl, raw);
-};
-let matched = [], shown = 0;
-const list = document.getElementById('item-list'), more = document.getElementById('more');
-const count = document.getElementById('match-count');
-function render(reset) {
-  if (reset) { matched = D.items.filter(keep); shown = 0; list.replaceChildren(); }
-  const upto = Math.min(matched.length, shown + D.pageSize);
-  for (; shown < upto; shown++) list.append(card(matched[shown]));
-  count.textContent = `${matched.length} of ${D.items.length} items`;
-  count.dataset.matched = matched.length;
-  more.hidden = shown >= matched.length;
-}
-more.addEventListener('click', () => render(false));
-render(true);
-const target = decodeURIComponent(location.hash.slice(1));
-if (target.startsWith('item-')) {
-  const i = matched.findIndex(it => 'item-' + it.id === target);
-  while (i >= 0 && shown <= i) render(false);
-  const e = document.getElementById(target);
-  // after the plots above have loaded, which moves the cards down
-  if (e) addEventListener('load', () => e.scrollIntoView());
-}
-})();
-"""
+@functools.cache
+def _asset(name: str) -> str:
+    """A file of the page's stylesheet or script, shipped with the package (``r1_aqa/evaluate/page/``)."""
+    return (resources.files(__package__) / "page" / name).read_text(encoding="utf-8")
 
 
 # --- CLI ------------------------------------------------------------------------------------------------------------

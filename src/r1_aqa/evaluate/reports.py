@@ -10,12 +10,9 @@ from pathlib import Path
 from typing import Sequence
 
 from ..files import atomic_path, write_json, write_text
+from .formatting import fmt, markdown_table, signed
 
 SWEEP_NAME = "sweep"
-
-
-def _fmt(value: float | None) -> str:
-    return "—" if value is None else f"{value:.2f}"
 
 
 def _panels(score: dict) -> list[tuple[str, dict[str, tuple[float, int]]]]:
@@ -40,41 +37,32 @@ def _panels(score: dict) -> list[tuple[str, dict[str, tuple[float, int]]]]:
     return panels
 
 
-def _table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> str:
-    """A markdown table; the first ``text_columns`` columns are left-aligned, the others (numbers) right-aligned."""
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
-
-    rule = "|" + "|".join("---" if i < text_columns else "---:" for i in range(len(header))) + "|"
-    return "\n".join([line(header), rule] + [line(row) for row in rows])
-
-
 def _breakdown_table(title: str, percents: dict[str, float], counts: dict[str, list[int]]) -> str:
-    rows = [[name, _fmt(percents[name] if counts[name][1] else None), f"{counts[name][0]}/{counts[name][1]}"]
+    rows = [[name, fmt(percents[name] if counts[name][1] else None), f"{counts[name][0]}/{counts[name][1]}"]
             for name in percents]
-    return _table([title, "accuracy %", "correct/n"], rows)
+    return markdown_table([title, "accuracy %", "correct/n"], rows)
 
 
 def score_markdown(score: dict) -> str:
     """A markdown report of one score: rule, version, totals, breakdown tables, dropped records, ambiguous items."""
     title = score["benchmark"].upper() + (f" test-mini ({score['version']} questions)" if "version" in score else "")
     lines = [f"# {title}", "", f"- rule: {score['rule']}; prediction key `{score['key']}`",
-             f"- total: **{_fmt(score['total'])}%** ({score['correct']}/{score['n']} scored of {score['records']})"]
+             f"- total: **{fmt(score['total'])}%** ({score['correct']}/{score['n']} scored of {score['records']})"]
     if score["benchmark"] != "mmsu":
         lines.append(f"- missing key: {score['missing']}, null: {score['null']} (dropped, as the official script "
-                     f"drops records without the key); counting them as wrong: {_fmt(score['total_all'])}%")
+                     f"drops records without the key); counting them as wrong: {fmt(score['total_all'])}%")
     else:
         lines.append(f"- unparsed (no A-D letter, dropped as the official scorer does): {score['unparsed']}; "
                      f"null (dropped): {score['null']}; missing key: {score['missing']}, empty: {score['empty']} "
                      "(counted wrong)")
         strict = score["strict"]
-        lines.append(f"- strict (response equals the option text, all records): **{_fmt(strict['total'])}%** "
+        lines.append(f"- strict (response equals the option text, all records): **{fmt(strict['total'])}%** "
                      f"({strict['correct']}/{strict['n']})")
     if "permutations" in score:
         perm = score["permutations"]
         orders = ", ".join(f"{k}: {v:.2f}" for k, v in perm["per_order"].items())
         lines.append(f"- permutation-consistent accuracy over {perm['k']} option orders: "
-                     f"**{_fmt(perm['consistent'])}%** ({perm['consistent_n']}/{perm['items']} items, "
+                     f"**{fmt(perm['consistent'])}%** ({perm['consistent_n']}/{perm['items']} items, "
                      f"{perm['incomplete']} incomplete); per order: {orders}")
     for warning in score["warnings"]:
         lines.append(f"- warning: {warning}")
@@ -89,7 +77,7 @@ def score_markdown(score: dict) -> str:
     if score.get("ambiguous"):
         lines += ["", "## Ambiguous items", "",
                   "A wrong option has the answer's token set, so the official rule scores it correct too.", "",
-                  _table(["id", "answer", "same tokens"],
+                  markdown_table(["id", "answer", "same tokens"],
                          [[a["id"], a["answer"], "; ".join(a["same_tokens"])] for a in score["ambiguous"]],
                          text_columns=3)]
     return "\n".join(lines) + "\n"
@@ -137,9 +125,10 @@ def score_figure(score: dict):
         values = [entries[k][0] for k in labels]
         bars = ax.bar(range(len(labels)), values, color="#4C72B0")
         for bar, label in zip(bars, labels):
-            pct, n = entries[label]
-            inside = pct > 15  # mid-bar, clear of the total line near the bars' tops; above a short bar
-            ax.annotate(f"{pct:.2f}\nn={n}", (bar.get_x() + bar.get_width() / 2, pct / 2 if inside else pct + 1),
+            percent, n = entries[label]
+            inside = percent > 15  # mid-bar, clear of the total line near the bars' tops; above a short bar
+            ax.annotate(f"{fmt(percent)}\nn={n}",
+                        (bar.get_x() + bar.get_width() / 2, percent / 2 if inside else percent + 1),
                         ha="center", va="center" if inside else "bottom", fontsize=8,
                         color="white" if inside else "black")
         if score["total"] is not None:
@@ -197,7 +186,7 @@ def sweep_markdown(results: list[tuple[int, dict]], failures: Sequence[tuple[str
     rows = []
     for step, score in results:
         series = _sweep_series(score)
-        cells = [_fmt(series.get(c)) for c in columns]
+        cells = [fmt(series.get(c)) for c in columns]
         if score["total"] is not None and score["total"] == best:
             cells[0] = f"**{cells[0]}**"
         rows.append([str(step)] + cells)
@@ -209,7 +198,7 @@ def sweep_markdown(results: list[tuple[int, dict]], failures: Sequence[tuple[str
     note = "\n\nwarning: the checkpoints were scored on different question files\n" if len(versions) > 1 else "\n"
     if failures:
         note += "\n## Failed checkpoints\n\n" + "".join(f"- `{name}`: {reason}\n" for name, reason in failures)
-    return head + "\n\n" + _table(["step"] + columns, rows) + note
+    return head + "\n\n" + markdown_table(["step"] + columns, rows) + note
 
 
 def plot_sweep(results: list[tuple[int, dict]], path: str | os.PathLike) -> Path:
@@ -268,23 +257,20 @@ def write_sweep_report(results: list[tuple[int, dict]], out_dir: str | os.PathLi
     return paths
 
 
-def _pp(value: float | None) -> str:
-    return "—" if value is None else f"{value:+.2f}"
-
-
 def listening_markdown(gap: dict) -> str:
     """A markdown report of a listening gap: accuracy with audio, with silence and the gap, overall and per group."""
     total = gap["total"]
     lines = [f"# {gap['benchmark'].upper()}: listening gap (audio vs silence of the same length)", "",
              f"- rule: {gap['rule']}",
-             f"- accuracy **{_fmt(total['accuracy'])}%**, with silence **{_fmt(total['silence'])}%**, listening gap "
-             f"**{_pp(total['gap'])}** points (n={total['n']}, with silence n={total['n_silence']})"]
+             f"- accuracy **{fmt(total['accuracy'])}%**, with silence **{fmt(total['silence'])}%**, listening gap "
+             f"**{signed(total['gap'])}** points (n={total['n']}, with silence n={total['n_silence']})"]
     if gap.get("predictions"):
         lines.append(f"- predictions: `{gap['predictions']}`; with silence: `{gap['silence_predictions']}`")
     for group, entries in gap["groups"].items():
-        rows = [[name, _fmt(r["accuracy"]), _fmt(r["silence"]), _pp(r["gap"]), str(r["n"])]
+        rows = [[name, fmt(r["accuracy"]), fmt(r["silence"]), signed(r["gap"]), str(r["n"])]
                 for name, r in entries.items()]
-        lines += ["", f"## By {group}", "", _table([group, "accuracy %", "silence %", "gap (points)", "n"], rows)]
+        header = [group, "accuracy %", "silence %", "gap (points)", "n"]
+        lines += ["", f"## By {group}", "", markdown_table(header, rows)]
     return "\n".join(lines) + "\n"
 
 
@@ -316,7 +302,7 @@ def plot_listening(gap: dict, path: str | os.PathLike, max_entries: int = 12) ->
             ax.set_ylabel("accuracy (%)")
             ax.legend(fontsize=8, loc="upper right")
     fig.suptitle(f"{gap['benchmark'].upper()}: accuracy with audio vs silence "
-                 f"(gap {_pp(gap['total']['gap'])} points)")
+                 f"(gap {signed(gap['total']['gap'])} points)")
     return save_figure(fig, path)
 
 

@@ -29,6 +29,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from .formatting import pct, points
+
 
 BENCHMARKS = ("mmau", "mmsu", "mmar")
 DEFAULT_KEY = "model_output"
@@ -171,15 +173,15 @@ def _score_token_rule(records: list[dict], key: str, groups: dict[str, tuple[str
                 tally[0] += ok
                 tally[1] += 1
     result = {
-        "total": _pct(correct, total) if total else None,
+        "total": pct(correct, total) if total else None,
         "n": total,
         "correct": correct,
-        **{name: {k: _pct(*v) for k, v in tally.items()} for name, tally in tallies.items()},
+        **{name: {k: pct(*v) for k, v in tally.items()} for name, tally in tallies.items()},
         "counts": tallies,
         "records": len(base),
         "missing": missing,
         "null": null,
-        "total_all": _pct(correct, len(base)),
+        "total_all": pct(correct, len(base)),
         "ambiguous": ambiguous_items(base),
         "warnings": _dropped_warnings(len(base), key, missing, null, other, other_key),
     }
@@ -282,10 +284,10 @@ def score_mmsu(records: Iterable[dict], key: str = DEFAULT_KEY) -> dict:
         "benchmark": "mmsu",
         "rule": "official MMSU letter rule (dingdongwang/MMSU_Bench mmsu_evaluation.py)",
         "key": key,
-        "total": _pct(correct, total) if total else None,
+        "total": pct(correct, total) if total else None,
         "n": total,
         "correct": correct,
-        "category": {k: _pct(*v) for k, v in sorted(official.items())},
+        "category": {k: pct(*v) for k, v in sorted(official.items())},
         "counts": {"category": dict(sorted(official.items()))},
         "records": len(base),
         "missing": missing,
@@ -294,10 +296,10 @@ def score_mmsu(records: Iterable[dict], key: str = DEFAULT_KEY) -> dict:
         "unparsed": unparsed,
         "strict": {
             "rule": "stripped response equals the answer's option text; all records count",
-            "total": _pct(strict_correct, len(base)) if base else None,
+            "total": pct(strict_correct, len(base)) if base else None,
             "n": len(base),
             "correct": strict_correct,
-            "category": {k: _pct(*v) for k, v in sorted(strict.items())},
+            "category": {k: pct(*v) for k, v in sorted(strict.items())},
             "counts": {"category": dict(sorted(strict.items()))},
         },
         "warnings": warnings,
@@ -329,11 +331,11 @@ def permutation_consistency(records: Iterable[dict], is_correct: Callable[[dict]
     per_order = {}
     for order in orders:
         got = [results[order] for results in by_item.values() if order in results]
-        per_order[str(order)] = _pct(sum(got), len(got))
+        per_order[str(order)] = pct(sum(got), len(got))
     return {
         "k": len(orders),
         "items": len(by_item),
-        "consistent": _pct(consistent, len(by_item)) if by_item else None,
+        "consistent": pct(consistent, len(by_item)) if by_item else None,
         "consistent_n": consistent,
         "incomplete": len(by_item) - len(complete),
         "per_order": per_order,
@@ -352,9 +354,9 @@ def listening_gap(audio: dict, silence: dict) -> dict:
         raise ValueError(f"cannot compare a {audio['benchmark']} score with a {silence['benchmark']} score")
 
     def row(with_audio: list[int], silent: list[int]) -> dict:
-        accuracy = _pct(*with_audio) if with_audio[1] else None
-        quiet = _pct(*silent) if silent[1] else None
-        gap = round(accuracy - quiet, 2) if accuracy is not None and quiet is not None else None
+        accuracy = pct(*with_audio) if with_audio[1] else None
+        quiet = pct(*silent) if silent[1] else None
+        gap = points(accuracy, quiet)
         return {"accuracy": accuracy, "silence": quiet, "gap": gap, "n": with_audio[1], "n_silence": silent[1]}
 
     groups = {}
@@ -401,12 +403,6 @@ def compare_listening(audio_path: str | Path, silence_path: str | Path, benchmar
 
 
 # ----------------------------------------------------------------------------------------------------------- helpers
-def _pct(correct: int, n: int) -> float | None:
-    """A percentage exactly as the official scripts print it: ``(correct / n) * 100`` formatted ``:.2f``; ``None``
-    for no items (a score of nothing is not 0%)."""
-    return float(f"{(correct / n) * 100:.2f}") if n else None
-
-
 def _letter_correct(options: list[str], answer: str, letter: str | None) -> bool:
     """The official MMSU check: the option under ``letter`` has the answer's text (a missing option is wrong)."""
     index = MMSU_LETTERS.index(letter) if letter else len(options)
