@@ -1,0 +1,111 @@
+"""What the Qwen Omni families share: a thinker (the part that reads audio and writes text) inside the hub's full
+checkpoint layout.
+
+Two layouts exist. The hub's **full** layout (e.g. ``Qwen/Qwen2.5-Omni-7B``: ``model_type`` ``qwen2_5_omni``, a
+``thinker_config`` beside the speech parts' configs, weights under ``thinker.`` and the speech parts' prefixes) is what
+vLLM loads: its registry maps the full architecture to its thinker implementation, which reads the ``thinker.``
+weights. The **thinker-only** layout (``model_type`` ``qwen2_5_omni_thinker``, no prefix) is what transformers'
+``save_pretrained`` writes for the thinker class; vLLM has no architecture for it. transformers loads either into the
+thinker class.
+
+Training from a full checkpoint saves full-layout checkpoints (thinker weights under ``thinker.``, the base's config
+with the trained ``thinker_config``, ``enable_audio_output`` off: the speech parts are not trained, and speech output
+takes them from the base checkpoint). ``r1-aqa omni-layout THINKER_DIR --base FULL`` converts a thinker-only
+directory the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import ClassVar
+
+from . import Family, read_config
+
+_DTYPE_KEYS = ("transformers_version", "dtype", "torch_dtype")
+
+
+class OmniFamily(Family):
+    """A thinker trained alone, saved in the hub's full layout when it came from one."""
+
+    full_model_type: ClassVar[str]
+    full_architecture: ClassVar[str]
+    thinker_model_type: ClassVar[str]
+    thinker_architecture: ClassVar[str]
+    has_full_layout = True
+
+    def checkpoint_name(self, name: str) -> str:
+        return name if name.startswith("thinker.") else "thinker." + name
+
+    def decoder(self, model):
+        return model.model
+
+    def audio_projector(self, model):
+        return model.audio_tower.proj  # the thinker's encoder ends in its projection to the LM width
+
+    def encode_audio(self, model, tower, features: dict) -> None:
+        # The thinker packs the clips itself.
+        model.get_audio_features(features["input_features"], feature_attention_mask=features["feature_attention_mask"])
+
+    def is_full_layout(self, config: dict) -> bool:
+        return config.get("model_type") == self.full_model_type
+
+    def full_config(self, thinker_config: dict, base_config: dict) -> dict:
+        """The base checkpoint's full config with ``thinker_config`` replaced; audio output off."""
+        if not self.is_full_layout(base_config):
+            raise ValueError(f"the base config has model_type {base_config.get('model_type')!r}, not "
+                             f"{self.full_model_type!r} (give a full {self.title} checkpoint such as {self.hub_id})")
+        thinker = {k: v for k, v in thinker_config.items() if k not in _DTYPE_KEYS}
+        thinker["architectures"] = [self.thinker_architecture]
+        config = dict(base_config, thinker_config=thinker, architectures=[self.full_architecture],
+                      enable_audio_output=False)
+        for key in _DTYPE_KEYS:
+            if key in thinker_config:
+                config[key] = thinker_config[key]
+        return config
+
+    def write_full_layout(self, directory: str | os.PathLike, base_config: dict) -> None:
+        """Rewrite a thinker-only directory in place into the full layout: every weight gets the ``thinker.`` prefix
+        (in each safetensors file and the shard index), ``config.json`` becomes the full config. Each file is
+        replaced atomically; a directory already in the full layout is left as it is."""
+        from safetensors import safe_open
+        from safetensors.torch import save_file
+
+        from ..files import atomic_path, write_json
+
+        directory = Path(directory)
+        config_file = directory / "config.json"
+        config = json.loads(config_file.read_text())
+        if self.is_full_layout(config):
+            return
+        if config.get("model_type") != self.thinker_model_type:
+            raise ValueError(f"{config_file}: model_type {config.get('model_type')!r} is not a {self.title} thinker")
+        files = sorted(directory.glob("*.safetensors"))
+        if not files:
+            raise FileNotFoundError(f"{directory}: no *.safetensors weights to convert")
+        for file in files:
+            with safe_open(str(file), "pt") as f:
+                state = {self.checkpoint_name(k): f.get_tensor(k) for k in f.keys()}
+                metadata = f.metadata()
+            with atomic_path(file) as tmp:
+                save_file(state, str(tmp), metadata=metadata or {"format": "pt"})
+        index_file = directory / "model.safetensors.index.json"
+        if index_file.exists():
+            index = json.loads(index_file.read_text())
+            index["weight_map"] = {self.checkpoint_name(k): v for k, v in index["weight_map"].items()}
+            write_json(index_file, index)
+        write_json(config_file, self.full_config(config, base_config))
+
+    def save_layout(self, directory, source_config: dict) -> None:
+        if self.is_full_layout(source_config):
+            self.write_full_layout(directory, source_config)
+
+    def check_vllm(self, path) -> None:
+        config, config_file = read_config(path)
+        if not self.is_full_layout(config):
+            raise ValueError(
+                f"{config_file}: a thinker-only {self.title} checkpoint (model_type {config.get('model_type')!r}); "
+                f"vLLM loads only the hub's full layout (model_type {self.full_model_type!r}, weights under "
+                f"thinker.). Convert it: r1-aqa omni-layout {path} --base {self.hub_id} (the full checkpoint it came "
+                "from), or use HF generate (use_vllm: false / --engine hf)")
