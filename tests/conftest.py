@@ -56,6 +56,14 @@ def tiny_omni_dir(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("tiny-omni"), family="qwen2.5-omni", seed=0)
 
 
+@pytest.fixture(scope="session")
+def tiny_af3_dir(tmp_path_factory):
+    """A tiny random Audio Flamingo 3 directory (hub weight names, ``<sound>``)."""
+    from r1_aqa.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-af3"), family="audioflamingo3", seed=0)
+
+
 def write_tone(path, freq: float = 440.0, seconds: float = 1.0, sr: int = 16_000, channels: int = 1, fmt=None):
     """Write a sine tone to ``path`` (any soundfile format) and return the path."""
     t = np.arange(int(seconds * sr)) / sr

@@ -56,14 +56,25 @@ def load_checkpoint_weights(model, checkpoint: str | os.PathLike, family: str) -
     return True
 
 
-class HubNamedResume:
-    """Trainer mixin: resume from checkpoints whose weights are under the hub's names.
+class HubNamedCheckpoints:
+    """Trainer mixin: checkpoints saved in the layout of the one training started from, and resumed from it.
 
+    Saving: after ``save_pretrained``, the family rewrites the directory into the hub's layout (``Family.save_layout``:
+    an Omni thinker from a full checkpoint saves the full layout; Audio Flamingo 3 its hub names). Resuming:
     ``save_pretrained`` writes Qwen2-Audio's and the Omni thinker's weights under the hub's names, and transformers'
     ``Trainer`` loads a checkpoint with ``load_state_dict(strict=False)`` under the transformers names: nothing
     matches, and the run would go on from the untrained weights (with the trained optimizer state). DeepSpeed, FSDP
-    and PEFT checkpoints keep their own loaders.
+    and PEFT checkpoints keep their own loaders (and PEFT its own adapter layout).
     """
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        from accelerate.utils import is_peft_model
+
+        super()._save(output_dir, state_dict=state_dict)
+        if not is_peft_model(self.model):
+            source = self.accelerator.unwrap_model(self.model).name_or_path
+            config, _ = read_config(source)
+            family_of(source).save_layout(output_dir or self.args.output_dir, config)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         model = self.model if model is None else model

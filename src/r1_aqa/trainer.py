@@ -33,15 +33,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from accelerate.utils import is_peft_model
 from trl import GRPOTrainer
 from trl.extras.profiling import profiling_context
 from trl.trainer.utils import selective_log_softmax_and_entropy
 
 from .audio import SAMPLE_RATE, load_audio_capped
 from .encoder import ClipEncoder, audio_towers, same_weights
-from .families import family_of, read_config
-from .models import HubNamedResume, audio_token_id, load_processor
+from .families import family_of
+from .models import HubNamedCheckpoints, audio_token_id, load_processor
 from .vllm_audio import audio_request, collapse_audio_tokens, configure_cpu_env, on_cpu
 
 # The batch key of each row's clip index within its generation batch (not a model input).
@@ -92,7 +91,7 @@ def _replaced(module, name: str, value):
         setattr(module, name, original)
 
 
-class AudioGRPOTrainer(HubNamedResume, GRPOTrainer):
+class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
     """GRPO for audio LMs (the families of ``r1_aqa.families``); the dataset needs ``prompt`` and ``audio``.
 
     ``prompt`` is a conversation whose user turn holds one ``{"type": "audio"}`` item; ``audio`` is a path (or
@@ -120,8 +119,6 @@ class AudioGRPOTrainer(HubNamedResume, GRPOTrainer):
         self.audio_column = audio_column
         self.max_audio_seconds = max_audio_seconds
         self.audio_token_id = audio_token_id(model.config)
-        # Checkpoints are saved in the layout of the one training started from (e.g. an Omni thinker's full layout).
-        self._source_config, _ = read_config(model.name_or_path)
         self._batch_audio: _BatchAudio | None = None
         self._audio_inputs: dict[str, torch.Tensor] | None = None
         self._audio_clips: torch.Tensor | None = None
@@ -177,11 +174,6 @@ class AudioGRPOTrainer(HubNamedResume, GRPOTrainer):
             stack.enter_context(_replaced(vllm_generation, "LLM", functools.partial(
                 vllm_generation.LLM, **engine_kwargs)))
         return stack
-
-    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        super()._save(output_dir, state_dict=state_dict)
-        if not is_peft_model(self.model):
-            self.family.save_layout(output_dir or self.args.output_dir, self._source_config)
 
     def _setup_audio_encoding(self, core, freeze_tower: bool, freeze_projector: bool, share: bool) -> None:
         """Freeze what is asked and wrap the policy's (and a separate reference model's) audio tower."""
@@ -267,14 +259,12 @@ class AudioGRPOTrainer(HubNamedResume, GRPOTrainer):
             keys.append(index[key])
         encoded = self.processing_class(
             text=[texts[i] for i in first], audio=[batch.waveforms[i] for i in first],
-            sampling_rate=SAMPLE_RATE, padding=True, return_tensors="pt",
+            sampling_rate=SAMPLE_RATE, text_kwargs={"padding": True}, return_tensors="pt",  # see engines.hf_batch
         )
         rows = torch.tensor(keys)
         unique_ids = [ids[mask.bool()].tolist() for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"])]
         prompt_ids = [unique_ids[k] for k in keys]
-        for ids in unique_ids:
-            if self.audio_token_id not in ids:
-                raise ValueError(f"a prompt has no audio placeholder: {self._tokenizer.decode(ids)!r}")
+        self._check_audio_tokens(unique_ids, [batch.waveforms[i] for i in first])
         dtype = self.accelerator.unwrap_model(self.model).get_input_embeddings().weight.dtype
         device = self.accelerator.device
         features = {}
@@ -297,6 +287,19 @@ class AudioGRPOTrainer(HubNamedResume, GRPOTrainer):
             cache = self._encoder.encode_clips(self.family, core, {k: v[firsts] for k, v in features.items()})
             self._clip_caches["train" if self.model.training else "eval"] = cache
         return prompt_ids, None, features
+
+    def _check_audio_tokens(self, prompt_ids: list[list[int]], waveforms: list[np.ndarray]) -> None:
+        """Each prompt holds as many placeholders as its clip has audio tokens (``Family.audio_tokens``), for clips
+        within the encoder's window: fewer would drop audio, more would shift it (the model raises on neither)."""
+        window = self.processing_class.feature_extractor.chunk_length
+        for ids, wav in zip(prompt_ids, waveforms, strict=True):
+            count = ids.count(self.audio_token_id)
+            if count == 0:
+                raise ValueError(f"a prompt has no audio placeholder: {self._tokenizer.decode(ids)!r}")
+            expected = self.family.audio_tokens(len(wav), window)
+            if len(wav) <= window * SAMPLE_RATE and count != expected:
+                raise RuntimeError(f"the processor expanded a {len(wav) / SAMPLE_RATE:.2f} s clip to {count} audio "
+                                   f"tokens; the {self.family.title} encoder gives {expected}")
 
     # ---- log-prob forwards -----------------------------------------------------------------------------------------
 

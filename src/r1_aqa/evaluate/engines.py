@@ -35,14 +35,16 @@ def hf_batch(processor, texts: Sequence[str], audios: Sequence[np.ndarray]) -> B
     ``texts`` are outputs of :func:`chat_prompt`; the processor expands each audio placeholder to the clip's audio
     tokens. No ``max_length``, so the text is never truncated (that could cut audio tokens). Do not pass
     ``truncation=False`` either: the processor hands it to the feature extractor too, which then keeps audio past its
-    30 s window.
+    30 s window. Padding goes to the text alone: Audio Flamingo 3's feature extractor would otherwise pad its clips
+    to the longest instead of to the window its encoder's positions need.
     """
     from ..audio import SAMPLE_RATE
 
     if processor.tokenizer.padding_side != "left":
         raise ValueError("batched generation needs a left-padding processor (models.load_processor sets it)")
     return processor(
-        text=list(texts), audio=list(audios), sampling_rate=SAMPLE_RATE, padding=True, return_tensors="pt"
+        text=list(texts), audio=list(audios), sampling_rate=SAMPLE_RATE, text_kwargs={"padding": True},
+        return_tensors="pt",
     )
 
 

@@ -20,6 +20,7 @@ from typing import ClassVar
 _MODULES = {
     "qwen2-audio": "qwen2_audio",
     "qwen2.5-omni": "qwen2_5_omni",
+    "audioflamingo3": "audioflamingo3",
 }
 NAMES = tuple(_MODULES)
 
@@ -49,8 +50,9 @@ class Family:
 
         return AutoProcessor.from_pretrained(path)
 
-    def audio_tokens(self, num_samples: int) -> int:
-        """How many placeholder tokens a clip of ``num_samples`` 16 kHz samples becomes (within one window)."""
+    def audio_tokens(self, num_samples: int, window_seconds: float = 30) -> int:
+        """How many placeholder tokens a clip of ``num_samples`` 16 kHz samples becomes, up to one encoder window
+        of ``window_seconds`` (the feature extractor's ``chunk_length``)."""
         raise NotImplementedError
 
     def checkpoint_name(self, name: str) -> str:

@@ -91,8 +91,8 @@ class Qwen25Omni(OmniFamily):
         }
         return processor
 
-    def audio_tokens(self, num_samples: int) -> int:
-        return whisper_tokens(num_samples)
+    def audio_tokens(self, num_samples: int, window_seconds: float = 30) -> int:
+        return whisper_tokens(num_samples, window_seconds)
 
     def vllm_engine_kwargs(self, path) -> dict:
         audio_only_vllm()

@@ -28,10 +28,10 @@ CHAT_TEMPLATE = (
 )
 
 
-def whisper_tokens(num_samples: int, window_seconds: int = 30) -> int:
-    """Audio tokens of a clip through a Whisper encoder (mel frames of 160 samples, conv stride 2, pool 2), within
+def whisper_tokens(num_samples: int, window_seconds: float = 30) -> int:
+    """Audio tokens of a clip through a Whisper encoder (mel frames of 160 samples, conv stride 2, pool 2), up to
     one window."""
-    frames = min(num_samples // 160, window_seconds * 100)
+    frames = min(-(-num_samples // 160), int(window_seconds * 100))
     return ((frames - 1) // 2 + 1 - 2) // 2 + 1
 
 
@@ -55,8 +55,8 @@ class Qwen2Audio(Family):
 
         return Qwen2AudioForConditionalGeneration
 
-    def audio_tokens(self, num_samples: int) -> int:
-        return whisper_tokens(num_samples)
+    def audio_tokens(self, num_samples: int, window_seconds: float = 30) -> int:
+        return whisper_tokens(num_samples, window_seconds)
 
     def encode_audio(self, model, tower, features: dict) -> None:
         feats, mask = features["input_features"], features["feature_attention_mask"]

@@ -1,0 +1,148 @@
+"""Audio Flamingo 3 (``nvidia/audio-flamingo-3-hf``): a Whisper encoder ending in a 2x average pool, a two-layer
+projector, Qwen2 LM; ``<sound>``, 25 tokens per second of audio (in 30 s windows).
+
+transformers 5.17 loads the hub's names (``audio_tower.``, ``multi_modal_projector.``, ``language_model.model.``,
+``language_model.lm_head.``: Qwen2-Audio's, which vLLM's loader reads) but its ``save_pretrained`` writes the
+language model under ``language_model.model.model.*``, which vLLM rejects: ``save_layout`` rewrites every saved name
+to the hub's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..audio import QWEN2_AUDIO_MAX_SECONDS
+from . import Family
+from ._tiny import TEXT, audio_sizes, build_tokenizer, feature_extractor, round_vocab, save_with_checkpoint_names, \
+    set_generation_config, token_ids
+from .qwen2_audio import FAMILY as QWEN2_AUDIO
+from .qwen2_audio import whisper_tokens
+
+SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<sound>"]
+
+# Audio Flamingo 3's chat format (Qwen2 chat markup): an audio item renders as "<sound>" where it stands.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'audio' or 'audio' in content or 'audio_url' in content %}<sound>"
+    "{% elif 'text' in content %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}<|im_end|>\n{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+class AudioFlamingo3(Family):
+    name = "audioflamingo3"
+    title = "Audio Flamingo 3"
+    hub_id = "nvidia/audio-flamingo-3-hf"
+    model_types = ("audioflamingo3",)
+    audio_token = "<sound>"
+    feature_keys = ("input_features", "input_features_mask")
+    checkpoint_prefixes = QWEN2_AUDIO.checkpoint_prefixes
+    # The processor splits longer clips into 30 s windows, one feature row each; a batch needs one row per clip.
+    max_audio_seconds = QWEN2_AUDIO_MAX_SECONDS
+
+    def model_class(self):
+        from transformers import AudioFlamingo3ForConditionalGeneration
+
+        return AudioFlamingo3ForConditionalGeneration
+
+    def audio_tokens(self, num_samples: int, window_seconds: float = 30) -> int:
+        return whisper_tokens(num_samples, window_seconds)
+
+    def encode_audio(self, model, tower, features: dict) -> None:
+        tower(features["input_features"], input_features_mask=features["input_features_mask"])
+
+    def save_layout(self, directory, source_config: dict) -> None:
+        rename_saved_weights(directory, self)
+
+    def tiny_tokenizer(self):
+        return build_tokenizer(SPECIALS, CHAT_TEMPLATE)
+
+    def build_tiny(self, out: Path, seed: int, window_seconds: int, layout: str) -> None:
+        import torch
+        from transformers import AudioFlamingo3Config, AudioFlamingo3ForConditionalGeneration, \
+            AudioFlamingo3Processor
+
+        tok = self.tiny_tokenizer()
+        ids = token_ids(tok, "<|endoftext|>", "<|im_end|>", "<sound>")
+        config = AudioFlamingo3Config(
+            audio_config=dict(audio_sizes(window_seconds), model_type="audioflamingo3_encoder"),
+            text_config=dict(TEXT, model_type="qwen2", vocab_size=round_vocab(len(tok)),
+                             bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
+                             pad_token_id=ids["<|endoftext|>"]),
+            audio_token_id=ids["<sound>"],
+        )
+        torch.manual_seed(seed)
+        model = AudioFlamingo3ForConditionalGeneration(config).eval()
+        set_generation_config(model, tok)
+        save_with_checkpoint_names(model, out, self)
+        processor = AudioFlamingo3Processor(feature_extractor=feature_extractor(window_seconds), tokenizer=tok,
+                                            chat_template=CHAT_TEMPLATE, audio_token="<sound>")
+        processor.save_pretrained(out)
+
+
+def rename_saved_weights(directory, family: Family) -> None:
+    """Rewrite the weight names ``save_pretrained`` wrote in ``directory`` (each safetensors file and the shard
+    index) to the family's checkpoint names, atomically per file.
+
+    A saved name that is not a checkpoint name of the model must become one by dropping one ``model.`` segment
+    (``language_model.model.model.x`` -> ``language_model.model.x``); any other is an error naming the tensor.
+    """
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from ..files import atomic_path, write_json
+
+    directory = Path(directory)
+    expected = _checkpoint_names(directory, family)
+    files = sorted(directory.glob("*.safetensors"))
+    renames = {}
+    for file in files:
+        with safe_open(str(file), "pt") as f:
+            renames.update({k: _hub_name(k, expected, directory) for k in f.keys()})
+    if all(k == v for k, v in renames.items()):
+        return
+    for file in files:
+        with safe_open(str(file), "pt") as f:
+            state = {renames[k]: f.get_tensor(k) for k in f.keys()}
+            metadata = f.metadata()
+        with atomic_path(file) as tmp:
+            save_file(state, str(tmp), metadata=metadata or {"format": "pt"})
+    index_file = directory / "model.safetensors.index.json"
+    if index_file.exists():
+        index = json.loads(index_file.read_text())
+        index["weight_map"] = {renames[k]: v for k, v in index["weight_map"].items()}
+        write_json(index_file, index)
+
+
+def _checkpoint_names(directory: Path, family: Family) -> set[str]:
+    """The checkpoint names of every tensor of the model a directory's config describes (built without memory)."""
+    import torch
+
+    from . import read_config
+
+    config, _ = read_config(directory)
+    cls = family.model_class()
+    with torch.device("meta"):
+        model = cls(cls.config_class.from_dict(config))
+    return {family.checkpoint_name(k) for k in model.state_dict()}
+
+
+def _hub_name(name: str, expected: set[str], directory: Path) -> str:
+    if name in expected:
+        return name
+    parts = name.split(".")
+    found = {".".join(parts[:i] + parts[i + 1 :]) for i, p in enumerate(parts) if p == "model"} & expected
+    if len(found) != 1:
+        raise ValueError(f"{directory}: saved tensor {name!r} has no checkpoint name of the model")
+    return found.pop()
+
+
+FAMILY = AudioFlamingo3()
