@@ -39,13 +39,15 @@ class ClipEncoder:
     """One pass per distinct clip through ``tower``, whose ``forward`` it replaces (see the module docstring)."""
 
     @classmethod
-    def of(cls, tower: torch.nn.Module) -> ClipEncoder:
-        """The tower's encoder: the one already wrapping it (a second trainer on the same model), else a new one."""
+    def of(cls, tower: torch.nn.Module, family) -> ClipEncoder:
+        """The tower's encoder: the one already wrapping it (a second trainer on the same model), else a new one
+        (``family``: the model's ``r1_aqa.families.Family``)."""
         wrapper = getattr(tower.forward, "__self__", None)
-        return wrapper if isinstance(wrapper, cls) else cls(tower)
+        return wrapper if isinstance(wrapper, cls) else cls(tower, family)
 
-    def __init__(self, tower: torch.nn.Module):
+    def __init__(self, tower: torch.nn.Module, family):
         self.tower = tower
+        self.family = family
         self._encode = tower.forward
         self.rows: torch.Tensor | None = None
         self.cache: dict[int, torch.Tensor] | None = None
@@ -79,20 +81,20 @@ class ClipEncoder:
                 out = self._encode(features, **kwargs)
             hidden = out.last_hidden_state
             if packed:
-                pieces = hidden.split(self.tower._get_feat_extract_output_lengths(kwargs["feature_lens"])[1].tolist())
+                pieces = hidden.split(self.family.packed_lengths(self.tower, kwargs["feature_lens"]))
             else:
                 pieces = hidden.unbind(0)
             cache.update(zip(missing, pieces))
         pieces = [cache[c] for c in clips]
         return BaseModelOutput(last_hidden_state=torch.cat(pieces) if packed else torch.stack(pieces))
 
-    def encode_clips(self, family, model: torch.nn.Module, features: dict[str, torch.Tensor]) -> dict[int, torch.Tensor]:
+    def encode_clips(self, model: torch.nn.Module, features: dict[str, torch.Tensor]) -> dict[int, torch.Tensor]:
         """Encode every clip of ``features`` (one row per distinct clip, the processor's keys) into a fresh cache,
-        calling the tower as ``family``'s model does."""
+        calling the tower as the family's model does."""
         cache: dict[int, torch.Tensor] = {}
-        n = features[family.feature_keys[0]].size(0)
+        n = features[self.family.feature_keys[0]].size(0)
         with self.clips(torch.arange(n), cache), torch.no_grad(), _gathered(self.tower):
-            family.encode_audio(model, self.tower, features)
+            self.family.encode_audio(model, self.tower, features)
         return cache
 
 

@@ -99,14 +99,6 @@ def load_processor(path: str | os.PathLike, padding_side: str = "left"):
     return processor
 
 
-def __getattr__(name: str):
-    if name == "Qwen2_5OmniAudioProcessor":  # where it was defined before the families package
-        from .families import qwen2_5_omni
-
-        return qwen2_5_omni.Qwen2_5OmniAudioProcessor
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def load_model(path: str | os.PathLike, dtype=None, device: str | None = None):
     """Load a checkpoint with its family's class (eval mode, on ``device``)."""
     import torch

@@ -189,7 +189,7 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
                     "freeze_audio_tower: the PEFT adapter has layers inside the audio tower; leave the tower out of "
                     "lora_target_modules (e.g. a regex over language_model) or train the tower"
                 )
-        for module in ([tower] if freeze_tower else []) + ([self.family.audio_projector(core)] if freeze_projector else []):
+        for module in ([tower] if freeze_tower else []) + (self.family.audio_projectors(core) if freeze_projector else []):
             module.requires_grad_(False)
         self.freeze_audio_tower = freeze_tower
         self.share_clip_encodings = share
@@ -198,12 +198,12 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
         self._clip_caches: dict[str, dict | None] = {"train": None, "eval": None}
         if not share:
             return
-        self._encoder = ClipEncoder.of(tower)
+        self._encoder = ClipEncoder.of(tower, self.family)
         if self.ref_model is None:  # beta 0, or PEFT: the reference pass is this model with its adapter disabled
             self._ref_encoder, self._ref_shares_cache = self._encoder, True
         else:
             ref_tower = audio_towers(self.ref_model)[0]
-            self._ref_encoder = ClipEncoder.of(ref_tower)
+            self._ref_encoder = ClipEncoder.of(ref_tower, self.family)
             self._ref_shares_cache = freeze_tower and same_weights(tower, ref_tower)
 
     def _encoding(self, model, clips: torch.Tensor):
@@ -284,7 +284,7 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
             firsts = torch.tensor([clips.index(c) for c in range(len(clip_of))], device=device)
             core = self.accelerator.unwrap_model(self.model)
             core = core.get_base_model() if hasattr(core, "get_base_model") else core
-            cache = self._encoder.encode_clips(self.family, core, {k: v[firsts] for k, v in features.items()})
+            cache = self._encoder.encode_clips(core, {k: v[firsts] for k, v in features.items()})
             self._clip_caches["train" if self.model.training else "eval"] = cache
         return prompt_ids, None, features
 

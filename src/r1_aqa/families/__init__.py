@@ -21,6 +21,7 @@ _MODULES = {
     "qwen2-audio": "qwen2_audio",
     "qwen2.5-omni": "qwen2_5_omni",
     "audioflamingo3": "audioflamingo3",
+    "qwen3-omni": "qwen3_omni",
 }
 NAMES = tuple(_MODULES)
 
@@ -66,9 +67,13 @@ class Family:
         """The module whose ``last_hidden_state`` the LM head reads."""
         return model.model
 
-    def audio_projector(self, model):
-        """The layer that maps the encoder's output to the LM width."""
-        return model.model.multi_modal_projector
+    def audio_projectors(self, model) -> list:
+        """The layers that map the encoder's output to the LM width."""
+        return [model.model.multi_modal_projector]
+
+    def packed_lengths(self, tower, feature_lens) -> list[int]:
+        """Per clip, the rows of a packed tower output (towers called with ``feature_lens``)."""
+        return tower._get_feat_extract_output_lengths(feature_lens)[1].tolist()
 
     def encode_audio(self, model, tower, features: dict) -> None:
         """Run ``tower`` on one row per clip of ``features`` as the model's forward would (fills a clip cache)."""

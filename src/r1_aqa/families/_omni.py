@@ -16,6 +16,7 @@ directory the same way.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -41,8 +42,8 @@ class OmniFamily(Family):
     def decoder(self, model):
         return model.model
 
-    def audio_projector(self, model):
-        return model.audio_tower.proj  # the thinker's encoder ends in its projection to the LM width
+    def audio_projectors(self, model) -> list:
+        return [model.audio_tower.proj]  # the thinker's encoder ends in its projection to the LM width
 
     def encode_audio(self, model, tower, features: dict) -> None:
         # The thinker packs the clips itself.
@@ -109,3 +110,63 @@ class OmniFamily(Family):
                 f"vLLM loads only the hub's full layout (model_type {self.full_model_type!r}, weights under "
                 f"thinker.). Convert it: r1-aqa omni-layout {path} --base {self.hub_id} (the full checkpoint it came "
                 "from), or use HF generate (use_vllm: false / --engine hf)")
+
+
+def __getattr__(name: str):
+    # The audio-only processor classes subclass transformers' and are built on first use (importing stays light).
+    if name.endswith("AudioProcessor"):
+        return audio_only_processor_class(name.removesuffix("AudioProcessor") + "Processor")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@functools.cache
+def audio_only_processor_class(parent_name: str):
+    """transformers' Omni processor ``parent_name`` (e.g. ``Qwen2_5OmniProcessor``) for text and audio, without the
+    image and video processors, for machines without torchvision (the video processor needs it).
+
+    Feature extraction, the kwargs defaults and the output keys (``input_ids``, ``attention_mask``,
+    ``input_features``, ``feature_attention_mask``) are the parent's code; the audio placeholder expansion is the
+    parent's audio branch (``use_audio_in_video`` false), with the parent's per-clip lengths. Saves as the parent
+    with the image and video processor settings in ``vision_settings``, so a machine with torchvision loads the saved
+    directory with ``AutoProcessor``.
+    """
+    import transformers
+    from transformers.processing_utils import ProcessorMixin
+
+    parent = getattr(transformers, parent_name)
+
+    def __init__(self, feature_extractor=None, tokenizer=None, chat_template=None):
+        ProcessorMixin.__init__(self, feature_extractor, tokenizer, chat_template=chat_template)
+        for name in ("image_token", "audio_token", "video_token", "vision_bos_token", "vision_eos_token",
+                     "audio_bos_token", "audio_eos_token"):
+            setattr(self, name, getattr(tokenizer, name))
+        self.vision_settings = {}
+
+    def __call__(self, text=None, images=None, videos=None, audio=None, **kwargs):
+        if images is not None or videos is not None:
+            raise ValueError(f"images and videos need transformers' {parent_name}: install torchvision")
+        return parent.__call__(self, text=text, audio=audio, **kwargs)
+
+    def replace_multimodal_special_tokens(self, text, audio_lengths, *args, **kwargs):
+        # The parent's audio branch: the i-th placeholder becomes as many as the i-th clip has audio tokens.
+        expanded = []
+        for sample in text:
+            head, *rest = sample.split(self.audio_token)
+            expanded.append(head + "".join(self.audio_token * int(next(audio_lengths)) + part for part in rest))
+        return expanded
+
+    def model_input_names(self):
+        names = self.tokenizer.model_input_names + self.feature_extractor.model_input_names
+        return list(dict.fromkeys(names + ["feature_attention_mask"]))
+
+    def to_dict(self):
+        return {**self.vision_settings, **parent.to_dict(self), "processor_class": parent_name}
+
+    name = parent_name.removesuffix("Processor") + "AudioProcessor"
+    # Picklable (and named in errors) as r1_aqa.families._omni.<name>.
+    return type(name, (parent,), {
+        "__init__": __init__, "__call__": __call__, "__module__": __name__, "__qualname__": name,
+        "__doc__": f"transformers' ``{parent_name}`` for text and audio (see ``audio_only_processor_class``).",
+        "replace_multimodal_special_tokens": replace_multimodal_special_tokens,
+        "model_input_names": property(model_input_names), "to_dict": to_dict,
+    })

@@ -1,17 +1,16 @@
 """The Qwen2.5-Omni thinker (``Qwen/Qwen2.5-Omni-7B``): its own audio encoder (ending in the projection to the LM
 width), Qwen2 LM with multimodal RoPE; ``<|AUDIO|>``; thinker-only or the hub's full layout (see ``_omni``).
 
-Also the one shim that lets vLLM's Qwen2.5-Omni thinker run where torchvision is missing (``audio_only_vllm``), and
-the audio-only processor it and transformers use there (``Qwen2_5OmniAudioProcessor``).
+Also the one shim that lets vLLM's Qwen2.5-Omni thinker run where torchvision is missing (``audio_only_vllm``); it and
+transformers use the audio-only processor there (``_omni.audio_only_processor_class``).
 """
 
 from __future__ import annotations
 
-import functools
 import sys
 from pathlib import Path
 
-from ._omni import OmniFamily
+from ._omni import OmniFamily, audio_only_processor_class
 from ._tiny import TEXT, audio_sizes, build_tokenizer, feature_extractor, round_vocab, save_with_checkpoint_names, \
     set_generation_config
 from .qwen2_audio import SPECIALS as QWEN2_AUDIO_SPECIALS
@@ -84,7 +83,7 @@ class Qwen25Omni(OmniFamily):
         from transformers.image_processing_base import ImageProcessingMixin
         from transformers.video_processing_utils import BaseVideoProcessor
 
-        processor = _audio_processor_class().from_pretrained(path)
+        processor = audio_only_processor_class("Qwen2_5OmniProcessor").from_pretrained(path)
         processor.vision_settings = {  # kept as saved, to be saved again
             "image_processor": ImageProcessingMixin.get_image_processor_dict(path)[0],
             "video_processor": BaseVideoProcessor.get_video_processor_dict(path)[0],
@@ -132,7 +131,7 @@ class Qwen25Omni(OmniFamily):
             _save_full(_full_model(model), out)
         else:
             save_with_checkpoint_names(model, out, self)
-        processor = _audio_processor_class()(feature_extractor=feature_extractor(window_seconds), tokenizer=tok,
+        processor = audio_only_processor_class("Qwen2_5OmniProcessor")(feature_extractor=feature_extractor(window_seconds), tokenizer=tok,
                                              chat_template=CHAT_TEMPLATE)
         # What Qwen2_5OmniProcessor saves for its image and video processors (the video one needs torchvision).
         processor.vision_settings = {
@@ -242,62 +241,6 @@ def audio_only_vllm() -> None:
 
     get_hf_processor.audio_only = True
     info.get_hf_processor = get_hf_processor
-
-
-def __getattr__(name: str):
-    # The processor class subclasses transformers' and is built on first use, so importing this module stays light.
-    if name == "Qwen2_5OmniAudioProcessor":
-        return _audio_processor_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-@functools.cache
-def _audio_processor_class():
-    from transformers import Qwen2_5OmniProcessor
-    from transformers.processing_utils import ProcessorMixin
-
-    class Qwen2_5OmniAudioProcessor(Qwen2_5OmniProcessor):
-        """transformers' ``Qwen2_5OmniProcessor`` for text and audio, without image and video processors.
-
-        For machines without torchvision. Feature extraction (Whisper, padded to 30 s, ``feature_attention_mask``),
-        the kwargs defaults and the output keys (``input_ids``, ``attention_mask``, ``input_features``,
-        ``feature_attention_mask``) are the parent's code; the ``<|AUDIO|>`` expansion is the parent's audio branch
-        (``use_audio_in_video`` false). Saves as ``Qwen2_5OmniProcessor`` with the image and video processor settings
-        in ``vision_settings``, so a machine with torchvision loads the saved directory with ``AutoProcessor``.
-        """
-
-        def __init__(self, feature_extractor=None, tokenizer=None, chat_template=None):
-            ProcessorMixin.__init__(self, feature_extractor, tokenizer, chat_template=chat_template)
-            for name in ("image_token", "audio_token", "video_token", "vision_bos_token", "vision_eos_token",
-                         "audio_bos_token", "audio_eos_token"):
-                setattr(self, name, getattr(tokenizer, name))
-            self.vision_settings: dict = {}
-
-        def __call__(self, text=None, images=None, videos=None, audio=None, **kwargs):
-            if images is not None or videos is not None:
-                raise ValueError("images and videos need transformers' Qwen2_5OmniProcessor: install torchvision")
-            return super().__call__(text=text, audio=audio, **kwargs)
-
-        def replace_multimodal_special_tokens(self, text, audio_lengths, *args, **kwargs):
-            # The parent's audio branch: the i-th <|AUDIO|> becomes as many <|AUDIO|> as the i-th clip has frames.
-            expanded = []
-            for sample in text:
-                head, *rest = sample.split(self.audio_token)
-                expanded.append(head + "".join(self.audio_token * int(next(audio_lengths)) + part for part in rest))
-            return expanded
-
-        @property
-        def model_input_names(self):
-            names = self.tokenizer.model_input_names + self.feature_extractor.model_input_names
-            return list(dict.fromkeys(names + ["feature_attention_mask"]))
-
-        def to_dict(self):
-            return {**self.vision_settings, **super().to_dict(), "processor_class": "Qwen2_5OmniProcessor"}
-
-    # Picklable (and named in errors) as r1_aqa.families.qwen2_5_omni.Qwen2_5OmniAudioProcessor.
-    Qwen2_5OmniAudioProcessor.__module__ = __name__
-    Qwen2_5OmniAudioProcessor.__qualname__ = "Qwen2_5OmniAudioProcessor"
-    return Qwen2_5OmniAudioProcessor
 
 
 FAMILY = Qwen25Omni()
