@@ -16,7 +16,8 @@ from test_trainer import audio_params, make_parquet, make_trainer, unused_audio_
 
 from r1_aqa.families import NAMES, family_of, get_family
 
-FIXTURES = {"qwen2-audio": "tiny_model_dir", "qwen2.5-omni": "tiny_omni_dir", "audioflamingo3": "tiny_af3_dir"}
+FIXTURES = {"qwen2-audio": "tiny_model_dir", "qwen2.5-omni": "tiny_omni_dir", "audioflamingo3": "tiny_af3_dir",
+            "qwen3-omni": "tiny_qwen3_omni_dir"}
 
 
 def weight_names(folder) -> set[str]:
@@ -54,7 +55,7 @@ def test_placeholder_count_is_the_familys_and_the_encoders(name, request, tmp_pa
     text = processor.apply_chat_template(build_messages(format_prompt("Which tone?", ["low", "high"])),
                                          add_generation_prompt=True, tokenize=False)
     assert text.count(family.audio_token) == 1
-    for seconds in (0.0101, 0.55, 1.0, 1.013, 2.37):
+    for seconds in (0.02, 0.55, 1.0, 1.013, 2.37):
         clip = load_audio(write_tone(tmp_path / f"{seconds}.wav", seconds=seconds))
         enc = processor(text=[text], audio=[clip], sampling_rate=16_000, return_tensors="pt")
         count = int((enc["input_ids"] == audio_id).sum())

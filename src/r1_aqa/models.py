@@ -104,9 +104,21 @@ def load_model(path: str | os.PathLike, dtype=None, device: str | None = None):
     import torch
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    cls = model_class(model_family(path))
+    cls = family_of(path).model_class()
     model = cls.from_pretrained(path, dtype=dtype or default_dtype(device))
+    without_router_logits(model)
     return model.to(device).eval()
+
+
+def without_router_logits(model) -> None:
+    """An MoE model returns router logits only where a forward asks for them (TRL's log-prob passes do).
+
+    TRL's SFT saves ``output_router_logits: true`` in the config; generation with it on computes the router aux loss
+    of each new token against the whole attention mask and fails.
+    """
+    text_config = model.config.get_text_config()
+    if getattr(text_config, "output_router_logits", False):
+        text_config.output_router_logits = False
 
 
 def audio_token_id(config) -> int:

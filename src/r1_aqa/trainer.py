@@ -40,7 +40,7 @@ from trl.trainer.utils import selective_log_softmax_and_entropy
 from .audio import SAMPLE_RATE, load_audio_capped
 from .encoder import ClipEncoder, audio_towers, same_weights
 from .families import family_of
-from .models import HubNamedCheckpoints, audio_token_id, load_processor
+from .models import HubNamedCheckpoints, audio_token_id, load_processor, without_router_logits
 from .vllm_audio import audio_request, collapse_audio_tokens, configure_cpu_env, on_cpu
 
 # The batch key of each row's clip index within its generation batch (not a model input).
@@ -107,6 +107,7 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
         if isinstance(model, (str, os.PathLike)):
             model = family_of(model).model_class().from_pretrained(model)
         self.family = family_of(model.name_or_path)
+        without_router_logits(model)  # TRL asks for them in the passes that use them
         if args is not None and args.use_vllm:
             if args.vllm_mode != "colocate":
                 raise ValueError("AudioGRPOTrainer supports vLLM in colocate mode only (vllm_mode: colocate)")
