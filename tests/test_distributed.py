@@ -189,6 +189,36 @@ def test_zero3_frozen_encoder(tiny_model_dir, data, tmp_path):
     assert any("multi_modal_projector" in n for n in changed) and any("language_model" in n for n in changed)
 
 
+def test_zero3_qwen3_omni_moe(tiny_qwen3_omni_dir, data, tmp_path):
+    """ZeRO-3 on the MoE thinker (full layout, HF rollouts, β > 0, router aux loss): both ranks end with the same
+    weights, the experts, the router and every trainable audio tensor trained, the aux loss logged, and the saved
+    checkpoint in the full layout equal to the trained weights."""
+    from r1_aqa.models import load_model
+    from test_qwen3_omni import assert_full_layout
+
+    out, record = tmp_path / "out", tmp_path / "record.json"
+    train_args = [
+        "--config", RECIPE, "--model_name_or_path", str(tiny_qwen3_omni_dir), "--dataset_path", str(data),
+        "--output_dir", str(out), "--per_device_train_batch_size", "3", "--max_steps", "2", "--save_steps", "2",
+        "--learning_rate", "2e-2",
+    ]
+    cmd = ["accelerate", "launch", "--config_file", str(cpu_accelerate_config("zero3", tmp_path)),
+           "--num_processes", "2", "--main_process_port", str(free_port()),
+           str(HERE / "distributed_worker.py"), str(record), *train_args]
+    run(cmd, child_env(), tmp_path / "launch.log")
+    records = json.loads(record.read_text())
+    assert records[0]["digests"] == records[1]["digests"], "the ranks ended with different weights"
+    before = digests(load_model(tiny_qwen3_omni_dir, device="cpu"))
+    changed = {n for n, d in records[0]["digests"].items() if d != before[n]}
+    trainable_audio = [n for n in records[0]["trainable"] if n.startswith("audio_tower.")]
+    assert len(trainable_audio) >= 20 and not set(trainable_audio) - changed, set(trainable_audio) - changed
+    assert any(".mlp.experts." in n for n in changed) and any(".mlp.gate." in n for n in changed)
+    assert any("aux_loss" in e for e in records[0]["log_history"])
+    for folder in (out, out / "checkpoint-2"):
+        assert_full_layout(folder)
+        assert digests(load_model(folder, device="cpu")) == records[0]["digests"], f"{folder} is not the trained model"
+
+
 def test_launch_script_zero3_then_resume(tiny_model_dir, data, tmp_path):
     """The shipped launch script, as a user runs it: the recipe's output_dir wins unless OUT is set; the script's
     accumulation arithmetic reaches the trainer; a ZeRO-3 checkpoint resumes; every run exits 0."""
