@@ -154,11 +154,13 @@ def test_af3_sft_and_eval_hf(tiny_af3_dir, tmp_path):
 
 
 @pytest.mark.vllm
-def test_af3_vllm_rollouts_follow_each_part_and_eval_engines_agree(tiny_af3_dir, tmp_path):
-    """Colocated vLLM on Audio Flamingo 3: greedy equal to transformers at the start and after an in-place sync of
-    the audio tower, the projector and the language model, each changed alone; after GRPO steps the saved
-    checkpoint gives the same greedy answers in ``eval --engine vllm`` as in ``--engine hf``."""
+@pytest.mark.parametrize("name", ["qwen2-audio", "audioflamingo3"])
+def test_vllm_rollouts_follow_each_part_and_eval_engines_agree(name, request, tmp_path):
+    """Colocated vLLM: greedy equal to transformers at the start and after an in-place sync of the audio tower, the
+    projector and the language model, each changed alone; after GRPO steps the saved checkpoint gives the same
+    greedy answers in ``eval --engine vllm`` as in ``--engine hf``. (Qwen2.5-Omni: ``test_omni.py``.)"""
     pytest.importorskip("vllm")
+    tiny_dir = request.getfixturevalue(FIXTURES[name])
     from test_trainer_vllm import _greedy, _perturb
 
     from r1_aqa.audio import load_audio
@@ -166,13 +168,13 @@ def test_af3_vllm_rollouts_follow_each_part_and_eval_engines_agree(tiny_af3_dir,
     from r1_aqa.prompts import format_prompt
 
     out = tmp_path / "out"
-    trainer = make_trainer(tiny_af3_dir, make_parquet(tmp_path), out, use_vllm=True, vllm_mode="colocate",
+    trainer = make_trainer(tiny_dir, make_parquet(tmp_path), out, use_vllm=True, vllm_mode="colocate",
                            vllm_max_model_length=1024, learning_rate=2e-2, max_steps=2, save_strategy="steps",
                            save_steps=2)
     row = trainer.train_dataset[0]
     clip = load_audio(row["audio"])
     previous, hf, request_out, enc = _greedy(trainer, row["prompt"], clip)
-    assert list(request_out.prompt_token_ids) == enc["input_ids"][0].tolist()  # vLLM expanded <sound> as HF did
+    assert list(request_out.prompt_token_ids) == enc["input_ids"][0].tolist()  # vLLM expanded the placeholder as HF
     assert previous == hf
     model = trainer.accelerator.unwrap_model(trainer.model)
     for step, (part, scale) in enumerate([("audio_tower", 0.5), ("multi_modal_projector", 0.5),
