@@ -65,6 +65,16 @@ def test_placeholder_count_is_the_familys_and_the_encoders(name, request, tmp_pa
         assert embeds.shape[1] == enc["input_ids"].shape[1]
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_eval_hf_reads_every_family(name, request, tmp_path):
+    from r1_aqa.evaluate.runner import evaluate, load_items
+
+    parquet = make_parquet(tmp_path, n=2)
+    records = evaluate(load_items("mmau", parquet), request.getfixturevalue(FIXTURES[name]), tmp_path / "pred.json",
+                       benchmark="mmau", data=parquet, max_new_tokens=4)
+    assert [r["id"] for r in records] == ["q0", "q1"] and all(isinstance(r["model_response"], str) for r in records)
+
+
 def test_af3_tiny_model_is_the_hubs_layout(tiny_af3_dir):
     """Hub names (vLLM's), the transformers class, ``<sound>``; every tensor loads from the file."""
     from safetensors.torch import load_file

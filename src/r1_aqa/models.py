@@ -72,9 +72,10 @@ class HubNamedCheckpoints:
 
         super()._save(output_dir, state_dict=state_dict)
         if not is_peft_model(self.model):
-            source = self.accelerator.unwrap_model(self.model).name_or_path
-            config, _ = read_config(source)
-            family_of(source).save_layout(output_dir or self.args.output_dir, config)
+            model = self.accelerator.unwrap_model(self.model)
+            config, _ = read_config(model.name_or_path)
+            directory = output_dir or self.args.output_dir
+            family_of(model.name_or_path).save_layout(directory, config, list(model.state_dict()))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         model = self.model if model is None else model

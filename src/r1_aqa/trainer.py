@@ -17,9 +17,9 @@ old/reference/policy log-prob passes, so an audio model trains without ever seei
   ``freeze_audio_projector`` freezes the layer that maps the encoder's output to the LM width;
 * forbids the audio placeholder token in completions, in both generate paths, and scores completions under the
   distribution without it (the one the rollouts sample from);
-* in vLLM colocate mode, sends one audio placeholder per request with the waveform (vLLM expands it itself), syncs weights
-  under the checkpoint's names with ``reload_weights`` and resets vLLM's encoder and prefix caches after every sync
-  (``_generate_single_turn``).
+* in vLLM colocate mode, sends one audio placeholder per request with the waveform (vLLM expands it itself), syncs
+  weights under the checkpoint's names with ``reload_weights`` and resets vLLM's encoder and prefix caches after
+  every sync (``_generate_single_turn``).
 
 Logged beyond TRL's metrics: ``audio/cut_at_cap_ratio`` (share of clips cut at the cap). TRL itself logs
 ``sampling/sampling_logp_difference/mean`` (vLLM vs trainer log-probs; ~1e-3 when weight sync works) in vLLM mode.
@@ -190,7 +190,8 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
                     "freeze_audio_tower: the PEFT adapter has layers inside the audio tower; leave the tower out of "
                     "lora_target_modules (e.g. a regex over language_model) or train the tower"
                 )
-        for module in ([tower] if freeze_tower else []) + (self.family.audio_projectors(core) if freeze_projector else []):
+        projectors = self.family.audio_projectors(core) if freeze_projector else []
+        for module in ([tower] if freeze_tower else []) + projectors:
             module.requires_grad_(False)
         self.freeze_audio_tower = freeze_tower
         self.share_clip_encodings = share

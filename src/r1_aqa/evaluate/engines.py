@@ -2,8 +2,8 @@
 
 Both take the same inputs — the user prompt text (without chat markup) and a float32 16 kHz clip per item — build
 the same chat-template prompt (audio first), decode greedily and return the raw responses, in order. Neither ever
-generates the family's audio placeholder (``<|AUDIO|>``, ``<sound>``), as in training: GRPO rollouts never sample it, so nothing holds its
-logit down, and after GRPO it can be the greedy pick (measured on the demo's tiny model: 150 of 200 held-out answers
+generates the family's audio placeholder (``<|AUDIO|>``, ``<sound>``, ...), as in training: GRPO rollouts never
+sample it, so nothing holds its logit down, and after GRPO it can be the greedy pick (measured on the demo's tiny model: 150 of 200 held-out answers
 were ``<answer`` followed by placeholders).
 """
 

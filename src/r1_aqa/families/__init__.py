@@ -79,9 +79,10 @@ class Family:
         """Run ``tower`` on one row per clip of ``features`` as the model's forward would (fills a clip cache)."""
         raise NotImplementedError
 
-    def save_layout(self, directory: str | os.PathLike, source_config: dict) -> None:
+    def save_layout(self, directory: str | os.PathLike, source_config: dict, names: list[str]) -> None:
         """Rewrite a directory ``save_pretrained`` wrote into the layout vLLM and the hub use (``source_config``:
-        the config of the checkpoint training started from). Default: as written."""
+        the config of the checkpoint training started from; ``names``: the saved model's transformers parameter
+        names). Called on the saving process only: no collectives, no model construction. Default: as written."""
 
     def check_vllm(self, path: str | os.PathLike) -> None:
         """Raise ``ValueError`` (with the way out) where vLLM cannot serve this checkpoint; before any engine starts."""

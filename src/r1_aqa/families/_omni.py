@@ -98,7 +98,7 @@ class OmniFamily(Family):
             write_json(index_file, index)
         write_json(config_file, self.full_config(config, base_config))
 
-    def save_layout(self, directory, source_config: dict) -> None:
+    def save_layout(self, directory, source_config: dict, names: list[str]) -> None:
         if self.is_full_layout(source_config):
             self.write_full_layout(directory, source_config)
 

@@ -57,8 +57,8 @@ class AudioFlamingo3(Family):
     def encode_audio(self, model, tower, features: dict) -> None:
         tower(features["input_features"], input_features_mask=features["input_features_mask"])
 
-    def save_layout(self, directory, source_config: dict) -> None:
-        rename_saved_weights(directory, self)
+    def save_layout(self, directory, source_config: dict, names: list[str]) -> None:
+        rename_saved_weights(directory, {self.checkpoint_name(n) for n in names})
 
     def tiny_tokenizer(self):
         return build_tokenizer(SPECIALS, CHAT_TEMPLATE)
@@ -86,12 +86,12 @@ class AudioFlamingo3(Family):
         processor.save_pretrained(out)
 
 
-def rename_saved_weights(directory, family: Family) -> None:
+def rename_saved_weights(directory, expected: set[str]) -> None:
     """Rewrite the weight names ``save_pretrained`` wrote in ``directory`` (each safetensors file and the shard
-    index) to the family's checkpoint names, atomically per file.
+    index) to the ``expected`` checkpoint names, atomically per file.
 
-    A saved name that is not a checkpoint name of the model must become one by dropping one ``model.`` segment
-    (``language_model.model.model.x`` -> ``language_model.model.x``); any other is an error naming the tensor.
+    A saved name not expected must become one by dropping one ``model.`` segment (``language_model.model.model.x`` ->
+    ``language_model.model.x``); any other is an error naming the tensor.
     """
     import json
 
@@ -101,7 +101,6 @@ def rename_saved_weights(directory, family: Family) -> None:
     from ..files import atomic_path, write_json
 
     directory = Path(directory)
-    expected = _checkpoint_names(directory, family)
     files = sorted(directory.glob("*.safetensors"))
     renames = {}
     for file in files:
@@ -120,19 +119,6 @@ def rename_saved_weights(directory, family: Family) -> None:
         index = json.loads(index_file.read_text())
         index["weight_map"] = {renames[k]: v for k, v in index["weight_map"].items()}
         write_json(index_file, index)
-
-
-def _checkpoint_names(directory: Path, family: Family) -> set[str]:
-    """The checkpoint names of every tensor of the model a directory's config describes (built without memory)."""
-    import torch
-
-    from . import read_config
-
-    config, _ = read_config(directory)
-    cls = family.model_class()
-    with torch.device("meta"):
-        model = cls(cls.config_class.from_dict(config))
-    return {family.checkpoint_name(k) for k in model.state_dict()}
 
 
 def _hub_name(name: str, expected: set[str], directory: Path) -> str:

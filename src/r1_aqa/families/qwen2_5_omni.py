@@ -131,8 +131,8 @@ class Qwen25Omni(OmniFamily):
             _save_full(_full_model(model), out)
         else:
             save_with_checkpoint_names(model, out, self)
-        processor = audio_only_processor_class("Qwen2_5OmniProcessor")(feature_extractor=feature_extractor(window_seconds), tokenizer=tok,
-                                             chat_template=CHAT_TEMPLATE)
+        processor = audio_only_processor_class("Qwen2_5OmniProcessor")(
+            feature_extractor=feature_extractor(window_seconds), tokenizer=tok, chat_template=CHAT_TEMPLATE)
         # What Qwen2_5OmniProcessor saves for its image and video processors (the video one needs torchvision).
         processor.vision_settings = {
             "image_processor": Qwen2VLImageProcessorPil(**_PROCESSOR_PATCHES).to_dict(),
