@@ -69,6 +69,18 @@ def run(cmd: list[str], env: dict[str, str], log: Path) -> None:
     assert proc.returncode == 0, f"exit {proc.returncode}: {' '.join(cmd)}\n{log.read_text()[-4000:]}"
 
 
+def zero3_records(train_args: list[str], tmp_path: Path) -> list[dict]:
+    """Launch the worker with 2 processes under ZeRO-3; its ranks' records, checked to hold the same weights."""
+    record = tmp_path / "record.json"
+    cmd = ["accelerate", "launch", "--config_file", str(cpu_accelerate_config("zero3", tmp_path)),
+           "--num_processes", "2", "--main_process_port", str(free_port()),
+           str(HERE / "distributed_worker.py"), str(record), *train_args]
+    run(cmd, child_env(), tmp_path / "launch.log")
+    records = json.loads(record.read_text())
+    assert records[0]["digests"] == records[1]["digests"], "the ranks ended with different weights"
+    return records
+
+
 def digests(model) -> dict[str, str]:
     return {n: hashlib.sha1(p.detach().float().numpy().tobytes()).hexdigest() for n, p in model.named_parameters()}
 
@@ -171,18 +183,12 @@ def test_zero3_frozen_encoder(tiny_model_dir, data, tmp_path):
     the same point; the tower stays as loaded while the projector and the language model train."""
     from r1_aqa.models import load_model
 
-    record = tmp_path / "record.json"
     train_args = [
         "--config", RECIPE, "--model_name_or_path", str(tiny_model_dir), "--dataset_path", str(data),
         "--output_dir", str(tmp_path / "out"), "--per_device_train_batch_size", "3", "--max_steps", "2",
         "--save_strategy", "no", "--learning_rate", "2e-2", "--freeze_audio_tower", "true",
     ]
-    cmd = ["accelerate", "launch", "--config_file", str(cpu_accelerate_config("zero3", tmp_path)),
-           "--num_processes", "2", "--main_process_port", str(free_port()),
-           str(HERE / "distributed_worker.py"), str(record), *train_args]
-    run(cmd, child_env(), tmp_path / "launch.log")
-    records = json.loads(record.read_text())
-    assert records[0]["digests"] == records[1]["digests"], "the ranks ended with different weights"
+    records = zero3_records(train_args, tmp_path)
     before = digests(load_model(tiny_model_dir, device="cpu"))
     changed = {n for n, d in records[0]["digests"].items() if d != before[n]}
     assert not [n for n in changed if "audio_tower." in n], sorted(changed)
@@ -199,18 +205,13 @@ def test_zero3_other_families(fixture, data, tmp_path, request):
     from test_qwen3_omni import assert_full_layout
 
     model_dir = request.getfixturevalue(fixture)
-    out, record = tmp_path / "out", tmp_path / "record.json"
+    out = tmp_path / "out"
     train_args = [
         "--config", RECIPE, "--model_name_or_path", str(model_dir), "--dataset_path", str(data),
         "--output_dir", str(out), "--per_device_train_batch_size", "3", "--max_steps", "2", "--save_steps", "2",
         "--learning_rate", "2e-2",
     ]
-    cmd = ["accelerate", "launch", "--config_file", str(cpu_accelerate_config("zero3", tmp_path)),
-           "--num_processes", "2", "--main_process_port", str(free_port()),
-           str(HERE / "distributed_worker.py"), str(record), *train_args]
-    run(cmd, child_env(), tmp_path / "launch.log")
-    records = json.loads(record.read_text())
-    assert records[0]["digests"] == records[1]["digests"], "the ranks ended with different weights"
+    records = zero3_records(train_args, tmp_path)
     before = digests(load_model(model_dir, device="cpu"))
     changed = {n for n, d in records[0]["digests"].items() if d != before[n]}
     trainable_audio = [n for n in records[0]["trainable"] if "audio_tower." in n or "multi_modal_projector." in n]

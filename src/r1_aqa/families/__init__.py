@@ -136,3 +136,25 @@ def family_of(path: str | os.PathLike) -> Family:
             return get_family(name)
     known = sorted(t for name in NAMES for t in get_family(name).model_types)
     raise ValueError(f"{config_file}: model_type {model_type!r} is not supported; expected one of {known}")
+
+
+def rename_weights(directory: str | os.PathLike, rename) -> None:
+    """Rename every tensor of a checkpoint directory (each ``*.safetensors`` file and the shard index) by
+    ``rename(name) -> name``, each file replaced atomically."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from ..files import atomic_path, write_json
+
+    directory = Path(directory)
+    for file in sorted(directory.glob("*.safetensors")):
+        with safe_open(str(file), "pt") as f:
+            state = {rename(k): f.get_tensor(k) for k in f.keys()}
+            metadata = f.metadata()
+        with atomic_path(file) as tmp:
+            save_file(state, str(tmp), metadata=metadata or {"format": "pt"})
+    index_file = directory / "model.safetensors.index.json"
+    if index_file.exists():
+        index = json.loads(index_file.read_text())
+        index["weight_map"] = {rename(k): v for k, v in index["weight_map"].items()}
+        write_json(index_file, index)

@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import ClassVar
 
-from . import Family, read_config
+from . import Family, read_config, rename_weights
 
 _DTYPE_KEYS = ("transformers_version", "dtype", "torch_dtype")
 
@@ -34,7 +34,31 @@ class OmniFamily(Family):
     full_architecture: ClassVar[str]
     thinker_model_type: ClassVar[str]
     thinker_architecture: ClassVar[str]
+    processor_class: ClassVar[str]  # transformers' processor (needs torchvision for its video processor)
     has_full_layout = True
+    feature_keys = ("input_features", "feature_attention_mask")
+
+    def model_class(self):
+        import transformers
+
+        return getattr(transformers, self.thinker_architecture)
+
+    def load_processor(self, path):
+        """transformers' processor; where torchvision is missing (CPU-only installs) transformers cannot build it:
+        the audio-only one (``audio_only_processor_class``) with the saved image and video processor settings."""
+        from transformers.utils import is_torchvision_available
+
+        if is_torchvision_available():
+            return super().load_processor(path)
+        from transformers.image_processing_base import ImageProcessingMixin
+        from transformers.video_processing_utils import BaseVideoProcessor
+
+        processor = audio_only_processor_class(self.processor_class).from_pretrained(path)
+        processor.vision_settings = {  # kept as saved, to be saved again
+            "image_processor": ImageProcessingMixin.get_image_processor_dict(path)[0],
+            "video_processor": BaseVideoProcessor.get_video_processor_dict(path)[0],
+        }
+        return processor
 
     def checkpoint_name(self, name: str) -> str:
         return name if name.startswith("thinker.") else "thinker." + name
@@ -70,10 +94,7 @@ class OmniFamily(Family):
         """Rewrite a thinker-only directory in place into the full layout: every weight gets the ``thinker.`` prefix
         (in each safetensors file and the shard index), ``config.json`` becomes the full config. Each file is
         replaced atomically; a directory already in the full layout is left as it is."""
-        from safetensors import safe_open
-        from safetensors.torch import save_file
-
-        from ..files import atomic_path, write_json
+        from ..files import write_json
 
         directory = Path(directory)
         config_file = directory / "config.json"
@@ -82,20 +103,9 @@ class OmniFamily(Family):
             return
         if config.get("model_type") != self.thinker_model_type:
             raise ValueError(f"{config_file}: model_type {config.get('model_type')!r} is not a {self.title} thinker")
-        files = sorted(directory.glob("*.safetensors"))
-        if not files:
+        if not list(directory.glob("*.safetensors")):
             raise FileNotFoundError(f"{directory}: no *.safetensors weights to convert")
-        for file in files:
-            with safe_open(str(file), "pt") as f:
-                state = {self.checkpoint_name(k): f.get_tensor(k) for k in f.keys()}
-                metadata = f.metadata()
-            with atomic_path(file) as tmp:
-                save_file(state, str(tmp), metadata=metadata or {"format": "pt"})
-        index_file = directory / "model.safetensors.index.json"
-        if index_file.exists():
-            index = json.loads(index_file.read_text())
-            index["weight_map"] = {self.checkpoint_name(k): v for k, v in index["weight_map"].items()}
-            write_json(index_file, index)
+        rename_weights(directory, self.checkpoint_name)
         write_json(config_file, self.full_config(config, base_config))
 
     def save_layout(self, directory, source_config: dict, names: list[str]) -> None:

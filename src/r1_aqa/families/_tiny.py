@@ -113,6 +113,23 @@ def set_generation_config(model, tok) -> None:
                                                do_sample=False, max_new_tokens=64)
 
 
+def qwen2_text_config(tok) -> dict:
+    """The tiny Qwen2 LM's config for a tokenizer (what Qwen2-Audio and Audio Flamingo 3 put behind their encoder)."""
+    ids = token_ids(tok, "<|endoftext|>", "<|im_end|>")
+    return dict(TEXT, model_type="qwen2", vocab_size=round_vocab(len(tok)), bos_token_id=ids["<|endoftext|>"],
+                eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"])
+
+
+def random_model(cls, config, tok, seed: int):
+    """``cls(config)`` with the weights of ``seed``, in eval mode, with the tiny generation config."""
+    import torch
+
+    torch.manual_seed(seed)
+    model = cls(config).eval()
+    set_generation_config(model, tok)
+    return model
+
+
 def save_with_checkpoint_names(model, out: Path, family) -> None:
     """Save with the hub's parameter names (vLLM reads those; transformers maps them back on load)."""
     from safetensors.torch import save_file

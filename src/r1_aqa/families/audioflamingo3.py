@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..audio import QWEN2_AUDIO_MAX_SECONDS
-from . import Family
-from ._tiny import TEXT, audio_sizes, build_tokenizer, feature_extractor, round_vocab, save_with_checkpoint_names, \
-    set_generation_config, token_ids
+from . import Family, rename_weights
+from ._tiny import audio_sizes, build_tokenizer, feature_extractor, qwen2_text_config, random_model, \
+    save_with_checkpoint_names
 from .qwen2_audio import FAMILY as QWEN2_AUDIO
 from .qwen2_audio import whisper_tokens
 
@@ -64,22 +64,15 @@ class AudioFlamingo3(Family):
         return build_tokenizer(SPECIALS, CHAT_TEMPLATE)
 
     def build_tiny(self, out: Path, seed: int, window_seconds: int, layout: str) -> None:
-        import torch
         from transformers import AudioFlamingo3Config, AudioFlamingo3ForConditionalGeneration, \
             AudioFlamingo3Processor
 
         tok = self.tiny_tokenizer()
-        ids = token_ids(tok, "<|endoftext|>", "<|im_end|>", "<sound>")
         config = AudioFlamingo3Config(
             audio_config=dict(audio_sizes(window_seconds), model_type="audioflamingo3_encoder"),
-            text_config=dict(TEXT, model_type="qwen2", vocab_size=round_vocab(len(tok)),
-                             bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
-                             pad_token_id=ids["<|endoftext|>"]),
-            audio_token_id=ids["<sound>"],
+            text_config=qwen2_text_config(tok), audio_token_id=tok.convert_tokens_to_ids("<sound>"),
         )
-        torch.manual_seed(seed)
-        model = AudioFlamingo3ForConditionalGeneration(config).eval()
-        set_generation_config(model, tok)
+        model = random_model(AudioFlamingo3ForConditionalGeneration, config, tok, seed)
         save_with_checkpoint_names(model, out, self)
         processor = AudioFlamingo3Processor(feature_extractor=feature_extractor(window_seconds), tokenizer=tok,
                                             chat_template=CHAT_TEMPLATE, audio_token="<sound>")
@@ -93,32 +86,15 @@ def rename_saved_weights(directory, expected: set[str]) -> None:
     A saved name not expected must become one by dropping one ``model.`` segment (``language_model.model.model.x`` ->
     ``language_model.model.x``); any other is an error naming the tensor.
     """
-    import json
-
     from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    from ..files import atomic_path, write_json
 
     directory = Path(directory)
-    files = sorted(directory.glob("*.safetensors"))
-    renames = {}
-    for file in files:
+    names = set()
+    for file in directory.glob("*.safetensors"):
         with safe_open(str(file), "pt") as f:
-            renames.update({k: _hub_name(k, expected, directory) for k in f.keys()})
-    if all(k == v for k, v in renames.items()):
-        return
-    for file in files:
-        with safe_open(str(file), "pt") as f:
-            state = {renames[k]: f.get_tensor(k) for k in f.keys()}
-            metadata = f.metadata()
-        with atomic_path(file) as tmp:
-            save_file(state, str(tmp), metadata=metadata or {"format": "pt"})
-    index_file = directory / "model.safetensors.index.json"
-    if index_file.exists():
-        index = json.loads(index_file.read_text())
-        index["weight_map"] = {renames[k]: v for k, v in index["weight_map"].items()}
-        write_json(index_file, index)
+            names |= set(f.keys())
+    if names - expected:
+        rename_weights(directory, lambda name: _hub_name(name, expected, directory))
 
 
 def _hub_name(name: str, expected: set[str], directory: Path) -> str:

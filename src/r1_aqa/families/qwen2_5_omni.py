@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ._omni import OmniFamily, audio_only_processor_class
 from ._tiny import TEXT, audio_sizes, build_tokenizer, feature_extractor, round_vocab, save_with_checkpoint_names, \
-    set_generation_config
+    random_model
 from .qwen2_audio import SPECIALS as QWEN2_AUDIO_SPECIALS
 from .qwen2_audio import whisper_tokens
 
@@ -65,30 +65,8 @@ class Qwen25Omni(OmniFamily):
     full_architecture = "Qwen2_5OmniModel"
     thinker_model_type = "qwen2_5_omni_thinker"
     thinker_architecture = "Qwen2_5OmniThinkerForConditionalGeneration"
+    processor_class = "Qwen2_5OmniProcessor"
     audio_token = "<|AUDIO|>"
-    feature_keys = ("input_features", "feature_attention_mask")
-
-    def model_class(self):
-        from transformers import Qwen2_5OmniThinkerForConditionalGeneration
-
-        return Qwen2_5OmniThinkerForConditionalGeneration
-
-    def load_processor(self, path):
-        """transformers' processor; where torchvision is missing (CPU-only installs) transformers cannot build
-        ``Qwen2_5OmniProcessor`` (its video processor needs torchvision): :class:`Qwen2_5OmniAudioProcessor`."""
-        from transformers.utils import is_torchvision_available
-
-        if is_torchvision_available():
-            return super().load_processor(path)
-        from transformers.image_processing_base import ImageProcessingMixin
-        from transformers.video_processing_utils import BaseVideoProcessor
-
-        processor = audio_only_processor_class("Qwen2_5OmniProcessor").from_pretrained(path)
-        processor.vision_settings = {  # kept as saved, to be saved again
-            "image_processor": ImageProcessingMixin.get_image_processor_dict(path)[0],
-            "video_processor": BaseVideoProcessor.get_video_processor_dict(path)[0],
-        }
-        return processor
 
     def audio_tokens(self, num_samples: int, window_seconds: float = 30) -> int:
         return whisper_tokens(num_samples, window_seconds)
@@ -103,7 +81,6 @@ class Qwen25Omni(OmniFamily):
     def build_tiny(self, out: Path, seed: int, window_seconds: int, layout: str) -> None:
         """``layout="full"`` writes the hub's layout: the same thinker as ``"thinker"`` for a seed, plus a tiny
         talker and token2wav, weights under ``thinker.``/``talker.``/``token2wav.``."""
-        import torch
         from transformers import Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration, \
             Qwen2VLImageProcessorPil
 
@@ -124,9 +101,7 @@ class Qwen25Omni(OmniFamily):
             ),
             **ids,
         )
-        torch.manual_seed(seed)
-        model = Qwen2_5OmniThinkerForConditionalGeneration(config).eval()
-        set_generation_config(model, tok)
+        model = random_model(Qwen2_5OmniThinkerForConditionalGeneration, config, tok, seed)
         if layout == "full":
             _save_full(_full_model(model), out)
         else:

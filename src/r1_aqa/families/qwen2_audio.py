@@ -6,8 +6,8 @@ from pathlib import Path
 
 from ..audio import QWEN2_AUDIO_MAX_SECONDS
 from . import Family
-from ._tiny import TEXT, audio_sizes, build_tokenizer, feature_extractor, round_vocab, save_with_checkpoint_names, \
-    set_generation_config, token_ids
+from ._tiny import audio_sizes, build_tokenizer, feature_extractor, qwen2_text_config, random_model, \
+    save_with_checkpoint_names
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"]
 
@@ -69,21 +69,14 @@ class Qwen2Audio(Family):
         return build_tokenizer(SPECIALS, CHAT_TEMPLATE)
 
     def build_tiny(self, out: Path, seed: int, window_seconds: int, layout: str) -> None:
-        import torch
         from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor
 
         tok = self.tiny_tokenizer()
-        ids = token_ids(tok, "<|endoftext|>", "<|im_end|>", "<|AUDIO|>")
         config = Qwen2AudioConfig(
             audio_config=dict(audio_sizes(window_seconds), model_type="qwen2_audio_encoder"),
-            text_config=dict(TEXT, model_type="qwen2", vocab_size=round_vocab(len(tok)),
-                             bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
-                             pad_token_id=ids["<|endoftext|>"]),
-            audio_token_index=ids["<|AUDIO|>"],
+            text_config=qwen2_text_config(tok), audio_token_index=tok.convert_tokens_to_ids("<|AUDIO|>"),
         )
-        torch.manual_seed(seed)
-        model = Qwen2AudioForConditionalGeneration(config).eval()
-        set_generation_config(model, tok)
+        model = random_model(Qwen2AudioForConditionalGeneration, config, tok, seed)
         save_with_checkpoint_names(model, out, self)
         processor = Qwen2AudioProcessor(feature_extractor=feature_extractor(window_seconds), tokenizer=tok,
                                         chat_template=CHAT_TEMPLATE)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ._omni import OmniFamily, audio_only_processor_class
-from ._tiny import TEXT, audio_sizes, build_tokenizer, feature_extractor, round_vocab, set_generation_config
+from ._tiny import TEXT, audio_sizes, build_tokenizer, feature_extractor, round_vocab, random_model
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|audio_pad|>", "<|audio_start|>", "<|audio_end|>",
             "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"]
@@ -58,28 +58,8 @@ class Qwen3Omni(OmniFamily):
     full_architecture = "Qwen3OmniMoeForConditionalGeneration"
     thinker_model_type = "qwen3_omni_moe_thinker"
     thinker_architecture = "Qwen3OmniMoeThinkerForConditionalGeneration"
+    processor_class = "Qwen3OmniMoeProcessor"
     audio_token = "<|audio_pad|>"
-    feature_keys = ("input_features", "feature_attention_mask")
-
-    def model_class(self):
-        from transformers import Qwen3OmniMoeThinkerForConditionalGeneration
-
-        return Qwen3OmniMoeThinkerForConditionalGeneration
-
-    def load_processor(self, path):
-        from transformers.utils import is_torchvision_available
-
-        if is_torchvision_available():
-            return super().load_processor(path)
-        from transformers.image_processing_base import ImageProcessingMixin
-        from transformers.video_processing_utils import BaseVideoProcessor
-
-        processor = audio_only_processor_class("Qwen3OmniMoeProcessor").from_pretrained(path)
-        processor.vision_settings = {
-            "image_processor": ImageProcessingMixin.get_image_processor_dict(path)[0],
-            "video_processor": BaseVideoProcessor.get_video_processor_dict(path)[0],
-        }
-        return processor
 
     def audio_tokens(self, num_samples: int, window_seconds: float = 30) -> int:
         # Not cut at a window: the encoder runs 1 s chunks (100 mel frames -> 13 tokens) over the whole clip.
@@ -104,7 +84,6 @@ class Qwen3Omni(OmniFamily):
     def build_tiny(self, out: Path, seed: int, window_seconds: int, layout: str) -> None:
         """A tiny MoE thinker (``MOE``); ``layout="full"`` adds a tiny talker and code2wav (the hub's layout), the
         same thinker for a seed."""
-        import torch
         from transformers import Qwen3OmniMoeThinkerConfig, Qwen3OmniMoeThinkerForConditionalGeneration
 
         tok = self.tiny_tokenizer()
@@ -122,9 +101,7 @@ class Qwen3Omni(OmniFamily):
             text_config=dict(text, vocab_size=round_vocab(len(tok)), head_dim=32, rope_parameters=_MROPE, **MOE),
             user_token_id=tok.convert_tokens_to_ids("<|im_start|>"), **ids,
         )
-        torch.manual_seed(seed)
-        model = Qwen3OmniMoeThinkerForConditionalGeneration(config).eval()
-        set_generation_config(model, tok)
+        model = random_model(Qwen3OmniMoeThinkerForConditionalGeneration, config, tok, seed)
         model.config.architectures = [self.thinker_architecture]
         if layout == "full":
             full = _full_model(model, ids)
