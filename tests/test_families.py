@@ -75,6 +75,17 @@ def test_eval_hf_reads_every_family(name, request, tmp_path):
     assert [r["id"] for r in records] == ["q0", "q1"] and all(isinstance(r["model_response"], str) for r in records)
 
 
+def test_trainer_refuses_a_prompt_whose_placeholders_are_not_its_clips_tokens(tiny_af3_dir, tmp_path, monkeypatch):
+    """Where the processor and the family's rule part (audio dropped or shifted; the model raises on neither), the
+    first rollout stops with the counts."""
+    trainer = make_trainer(tiny_af3_dir, make_parquet(tmp_path), tmp_path / "out", max_steps=1)
+    rule = trainer.family.audio_tokens
+    monkeypatch.setattr(trainer.family, "audio_tokens", lambda n, window=30: rule(n, window) - 1)
+    with pytest.raises(RuntimeError, match=r"expanded a 1\.\d+ s clip to \d+ audio tokens; the Audio Flamingo 3 "
+                                           r"encoder gives \d+"):
+        trainer.train()
+
+
 def test_af3_tiny_model_is_the_hubs_layout(tiny_af3_dir):
     """Hub names (vLLM's), the transformers class, ``<sound>``; every tensor loads from the file."""
     from safetensors.torch import load_file
