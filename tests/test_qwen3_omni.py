@@ -154,3 +154,15 @@ def test_vllm_is_refused_before_any_engine_starts(tiny_qwen3_omni_dir, tmp_path)
                      vllm_mode="colocate")
     with pytest.raises(ValueError, match="--engine hf"):
         VLLMEngine(tiny_qwen3_omni_dir)
+
+
+def test_resume_loads_the_checkpoints_experts(tiny_qwen3_omni_dir, tmp_path):
+    """A checkpoint holds each expert's weights apart (the hub's names), the model fused ones: resuming loads them
+    (through transformers' conversion), not the base model's."""
+    parquet, out = make_parquet(tmp_path), tmp_path / "out"
+    make_trainer(tiny_qwen3_omni_dir, parquet, out, max_steps=1, save_strategy="steps", save_steps=1).train()
+    trained = load_model(out / "checkpoint-1", device="cpu")
+    assert not same_weights(trained, load_model(tiny_qwen3_omni_dir, device="cpu"))
+    resumed = make_trainer(tiny_qwen3_omni_dir, parquet, tmp_path / "again", max_steps=1)
+    resumed.train(resume_from_checkpoint=str(out / "checkpoint-1"))  # at max_steps already: loads, trains nothing
+    assert same_weights(trained, resumed.model)

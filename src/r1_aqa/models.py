@@ -33,8 +33,10 @@ def load_checkpoint_weights(model, checkpoint: str | os.PathLike, family: str) -
     """Load the weights of a checkpoint directory (``model.safetensors`` or its shards, keys under the hub's names
     as ``save_pretrained`` writes them) into ``model`` by its transformers names.
 
-    Returns False when the directory holds no safetensors weights. Raises ``ValueError`` naming the checkpoint when
-    a tensor of the model is not in it.
+    Tensors the hub stores in another layout than the model holds them (Qwen3-Omni's experts: one tensor per expert
+    on the hub, fused per layer in transformers) are loaded through transformers' own conversion (``from_pretrained``
+    of the checkpoint, on CPU). Returns False when the directory holds no safetensors weights. Raises ``ValueError``
+    naming the checkpoint when a tensor of the model is not in it.
     """
     from safetensors.torch import load_file
 
@@ -51,6 +53,11 @@ def load_checkpoint_weights(model, checkpoint: str | os.PathLike, family: str) -
     missing, _ = model.load_state_dict(state, strict=False)
     tied = set(getattr(model, "all_tied_weights_keys", None) or {})
     missing = [k for k in missing if k not in tied]
+    if missing:
+        converted, info = type(model).from_pretrained(checkpoint, dtype=model.dtype, output_loading_info=True)
+        missing = [k for k in info["missing_keys"] if k not in tied]
+        if not missing:
+            model.load_state_dict(converted.state_dict())
     if missing:
         raise ValueError(f"{checkpoint}: no weights for {len(missing)} tensors of the model ({', '.join(missing[:5])})")
     return True
