@@ -2,6 +2,7 @@
 
     python bench/gpu_acceptance.py env OUT                       # versions and the device -> OUT/env.json
     python bench/gpu_acceptance.py model OUT [--tiny]            # 7B-shaped random Qwen2-Audio (bf16, on the GPU)
+    python bench/gpu_acceptance.py moe-model OUT [--tiny]        # Qwen3-Omni-30B-A3B-shaped thinker, 4 of 48 layers
     python bench/gpu_acceptance.py grpo OUT RECIPE NAME [--tiny] [--max_steps N ...]   # -> OUT/NAME.json
     python bench/gpu_acceptance.py eval OUT [--tiny]             # hf engine items/s -> OUT/eval.json
     python bench/gpu_acceptance.py report OUT                    # OUT/acceptance.md and OUT/acceptance.json
@@ -63,6 +64,45 @@ def build_model(out: Path, tiny: bool) -> None:
 
     start = time.perf_counter()
     path = build_tiny_model(model_dir(out, tiny)) if tiny else build_7b_model(model_dir(out, tiny))
+    print(f"built {path} in {time.perf_counter() - start:.0f} s")
+
+
+# Qwen3-Omni-30B-A3B's thinker (hub config): the MoE LM's and the audio encoder's per-layer dimensions.
+MOE_TEXT = dict(hidden_size=2048, num_attention_heads=32, num_key_value_heads=4, head_dim=128, num_experts=128,
+                num_experts_per_tok=8, moe_intermediate_size=768, router_aux_loss_coef=0.001,
+                rope_parameters={"rope_type": "default", "mrope_section": [24, 20, 20], "rope_theta": 1_000_000.0,
+                                 "mrope_interleaved": True})
+MOE_AUDIO = dict(d_model=1280, encoder_layers=32, encoder_attention_heads=20, encoder_ffn_dim=5120, output_dim=2048,
+                 downsample_hidden_size=480)
+
+
+def moe_model_dir(out: Path, tiny: bool) -> Path:
+    return out / ("moe-tiny" if tiny else "moe-shape")
+
+
+def build_moe_model(out: Path, tiny: bool, layers: int = 4) -> None:
+    """The tiny Qwen3-Omni, or its thinker with Qwen3-Omni-30B-A3B's per-layer shape (128 experts, 8 per token, the
+    full audio encoder) but ``layers`` of its 48 LM layers and the tiny vocabulary: random, bf16, built on the GPU.
+    Per-layer time and memory scale to the real model; the states of the other 44 layers do not fit one GPU."""
+    import torch
+    from transformers import Qwen3OmniMoeThinkerConfig
+
+    from r1_aqa.families import get_family
+    from r1_aqa.tiny import build_tiny_model
+
+    start = time.perf_counter()
+    path = build_tiny_model(moe_model_dir(out, tiny), family="qwen3-omni")
+    if not tiny:
+        config = json.loads((path / "config.json").read_text())
+        config["text_config"].update(MOE_TEXT, num_hidden_layers=layers)
+        config["audio_config"].update(MOE_AUDIO)
+        torch.manual_seed(0)
+        torch.set_default_dtype(torch.bfloat16)
+        with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+            model = get_family("qwen3-omni").model_class()(Qwen3OmniMoeThinkerConfig.from_dict(config)).eval()
+        torch.set_default_dtype(torch.float32)
+        model.config.dtype = "bfloat16"
+        model.save_pretrained(path)
     print(f"built {path} in {time.perf_counter() - start:.0f} s")
 
 
@@ -166,6 +206,11 @@ def report(out: Path) -> None:
             f"{', '.join(f'{s:.1f}' for s in r['rollout_s'])} s; peak "
             + (f"{r['peak_gib']:.1f} GiB" if r["peak_gib"] is not None else "n/a (CPU)"))
         row(step, what, result)
+    r = load("moe")
+    row("moe", "GRPO, Qwen3-Omni-30B-A3B thinker shape (4 of 48 LM layers), its recipe per GPU, 2 steps", "—" if r is None
+        else f"s/step {', '.join(f'{s:.1f}' for s in r['step_s'])}; rollout "
+        f"{', '.join(f'{s:.1f}' for s in r['rollout_s'])} s; peak "
+        + (f"{r['peak_gib']:.1f} GiB" if r["peak_gib"] is not None else "n/a (CPU)"))
     row("eval", "eval throughput, hf engine, batch 8, 32 new tokens",
         "—" if eval_info is None else f"{eval_info['items_per_s']:.2f} items/s over {eval_info['items']} clips")
     device = env_info.get("device", "?")
@@ -179,7 +224,7 @@ def report(out: Path) -> None:
     write_text(out / "acceptance.md", "\n".join(lines) + "\n")
     _write(out / "acceptance.json", {"env": env_info, "status": {k: {"exit": c, "seconds": s} for k, (c, s) in
                                                                  status.items()},
-                                     **{k: load(k) for k in ("grpo", "dryrun", "eval")}})
+                                     **{k: load(k) for k in ("grpo", "dryrun", "moe", "eval")}})
     print("\n".join(lines))
 
 
@@ -191,6 +236,8 @@ def main(argv: list[str]) -> int:
         env(out)
     elif step == "model":
         build_model(out, tiny)
+    elif step == "moe-model":
+        build_moe_model(out, tiny)
     elif step == "grpo":
         grpo(out, rest[0], rest[1], tiny, rest[2:])
     elif step == "eval":

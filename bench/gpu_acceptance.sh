@@ -2,12 +2,14 @@
 # One-command acceptance run on a machine lent one GPU (no network; Python with torch, transformers, accelerate and
 # peft; nothing else). Run `bash scripts/device_wheelhouse.sh` first on a machine with PyPI: its .device_wheels/
 # travels with the checkout and is installed here offline. Then, each step in its own process with its own time
-# limit (a failing step is reported and the rest still runs), within ~8 minutes:
+# limit (a failing step is reported and the rest still runs), within ~12 minutes:
 #   tests   the trainer tests on the tiny models, on CUDA (no vLLM, no multi-process)
 #   model   a random Qwen2-Audio of the real 7B dimensions, built on the GPU in bf16 (no download)
 #   grpo    3 GRPO steps with the faithful recipe's per-GPU settings (8 completions, 256 new tokens, gradient
 #           checkpointing, beta 0.04 with its reference model): time per step and rollout, peak memory
 #   dryrun  the 1-GPU dry-run recipe (LoRA), 2 steps
+#   moe     2 GRPO steps of a Qwen3-Omni-30B-A3B-shaped thinker (4 of its 48 MoE layers, the full audio encoder)
+#           with its recipe's per-GPU settings: time per step and rollout, peak memory
 #   eval    eval throughput of the hf engine on the 7B-shaped model
 # and writes OUT/acceptance.md (one table) and OUT/acceptance.json (OUT: $OUT, else acceptance_out/).
 #   bash bench/gpu_acceptance.sh             # on the GPU machine
@@ -66,6 +68,9 @@ if (( DRY )); then
     --max_steps 2 --gradient_accumulation_steps 1
   step dryrun 300 "$PY" bench/gpu_acceptance.py grpo "$OUT" "$RECIPES/grpo_dry_run_1gpu.yaml" dryrun "${tiny[@]}" \
     --max_steps 1 --gradient_accumulation_steps 1
+  step moe-model 120 "$PY" bench/gpu_acceptance.py moe-model "$OUT" "${tiny[@]}"
+  step moe 300 "$PY" bench/gpu_acceptance.py grpo "$OUT" examples/r1_aqa/recipes/qwen3_omni_30b_a3b/grpo_r1_aqa.yaml \
+    moe "${tiny[@]}" --model_name_or_path "$OUT/moe-tiny" --max_steps 1
   step eval 120 "$PY" bench/gpu_acceptance.py eval "$OUT" "${tiny[@]}"
 else
   step env 60 "$PY" bench/gpu_acceptance.py env "$OUT"
@@ -78,6 +83,9 @@ else
   step dryrun 110 "$PY" bench/gpu_acceptance.py grpo "$OUT" "$RECIPES/grpo_dry_run_1gpu.yaml" dryrun \
     --max_steps 2 --gradient_accumulation_steps 1
   step eval 80 "$PY" bench/gpu_acceptance.py eval "$OUT"
+  step moe-model 60 "$PY" bench/gpu_acceptance.py moe-model "$OUT"
+  step moe 150 "$PY" bench/gpu_acceptance.py grpo "$OUT" examples/r1_aqa/recipes/qwen3_omni_30b_a3b/grpo_r1_aqa.yaml \
+    moe --model_name_or_path "$OUT/moe-shape" --max_steps 2
 fi
 grep -E "passed|failed|error" "$OUT/tests.log" | tail -n 1 > "$OUT/tests.txt"
 "$PY" bench/gpu_acceptance.py report "$OUT"

@@ -56,6 +56,22 @@ def tiny_omni_dir(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("tiny-omni"), family="qwen2.5-omni", seed=0)
 
 
+@pytest.fixture(scope="session")
+def tiny_af3_dir(tmp_path_factory):
+    """A tiny random Audio Flamingo 3 directory (hub weight names, ``<sound>``)."""
+    from r1_aqa.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-af3"), family="audioflamingo3", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_omni_dir(tmp_path_factory):
+    """A tiny random Qwen3-Omni checkpoint in the hub's full layout (MoE thinker with 4 experts, talker, code2wav)."""
+    from r1_aqa.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen3-omni"), family="qwen3-omni", layout="full")
+
+
 def write_tone(path, freq: float = 440.0, seconds: float = 1.0, sr: int = 16_000, channels: int = 1, fmt=None):
     """Write a sine tone to ``path`` (any soundfile format) and return the path."""
     t = np.arange(int(seconds * sr)) / sr

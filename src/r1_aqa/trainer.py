@@ -17,9 +17,9 @@ old/reference/policy log-prob passes, so an audio model trains without ever seei
   ``freeze_audio_projector`` freezes the layer that maps the encoder's output to the LM width;
 * forbids the audio placeholder token in completions, in both generate paths, and scores completions under the
   distribution without it (the one the rollouts sample from);
-* in vLLM colocate mode, sends one ``<|AUDIO|>`` per request with the waveform (vLLM expands it itself), syncs weights
-  under the checkpoint's names with ``reload_weights`` and resets vLLM's encoder and prefix caches after every sync
-  (``_generate_single_turn``).
+* in vLLM colocate mode, sends one audio placeholder per request with the waveform (vLLM expands it itself), syncs
+  weights under the checkpoint's names with ``reload_weights`` and resets vLLM's encoder and prefix caches after
+  every sync (``_generate_single_turn``).
 
 Logged beyond TRL's metrics: ``audio/cut_at_cap_ratio`` (share of clips cut at the cap). TRL itself logs
 ``sampling/sampling_logp_difference/mean`` (vLLM vs trainer log-probs; ~1e-3 when weight sync works) in vLLM mode.
@@ -33,20 +33,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from accelerate.utils import is_peft_model
 from trl import GRPOTrainer
 from trl.extras.profiling import profiling_context
 from trl.trainer.utils import selective_log_softmax_and_entropy
 
 from .audio import SAMPLE_RATE, load_audio_capped
-from .encoder import ClipEncoder, audio_projector, audio_towers, same_weights
-from .models import (HubNamedResume, audio_token_id, checkpoint_name, load_processor, model_class, model_family,
-                     read_config)
-from .omni import VLLM_MM_LIMITS, audio_only_vllm, check_vllm_layout, is_full_layout, write_full_layout
+from .encoder import ClipEncoder, audio_towers, same_weights
+from .families import family_of
+from .models import HubNamedCheckpoints, audio_token_id, load_processor, without_router_logits
 from .vllm_audio import audio_request, collapse_audio_tokens, configure_cpu_env, on_cpu
 
-# The batch keys a processor returns for the text; every other key it returns is an audio feature with one row per clip.
-_TEXT_KEYS = ("input_ids", "attention_mask")
 # The batch key of each row's clip index within its generation batch (not a model input).
 _CLIP_KEY = "audio_clip"
 
@@ -95,8 +91,8 @@ def _replaced(module, name: str, value):
         setattr(module, name, original)
 
 
-class AudioGRPOTrainer(HubNamedResume, GRPOTrainer):
-    """GRPO for audio LMs (Qwen2-Audio, the Qwen2.5-Omni thinker); the dataset needs ``prompt`` and ``audio``.
+class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
+    """GRPO for audio LMs (the families of ``r1_aqa.families``); the dataset needs ``prompt`` and ``audio``.
 
     ``prompt`` is a conversation whose user turn holds one ``{"type": "audio"}`` item; ``audio`` is a path (or
     encoded bytes) per row. Other columns (e.g. ``solution``) reach the reward functions as TRL passes them.
@@ -109,23 +105,21 @@ class AudioGRPOTrainer(HubNamedResume, GRPOTrainer):
     ):
         _refuse_unsupported(args, kwargs)
         if isinstance(model, (str, os.PathLike)):
-            model = model_class(model_family(model)).from_pretrained(model)
+            model = family_of(model).model_class().from_pretrained(model)
+        self.family = family_of(model.name_or_path)
+        without_router_logits(model)  # TRL asks for them in the passes that use them
         if args is not None and args.use_vllm:
             if args.vllm_mode != "colocate":
                 raise ValueError("AudioGRPOTrainer supports vLLM in colocate mode only (vllm_mode: colocate)")
             if args.vllm_tensor_parallel_size != 1 or args.vllm_enable_sleep_mode:
                 raise ValueError("AudioGRPOTrainer's vLLM rollouts need vllm_tensor_parallel_size 1 and no sleep mode")
-            check_vllm_layout(model.name_or_path)
+            self.family.check_vllm(model.name_or_path)
             configure_cpu_env()  # float32-capable eager engine with a fixed KV cache on CPU; no-op on GPU
         if kwargs.get("processing_class") is None:
             kwargs["processing_class"] = load_processor(model.name_or_path)
         self.audio_column = audio_column
         self.max_audio_seconds = max_audio_seconds
         self.audio_token_id = audio_token_id(model.config)
-        self.model_family = model_family(model.name_or_path)
-        # A thinker loaded from the hub's full Qwen2.5-Omni layout saves in that layout too (vLLM loads only that).
-        source_config, _ = read_config(model.name_or_path)
-        self._omni_base_config = source_config if is_full_layout(source_config) else None
         self._batch_audio: _BatchAudio | None = None
         self._audio_inputs: dict[str, torch.Tensor] | None = None
         self._audio_clips: torch.Tensor | None = None
@@ -137,7 +131,7 @@ class AudioGRPOTrainer(HubNamedResume, GRPOTrainer):
         if lent:
             config.image_token_id = self.audio_token_id
         try:
-            with self._trl_construction(args, type(model), model.dtype):
+            with self._trl_construction(args, type(model), model.dtype, model.name_or_path):
                 super().__init__(model, reward_funcs, args, **kwargs)
         finally:
             if lent:
@@ -145,23 +139,23 @@ class AudioGRPOTrainer(HubNamedResume, GRPOTrainer):
         core = self.accelerator.unwrap_model(self.model)
         core = core.get_base_model() if hasattr(core, "get_base_model") else core
         self._unsampled_tokens = torch.tensor([self.audio_token_id], device=self.accelerator.device)
-        self._decoder = core.model  # what the LM head reads: Qwen2AudioModel, or the Omni thinker's text model
+        self._decoder = self.family.decoder(core)  # what the LM head reads
         self._setup_audio_encoding(core, freeze_audio_tower, freeze_audio_projector, share_clip_encodings)
         if not self.use_vllm:
             suppress = sorted({*(self.generation_kwargs.get("suppress_tokens") or []), self.audio_token_id})
             self.generation_kwargs["suppress_tokens"] = suppress
             self.generation_config.suppress_tokens = suppress
 
-    def _trl_construction(self, args, policy_class, policy_dtype):
+    def _trl_construction(self, args, policy_class, policy_dtype, path):
         """What TRL's ``GRPOTrainer.__init__`` must build differently, as scoped replacements of two names it calls.
 
         * With β > 0 TRL builds the reference model with ``create_model_from_path``, inferring the class from the
-          checkpoint's ``architectures``: the full Qwen2.5-Omni layout names ``Qwen2_5OmniModel``, no transformers
-          class, and the fallback has no ``qwen2_5_omni`` entry. It gets the policy's class as ``architecture``.
+          checkpoint's ``architectures``: a full Omni layout names e.g. ``Qwen2_5OmniModel``, no transformers
+          class, and the fallback has no entry for it. It gets the policy's class as ``architecture``.
         * The colocated vLLM engine TRL builds with ``LLM(...)`` (which passes neither a dtype nor modality limits):
           on CPU it computes in the policy's dtype (vLLM would pick bf16 for a float32 policy, and its greedy output
-          would part from the policy's); for the full Qwen2.5-Omni layout it takes audio only
-          (``omni.VLLM_MM_LIMITS``; ``omni.audio_only_vllm`` where torchvision is missing).
+          would part from the policy's); it gets the family's engine arguments (``Family.vllm_engine_kwargs``: the
+          modality limits, after the family's shims).
         """
         import functools
 
@@ -176,18 +170,11 @@ class AudioGRPOTrainer(HubNamedResume, GRPOTrainer):
         if args is not None and args.use_vllm:
             if on_cpu():
                 engine_kwargs["dtype"] = str(policy_dtype).removeprefix("torch.")
-            if self._omni_base_config is not None:
-                audio_only_vllm()
-                engine_kwargs["limit_mm_per_prompt"] = VLLM_MM_LIMITS
+            engine_kwargs.update(self.family.vllm_engine_kwargs(path))
         if engine_kwargs:
             stack.enter_context(_replaced(vllm_generation, "LLM", functools.partial(
                 vllm_generation.LLM, **engine_kwargs)))
         return stack
-
-    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        super()._save(output_dir, state_dict=state_dict)
-        if self._omni_base_config is not None and not is_peft_model(self.model):
-            write_full_layout(output_dir or self.args.output_dir, self._omni_base_config)
 
     def _setup_audio_encoding(self, core, freeze_tower: bool, freeze_projector: bool, share: bool) -> None:
         """Freeze what is asked and wrap the policy's (and a separate reference model's) audio tower."""
@@ -203,7 +190,8 @@ class AudioGRPOTrainer(HubNamedResume, GRPOTrainer):
                     "freeze_audio_tower: the PEFT adapter has layers inside the audio tower; leave the tower out of "
                     "lora_target_modules (e.g. a regex over language_model) or train the tower"
                 )
-        for module in ([tower] if freeze_tower else []) + ([audio_projector(core)] if freeze_projector else []):
+        projectors = self.family.audio_projectors(core) if freeze_projector else []
+        for module in ([tower] if freeze_tower else []) + projectors:
             module.requires_grad_(False)
         self.freeze_audio_tower = freeze_tower
         self.share_clip_encodings = share
@@ -212,12 +200,12 @@ class AudioGRPOTrainer(HubNamedResume, GRPOTrainer):
         self._clip_caches: dict[str, dict | None] = {"train": None, "eval": None}
         if not share:
             return
-        self._encoder = ClipEncoder.of(tower)
+        self._encoder = ClipEncoder.of(tower, self.family)
         if self.ref_model is None:  # beta 0, or PEFT: the reference pass is this model with its adapter disabled
             self._ref_encoder, self._ref_shares_cache = self._encoder, True
         else:
             ref_tower = audio_towers(self.ref_model)[0]
-            self._ref_encoder = ClipEncoder.of(ref_tower)
+            self._ref_encoder = ClipEncoder.of(ref_tower, self.family)
             self._ref_shares_cache = freeze_tower and same_weights(tower, ref_tower)
 
     def _encoding(self, model, clips: torch.Tensor):
@@ -253,7 +241,7 @@ class AudioGRPOTrainer(HubNamedResume, GRPOTrainer):
         return output
 
     def _tokenize_prompts(self, prompts: list):
-        """Prompt ids with each ``<|AUDIO|>`` expanded to its clip's length, and per-row audio features.
+        """Prompt ids with each audio placeholder expanded to its clip's length, and per-row audio features.
 
         Rows sharing a prompt and clip (a GRPO group) are processed once and gathered back per row. Each row's clip
         index goes to ``_BatchAudio.clips``; with a frozen tower the distinct clips are encoded here, once.
@@ -273,22 +261,20 @@ class AudioGRPOTrainer(HubNamedResume, GRPOTrainer):
             keys.append(index[key])
         encoded = self.processing_class(
             text=[texts[i] for i in first], audio=[batch.waveforms[i] for i in first],
-            sampling_rate=SAMPLE_RATE, padding=True, return_tensors="pt",
+            sampling_rate=SAMPLE_RATE, text_kwargs={"padding": True}, return_tensors="pt",  # see engines.hf_batch
         )
         rows = torch.tensor(keys)
         unique_ids = [ids[mask.bool()].tolist() for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"])]
         prompt_ids = [unique_ids[k] for k in keys]
-        for ids in unique_ids:
-            if self.audio_token_id not in ids:
-                raise ValueError(f"a prompt has no audio placeholder: {self._tokenizer.decode(ids)!r}")
+        self._check_audio_tokens(unique_ids, [batch.waveforms[i] for i in first])
         dtype = self.accelerator.unwrap_model(self.model).get_input_embeddings().weight.dtype
         device = self.accelerator.device
         features = {}
-        for key, value in encoded.items():
-            if key in _TEXT_KEYS:
-                continue
+        for key in self.family.feature_keys:
+            value = encoded.get(key)
             if not isinstance(value, torch.Tensor) or value.size(0) != len(first):
-                raise ValueError(f"processor output {key!r} is not a tensor with one row per clip")
+                raise ValueError(f"processor output {key!r} is not a tensor with one row per clip (a clip longer than "
+                                 f"the encoder's window? cap it with max_audio_seconds)")
             value = value[rows].to(device)
             features[key] = value.to(dtype) if value.is_floating_point() else value
         clip_of: dict = {}
@@ -303,6 +289,19 @@ class AudioGRPOTrainer(HubNamedResume, GRPOTrainer):
             cache = self._encoder.encode_clips(core, {k: v[firsts] for k, v in features.items()})
             self._clip_caches["train" if self.model.training else "eval"] = cache
         return prompt_ids, None, features
+
+    def _check_audio_tokens(self, prompt_ids: list[list[int]], waveforms: list[np.ndarray]) -> None:
+        """Each prompt holds as many placeholders as its clip has audio tokens (``Family.audio_tokens``), for clips
+        within the encoder's window: fewer would drop audio, more would shift it (the model raises on neither)."""
+        window = self.processing_class.feature_extractor.chunk_length
+        for ids, wav in zip(prompt_ids, waveforms, strict=True):
+            count = ids.count(self.audio_token_id)
+            if count == 0:
+                raise ValueError(f"a prompt has no audio placeholder: {self._tokenizer.decode(ids)!r}")
+            expected = self.family.audio_tokens(len(wav), window)
+            if len(wav) <= window * SAMPLE_RATE and count != expected:
+                raise RuntimeError(f"the processor expanded a {len(wav) / SAMPLE_RATE:.2f} s clip to {count} audio "
+                                   f"tokens; the {self.family.title} encoder gives {expected}")
 
     # ---- log-prob forwards -----------------------------------------------------------------------------------------
 
@@ -367,7 +366,9 @@ class AudioGRPOTrainer(HubNamedResume, GRPOTrainer):
         """Within the block, the LM head of ``model`` runs on the last ``k`` positions only (what HF generate and the
         log-prob passes read), not on every prompt position: neither model takes ``logits_to_keep``, and the full
         logits of a 7B model on 8 rows of ~900 tokens are ~4 GB and ~8% of the forward's FLOPs."""
-        decoder = self._decoder if model is not self.ref_model else self.accelerator.unwrap_model(model).model
+        decoder = self._decoder
+        if model is self.ref_model:
+            decoder = self.family.decoder(self.accelerator.unwrap_model(model))
 
         def keep(module, args, output):
             output.last_hidden_state = output.last_hidden_state[:, -k:]
@@ -437,7 +438,7 @@ class AudioGRPOTrainer(HubNamedResume, GRPOTrainer):
         """
         llm = self.vllm_generation.llm
         weights = (
-            (checkpoint_name(name, self.model_family), param)
+            (self.family.checkpoint_name(name), param)
             for name, param in self.vllm_generation._iter_named_params()  # gathers ZeRO-3 shards, merges LoRA
         )
         llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})

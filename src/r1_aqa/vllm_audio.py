@@ -1,4 +1,5 @@
-"""vLLM glue for audio prompts, shared by the eval engine and colocated training rollouts."""
+"""vLLM glue for audio prompts, shared by the eval engine and colocated training rollouts (any family: its
+placeholder, expanded by vLLM)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def configure_cpu_env() -> None:
 
 
 def collapse_audio_tokens(token_ids: Sequence[int], audio_token_id: int) -> list[int]:
-    """Collapse each run of expanded audio tokens back to one: vLLM expands a single ``<|AUDIO|>`` itself."""
+    """Collapse each run of expanded audio tokens back to one: vLLM expands a single placeholder itself."""
     out: list[int] = []
     for t in token_ids:
         if t == audio_token_id and out and out[-1] == audio_token_id:
@@ -45,10 +46,11 @@ def collapse_audio_tokens(token_ids: Sequence[int], audio_token_id: int) -> list
     return out
 
 
-def audio_request(prompt: str | Sequence[int], audio: np.ndarray) -> dict:
-    """A vLLM request for one clip; ``prompt`` (text or token ids) must hold exactly one ``<|AUDIO|>``."""
+def audio_request(prompt: str | Sequence[int], audio: np.ndarray, placeholder: str = AUDIO_TOKEN) -> dict:
+    """A vLLM request for one clip; ``prompt`` (text or token ids) must hold exactly one audio ``placeholder`` (the
+    family's ``audio_token``)."""
     key = "prompt" if isinstance(prompt, str) else "prompt_token_ids"
-    if isinstance(prompt, str) and prompt.count(AUDIO_TOKEN) != 1:
-        raise ValueError(f"prompt must hold exactly one {AUDIO_TOKEN}, found {prompt.count(AUDIO_TOKEN)}")
+    if isinstance(prompt, str) and prompt.count(placeholder) != 1:
+        raise ValueError(f"prompt must hold exactly one {placeholder}, found {prompt.count(placeholder)}")
     return {key: prompt if isinstance(prompt, str) else list(prompt),
             "multi_modal_data": {"audio": (np.asarray(audio, dtype=np.float32), SAMPLE_RATE)}}

@@ -2,8 +2,8 @@
 
 Both take the same inputs — the user prompt text (without chat markup) and a float32 16 kHz clip per item — build
 the same chat-template prompt (audio first), decode greedily and return the raw responses, in order. Neither ever
-generates the audio placeholder ``<|AUDIO|>``, as in training: GRPO rollouts never sample it, so nothing holds its
-logit down, and after GRPO it can be the greedy pick (measured on the demo's tiny model: 150 of 200 held-out answers
+generates the family's audio placeholder (``<|AUDIO|>``, ``<sound>``, ...), as in training: GRPO rollouts never
+sample it, so nothing holds its logit down, and after GRPO it can be the greedy pick (measured on the demo's tiny model: 150 of 200 held-out answers
 were ``<answer`` followed by placeholders).
 """
 
@@ -19,7 +19,6 @@ import numpy as np
 if TYPE_CHECKING:
     from transformers import BatchFeature
 
-from ..models import AUDIO_TOKEN
 from ..prompts import chat_prompt
 
 ENGINES = ("hf", "vllm")
@@ -36,14 +35,16 @@ def hf_batch(processor, texts: Sequence[str], audios: Sequence[np.ndarray]) -> B
     ``texts`` are outputs of :func:`chat_prompt`; the processor expands each audio placeholder to the clip's audio
     tokens. No ``max_length``, so the text is never truncated (that could cut audio tokens). Do not pass
     ``truncation=False`` either: the processor hands it to the feature extractor too, which then keeps audio past its
-    30 s window.
+    30 s window. Padding goes to the text alone: Audio Flamingo 3's feature extractor would otherwise pad its clips
+    to the longest instead of to the window its encoder's positions need.
     """
     from ..audio import SAMPLE_RATE
 
     if processor.tokenizer.padding_side != "left":
         raise ValueError("batched generation needs a left-padding processor (models.load_processor sets it)")
     return processor(
-        text=list(texts), audio=list(audios), sampling_rate=SAMPLE_RATE, padding=True, return_tensors="pt"
+        text=list(texts), audio=list(audios), sampling_rate=SAMPLE_RATE, text_kwargs={"padding": True},
+        return_tensors="pt",
     )
 
 
@@ -54,8 +55,10 @@ class HFEngine:
                  dtype=None, device: str | None = None):
         import torch
 
+        from ..families import family_of
         from ..models import load_model, load_processor
 
+        self.audio_token = family_of(model_path).audio_token
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.processor = load_processor(model_path)
         self.model = load_model(model_path, dtype=dtype, device=self.device)
@@ -69,7 +72,7 @@ class HFEngine:
                       top_k=None, repetition_penalty=None, max_length=None)
         if config.pad_token_id is None:
             config.pad_token_id = self.processor.tokenizer.pad_token_id
-        config.suppress_tokens = [self.processor.tokenizer.convert_tokens_to_ids(AUDIO_TOKEN)]
+        config.suppress_tokens = [self.processor.tokenizer.convert_tokens_to_ids(self.audio_token)]
         return config
 
     def generate(self, prompts: Sequence[str], audios: Sequence[np.ndarray]) -> list[str]:
@@ -121,31 +124,32 @@ class VLLMEngine:
                  max_model_len: int = 4096, gpu_memory_utilization: float = 0.85, seed: int = 0):
         from vllm import LLM, SamplingParams
 
-        from ..models import QWEN2_5_OMNI, default_dtype, load_processor, model_family
-        from ..omni import VLLM_MM_LIMITS, audio_only_vllm, check_vllm_layout
+        from ..families import family_of
+        from ..models import default_dtype, load_processor
         from ..vllm_audio import configure_cpu_env, on_cpu
 
-        check_vllm_layout(model_path)
+        family = family_of(model_path)
+        family.check_vllm(model_path)
         configure_cpu_env()
-        limits = {"audio": 1}
-        if model_family(model_path) == QWEN2_5_OMNI:
-            audio_only_vllm()
-            limits = VLLM_MM_LIMITS
+        engine_kwargs = {"limit_mm_per_prompt": {"audio": 1}, **family.vllm_engine_kwargs(model_path)}
+        self.audio_token = family.audio_token
         self.processor = load_processor(model_path)
         self.dtype = dtype or default_dtype("cpu" if on_cpu() else "cuda")
-        kwargs = {} if on_cpu() else {"gpu_memory_utilization": gpu_memory_utilization}
+        if not on_cpu():
+            engine_kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         self.llm = LLM(str(model_path), dtype=str(self.dtype).removeprefix("torch."), enforce_eager=on_cpu(),
-                       max_model_len=max_model_len, limit_mm_per_prompt=limits, seed=seed, **kwargs)
+                       max_model_len=max_model_len, seed=seed, **engine_kwargs)
         # Token ids are decoded by the processor, as in the hf engine: vLLM's incremental detokenizer holds back a
         # trailing incomplete UTF-8 sequence, which would make equal token ids give different text.
         self.sampling = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, detokenize=False,
-                                       bad_words=[AUDIO_TOKEN])
+                                       bad_words=[self.audio_token])
 
     def generate(self, prompts: Sequence[str], audios: Sequence[np.ndarray]) -> list[str]:
         """Raw responses for user prompts and their clips, in order (vLLM schedules the batch itself)."""
         from ..vllm_audio import audio_request
 
-        requests = [audio_request(chat_prompt(self.processor, p), a) for p, a in zip(prompts, audios, strict=True)]
+        requests = [audio_request(chat_prompt(self.processor, p), a, self.audio_token)
+                    for p, a in zip(prompts, audios, strict=True)]
         outputs = self.llm.generate(requests, self.sampling, use_tqdm=False)
         return self.processor.batch_decode([list(o.outputs[0].token_ids) for o in outputs], skip_special_tokens=True)
 
@@ -156,9 +160,10 @@ class VLLMEngine:
 
         from ..vllm_audio import audio_request
 
-        requests = [audio_request(chat_prompt(self.processor, p), a) for p, a in zip(prompts, audios, strict=True)]
+        requests = [audio_request(chat_prompt(self.processor, p), a, self.audio_token)
+                    for p, a in zip(prompts, audios, strict=True)]
         params = [SamplingParams(n=n, temperature=temperature, seed=seed, max_tokens=self.sampling.max_tokens,
-                                 detokenize=False, bad_words=[AUDIO_TOKEN]) for seed in seeds]
+                                 detokenize=False, bad_words=[self.audio_token]) for seed in seeds]
         outputs = self.llm.generate(requests, params, use_tqdm=False)
         return [self.processor.batch_decode([list(o.token_ids) for o in out.outputs], skip_special_tokens=True)
                 for out in outputs]

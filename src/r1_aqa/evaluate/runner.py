@@ -559,14 +559,13 @@ def _finished(output: Path, settings: dict) -> dict[tuple, dict]:
 
 
 def audio_cap(model: str | os.PathLike, max_audio_seconds: float | None) -> float:
-    """The clip cap for ``model``: as given (0: none), else 30 s for Qwen2-Audio (its encoder's window), none for
-    Omni."""
-    from ..audio import QWEN2_AUDIO_MAX_SECONDS
-    from ..models import QWEN2_AUDIO, model_family
+    """The clip cap for ``model``: as given (0: none), else its family's (``Family.max_audio_seconds``: 30 s for
+    Qwen2-Audio and Audio Flamingo 3, their encoders' window; none for Omni)."""
+    from ..families import family_of
 
     if max_audio_seconds is not None:
         return max_audio_seconds
-    return QWEN2_AUDIO_MAX_SECONDS if model_family(model) == QWEN2_AUDIO else 0
+    return family_of(model).max_audio_seconds
 
 
 def dtype_name(dtype: str) -> str:

@@ -1,0 +1,175 @@
+"""The model-family interface (``r1_aqa.families``) and Audio Flamingo 3 end to end on its tiny model: placeholder
+counts, audio in every trainable audio tensor, checkpoints under the hub's names that reload in a fresh process,
+sft and eval. vLLM per family (greedy == transformers after an in-place sync of each part and on the trained
+checkpoint): ``test_trainer_vllm.py``, whose colocated engines hold a process group to the end of the session."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import write_tone
+from safetensors import safe_open
+from test_trainer import audio_params, make_parquet, make_trainer, unused_audio_params
+
+from r1_aqa.families import NAMES, family_of, get_family
+
+FIXTURES = {"qwen2-audio": "tiny_model_dir", "qwen2.5-omni": "tiny_omni_dir", "audioflamingo3": "tiny_af3_dir",
+            "qwen3-omni": "tiny_qwen3_omni_dir"}
+
+
+def weight_names(folder) -> set[str]:
+    names: set[str] = set()
+    for file in folder.glob("*.safetensors"):
+        with safe_open(str(file), "pt") as f:
+            names |= set(f.keys())
+    return names
+
+
+def hub_names(model, family) -> set[str]:
+    return {family.checkpoint_name(k) for k in model.state_dict()}
+
+
+def test_every_family_has_a_fixture_and_a_distinct_model_type():
+    assert set(FIXTURES) == set(NAMES)
+    types = [t for name in NAMES for t in get_family(name).model_types]
+    assert len(types) == len(set(types))
+    with pytest.raises(ValueError, match="unknown model family 'llama'"):
+        get_family("llama")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_placeholder_count_is_the_familys_and_the_encoders(name, request, tmp_path):
+    """The processor expands the placeholder to ``Family.audio_tokens`` tokens, and the encoder gives as many
+    embeddings (the model merges them one to one), for clip lengths around the frame and pooling boundaries."""
+    from r1_aqa.audio import load_audio
+    from r1_aqa.models import load_model, load_processor
+    from r1_aqa.prompts import build_messages, format_prompt
+
+    directory = request.getfixturevalue(FIXTURES[name])
+    family, processor = family_of(directory), load_processor(directory)
+    model = load_model(directory, device="cpu")
+    audio_id = processor.tokenizer.convert_tokens_to_ids(family.audio_token)
+    text = processor.apply_chat_template(build_messages(format_prompt("Which tone?", ["low", "high"])),
+                                         add_generation_prompt=True, tokenize=False)
+    assert text.count(family.audio_token) == 1
+    for seconds in (0.02, 0.55, 1.0, 1.013, 2.37):
+        clip = load_audio(write_tone(tmp_path / f"{seconds}.wav", seconds=seconds))
+        enc = processor(text=[text], audio=[clip], sampling_rate=16_000, return_tensors="pt")
+        count = int((enc["input_ids"] == audio_id).sum())
+        assert count == family.audio_tokens(len(clip)), (seconds, count, family.audio_tokens(len(clip)))
+        with torch.no_grad():
+            embeds = model(**enc).logits  # raises where the counts part (placeholders vs audio embeddings)
+        assert embeds.shape[1] == enc["input_ids"].shape[1]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_eval_hf_reads_every_family(name, request, tmp_path):
+    from r1_aqa.evaluate.runner import evaluate, load_items
+
+    parquet = make_parquet(tmp_path, n=2)
+    records = evaluate(load_items("mmau", parquet), request.getfixturevalue(FIXTURES[name]), tmp_path / "pred.json",
+                       benchmark="mmau", data=parquet, max_new_tokens=4)
+    assert [r["id"] for r in records] == ["q0", "q1"] and all(isinstance(r["model_response"], str) for r in records)
+
+
+def test_trainer_refuses_a_prompt_whose_placeholders_are_not_its_clips_tokens(tiny_af3_dir, tmp_path, monkeypatch):
+    """Where the processor and the family's rule part (audio dropped or shifted; the model raises on neither), the
+    first rollout stops with the counts."""
+    trainer = make_trainer(tiny_af3_dir, make_parquet(tmp_path), tmp_path / "out", max_steps=1)
+    rule = trainer.family.audio_tokens
+    monkeypatch.setattr(trainer.family, "audio_tokens", lambda n, window=30: rule(n, window) - 1)
+    with pytest.raises(RuntimeError, match=r"expanded a 1\.\d+ s clip to \d+ audio tokens; the Audio Flamingo 3 "
+                                           r"encoder gives \d+"):
+        trainer.train()
+
+
+def test_af3_tiny_model_is_the_hubs_layout(tiny_af3_dir):
+    """Hub names (vLLM's), the transformers class, ``<sound>``; every tensor loads from the file."""
+    from safetensors.torch import load_file
+
+    from r1_aqa.models import load_model
+
+    family = family_of(tiny_af3_dir)
+    assert family.name == "audioflamingo3"
+    config = json.loads((tiny_af3_dir / "config.json").read_text())
+    assert config["architectures"] == ["AudioFlamingo3ForConditionalGeneration"]
+    model = load_model(tiny_af3_dir, device="cpu")
+    saved = load_file(str(tiny_af3_dir / "model.safetensors"))
+    assert hub_names(model, family) == set(saved)
+    assert {n.split(".")[0] for n in saved} == {"audio_tower", "multi_modal_projector", "language_model"}
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, saved[family.checkpoint_name(name)]), name
+
+
+def _fresh_process_checksum(folder) -> float:
+    code = ("import sys; from r1_aqa.models import load_model; m = load_model(sys.argv[1], device='cpu'); "
+            "print(sum(float(p.double().sum()) for p in m.state_dict().values()))")
+    out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def test_af3_grpo_trains_every_audio_tensor_and_saves_hub_names(tiny_af3_dir, tmp_path):
+    """β > 0: every trainable tensor of the audio tower and projector changes; the checkpoint is saved under the hub's
+    names (not transformers 5.17's ``language_model.model.model.*``) and reloads, the same, in a fresh process."""
+    out = tmp_path / "out"
+    trainer = make_trainer(tiny_af3_dir, make_parquet(tmp_path), out, save_strategy="steps", save_steps=2)
+    assert trainer.ref_model is not None
+    unused = unused_audio_params(trainer)
+    assert not unused, unused
+    before = audio_params(trainer.model)
+    trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad and n in before}
+    assert len(trainable) >= 30 and any("multi_modal_projector" in n for n in trainable)
+    trainer.train()
+    after = audio_params(trainer.model)
+    unchanged = [n for n in trainable if torch.equal(before[n], after[n])]
+    assert not unchanged, unchanged
+    assert any("kl" in e for e in trainer.state.log_history)
+    checkpoint = out / "checkpoint-2"
+    family = family_of(tiny_af3_dir)
+    assert weight_names(checkpoint) == hub_names(trainer.model, family)
+    expected = sum(float(p.double().sum()) for p in trainer.model.state_dict().values())
+    assert _fresh_process_checksum(checkpoint) == pytest.approx(expected, rel=1e-12)
+
+
+def test_af3_model_built_from_its_config_still_saves_hub_names(tiny_af3_dir, tmp_path):
+    """transformers 5.17 saves an Audio Flamingo 3 built from its config (not ``from_pretrained``) under
+    ``language_model.model.model.*``, which vLLM rejects: the trainer's checkpoint is under the hub's names anyway."""
+    from transformers import AutoConfig
+
+    from r1_aqa.models import load_model
+
+    family = family_of(tiny_af3_dir)
+    model = family.model_class()(AutoConfig.from_pretrained(tiny_af3_dir))
+    model.load_state_dict(load_model(tiny_af3_dir, device="cpu").state_dict())
+    model.config._name_or_path = str(tiny_af3_dir)
+    model.save_pretrained(tmp_path / "plain")
+    assert any(n.startswith("language_model.model.model.") for n in weight_names(tmp_path / "plain"))
+    trainer = make_trainer(tiny_af3_dir, make_parquet(tmp_path), tmp_path / "out", model=model, beta=0.0)
+    trainer.save_model(str(tmp_path / "saved"))
+    assert weight_names(tmp_path / "saved") == hub_names(model, family)
+    assert _fresh_process_checksum(tmp_path / "saved") == pytest.approx(
+        sum(float(p.double().sum()) for p in model.state_dict().values()), rel=1e-12)
+
+
+def test_af3_sft_and_eval_hf(tiny_af3_dir, tmp_path):
+    """sft learns on the tiny Audio Flamingo 3, saves under the hub's names; eval (hf) reads the checkpoint."""
+    from test_sft import _args
+
+    from r1_aqa.evaluate.runner import evaluate, load_items
+    from r1_aqa.sft import parse_sft_args, sft
+
+    parquet = make_parquet(tmp_path, n=4)
+    out = tmp_path / "sft"
+    trainer = sft(*parse_sft_args(_args(tiny_af3_dir, parquet, out, "--max_steps", "20", "--learning_rate", "1e-2",
+                                        "--per_device_train_batch_size", "4")))
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    assert losses[-1] < 0.5 * losses[0], losses
+    assert weight_names(out) == hub_names(trainer.model, family_of(tiny_af3_dir))
+    del trainer
+    records = evaluate(load_items("mmau", parquet), out, tmp_path / "pred.json", benchmark="mmau", data=parquet,
+                       max_new_tokens=12)
+    assert len(records) == 4 and all(r["model_response"] for r in records)
