@@ -1,11 +1,15 @@
 """The ``r1-aqa`` command. Each subcommand lives in its stage's module, which provides ``HELP``,
 ``add_arguments(parser)`` and ``run(args)``; modules keep heavy imports (torch, transformers, TRL, vLLM) inside
 functions so that ``r1-aqa --help`` stays fast. A module that sets ``PASS_THROUGH = True`` receives the arguments
-it does not declare in ``args.extra_args`` (``train`` hands them to TRL's parser)."""
+it does not declare in ``args.extra_args`` (``train`` hands them to TRL's parser).
+
+Every command ends with one line on stderr and exit status 2 on bad input (``ValueError``, ``OSError``), and with
+130 on Ctrl-C (a module's ``INTERRUPTED`` text says what was kept)."""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -56,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=module.HELP, description=module.HELP,
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         module.add_arguments(p)
-        p.set_defaults(_run=module.run, _pass_through=getattr(module, "PASS_THROUGH", False))
+        p.set_defaults(_run=module.run, _module=module, _pass_through=getattr(module, "PASS_THROUGH", False))
     return parser
 
 
@@ -72,10 +76,27 @@ def main(argv: list[str] | None = None) -> int:
         quiet()
     try:
         return int(args._run(args) or 0)
-    except (ValueError, FileNotFoundError) as e:  # bad input: the message names the file, line or id
-        if os.environ.get("RANK", "0") == "0":  # in a multi-process launch every rank fails alike: say it once
-            print(f"r1-aqa {args.command}: error: {e}", file=sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C outside a training loop (whose own handler saves a checkpoint first)
+        say(args.command, f"interrupted{getattr(args._module, 'INTERRUPTED', '')}")
+        return 130
+    except (ValueError, OSError) as e:  # bad input: the message names the file, line or id
+        say(args.command, f"error: {os_error(e) if isinstance(e, OSError) else e}")
         return 2
+
+
+def say(command: str, message: str) -> None:
+    """Print ``r1-aqa COMMAND: MESSAGE`` to stderr, once in a multi-process launch (every rank fails alike)."""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"r1-aqa {command}: {message}", file=sys.stderr)
+
+
+def os_error(e: OSError) -> str:
+    """An ``OSError`` as one line naming its file: ``FILE: reason`` (its own text when it names no file)."""
+    if e.filename is None or not e.strerror:
+        return str(e)
+    reason = {errno.EISDIR: "is a directory, not a file", errno.ENOTDIR: "not a directory"}.get(
+        e.errno, e.strerror[:1].lower() + e.strerror[1:])
+    return f"{e.filename}: {reason}"
 
 
 if __name__ == "__main__":

@@ -28,10 +28,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-from .resume import PartialRecords, drop_partials, locked, partial_paths, prefetched
+from ..checks import check_model_path
+from .resume import PartialRecords, drop_stale, locked, partial_paths, prefetched, settings_diff
 
 HELP = ("Evaluate a model, or every checkpoint-* of a run, on MMAU test-mini, MMSU or MMAR (greedy, hf or vLLM "
         "engine).")
+INTERRUPTED = ": finished items are kept in OUTPUT.partial.jsonl; the same command resumes from them"
 
 _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
@@ -65,8 +67,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--output", required=True, help="predictions JSON (MMAU format); a sweep writes one per "
                         "checkpoint, PRED.checkpoint-N.json")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace an output (and partial file) made with other settings; without it they are "
-                        "refused, and one made with the same settings is resumed or kept")
+                        help="evaluate again and replace the output, also one made with other settings (without it "
+                        "such an output is refused, and one made with the same settings is kept); a killed "
+                        "--overwrite run resumes when the same command is run again")
     parser.add_argument("--template", choices=("default", "think", "new"), default="default",
                         help="R1-AQA prompt template")
     parser.add_argument("--batch-size", type=positive_int, default=None,
@@ -104,6 +107,7 @@ def run(args) -> int:
         isolate_worker(local_rank)
     checkpoints, items = _inputs(args)
     sweep = checkpoints != [Path(args.model)]
+    check_output_kind(Path(args.output), args.model, sweep)
     outputs = [_checkpoint_output(args.output, m) if sweep else Path(args.output) for m in checkpoints]
     settings = dict(benchmark=args.benchmark, data=args.data, engine=args.engine, template=args.template,
                     batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, permutations=args.permutations,
@@ -210,6 +214,21 @@ def worker_units(checkpoints: int, workers: int) -> list[list[tuple[int, int, in
     return [[(w % checkpoints, w // checkpoints, sizes[w % checkpoints])] for w in range(workers)]
 
 
+def check_output_kind(output: Path, model: str, sweep: bool) -> None:
+    """Refuse to write a sweep (``PRED.checkpoint-N.json``) beside a one-model ``PRED.json``, or the reverse: the two
+    would share one name and its reports."""
+    if sweep and output.exists():
+        raise ValueError(f"--output {output} holds the predictions of one model, and --model {model} is a run "
+                         f"directory whose checkpoints would go beside them ({output.stem}.checkpoint-N"
+                         f"{output.suffix}): choose another --output, or delete {output}")
+    pattern = re.compile(re.escape(output.stem) + r"\.checkpoint-\d+" + re.escape(output.suffix))
+    swept = sorted(p.name for p in output.parent.iterdir() if pattern.fullmatch(p.name)) if output.parent.is_dir() \
+        else []
+    if not sweep and swept:
+        raise ValueError(f"--output {output}: {swept[0]} beside it is from a sweep of a run directory, and --model "
+                         f"{model} is one model: choose another --output, or delete that sweep's files")
+
+
 def failure_path(output: str | os.PathLike) -> Path:
     """Where a sweep records why a checkpoint could not be evaluated: ``PRED.checkpoint-N.failed.json``."""
     output = Path(output)
@@ -227,6 +246,7 @@ def _settled(output: Path) -> bool:
 def find_checkpoints(model: str | os.PathLike) -> list[Path]:
     """``[model]`` for a model directory or a hub model id; for a run directory its ``checkpoint-*`` directories,
     sorted by step."""
+    check_model_path(model)
     model = Path(model)
     if not model.is_dir():
         from ..models import model_family
@@ -299,16 +319,9 @@ def _is_prepared(data: Path) -> bool:
     """Whether ``data`` is a parquet written by ``r1-aqa prepare`` (all its columns; ``audio`` an absolute path)."""
     if data.suffix != ".parquet" or not data.is_file():
         return False
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from ..data.prepare import COLUMNS
 
-    try:
-        names = pq.read_schema(data).names
-    except pa.ArrowException as e:
-        raise ValueError(f"{data}: not a readable parquet file ({e})") from None
-    return set(COLUMNS) <= set(names)
+    return set(COLUMNS) <= set(_schema(data))
 
 
 _FORMATS = {"mmau": "an MMAU JSON file (a list)", "mmar": "an MMAR JSON-lines file",
@@ -318,13 +331,46 @@ _FORMATS = {"mmau": "an MMAU JSON file (a list)", "mmar": "an MMAR JSON-lines fi
 def _check_format(data: Path, benchmark: str) -> None:
     """Refuse one benchmark's own data under another's ``--benchmark``, naming the right flag."""
     if data.is_dir() or data.suffix == ".parquet":
-        found = "mmsu"
+        found = _parquet_kind(data)
     else:
         with open(data, "rb") as f:
             found = {b"[": "mmau", b"{": "mmar"}.get(f.read(64).lstrip()[:1])
     if found is not None and found != benchmark:
         raise ValueError(f"{data}: looks like {_FORMATS[found]}, not {benchmark.upper()} data: use --benchmark "
                          f"{found}")
+
+
+def _parquet_kind(data: Path) -> str:
+    """"mmsu" for MMSU in its HF format (a save_to_disk directory, or parquet files with its columns); anything else
+    that is parquet raises ``ValueError`` saying what it is and what to pass instead."""
+    from ..data.mmsu import FIELDS
+    from ..data.prepare import COLUMNS
+
+    if data.is_dir() and any((data / f).is_file() for f in ("dataset_dict.json", "state.json")):
+        return "mmsu"
+    files = [data] if data.is_file() else sorted(data.rglob("*.parquet"))
+    if not files:
+        raise ValueError(f"{data}: a directory with no parquet files, nor a datasets save_to_disk directory: pass "
+                         "the benchmark's question file or a parquet from `r1-aqa prepare` as --data")
+    names = set(_schema(files[0]))
+    if data.is_dir() and set(COLUMNS) <= names:
+        raise ValueError(f"{data}: a directory of parquet files from `r1-aqa prepare` ({files[0].name}"
+                         f"{', ...' if len(files) > 1 else ''}): pass one of them as --data")
+    if not set(FIELDS) <= names:
+        raise ValueError(f"{files[0]}: neither MMSU's HF format (columns {', '.join(FIELDS)}, audio) nor a parquet "
+                         f"from `r1-aqa prepare`; its columns: {', '.join(sorted(names))}")
+    return "mmsu"
+
+
+def _schema(path: Path) -> list[str]:
+    """The column names of a parquet file; an unreadable one raises ``ValueError`` naming it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_schema(path).names
+    except pa.ArrowException as e:
+        raise ValueError(f"{path}: not a readable parquet file ({e})") from None
 
 
 def _plain(value):
@@ -453,8 +499,9 @@ def evaluate(items: Sequence[dict], model: str | os.PathLike, output: str | os.P
     partial files. Returns the records when this call finished the last of ``output`` and ``also`` (outputs the
     reports need as well, e.g. the silence run); ``None`` otherwise (other shares or outputs still missing). An
     existing ``output`` made with the same settings is reused (only items it lacks are generated; nothing when it
-    has them all); one made with other settings, or without a sidecar, is refused unless ``overwrite``, which also
-    drops this share's partial file. ``position`` places this worker's progress bar.
+    has them all); one made with other settings, or without a sidecar, is refused unless ``overwrite``, which
+    generates everything again, also dropping partial files made with other settings (one made with these settings,
+    by a killed ``overwrite`` run, is resumed). ``position`` places this worker's progress bar.
     """
     from tqdm import tqdm
 
@@ -474,8 +521,8 @@ def evaluate(items: Sequence[dict], model: str | os.PathLike, output: str | os.P
         "batch_size": batch_size,
     }
     expanded = expand(items, permutations)
-    if overwrite:
-        drop_partials(output, shard, shards)
+    if overwrite:  # other settings' partial files go; this run's own, from a killed try, are resumed
+        drop_stale(output, settings, _RESUME_SETTINGS)
     finished = {} if overwrite else _finished(output, settings)
     beyond = finished.keys() - {_key(r) for r in expanded}
     if beyond:
@@ -549,7 +596,7 @@ def _finished(output: Path, settings: dict) -> dict[tuple, dict]:
         raise ValueError(f"{output} exists and has no {meta.name} to tell how it was made: pass --overwrite to "
                          "replace it, or choose another --output")
     saved = json.loads(meta.read_text(encoding="utf-8"))
-    diff = {k: (saved.get(k), settings.get(k)) for k in _RESUME_SETTINGS if saved.get(k) != settings.get(k)}
+    diff = settings_diff(saved, settings, _RESUME_SETTINGS)
     if diff:
         raise ValueError(f"{output} exists, made with other settings {diff} (saved, now): pass --overwrite to "
                          "replace it, or choose another --output")
