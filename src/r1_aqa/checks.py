@@ -72,7 +72,7 @@ def check_parquet(path: str | os.PathLike, columns: Iterable[str] = TRAINING_COL
         meta = pq.read_metadata(path)
     except (pa.ArrowException, OSError) as e:
         raise ValueError(f"{what} {path}: not a parquet file ({e}); make it with `r1-aqa prepare`") from None
-    missing = sorted(set(columns) - set(meta.schema.names))
+    missing = sorted(set(columns) - set(meta.schema.to_arrow_schema().names))
     if missing:
         raise ValueError(f"{what} {path}: missing column(s) {missing}; prepare it with `r1-aqa prepare`")
     return meta.num_rows

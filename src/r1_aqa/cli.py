@@ -4,7 +4,7 @@ functions so that ``r1-aqa --help`` stays fast. A module that sets ``PASS_THROUG
 it does not declare in ``args.extra_args`` (``train`` hands them to TRL's parser).
 
 Every command ends with one line on stderr and exit status 2 on bad input (``ValueError``, ``OSError``), and with
-130 on Ctrl-C (a module's ``INTERRUPTED`` text says what was kept)."""
+130 on Ctrl-C (a module's ``interrupted(args)`` says what was kept)."""
 
 from __future__ import annotations
 
@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:  # Ctrl-C outside a training loop (whose own handler saves a checkpoint first)
-        say(args.command, f"interrupted{getattr(args._module, 'INTERRUPTED', '')}")
+        hint = getattr(args._module, "interrupted", None)
+        say(args.command, "interrupted" + (hint(args) if hint else ""))
         return 130
     except (ValueError, OSError) as e:  # bad input: the message names the file, line or id
         say(args.command, f"error: {os_error(e) if isinstance(e, OSError) else e}")

@@ -61,6 +61,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seeds the sampled answers (each item has its own seed)")
 
 
+def interrupted(args: argparse.Namespace) -> str:
+    """What a Ctrl-C leaves (the CLI's message)."""
+    from .evaluate.resume import partial_path
+
+    return f"; the answers so far are in {partial_path(args.output)}: the same command resumes from them"
+
+
 def run(args: argparse.Namespace) -> int:
     frame = read_prepared(args.data, args.limit)
     if not args.model:
@@ -70,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.data}: not labelled (no {LABEL!r} column); label it first with `r1-aqa filter "
                              f"--data {args.data} --model MODEL --output LABELLED.parquet`")
         kept = keep_rows(frame, args.keep)
+        check_kept(frame, kept, args.keep, args.output)
         write_parquet(kept, args.output)
         print(f"r1-aqa filter: kept {len(kept)} {args.keep} of {len(frame)} rows -> {args.output}")
         return 0
@@ -85,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
     from .evaluate.resume import partial_path
     from .files import write_json, write_text
 
+    if args.keep:
+        check_kept(labelled, keep_rows(labelled, args.keep), args.keep, args.output)
     output = Path(args.output)
     stem = output.name.rsplit(".", 1)[0] + ".filter"
     report["kept"] = args.keep
@@ -121,6 +131,17 @@ def read_prepared(path: str | os.PathLike, limit: int | None = None):
 def keep_rows(frame, keep: str):
     """The rows labelled ``keep`` (unlabelled rows are never kept)."""
     return frame[frame[LABEL] == keep].reset_index(drop=True)
+
+
+def check_kept(frame, kept, keep: str, output: str | os.PathLike) -> None:
+    """Refuse to write an empty subset (the next stage would fail on it): say what the labels are instead."""
+    if len(kept):
+        return
+    counts = frame[LABEL].value_counts(dropna=False)
+    labels = ", ".join(f"{int(counts.get(k, 0))} {k}" for k in ("weak", "strong"))
+    raise ValueError(f"--keep {keep}: none of the {len(frame)} rows is {keep} ({labels}, "
+                     f"{int(frame[LABEL].isna().sum())} unlabelled); nothing written to {output}. Keep the other "
+                     "label, or move the line with --weak-above when labelling")
 
 
 def write_parquet(frame, path: str | os.PathLike) -> None:

@@ -33,7 +33,6 @@ from .resume import PartialRecords, drop_stale, locked, partial_paths, prefetche
 
 HELP = ("Evaluate a model, or every checkpoint-* of a run, on MMAU test-mini, MMSU or MMAR (greedy, hf or vLLM "
         "engine).")
-INTERRUPTED = ": finished items are kept in OUTPUT.partial.jsonl; the same command resumes from them"
 
 _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
@@ -90,6 +89,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--num-workers", type=positive_int, default=1,
                         help="worker processes (one GPU each where there are GPUs), started through torchrun; under "
                         "torchrun/accelerate launch every rank is a worker already")
+
+
+def interrupted(args) -> str:
+    """What a Ctrl-C leaves (the CLI's message)."""
+    return (f"; the items done so far are kept beside {args.output} (*.partial*.jsonl): the same command resumes "
+            "from them")
 
 
 def run(args) -> int:
