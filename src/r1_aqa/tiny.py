@@ -332,7 +332,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--layout", choices=LAYOUTS, default="thinker",
                         help="qwen2.5-omni only: 'full' writes the hub's layout (thinker + talker + token2wav), which "
                         "vLLM needs; 'thinker' the thinker alone")
-    parser.add_argument("--window-seconds", type=int, default=30,
+    parser.add_argument("--window-seconds", type=int, default=2,
                         help="audio encoder window; < 30 is faster on CPU but not loadable by vLLM")
 
 
