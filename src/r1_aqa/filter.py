@@ -53,7 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=("hf", "vllm"), default="hf")
     parser.add_argument("--template", choices=("default", "think", "new"), default="default")
     parser.add_argument("--batch-size", type=int, default=None, help="items per generate call and per flush")
-    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--max-new-tokens", type=int, default=256,
+                        help="generated tokens per answer, at most (R1-AQA's 256; a random-weight tiny model never "
+                        "stops before it: use e.g. 16 there)")
     parser.add_argument("--max-audio-seconds", type=float, default=None,
                         help="cut clips to this length (default: 30 for Qwen2-Audio, no cap for Omni; 0: no cap)")
     parser.add_argument("--dtype", choices=("auto", "bfloat16", "float16", "float32"), default="auto")
