@@ -141,16 +141,31 @@ def run(args) -> int:
             if args.silence:
                 compare_listening(output, silence_path(output), args.benchmark)
     if sweep:
-        with locked(Path(args.output).parent):  # the last worker to finish finds every checkpoint settled
-            failed = [json.loads(failure_path(o).read_text()) for o in outputs if failure_path(o).exists()]
-            finished = [(checkpoint_step(m), o) for m, o in zip(checkpoints, outputs) if _settled(o)]
-            if len(failed) + len(finished) == len(outputs):
-                sweep_report(finished, Path(args.output), [(f["checkpoint"], f["error"]) for f in failed])
-                if failed:
-                    print(f"error: {len(failed)} of {len(outputs)} checkpoints failed (listed in the sweep report)",
-                          file=sys.stderr)
-                    status = 1
+        status = max(status, finish_sweep(Path(args.output), checkpoints, outputs))
     return status
+
+
+def finish_sweep(output: Path, checkpoints: Sequence[Path], outputs: Sequence[Path]) -> int:
+    """Once every checkpoint is settled (evaluated or failed), the sweep report, made by one worker: the first to
+    find the set complete; a worker coming later (or a rerun with nothing new) finds the report up to date and says
+    so in one line. Returns 1 when a checkpoint failed."""
+    from .html_report import sweep_page_path
+
+    with locked(output.parent):  # the last worker to finish finds every checkpoint settled
+        failed = [json.loads(failure_path(o).read_text()) for o in outputs if failure_path(o).exists()]
+        finished = [(checkpoint_step(m), o) for m, o in zip(checkpoints, outputs) if _settled(o)]
+        if len(failed) + len(finished) < len(outputs):
+            return 0
+        page = sweep_page_path(output)
+        inputs = [o for o in outputs if o.exists()] + [failure_path(o) for o in outputs if failure_path(o).exists()]
+        if page.exists() and all(p.stat().st_mtime_ns <= page.stat().st_mtime_ns for p in inputs):
+            print(f"sweep report: {page} is up to date", file=sys.stderr)
+        else:
+            sweep_report(finished, output, [(f["checkpoint"], f["error"]) for f in failed])
+            if failed:
+                print(f"error: {len(failed)} of {len(outputs)} checkpoints failed (listed in the sweep report)",
+                      file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _inputs(args) -> tuple[list[Path], list[dict]]:
