@@ -9,12 +9,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_eval import _argv, _eval, mmau_file  # noqa: F401  (mmau_file is a fixture)
+from test_eval import _argv, _eval, mmau_file, wait_for_lines  # noqa: F401  (mmau_file is a fixture)
 from test_trainer import RECIPE, make_parquet
 
 from r1_aqa.cli import main
@@ -207,11 +206,7 @@ def test_ctrl_c_then_the_same_overwrite_command_resumes_to_the_same_bytes(mmau_f
     proc = subprocess.Popen([sys.executable, "-m", "r1_aqa.cli", *argv], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     partial = partial_path(output)
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if partial.exists() and partial.read_text().count("\n") >= 3:  # the settings line and two items
-            break
-        time.sleep(0.02)
+    wait_for_lines(proc, partial, 3)  # the settings line and two items
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]
