@@ -74,8 +74,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=None,
                         help="items per generate call and per flush of results; unset: "
                         + ", ".join(f"{k} {v}" for k, v in DEFAULT_BATCH_SIZE.items()))
-    parser.add_argument("--max-new-tokens", type=positive_int, default=256, help="generated tokens per item, at most (R1-AQA's 256; a random-weight tiny model never stops before "
-                        "it: use e.g. 16 there)")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=256,
+                        help="generated tokens per item, at most (R1-AQA's 256; a random-weight tiny model never "
+                        "stops before it: use e.g. 16 there)")
     parser.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N items; unset: all")
     parser.add_argument("--permutations", type=positive_int, default=1,
                         help="evaluate each item under K >= 1 option orders: order 0 is the original, the others "
