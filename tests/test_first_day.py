@@ -109,6 +109,19 @@ TRAIN_MISTAKES = {
 }
 
 
+def test_flags_are_read_as_trl_reads_them():
+    from r1_aqa.checks import flag_values
+
+    known = {"reward_funcs", "max_steps", "bf16", "gradient_checkpointing", "learning_rate"}
+    argv = ["--reward_funcs", "accuracy", "format", "--max_steps=-3", "--bf16", "--no_gradient_checkpointing",
+            "--learning_rate", "1e-5"]
+    assert flag_values(argv, known) == {"reward_funcs": ["accuracy", "format"], "max_steps": "-3", "bf16": True,
+                                        "gradient_checkpointing": False, "learning_rate": "1e-5"}
+    assert flag_values(["--learning_r", "1"], known) == {"learning_rate": "1"}  # argparse takes abbreviations
+    with pytest.raises(ValueError, match="--learning-rate: unknown argument \\(did you mean 'learning_rate'"):
+        flag_values(["--learning-rate", "1"], known)  # TRL's parser has no dashed spellings
+
+
 @pytest.mark.parametrize("case", TRAIN_MISTAKES)
 def test_training_input_is_checked_before_torch_loads(case, data, model_dir, tmp_path):
     make, expected = TRAIN_MISTAKES[case]

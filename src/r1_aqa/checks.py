@@ -162,7 +162,8 @@ def read_recipe(path: str | None, known: set[str] | None) -> dict:
 
 def flag_values(argv: Sequence[str], known: set[str] | None) -> dict:
     """``{field: value}`` of ``--field value``/``--field=value`` arguments (a flag without a value: ``True``,
-    ``--no_field``: ``False``); an unknown flag (not a field, nor an abbreviation of one) raises ``ValueError``."""
+    ``--no_field``: ``False``, several values: a list); an unknown flag (not a field, nor an abbreviation of one)
+    raises ``ValueError``."""
     values: dict = {}
     i = 0
     while i < len(argv):
@@ -171,12 +172,12 @@ def flag_values(argv: Sequence[str], known: set[str] | None) -> dict:
         if not arg.startswith("--"):
             raise ValueError(f"{arg}: unexpected argument (every argument is --field VALUE)")
         name, eq, value = arg[2:].partition("=")
-        name = name.replace("-", "_")
-        if not eq:
-            value = True
-            if i < len(argv) and not re.match(r"--[A-Za-z]", argv[i]):
-                value = argv[i]
+        if not eq:  # the values up to the next flag: none (a bool flag), one, or several (a list field)
+            given = []
+            while i < len(argv) and not re.match(r"--[A-Za-z]", argv[i]):
+                given.append(argv[i])
                 i += 1
+            value = True if not given else given[0] if len(given) == 1 else given
         if known is not None and name not in known:
             if name.startswith("no_") and name[3:] in known:
                 name, value = name[3:], False
