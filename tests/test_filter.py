@@ -7,12 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from conftest import write_tone
+from test_eval import wait_for_lines
 
 from r1_aqa.cli import main
 
@@ -107,26 +107,25 @@ def test_the_label_comes_from_the_silent_answers(tiny_model_dir, tmp_path):
     assert list(labelled["m0_audio_correct"]) == [1, 0, 1, 0] and list(labelled["m0_silence_correct"]) == [0, 1, 1, 0]
 
 
-def test_kill_and_resume_gives_the_identical_file(says_low, tmp_path, capsys):
+def test_ctrl_c_and_resume_gives_the_identical_file(says_low, tmp_path, capsys):
     data = make_set(tmp_path, ["low", "high"] * 4)
     out = tmp_path / "out.parquet"
     flags = ["--max-new-tokens", "8", "--samples", "2", "--batch-size", "1"]
     argv = [sys.executable, "-m", "r1_aqa.cli", "filter", "--data", str(data), "--model", str(says_low),
             "--output", str(out), *flags]
     partial = out.with_name(out.name + ".partial.jsonl")
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.time() + 180
-    while time.time() < deadline and proc.poll() is None:
-        if partial.exists() and partial.read_text().count("\n") >= 4:  # the settings line and 3 answer sets
-            break
-        time.sleep(0.02)
+    wait_for_lines(proc, partial, 4)  # the settings line and 3 answer sets
     exited = proc.poll()
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert exited is None and not out.exists(), "the run ended before it was killed"
+    proc.send_signal(signal.SIGINT)  # Ctrl-C
+    _, err = proc.communicate(timeout=120)
+    assert exited is None and not out.exists(), "the run ended before it was stopped"
+    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1] == (f"r1-aqa filter: interrupted; the answers so far are in {partial}: the "
+                                            "same command resumes from them")
     with open(partial, "a") as f:
-        f.write('{"id": "set-7", "mod')  # a record cut short by the kill
+        f.write('{"id": "set-7", "mod')  # a record cut short by a kill
     assert main(["filter", "--data", str(data), "--model", str(says_low), "--output", str(out),
                  "--max-new-tokens", "8", "--samples", "3"]) == 2  # other settings: refused
     assert "other settings" in capsys.readouterr().err

@@ -203,6 +203,16 @@ def test_keeping_a_label_no_row_has_is_an_error(tmp_path):
     assert not (tmp_path / "weak.parquet").exists()
 
 
+def test_filter_input_mistakes(data, tmp_path):
+    code, line, torch = cli(["filter", "--data", tmp_path, "--model", "./x", "--output", tmp_path / "o.parquet"],
+                            cwd=tmp_path, env={"HF_HUB_OFFLINE": None})
+    assert code == 2 and line == "r1-aqa filter: error: --model ./x: no such model directory"
+    code, line, torch = cli(["filter", "--data", tmp_path, "--keep", "weak", "--output", tmp_path / "o.parquet"])
+    assert code == 2 and line.endswith(f"--data {tmp_path}: a directory, not a parquet file (it holds train.parquet: "
+                                       "pass one)")
+    assert torch == "torch not imported" and not (tmp_path / "o.parquet").exists()
+
+
 def test_prepare_input_that_is_a_directory(tmp_path):
     code, line, _ = cli(["prepare", "avqa", "--input", tmp_path, "--output", tmp_path / "out.parquet"])
     assert code == 2 and line == f"r1-aqa prepare: error: {tmp_path}: is a directory, not a file"

@@ -71,6 +71,10 @@ def interrupted(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .checks import check_model_path
+
+    for model in args.model or ():
+        check_model_path(model)
     frame = read_prepared(args.data, args.limit)
     if not args.model:
         if args.keep is None:
@@ -117,12 +121,10 @@ def read_prepared(path: str | os.PathLike, limit: int | None = None):
     """The parquet's rows (the first ``limit``); missing columns or duplicate ids are one clear error."""
     import pandas as pd
 
-    if not Path(path).exists():
-        raise FileNotFoundError(f"{path}: no such parquet")
+    from .checks import check_parquet
+
+    check_parquet(path, REQUIRED, "--data")
     frame = pd.read_parquet(path)
-    missing = [c for c in REQUIRED if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; make the parquet with `r1-aqa prepare`")
     frame = frame.head(limit) if limit is not None else frame
     duplicated = frame["id"].astype(str)[frame["id"].astype(str).duplicated()].unique().tolist()
     if duplicated:
