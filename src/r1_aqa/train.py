@@ -106,9 +106,8 @@ def check_inputs(args, config_class: tuple[str, str], script_class) -> None:
     if not is_torch_bf16_gpu_available():
         source = f"--config {args.config} sets bf16: true" if bf16 else "bf16 is TRL's default"
         raise ValueError(f"{source}, which needs a GPU, and this machine has none: this recipe is for GPUs. To run it "
-                         "here anyway add --bf16 false --use_cpu true (float32 on CPU; a 7B model needs ~60 GB of RAM "
-                         "and days per step); examples/r1_aqa/recipes/tiny_grpo.yaml and tiny_sft.yaml are the CPU "
-                         "recipes")
+                         "here anyway, add --bf16 false --use_cpu true (float32 on the CPU); the CPU recipes are "
+                         "examples/r1_aqa/recipes/tiny_grpo.yaml and tiny_sft.yaml (tiny models)")
 
 
 def run_stage(command: str, stage) -> int:
