@@ -48,8 +48,9 @@ def check_model_path(name: str | os.PathLike, flag: str = "--model") -> None:
 
 def _cached(repo_id: str) -> bool:
     """Whether the local hub cache holds a snapshot of ``repo_id`` (the layout huggingface_hub writes)."""
-    home = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", "~/.cache/huggingface")) / "hub")
-    return (home.expanduser() / f"models--{repo_id.replace('/', '--')}" / "snapshots").is_dir()
+    from huggingface_hub import constants
+
+    return (Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "snapshots").is_dir()
 
 
 # --- a parquet from `r1-aqa prepare` -------------------------------------------------------------------------------
