@@ -30,13 +30,17 @@ assert not torch.version.cuda, (
 "
 }
 
+done_next() {
+  echo "r1-aqa setup: done ($1). Next: $1/bin/r1-aqa demo --out demo_out (~4 min), the first-day path in README.md, or $1/bin/python -m pytest -q"
+}
+
 main() {
   cd "$(dirname "${BASH_SOURCE[0]}")/.."
   local venv=${VENV:-.venv}
   local stamp="$venv/.r1-aqa-setup"
   local want
   want=$(sha256sum pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
-  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then exit 0; fi
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then done_next "$venv"; exit 0; fi
   python3 -m venv "$venv"
   local pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
   "${pip[@]}" install --upgrade pip
@@ -53,6 +57,7 @@ main() {
   "${pip[@]}" uninstall -y torchvision torchaudio torchcodec
   final_check "$venv/bin/python"
   echo "$want" > "$stamp"
+  done_next "$venv"
 }
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then main "$@"; fi

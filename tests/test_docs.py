@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -65,3 +68,18 @@ def test_gpu_extra_admits_every_patch_release_of_vllm_0_31():
     extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["vllm"]
     spec: SpecifierSet = Requirement(extra[0]).specifier
     assert spec.contains("0.31.0") and spec.contains("0.31.3") and not spec.contains("0.32.0")
+
+
+def test_first_day_path_runs_as_written(tmp_path):
+    """The README's first-day block, verbatim, from a directory that sees the repository's recipes."""
+    block = re.search(r"## First day.*?```bash\n(.*?)```", README, re.DOTALL).group(1)
+    (tmp_path / "src").symlink_to(ROOT / "src")
+    script = f'r1-aqa() {{ "{sys.executable}" -m r1_aqa.cli "$@"; }}\n{block}'
+    done = subprocess.run(["bash", "-ec", script], cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout + done.stderr
+    assert "first_day/train.parquet: kept 64 of 64 rows, skipped 0" in out
+    assert re.search(r"kept \d+ strong of 64 rows", out) and "r1-aqa train: 20 steps" in out
+    assert (tmp_path / "first_day" / "eval" / "pred.report.html").exists()
+    assert len(json.loads((tmp_path / "first_day" / "eval" / "pred.json").read_text())) == 32

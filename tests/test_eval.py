@@ -54,6 +54,15 @@ def _eval(mmau_file: Path, model: Path, output: Path, *extra: str) -> list[dict]
     return json.loads(output.read_text())
 
 
+def wait_for_lines(proc: subprocess.Popen, path: Path, lines: int, seconds: float = 240) -> None:
+    """Wait until ``path`` holds ``lines`` lines, ``proc`` ends, or ``seconds`` pass."""
+    deadline = time.time() + seconds
+    while time.time() < deadline and proc.poll() is None:
+        if path.exists() and path.read_text().count("\n") >= lines:
+            return
+        time.sleep(0.02)
+
+
 @pytest.fixture(scope="module")
 def hf_run(mmau_file, tiny_model_dir, tmp_path_factory) -> Path:
     """Predictions of the hf engine, batch size 4 (left padding over clips and prompts of different lengths)."""
@@ -139,11 +148,7 @@ def test_resume_after_kill_gives_identical_file(mmau_file, tiny_model_dir, tmp_p
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log.open("w"),
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     partial = partial_path(output)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if partial.exists() and partial.read_text().count("\n") >= 3:  # the settings line and a batch
-            break
-        time.sleep(0.02)
+    wait_for_lines(proc, partial, 3)  # the settings line and a batch
     exited = proc.poll()
     proc.send_signal(signal.SIGKILL)
     proc.wait()

@@ -247,6 +247,21 @@ def test_each_batch_reaches_the_disk_before_the_next(mmau_file, tiny_model_dir, 
     assert 1 <= records < N_ITEMS, f"{records} records on disk when the first batch was seen"
 
 
+def test_each_batch_is_synced_to_the_disk(mmau_file, tiny_model_dir, tmp_path, monkeypatch):  # noqa: F811
+    """One fsync of the partial file per batch: a power cut loses at most the batch being generated."""
+    output = tmp_path / "pred.json"
+    synced = []
+    fsync = os.fsync
+
+    def counting_fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    _eval(mmau_file, tiny_model_dir, output, "--batch-size", "2", "--max-new-tokens", "2")
+    assert synced.count(str(partial_path(output))) == N_ITEMS // 2
+
+
 # --- score ---------------------------------------------------------------------------------------------------------
 
 
@@ -301,13 +316,15 @@ def test_known_harmless_warnings_are_hidden_and_errors_said_once(tmp_path):
     from test_trainer import RECIPE, make_parquet
 
     parquet = make_parquet(tmp_path, n=1)
-    pd.read_parquet(parquet).head(0).to_parquet(parquet)
-    argv = [sys.executable, "-m", "r1_aqa.cli", "train", "--config", RECIPE, "--model_name_or_path", "m",
-            "--dataset_path", str(parquet), "--output_dir", str(tmp_path / "out")]
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    (tmp_path / "out" / "checkpoint-1").mkdir(parents=True)  # refused after TRL has loaded, before the model
+    argv = [sys.executable, "-m", "r1_aqa.cli", "train", "--config", RECIPE, "--model_name_or_path",
+            str(tmp_path / "m"), "--dataset_path", str(parquet), "--output_dir", str(tmp_path / "out")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for rank, flags, warned, said in (("0", [], False, True), ("1", ["--verbose"], True, False)):
         result = subprocess.run([*argv, *flags], env={**env, "RANK": rank}, capture_output=True, text=True,
                                 timeout=300)
         assert result.returncode == 2
         assert ("TRL currently supports vLLM versions" in result.stderr) == warned, result.stderr[-2000:]
-        assert result.stderr.count("no rows to train on") == int(said)
+        assert result.stderr.count("already holds 1 checkpoint(s)") == int(said)

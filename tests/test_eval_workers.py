@@ -189,6 +189,24 @@ def test_sweep_over_ranks_lists_a_checkpoint_that_fails(questions, tiny_model_di
     assert "checkpoint-20" in output.with_name("pred.sweep.html").read_text()
 
 
+def test_the_sweep_table_is_printed_once(questions, tiny_model_dir, tmp_path, monkeypatch, capsys):
+    """Two ranks that find the sweep complete (both finish at once): only the first prints the table and writes the
+    report; the other says in one line that it is up to date."""
+    run = tmp_path / "run"
+    for step in (10, 20):
+        shutil.copytree(tiny_model_dir, run / f"checkpoint-{step}")
+    output = tmp_path / "out" / "pred.json"
+    argv = ["eval", "--data", str(questions), "--model", str(run), "--output", str(output), "--limit", "2",
+            "--max-new-tokens", "2"]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank in (1, 0, 1):  # the last: rank 1 reaching the end once rank 0 has reported
+        monkeypatch.setenv("RANK", str(rank))
+        assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert out.count("| step") == 1
+    assert err.count(f"sweep report: {output.with_name('pred.sweep.html')} is up to date") == 1
+
+
 def test_ranks_with_silence_report_after_both_runs_merge(questions, tiny_model_dir, tmp_path, monkeypatch):
     output = tmp_path / "pred.json"
     argv = ["eval", "--data", str(questions), "--model", str(tiny_model_dir), "--output", str(output), "--limit",

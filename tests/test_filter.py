@@ -7,12 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from conftest import write_tone
+from test_eval import wait_for_lines
 
 from r1_aqa.cli import main
 
@@ -86,26 +86,46 @@ def test_items_answered_without_listening_are_weak(says_low, tiny_model_dir, tmp
     assert list(voted["silence_correct_share"]) == [0.5, 0.0, 0.5, 0.0, 0.5, 0.0]
 
 
-def test_kill_and_resume_gives_the_identical_file(says_low, tmp_path, capsys):
+def test_the_label_comes_from_the_silent_answers(tiny_model_dir, tmp_path):
+    """Answers with audio and with silence that disagree: the label follows the silent ones (answers read back from
+    a partial file, as a resumed run does: no generation)."""
+    data = make_set(tmp_path, ["low", "high", "low", "high"])
+    out = tmp_path / "out.parquet"
+    settings = {"data": str(data.resolve()), "models": [str(Path(tiny_model_dir).resolve())], "engine": "hf",
+                "dtype": "float32", "template": "default", "max_new_tokens": 8, "max_audio_seconds": None,
+                "samples": 1, "temperature": 1.0, "seed": 0, "limit": None, "batch_size": 8}
+    # (right with audio, right with silence) per item
+    outcomes = {"set-0": (1, 0), "set-1": (0, 1), "set-2": (1, 1), "set-3": (0, 0)}
+    lines = [{"_r1_aqa_eval_run": settings}]
+    for item, correct in outcomes.items():
+        lines += [{"id": item, "model": 0, "condition": c, "responses": ["<answer>?</answer>"], "correct": n}
+                  for c, n in zip(("audio", "silence"), correct)]
+    out.with_name(out.name + ".partial.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert _filter(data, out, tiny_model_dir) == 0
+    labelled = pd.read_parquet(out)
+    assert list(labelled["audio_contribution"]) == ["strong", "weak", "weak", "strong"]
+    assert list(labelled["m0_audio_correct"]) == [1, 0, 1, 0] and list(labelled["m0_silence_correct"]) == [0, 1, 1, 0]
+
+
+def test_ctrl_c_and_resume_gives_the_identical_file(says_low, tmp_path, capsys):
     data = make_set(tmp_path, ["low", "high"] * 4)
     out = tmp_path / "out.parquet"
     flags = ["--max-new-tokens", "8", "--samples", "2", "--batch-size", "1"]
     argv = [sys.executable, "-m", "r1_aqa.cli", "filter", "--data", str(data), "--model", str(says_low),
             "--output", str(out), *flags]
     partial = out.with_name(out.name + ".partial.jsonl")
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.time() + 180
-    while time.time() < deadline and proc.poll() is None:
-        if partial.exists() and partial.read_text().count("\n") >= 4:  # the settings line and 3 answer sets
-            break
-        time.sleep(0.02)
+    wait_for_lines(proc, partial, 4)  # the settings line and 3 answer sets
     exited = proc.poll()
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert exited is None and not out.exists(), "the run ended before it was killed"
+    proc.send_signal(signal.SIGINT)  # Ctrl-C
+    _, err = proc.communicate(timeout=120)
+    assert exited is None and not out.exists(), "the run ended before it was stopped"
+    assert proc.returncode == 130 and "Traceback" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1] == (f"r1-aqa filter: interrupted; the answers so far are in {partial}: the "
+                                            "same command resumes from them")
     with open(partial, "a") as f:
-        f.write('{"id": "set-7", "mod')  # a record cut short by the kill
+        f.write('{"id": "set-7", "mod')  # a record cut short by a kill
     assert main(["filter", "--data", str(data), "--model", str(says_low), "--output", str(out),
                  "--max-new-tokens", "8", "--samples", "3"]) == 2  # other settings: refused
     assert "other settings" in capsys.readouterr().err
@@ -127,8 +147,8 @@ def test_bad_clip_is_reported_and_left_unlabelled(says_low, tmp_path):
     assert pd.isna(labelled["audio_contribution"][1]) and pd.isna(labelled["m0_audio_correct"][1])
     report = json.loads((tmp_path / "out.filter.json").read_text())
     assert [u["id"] for u in report["unlabelled"]] == ["set-1"] and "cannot decode" in report["unlabelled"][0]["reason"]
-    assert _filter(data, tmp_path / "strong.parquet", says_low, extra=("--keep", "strong")) == 0
-    assert len(pd.read_parquet(tmp_path / "strong.parquet")) == 0
+    assert _filter(data, tmp_path / "strong.parquet", says_low, extra=("--keep", "strong")) == 2  # none is strong
+    assert not (tmp_path / "strong.parquet").exists()
 
 
 def test_bad_input_is_one_clear_error(tiny_model_dir, tmp_path, capsys):

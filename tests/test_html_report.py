@@ -55,6 +55,19 @@ def test_verdicts_agree_with_the_official_counts():
     assert (outcomes.count(True), sum(o is not None for o in outcomes)) == (score["correct"], score["n"])
 
 
+def test_overview_counts_each_kind_of_record(tmp_path):
+    """The overview tiles count 1 right, 2 wrong and 3 unscored records (no prediction key, null, another key)."""
+    records = [_record(0, "violin"), _record(1, "violin"), _record(2, "violin"), _record(4, None),
+               {**_record(5, None), "model_output": None}, {**_record(6, None), "answer_prediction": "voice"}]
+    predictions = tmp_path / "pred.json"
+    predictions.write_text(json.dumps(records))
+    assert main(["score", "--benchmark", "mmau", "--predictions", str(predictions)]) == 0
+    page = page_path(predictions).read_text()
+    tiles = dict(re.findall(r'data-stat="([a-z-]+)">([^<]*)<', page))
+    assert {k: tiles[k] for k in ("correct", "n", "records", "unscored")} == {
+        "correct": "1", "n": "3", "records": "6", "unscored": "3"}
+
+
 def test_option_positions_and_permutations():
     records = [_record(i, CHOICES[0]) for i in range(8)]  # always the first option: right when the answer is A
     records += [{**_record(0, CHOICES[3]), "permutation": 1}]  # another order of item 0, answered wrong

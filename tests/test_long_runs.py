@@ -129,6 +129,29 @@ def test_non_finite_updates_in_a_row_stop_the_run_naming_the_step(tiny_model_dir
     assert trainer.state.global_step == 2
 
 
+def test_the_in_a_row_count_restarts_after_a_good_step(tiny_model_dir, tmp_path):
+    """Poisoned steps 2 and 4 with a limit of 2: never two in a row, so the run ends, having skipped both."""
+    trainer = make_trainer(tiny_model_dir, make_parquet(tmp_path), tmp_path / "out", max_steps=5)
+    install(trainer, max_nonfinite_steps=2)
+    _Poison(trainer, {2, 4})
+    trainer.train()
+    guard = next(c for c in trainer.callback_handler.callbacks if isinstance(c, NonFiniteGuard))
+    assert trainer.state.global_step == 5 and guard.skipped == 2 and guard.in_a_row == 0
+
+
+def test_resuming_from_an_earlier_checkpoint_cuts_metrics_back(tiny_model_dir, tmp_path):
+    """metrics.jsonl holds each step once after a resume from a checkpoint older than the run's last step."""
+    parquet, out = make_parquet(tmp_path), tmp_path / "out"
+    trainer = make_trainer(tiny_model_dir, parquet, out, max_steps=4, save_steps=2, save_strategy="steps")
+    install(trainer, max_nonfinite_steps=0)
+    trainer.train()
+    trainer = make_trainer(tiny_model_dir, parquet, out, max_steps=4, save_steps=2, save_strategy="steps")
+    install(trainer, max_nonfinite_steps=0)
+    trainer.train(resume_from_checkpoint=str(out / "checkpoint-2"))
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4]
+
+
 def test_plot_writes_curves_and_summary(tmp_path, capsys):
     rows = [{"step": s, "loss": 0.1 / s, "reward": 0.2 * s, "rewards/accuracy_reward/mean": 0.1 * s,
              "rewards/format_reward/mean": 0.1 * s, "kl": 0.01 * s, "completions/mean_length": 30 - s,

@@ -167,6 +167,20 @@ def test_synth_output_prepares_cleanly(tmp_path):
     assert all(r["duration_s"] == 0.5 and r["dataset_name"] == "synth-count" for r in rows)
 
 
+def test_answer_indices_that_are_bools_are_refused(tmp_path, capsys):
+    """true/false are not option indices (Python counts them as 1 and 0): every row is skipped, nothing written."""
+    jsonl = synthesize(tmp_path / "synth", n=4, seed=0, task="pitch", seconds=0.5)
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    jsonl.write_text("".join(json.dumps({**r, "answer": i % 2 == 0}) + "\n" for i, r in enumerate(rows)))
+    out = tmp_path / "out.parquet"
+    assert main(["prepare", "avqa", "--input", str(jsonl), "--output", str(out), "--workers", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "no usable rows among the 4 read (4 skipped)" in err
+    assert "line 1 (id synth-pitch-0-00000): answer index must be an integer, got True" in err
+    assert "line 2 (id synth-pitch-0-00001): answer index must be an integer, got False" in err
+    assert not out.exists() and not out.with_suffix(".report.json").exists()
+
+
 def test_video_becomes_audio_keeping_case():
     assert video_to_audio("video Video VIDEO videos") == "audio Audio AUDIO audios"
 

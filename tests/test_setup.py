@@ -67,3 +67,4 @@ def test_unchanged_setup_does_nothing(tmp_path):
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "venv").iterdir()) == [".r1-aqa-setup"]
+    assert result.stdout.splitlines()[-1].startswith("r1-aqa setup: done (venv). Next: venv/bin/r1-aqa demo")

@@ -42,6 +42,30 @@ def test_orders_change_by_epoch_and_stay_within_one(tmp_path):
     assert all(len(orders) >= 3 for orders in seen.values()), seen
 
 
+def test_the_seed_picks_the_orders(tmp_path):
+    """The run's seed reaches the orders (through the stage's callbacks): the same seed gives the same orders, another
+    seed others."""
+    from types import SimpleNamespace
+
+    from r1_aqa.shuffle import COLUMNS
+    from r1_aqa.train import build_dataset, stage_callbacks
+
+    parquet = str(make_parquet(tmp_path, n=4))
+    script_args = SimpleNamespace(shuffle_choices=True, template="default")
+
+    def orders(seed: int) -> list[tuple]:
+        dataset = build_dataset(parquet, "default", columns=COLUMNS)
+        (callback,) = stage_callbacks(script_args, SimpleNamespace(seed=seed), dataset)
+        seen = []
+        for epoch in range(4):
+            callback.shuffle.epoch = epoch
+            seen += [tuple(row["choices"]) for row in (dataset[i] for i in range(4))]
+        return seen
+
+    assert orders(0) == orders(0)
+    assert orders(0) != orders(1) and orders(1) != orders(2)
+
+
 CHOICES = ["low", "high", "middle"]
 
 

@@ -8,6 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import MMAR_META, MMAU_DIR, needs_mmar, needs_mmau
 
 from r1_aqa.cli import main
 from r1_aqa.data.synth import COUNTS, PITCHES_HZ, TASKS, synthesize
@@ -86,3 +87,30 @@ def test_bad_arguments_are_refused(tmp_path):
         synthesize(tmp_path, n=2, task="timbre")
     with pytest.raises(ValueError, match="seconds > 0"):
         synthesize(tmp_path, n=2, seconds=0)
+
+
+@pytest.mark.parametrize("benchmark", [pytest.param("mmau", marks=needs_mmau), pytest.param("mmar", marks=needs_mmar)])
+def test_stand_in_clips_for_a_real_benchmark_file(benchmark, tiny_model_dir, tmp_path, capsys):
+    """`synth --like` gives every item of the real MMAU/MMAR question file a clip where `prepare` and `eval` look."""
+    questions = MMAU_DIR / "mmau-test-mini.v05.15.25.json" if benchmark == "mmau" else MMAR_META
+    clips = tmp_path / "clips"
+    assert main(["synth", str(clips), "--like", str(questions), "--seconds", "0.5"]) == 0
+    assert f"wrote 1000 stand-in clips under {clips}" in capsys.readouterr().out
+    out = tmp_path / "all.parquet"
+    assert main(["prepare", benchmark, "--input", str(questions), "--audio-dir", str(clips), "--output", str(out),
+                 "--workers", "1"]) == 0
+    report = json.loads(out.with_suffix(".report.json").read_text())
+    assert (report["rows_in"], report["rows_out"], report["skipped"]) == (1000, 1000, [])
+    pred = tmp_path / "pred.json"
+    assert main(["eval", "--benchmark", benchmark, "--data", str(questions), "--audio-dir", str(clips), "--model",
+                 str(tiny_model_dir), "--output", str(pred), "--limit", "2", "--max-new-tokens", "2"]) == 0
+    assert len(json.loads(pred.read_text())) == 2
+
+
+def test_stand_ins_stay_inside_the_audio_dir(tmp_path, capsys):
+    questions = tmp_path / "q.json"
+    questions.write_text(json.dumps([{"id": "a", "audio_id": "../../etc/x.wav", "question": "Which?",
+                                      "choices": ["x", "y"], "answer": "x"}]))
+    assert main(["synth", str(tmp_path / "clips"), "--like", str(questions)]) == 2
+    assert "item a: '../../etc/x.wav' points outside" in capsys.readouterr().err
+    assert not (tmp_path / "clips").exists()

@@ -53,7 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=("hf", "vllm"), default="hf")
     parser.add_argument("--template", choices=("default", "think", "new"), default="default")
     parser.add_argument("--batch-size", type=int, default=None, help="items per generate call and per flush")
-    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--max-new-tokens", type=int, default=256,
+                        help="generated tokens per answer, at most (R1-AQA's 256; a random-weight tiny model never "
+                        "stops before it: use e.g. 16 there)")
     parser.add_argument("--max-audio-seconds", type=float, default=None,
                         help="cut clips to this length (default: 30 for Qwen2-Audio, no cap for Omni; 0: no cap)")
     parser.add_argument("--dtype", choices=("auto", "bfloat16", "float16", "float32"), default="auto")
@@ -61,7 +63,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seeds the sampled answers (each item has its own seed)")
 
 
+def interrupted(args: argparse.Namespace) -> str:
+    """What a Ctrl-C leaves (the CLI's message)."""
+    from .evaluate.resume import partial_path
+
+    return f"; the answers so far are in {partial_path(args.output)}: the same command resumes from them"
+
+
 def run(args: argparse.Namespace) -> int:
+    from .checks import check_model_path
+
+    for model in args.model or ():
+        check_model_path(model)
     frame = read_prepared(args.data, args.limit)
     if not args.model:
         if args.keep is None:
@@ -70,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.data}: not labelled (no {LABEL!r} column); label it first with `r1-aqa filter "
                              f"--data {args.data} --model MODEL --output LABELLED.parquet`")
         kept = keep_rows(frame, args.keep)
+        check_kept(frame, kept, args.keep, args.output)
         write_parquet(kept, args.output)
         print(f"r1-aqa filter: kept {len(kept)} {args.keep} of {len(frame)} rows -> {args.output}")
         return 0
@@ -85,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
     from .evaluate.resume import partial_path
     from .files import write_json, write_text
 
+    if args.keep:
+        check_kept(labelled, keep_rows(labelled, args.keep), args.keep, args.output)
     output = Path(args.output)
     stem = output.name.rsplit(".", 1)[0] + ".filter"
     report["kept"] = args.keep
@@ -105,12 +121,10 @@ def read_prepared(path: str | os.PathLike, limit: int | None = None):
     """The parquet's rows (the first ``limit``); missing columns or duplicate ids are one clear error."""
     import pandas as pd
 
-    if not Path(path).exists():
-        raise FileNotFoundError(f"{path}: no such parquet")
+    from .checks import check_parquet
+
+    check_parquet(path, REQUIRED, "--data")
     frame = pd.read_parquet(path)
-    missing = [c for c in REQUIRED if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; make the parquet with `r1-aqa prepare`")
     frame = frame.head(limit) if limit is not None else frame
     duplicated = frame["id"].astype(str)[frame["id"].astype(str).duplicated()].unique().tolist()
     if duplicated:
@@ -121,6 +135,17 @@ def read_prepared(path: str | os.PathLike, limit: int | None = None):
 def keep_rows(frame, keep: str):
     """The rows labelled ``keep`` (unlabelled rows are never kept)."""
     return frame[frame[LABEL] == keep].reset_index(drop=True)
+
+
+def check_kept(frame, kept, keep: str, output: str | os.PathLike) -> None:
+    """Refuse to write an empty subset (the next stage would fail on it): say what the labels are instead."""
+    if len(kept):
+        return
+    counts = frame[LABEL].value_counts(dropna=False)
+    labels = ", ".join(f"{int(counts.get(k, 0))} {k}" for k in ("weak", "strong"))
+    raise ValueError(f"--keep {keep}: none of the {len(frame)} rows is {keep} ({labels}, "
+                     f"{int(frame[LABEL].isna().sum())} unlabelled); nothing written to {output}. Keep the other "
+                     "label, or move the line with --weak-above when labelling")
 
 
 def write_parquet(frame, path: str | os.PathLike) -> None:

@@ -24,8 +24,9 @@ from typing import Sequence
 
 from .prompts import END_OF_TURN
 from .train import add_arguments  # noqa: F401  (the same --config / --trl-help as train)
-from .train import (build_dataset, check_stage_args, check_stage_audio, claim_output_dir, fit, load_policy,
-                    parse_stage_args, peft_config, run_stage, shuffle_columns, stage_argv, stage_callbacks)
+from .train import (build_dataset, check_inputs, check_stage_args, check_stage_audio, claim_output_dir, fit,
+                    load_policy, parse_stage_args, peft_config, run_stage, shuffle_columns, stage_argv,
+                    stage_callbacks)
 
 HELP = (
     "Supervised fine-tuning of an audio LM on a prepared parquet (TRL's SFTTrainer): --config RECIPE.yaml plus any "
@@ -68,6 +69,9 @@ def parse_sft_args(argv: list[str]):
 
 
 def run(args) -> int:
+    from .configs import AudioSFTScriptArguments
+
+    check_inputs(args, ("trl.trainer.sft_config", "SFTConfig"), AudioSFTScriptArguments)
     return run_stage("sft", lambda: sft(*parse_sft_args(stage_argv(args))))
 
 

@@ -63,7 +63,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--layout", choices=LAYOUTS, default="thinker",
                         help="Omni families only: 'full' writes the hub's layout (thinker + speech parts), which vLLM "
                         "needs; 'thinker' the thinker alone")
-    parser.add_argument("--window-seconds", type=int, default=30,
+    parser.add_argument("--window-seconds", type=int, default=2,
                         help="audio encoder window; < 30 is faster on CPU but not loadable by vLLM")
 
 

@@ -64,12 +64,11 @@ def build_dataset(path: str, template: str, max_rows: int | None = None, columns
     import pandas as pd
     from datasets import Dataset
 
+    from .checks import TRAINING_COLUMNS, check_parquet
     from .prompts import build_messages, format_prompt
 
+    check_parquet(path, [*TRAINING_COLUMNS, *columns])
     df = pd.read_parquet(path)
-    missing = {"question", "choices", "solution", "audio", *columns} - set(df.columns)
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {sorted(missing)}; prepare it with `r1-aqa prepare`")
     if max_rows is not None:
         df = df.head(max_rows)
     if df.empty:
@@ -85,7 +84,30 @@ def build_dataset(path: str, template: str, max_rows: int | None = None, columns
 
 
 def run(args) -> int:
+    from .configs import AudioGRPOScriptArguments
+
+    check_inputs(args, ("trl.trainer.grpo_config", "GRPOConfig"), AudioGRPOScriptArguments)
     return run_stage("train", lambda: train(*parse_trl_args(stage_argv(args))))
+
+
+def check_inputs(args, config_class: tuple[str, str], script_class) -> None:
+    """The checks a training stage makes before TRL loads (``checks.check_stage_inputs``), then the one that needs
+    torch: bf16 (the default of TRL's configs) asked for on a machine without a GPU."""
+    if args.trl_help:
+        return
+    from .checks import check_stage_inputs
+
+    values = check_stage_inputs(args.config, args.extra_args, config_class, script_class)
+    bf16, use_cpu = (str(values.get(k, "")).lower() for k in ("bf16", "use_cpu"))
+    if bf16 in ("false", "0", "no") or values.get("fp16") or use_cpu in ("true", "1", "yes"):
+        return
+    from transformers.utils import is_torch_bf16_gpu_available
+
+    if not is_torch_bf16_gpu_available():
+        source = f"--config {args.config} sets bf16: true" if bf16 else "bf16 is TRL's default"
+        raise ValueError(f"{source}, which needs a GPU, and this machine has none: this recipe is for GPUs. To run it "
+                         "here anyway, add --bf16 false --use_cpu true (float32 on the CPU); the CPU recipes are "
+                         "examples/r1_aqa/recipes/tiny_grpo.yaml and tiny_sft.yaml (tiny models)")
 
 
 def run_stage(command: str, stage) -> int:
@@ -151,12 +173,12 @@ def finish_run(command: str, trainer) -> None:
 def check_stage_args(script_args, training_args, model_args) -> bool | str | None:
     """The checks every training stage makes before reading anything; returns ``resume_from_checkpoint`` as
     ``Trainer.train`` takes it ("true"/"last": the latest checkpoint in output_dir)."""
-    if not model_args.model_name_or_path:
-        raise ValueError("--model_name_or_path is required")
-    if not script_args.dataset_path:
-        raise ValueError("--dataset_path is required (a parquet from `r1-aqa prepare`)")
-    if not training_args.output_dir:
-        raise ValueError("--output_dir is required (in the recipe or on the command line)")
+    from .checks import check_stage_values
+
+    check_stage_values({"model_name_or_path": model_args.model_name_or_path, "dataset_path": script_args.dataset_path,
+                        "output_dir": training_args.output_dir, "max_steps": training_args.max_steps,
+                        "max_train_samples": script_args.max_train_samples,
+                        "max_nonfinite_steps": script_args.max_nonfinite_steps})
     resume = training_args.resume_from_checkpoint
     if isinstance(resume, str) and resume.lower() in ("true", "last"):
         return True

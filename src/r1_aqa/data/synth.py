@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -107,8 +108,50 @@ def synthesize(out_dir: str | os.PathLike, n: int = 200, seed: int = 0, task: st
     return path
 
 
+def stand_ins(benchmark_file: str | os.PathLike, out_dir: str | os.PathLike, seconds: float = 1.0,
+              seed: int = 0) -> tuple[int, str]:
+    """Write a stand-in clip (a tone of ``seconds``, its pitch drawn from the item's id) at the audio path of every
+    item of an MMAU JSON or MMAR JSONL question file, under ``out_dir``, so that ``prepare``/``eval --audio-dir
+    out_dir`` run on it before the real clips are downloaded. Returns the number of clips written and the benchmark
+    ("mmau" or "mmar")."""
+    import soundfile as sf
+    from tqdm import tqdm
+
+    from ..files import atomic_path
+    from .mmar import load_mmar
+    from .mmau import load_mmau
+
+    if seconds <= 0:
+        raise ValueError(f"--seconds must be > 0, got {seconds}")
+    with open(benchmark_file, "rb") as f:
+        kind = {b"[": "mmau", b"{": "mmar"}.get(f.read(64).lstrip()[:1])
+    if kind is None:
+        raise ValueError(f"--like {benchmark_file}: neither an MMAU JSON list nor MMAR JSON lines")
+    records = load_mmau(benchmark_file, out_dir) if kind == "mmau" else load_mmar(benchmark_file, out_dir)
+    field = "audio_id" if kind == "mmau" else "audio_path"
+    root = Path(out_dir).resolve()
+    clips = {}
+    for record in records:
+        target = (root / record[field]).resolve()
+        if not target.is_relative_to(root):
+            raise ValueError(f"--like {benchmark_file}: item {record['id']}: {record[field]!r} points outside "
+                             f"{out_dir}")
+        clips.setdefault(target, str(record["id"]))
+    for i, (target, item_id) in enumerate(tqdm(clips.items(), desc="stand-in clips", unit="clip")):
+        rng = np.random.default_rng([seed, i])
+        wav = render("pitch", zlib.crc32(item_id.encode()) % len(PITCHES_HZ), seconds, rng)
+        with atomic_path(target) as tmp:
+            sf.write(str(tmp), wav, SAMPLE_RATE, format="WAV", subtype="PCM_16")
+    return len(clips), kind
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("out_dir", type=Path, help="directory for <task>.jsonl and audio/*.wav")
+    parser.add_argument("out_dir", type=Path, help="directory for <task>.jsonl and audio/*.wav (with --like: the "
+                        "audio dir for the benchmark file)")
+    parser.add_argument("--like", type=Path, default=None, metavar="BENCHMARK_FILE",
+                        help="instead of a task: a stand-in clip (a tone) at the audio path of every item of an MMAU "
+                        "JSON or MMAR-meta.jsonl file, to try prepare/eval --audio-dir OUT_DIR before downloading "
+                        "the real clips (scores on them mean nothing)")
     parser.add_argument("--n", type=int, default=200, help="number of items")
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
     parser.add_argument("--task", default="pitch", choices=sorted(TASKS),
@@ -119,6 +162,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.like is not None:
+        n, kind = stand_ins(args.like, args.out_dir, seconds=args.seconds, seed=args.seed)
+        print(f"wrote {n} stand-in clips under {args.out_dir} for {args.like}; next: r1-aqa eval --benchmark {kind} "
+              f"--data {args.like} --audio-dir {args.out_dir} --model MODEL --output PRED.json (or r1-aqa prepare "
+              f"{kind} --input {args.like} --audio-dir {args.out_dir} --output OUT.parquet)")
+        return 0
     path = synthesize(args.out_dir, n=args.n, seed=args.seed, task=args.task, seconds=args.seconds,
                       balanced=args.balanced)
     print(f"wrote {args.n} {args.task} items to {path} (clips in {path.parent / 'audio'})")

@@ -39,14 +39,23 @@ def partial_paths(output: str | os.PathLike) -> list[Path]:
     return sorted(p for p in output.parent.iterdir() if name.fullmatch(p.name))
 
 
-def drop_partials(output: str | os.PathLike, shard: int = 0, shards: int = 1) -> None:
-    """Start share ``shard`` of ``shards`` over: delete its partial file and those of runs split another way (the
-    other shares of this split belong to their own workers)."""
-    own = partial_path(output, shard, shards)
-    split = {partial_path(output, k, shards) for k in range(shards)}
+def drop_stale(output: str | os.PathLike, settings: dict, compared: Sequence[str]) -> None:
+    """Delete the partial files of ``output`` made with other ``compared`` settings (or unreadable ones); those made
+    with these settings stay, so a killed ``--overwrite`` run resumes when started again."""
     for path in partial_paths(output):
-        if path == own or path not in split:
+        with open(path, "rb") as f:
+            first = f.readline()
+        try:
+            saved = json.loads(first).get(RUN_KEY)
+        except (json.JSONDecodeError, AttributeError):
+            saved = None
+        if not isinstance(saved, dict) or settings_diff(saved, settings, compared):
             path.unlink(missing_ok=True)
+
+
+def settings_diff(saved: dict, wanted: dict, compared: Sequence[str]) -> dict:
+    """``{name: (saved, wanted)}`` for each of ``compared`` whose values differ."""
+    return {k: (saved.get(k), wanted.get(k)) for k in compared if saved.get(k) != wanted.get(k)}
 
 
 @contextlib.contextmanager
@@ -115,10 +124,8 @@ class PartialRecords:
         return done
 
     def _check_settings(self, path: Path, saved: dict) -> None:
-        saved = {k: saved.get(k) for k in self.compared}
-        wanted = {k: self.settings.get(k) for k in self.compared}
-        if saved != wanted:
-            diff = {k: (saved[k], wanted[k]) for k in self.compared if saved[k] != wanted[k]}
+        diff = settings_diff(saved, self.settings, self.compared)
+        if diff:
             raise ValueError(f"{path}: made with other settings {diff} (saved, now); delete it to start over")
 
     def todo(self, jobs: Iterable[dict]) -> list[dict]:

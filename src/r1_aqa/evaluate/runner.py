@@ -28,7 +28,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-from .resume import PartialRecords, drop_partials, locked, partial_paths, prefetched
+from ..checks import check_model_path
+from .resume import PartialRecords, drop_stale, locked, partial_paths, prefetched, settings_diff
 
 HELP = ("Evaluate a model, or every checkpoint-* of a run, on MMAU test-mini, MMSU or MMAR (greedy, hf or vLLM "
         "engine).")
@@ -65,14 +66,17 @@ def add_arguments(parser) -> None:
     parser.add_argument("--output", required=True, help="predictions JSON (MMAU format); a sweep writes one per "
                         "checkpoint, PRED.checkpoint-N.json")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace an output (and partial file) made with other settings; without it they are "
-                        "refused, and one made with the same settings is resumed or kept")
+                        help="evaluate again and replace the output, also one made with other settings (without it "
+                        "such an output is refused, and one made with the same settings is kept); a killed "
+                        "--overwrite run resumes when the same command is run again")
     parser.add_argument("--template", choices=("default", "think", "new"), default="default",
                         help="R1-AQA prompt template")
     parser.add_argument("--batch-size", type=positive_int, default=None,
                         help="items per generate call and per flush of results; unset: "
                         + ", ".join(f"{k} {v}" for k, v in DEFAULT_BATCH_SIZE.items()))
-    parser.add_argument("--max-new-tokens", type=positive_int, default=256, help="generated tokens per item, at most")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=256,
+                        help="generated tokens per item, at most (R1-AQA's 256; a random-weight tiny model never "
+                        "stops before it: use e.g. 16 there)")
     parser.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N items; unset: all")
     parser.add_argument("--permutations", type=positive_int, default=1,
                         help="evaluate each item under K >= 1 option orders: order 0 is the original, the others "
@@ -87,6 +91,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--num-workers", type=positive_int, default=1,
                         help="worker processes (one GPU each where there are GPUs), started through torchrun; under "
                         "torchrun/accelerate launch every rank is a worker already")
+
+
+def interrupted(args) -> str:
+    """What a Ctrl-C leaves (the CLI's message)."""
+    return (f"; the items done so far are kept beside {args.output} (*.partial*.jsonl): the same command resumes "
+            "from them")
 
 
 def run(args) -> int:
@@ -104,6 +114,7 @@ def run(args) -> int:
         isolate_worker(local_rank)
     checkpoints, items = _inputs(args)
     sweep = checkpoints != [Path(args.model)]
+    check_output_kind(Path(args.output), args.model, sweep)
     outputs = [_checkpoint_output(args.output, m) if sweep else Path(args.output) for m in checkpoints]
     settings = dict(benchmark=args.benchmark, data=args.data, engine=args.engine, template=args.template,
                     batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, permutations=args.permutations,
@@ -131,16 +142,31 @@ def run(args) -> int:
             if args.silence:
                 compare_listening(output, silence_path(output), args.benchmark)
     if sweep:
-        with locked(Path(args.output).parent):  # the last worker to finish finds every checkpoint settled
-            failed = [json.loads(failure_path(o).read_text()) for o in outputs if failure_path(o).exists()]
-            finished = [(checkpoint_step(m), o) for m, o in zip(checkpoints, outputs) if _settled(o)]
-            if len(failed) + len(finished) == len(outputs):
-                sweep_report(finished, Path(args.output), [(f["checkpoint"], f["error"]) for f in failed])
-                if failed:
-                    print(f"error: {len(failed)} of {len(outputs)} checkpoints failed (listed in the sweep report)",
-                          file=sys.stderr)
-                    status = 1
+        status = max(status, finish_sweep(Path(args.output), checkpoints, outputs))
     return status
+
+
+def finish_sweep(output: Path, checkpoints: Sequence[Path], outputs: Sequence[Path]) -> int:
+    """Once every checkpoint is settled (evaluated or failed), the sweep report, made by one worker: the first to
+    find the set complete; a worker coming later (or a rerun with nothing new) finds the report up to date and says
+    so in one line. Returns 1 when a checkpoint failed."""
+    from .html_report import sweep_page_path
+
+    with locked(output.parent):  # the last worker to finish finds every checkpoint settled
+        failed = [json.loads(failure_path(o).read_text()) for o in outputs if failure_path(o).exists()]
+        finished = [(checkpoint_step(m), o) for m, o in zip(checkpoints, outputs) if _settled(o)]
+        if len(failed) + len(finished) < len(outputs):
+            return 0
+        page = sweep_page_path(output)
+        inputs = [o for o in outputs if o.exists()] + [failure_path(o) for o in outputs if failure_path(o).exists()]
+        if page.exists() and all(p.stat().st_mtime_ns <= page.stat().st_mtime_ns for p in inputs):
+            print(f"sweep report: {page} is up to date", file=sys.stderr)
+        else:
+            sweep_report(finished, output, [(f["checkpoint"], f["error"]) for f in failed])
+            if failed:
+                print(f"error: {len(failed)} of {len(outputs)} checkpoints failed (listed in the sweep report)",
+                      file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _inputs(args) -> tuple[list[Path], list[dict]]:
@@ -210,6 +236,21 @@ def worker_units(checkpoints: int, workers: int) -> list[list[tuple[int, int, in
     return [[(w % checkpoints, w // checkpoints, sizes[w % checkpoints])] for w in range(workers)]
 
 
+def check_output_kind(output: Path, model: str, sweep: bool) -> None:
+    """Refuse to write a sweep (``PRED.checkpoint-N.json``) beside a one-model ``PRED.json``, or the reverse: the two
+    would share one name and its reports."""
+    if sweep and output.exists():
+        raise ValueError(f"--output {output} holds the predictions of one model, and --model {model} is a run "
+                         f"directory whose checkpoints would go beside them ({output.stem}.checkpoint-N"
+                         f"{output.suffix}): choose another --output, or delete {output}")
+    pattern = re.compile(re.escape(output.stem) + r"\.checkpoint-\d+" + re.escape(output.suffix))
+    swept = sorted(p.name for p in output.parent.iterdir() if pattern.fullmatch(p.name)) if output.parent.is_dir() \
+        else []
+    if not sweep and swept:
+        raise ValueError(f"--output {output}: {swept[0]} beside it is from a sweep of a run directory, and --model "
+                         f"{model} is one model: choose another --output, or delete that sweep's files")
+
+
 def failure_path(output: str | os.PathLike) -> Path:
     """Where a sweep records why a checkpoint could not be evaluated: ``PRED.checkpoint-N.failed.json``."""
     output = Path(output)
@@ -227,6 +268,7 @@ def _settled(output: Path) -> bool:
 def find_checkpoints(model: str | os.PathLike) -> list[Path]:
     """``[model]`` for a model directory or a hub model id; for a run directory its ``checkpoint-*`` directories,
     sorted by step."""
+    check_model_path(model)
     model = Path(model)
     if not model.is_dir():
         from ..models import model_family
@@ -299,16 +341,9 @@ def _is_prepared(data: Path) -> bool:
     """Whether ``data`` is a parquet written by ``r1-aqa prepare`` (all its columns; ``audio`` an absolute path)."""
     if data.suffix != ".parquet" or not data.is_file():
         return False
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     from ..data.prepare import COLUMNS
 
-    try:
-        names = pq.read_schema(data).names
-    except pa.ArrowException as e:
-        raise ValueError(f"{data}: not a readable parquet file ({e})") from None
-    return set(COLUMNS) <= set(names)
+    return set(COLUMNS) <= set(_schema(data))
 
 
 _FORMATS = {"mmau": "an MMAU JSON file (a list)", "mmar": "an MMAR JSON-lines file",
@@ -318,13 +353,46 @@ _FORMATS = {"mmau": "an MMAU JSON file (a list)", "mmar": "an MMAR JSON-lines fi
 def _check_format(data: Path, benchmark: str) -> None:
     """Refuse one benchmark's own data under another's ``--benchmark``, naming the right flag."""
     if data.is_dir() or data.suffix == ".parquet":
-        found = "mmsu"
+        found = _parquet_kind(data)
     else:
         with open(data, "rb") as f:
             found = {b"[": "mmau", b"{": "mmar"}.get(f.read(64).lstrip()[:1])
     if found is not None and found != benchmark:
         raise ValueError(f"{data}: looks like {_FORMATS[found]}, not {benchmark.upper()} data: use --benchmark "
                          f"{found}")
+
+
+def _parquet_kind(data: Path) -> str:
+    """"mmsu" for MMSU in its HF format (a save_to_disk directory, or parquet files with its columns); anything else
+    that is parquet raises ``ValueError`` saying what it is and what to pass instead."""
+    from ..data.mmsu import FIELDS
+    from ..data.prepare import COLUMNS
+
+    if data.is_dir() and any((data / f).is_file() for f in ("dataset_dict.json", "state.json")):
+        return "mmsu"
+    files = [data] if data.is_file() else sorted(data.rglob("*.parquet"))
+    if not files:
+        raise ValueError(f"{data}: a directory with no parquet files, nor a datasets save_to_disk directory: pass "
+                         "the benchmark's question file or a parquet from `r1-aqa prepare` as --data")
+    names = set(_schema(files[0]))
+    if data.is_dir() and set(COLUMNS) <= names:
+        raise ValueError(f"{data}: a directory of parquet files from `r1-aqa prepare` ({files[0].name}"
+                         f"{', ...' if len(files) > 1 else ''}): pass one of them as --data")
+    if not set(FIELDS) <= names:
+        raise ValueError(f"{files[0]}: neither MMSU's HF format (columns {', '.join(FIELDS)}, audio) nor a parquet "
+                         f"from `r1-aqa prepare`; its columns: {', '.join(sorted(names))}")
+    return "mmsu"
+
+
+def _schema(path: Path) -> list[str]:
+    """The column names of a parquet file; an unreadable one raises ``ValueError`` naming it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_schema(path).names
+    except pa.ArrowException as e:
+        raise ValueError(f"{path}: not a readable parquet file ({e})") from None
 
 
 def _plain(value):
@@ -453,8 +521,9 @@ def evaluate(items: Sequence[dict], model: str | os.PathLike, output: str | os.P
     partial files. Returns the records when this call finished the last of ``output`` and ``also`` (outputs the
     reports need as well, e.g. the silence run); ``None`` otherwise (other shares or outputs still missing). An
     existing ``output`` made with the same settings is reused (only items it lacks are generated; nothing when it
-    has them all); one made with other settings, or without a sidecar, is refused unless ``overwrite``, which also
-    drops this share's partial file. ``position`` places this worker's progress bar.
+    has them all); one made with other settings, or without a sidecar, is refused unless ``overwrite``, which
+    generates everything again, also dropping partial files made with other settings (one made with these settings,
+    by a killed ``overwrite`` run, is resumed). ``position`` places this worker's progress bar.
     """
     from tqdm import tqdm
 
@@ -474,8 +543,8 @@ def evaluate(items: Sequence[dict], model: str | os.PathLike, output: str | os.P
         "batch_size": batch_size,
     }
     expanded = expand(items, permutations)
-    if overwrite:
-        drop_partials(output, shard, shards)
+    if overwrite:  # other settings' partial files go; this run's own, from a killed try, are resumed
+        drop_stale(output, settings, _RESUME_SETTINGS)
     finished = {} if overwrite else _finished(output, settings)
     beyond = finished.keys() - {_key(r) for r in expanded}
     if beyond:
@@ -549,7 +618,7 @@ def _finished(output: Path, settings: dict) -> dict[tuple, dict]:
         raise ValueError(f"{output} exists and has no {meta.name} to tell how it was made: pass --overwrite to "
                          "replace it, or choose another --output")
     saved = json.loads(meta.read_text(encoding="utf-8"))
-    diff = {k: (saved.get(k), settings.get(k)) for k in _RESUME_SETTINGS if saved.get(k) != settings.get(k)}
+    diff = settings_diff(saved, settings, _RESUME_SETTINGS)
     if diff:
         raise ValueError(f"{output} exists, made with other settings {diff} (saved, now): pass --overwrite to "
                          "replace it, or choose another --output")

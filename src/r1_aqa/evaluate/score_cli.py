@@ -33,11 +33,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="do not write PRED.score.{json,md,png} and PRED.report.html next to the predictions")
 
 
+def check_made_for(predictions: Path, benchmark: str) -> None:
+    """Refuse predictions that ``eval`` made for another benchmark (its ``PRED.meta.json`` says which), whatever
+    fields the records carry."""
+    from .runner import meta_path
+
+    meta = meta_path(predictions)
+    made = json.loads(meta.read_text(encoding="utf-8")).get("benchmark") if meta.is_file() else None
+    if made is not None and made != benchmark:
+        raise ValueError(f"{predictions}: made by `r1-aqa eval --benchmark {made}` ({meta.name}), so its items are "
+                         f"{made.upper()} items: use --benchmark {made}")
+
+
 def run(args: argparse.Namespace) -> int:
     from .reports import score_markdown, write_score_report
 
     key = args.key or default_key(args.benchmark)
     try:
+        check_made_for(args.predictions, args.benchmark)
         records = load_predictions(args.predictions)
         if args.data is not None:
             records = attach_questions(records, load_predictions(args.data), str(args.predictions), str(args.data))

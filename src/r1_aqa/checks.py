@@ -1,0 +1,246 @@
+"""Input checks that need no heavy import: they run before torch, transformers or TRL load, so that a bad command
+line, recipe, dataset or model path fails in about a second with one line saying what to do.
+
+``train`` and ``sft`` call :func:`check_stage_inputs` with their command line before TRL parses it (importing TRL's
+trainer configs imports torch); ``eval`` and ``train`` call :func:`check_model_path`.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import os
+import re
+from pathlib import Path
+from typing import Iterable, Sequence
+
+TRAINING_COLUMNS = ("question", "choices", "solution", "audio")  # what ``train.build_dataset`` reads
+_SHOWN = 5
+
+
+def looks_local(name: str) -> bool:
+    """Whether a model name is meant as a local path rather than a hub id ``org/name``: absolute, ``~``, ``./``,
+    ``../``, more than one ``/``, a trailing ``/``, a backslash, or a first component that is a local directory."""
+    if name.startswith(("/", "~", "./", "../")) or name in (".", "..") or "\\" in name:
+        return True
+    if name.endswith("/") or name.count("/") > 1:
+        return True
+    return "/" in name and Path(name.split("/", 1)[0]).is_dir()
+
+
+def check_model_path(name: str | os.PathLike, flag: str = "--model") -> None:
+    """Fail at once for a model that is neither a directory nor a hub id worth asking for: a file, a local-looking
+    path (:func:`looks_local`), or any name while the hub is offline (``HF_HUB_OFFLINE``) and not cached. What a
+    directory holds is checked where the model loads."""
+    name = str(name)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return
+    if path.exists():
+        raise NotADirectoryError(f"{flag} {name}: a file, not a model directory")
+    if looks_local(name):
+        raise FileNotFoundError(f"{flag} {name}: no such model directory")
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on") and not _cached(name):
+        raise FileNotFoundError(f"{flag} {name}: no such model directory, and not in the hub cache (HF_HUB_OFFLINE "
+                                "is set, so the hub is not asked)")
+
+
+def _cached(repo_id: str) -> bool:
+    """Whether the local hub cache holds a snapshot of ``repo_id`` (the layout huggingface_hub writes)."""
+    from huggingface_hub import constants
+
+    return (Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "snapshots").is_dir()
+
+
+# --- a parquet from `r1-aqa prepare` -------------------------------------------------------------------------------
+
+
+def check_parquet(path: str | os.PathLike, columns: Iterable[str] = TRAINING_COLUMNS, what: str = "dataset") -> int:
+    """The row count of a prepared parquet once it is a readable parquet file holding ``columns``; else
+    ``ValueError``/``OSError`` naming the file and what to do."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.parquet"))
+        hint = f" (it holds {', '.join(found[:3])}{', ...' if len(found) > 3 else ''}: pass one)" if found else ""
+        raise IsADirectoryError(f"{what} {path}: a directory, not a parquet file{hint}")
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path}: no such file (make it with `r1-aqa prepare`)")
+    try:
+        meta = pq.read_metadata(path)
+    except (pa.ArrowException, OSError) as e:
+        raise ValueError(f"{what} {path}: not a parquet file ({e}); make it with `r1-aqa prepare`") from None
+    missing = sorted(set(columns) - set(meta.schema.to_arrow_schema().names))
+    if missing:
+        raise ValueError(f"{what} {path}: missing column(s) {missing}; prepare it with `r1-aqa prepare`")
+    return meta.num_rows
+
+
+def missing_clips(path: str | os.PathLike, column: str = "audio") -> tuple[list[str], int]:
+    """The distinct clip paths of a prepared parquet that are not files, and how many distinct clips it has."""
+    import pyarrow.parquet as pq
+
+    clips = dict.fromkeys(str(c) for c in pq.read_table(path, columns=[column]).column(column).to_pylist())
+    return [c for c in clips if not os.path.isfile(c)], len(clips)
+
+
+# --- train / sft command lines -------------------------------------------------------------------------------------
+
+
+def check_stage_inputs(config: str | None, argv: Sequence[str], config_class: tuple[str, str], script_class) -> dict:
+    """Check a ``train``/``sft`` command line before TRL loads: the recipe and every flag name a field (of
+    ``script_class``, of TRL's ``config_class`` given as ``(module, class)``, or of ``ModelConfig``), the values
+    :func:`check_stage_values` checks, the model path, the datasets (parquet, columns, rows) and their clips.
+    Returns the values set by the recipe and the command line (``{field: value}``, command-line values as text)."""
+    from dataclasses import fields
+
+    from trl import ModelConfig
+
+    known = source_fields(*config_class)
+    if known is not None:  # the library's source could not be read: its own parser checks the names later
+        known |= {f.name for f in fields(script_class)} | {f.name for f in fields(ModelConfig)}
+    values = {**read_recipe(config, known), **flag_values(argv, known)}
+    check_stage_values(values)
+    check_model_path(values["model_name_or_path"], "--model_name_or_path")
+    skip_bad = str(values.get("skip_bad_audio", False)).lower() in ("true", "1", "yes")
+    columns = [*TRAINING_COLUMNS, *([values["reasoning_column"]] if values.get("reasoning_column") else [])]
+    for key in ("dataset_path", "eval_dataset_path"):
+        if values.get(key):
+            rows = check_parquet(values[key], columns, f"--{key}")
+            if not rows:
+                raise ValueError(f"--{key} {values[key]}: no rows to train on")
+            bad, total = missing_clips(values[key])
+            if bad and not skip_bad:
+                shown = ", ".join(bad[:_SHOWN]) + (", ..." if len(bad) > _SHOWN else "")
+                raise FileNotFoundError(f"--{key} {values[key]}: {len(bad)} of {total} clips do not exist ({shown}); "
+                                        "is the audio where `prepare` found it? Re-prepare, or set skip_bad_audio: "
+                                        "true to train without those rows")
+    return values
+
+
+def check_stage_values(values: dict) -> None:
+    """The values every training stage needs, from a recipe and command line or from parsed arguments."""
+    for key, what in (("model_name_or_path", "a model directory or hub id"),
+                      ("dataset_path", "a parquet from `r1-aqa prepare`"),
+                      ("output_dir", "in the recipe or on the command line")):
+        if not values.get(key):
+            raise ValueError(f"--{key} is required ({what})")
+    for key, low in (("max_steps", -1), ("max_train_samples", 1), ("max_nonfinite_steps", 0)):
+        value = values.get(key)
+        if value is None:
+            continue
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"--{key} {value}: not an integer") from None
+        if number < low or (key == "max_steps" and number == 0):
+            rule = ("a step count >= 1, or -1 to train num_train_epochs epochs" if key == "max_steps"
+                    else f"an integer >= {low}")
+            raise ValueError(f"--{key} {value}: must be {rule}")
+
+
+def read_recipe(path: str | None, known: set[str] | None) -> dict:
+    """A recipe YAML as a dict, every key a known field (``env`` sets environment variables, as in TRL)."""
+    if path is None:
+        return {}
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            recipe = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ValueError(f"--config {path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(recipe, dict):
+        raise ValueError(f"--config {path}: a recipe is a YAML mapping of field: value")
+    for key in recipe:
+        if known is not None and key != "env" and key not in known:
+            raise ValueError(f"--config {path}: unknown key {key!r}{_suggest(key, known)}")
+    return recipe
+
+
+def flag_values(argv: Sequence[str], known: set[str] | None) -> dict:
+    """``{field: value}`` of ``--field value``/``--field=value`` arguments (a flag without a value: ``True``,
+    ``--no_field``: ``False``, several values: a list); an unknown flag (not a field, nor an abbreviation of one)
+    raises ``ValueError``."""
+    values: dict = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if not arg.startswith("--"):
+            raise ValueError(f"{arg}: unexpected argument (every argument is --field VALUE)")
+        name, eq, value = arg[2:].partition("=")
+        if not eq:  # the values up to the next flag: none (a bool flag), one, or several (a list field)
+            given = []
+            while i < len(argv) and not re.match(r"--[A-Za-z]", argv[i]):
+                given.append(argv[i])
+                i += 1
+            value = True if not given else given[0] if len(given) == 1 else given
+        if known is not None and name not in known:
+            if name.startswith("no_") and name[3:] in known:
+                name, value = name[3:], False
+            else:
+                matches = [k for k in known if k.startswith(name)]
+                if len(matches) != 1:
+                    raise ValueError(f"--{name}: unknown argument{_suggest(name, known)}")
+                name = matches[0]
+        values[name] = value
+    return values
+
+
+def _suggest(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return hint + "; `--trl-help` lists every field"
+
+
+# --- dataclass fields read from source -----------------------------------------------------------------------------
+
+
+def source_fields(module: str, name: str) -> set[str] | None:
+    """The field names of dataclass ``module.name`` and of its bases, read from their source files without importing
+    them (TRL's trainer configs import torch); ``None`` when the source cannot be followed."""
+    try:
+        tree = ast.parse(_module_file(module).read_text(encoding="utf-8"))
+        cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name)
+        found = {s.target.id for s in cls.body if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)}
+        for base in cls.bases:
+            if isinstance(base, ast.Name):
+                inherited = source_fields(_defining_module(tree, module, base.id), base.id)
+                if inherited is None:
+                    return None
+                found |= inherited
+        return found
+    except (StopIteration, OSError, SyntaxError, LookupError):
+        return None
+
+
+def _module_file(module: str) -> Path:
+    """The source file of ``module``, found from its top-level package's location (nothing is imported)."""
+    top, *rest = module.split(".")
+    spec = importlib.util.find_spec(top)
+    if spec is None or not spec.submodule_search_locations:
+        raise LookupError(module)
+    path = Path(spec.submodule_search_locations[0]).joinpath(*rest)
+    return path.with_suffix(".py") if path.with_suffix(".py").is_file() else path / "__init__.py"
+
+
+def _defining_module(tree: ast.Module, module: str, name: str) -> str:
+    """The module that defines ``name`` as imported (``from X import name``) by ``module`` (parsed as ``tree``); a
+    package's re-export is followed to the package's own module that defines the class."""
+    if any(isinstance(n, ast.ClassDef) and n.name == name for n in tree.body):
+        return module
+    node = next(n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and any(a.name == name for a in n.names))
+    source = node.module or ""
+    if node.level:
+        package = module.rsplit(".", node.level)[0]
+        source = f"{package}.{source}" if source else package
+    path = _module_file(source)
+    if path.name != "__init__.py":
+        return source
+    pattern = re.compile(rf"^class {re.escape(name)}\b", re.MULTILINE)
+    owner = next(p for p in sorted(path.parent.glob("*.py")) if pattern.search(p.read_text(encoding="utf-8")))
+    return f"{source}.{owner.stem}"
