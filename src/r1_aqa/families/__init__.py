@@ -22,6 +22,7 @@ _MODULES = {
     "qwen2.5-omni": "qwen2_5_omni",
     "audioflamingo3": "audioflamingo3",
     "qwen3-omni": "qwen3_omni",
+    "voxtral": "voxtral",
 }
 NAMES = tuple(_MODULES)
 
@@ -40,10 +41,14 @@ class Family:
     # Clip cap where a run gives none: the encoder's window where longer clips break the one-row-per-clip batches.
     max_audio_seconds: ClassVar[float] = 0.0
     has_full_layout: ClassVar[bool] = False  # a thinker that the hub ships inside a larger "full" checkpoint
+    end_of_turn: ClassVar[str] = "<|im_end|>"  # the text that ends an assistant turn (sft appends it to targets)
 
     def model_class(self):
         """The transformers class that trains and generates text."""
         raise NotImplementedError
+
+    def prepare_model(self, model) -> None:
+        """Before training: restore what ``from_pretrained`` does not keep (e.g. a tensor the model freezes)."""
 
     def load_processor(self, path: str | os.PathLike):
         """The checkpoint's processor (the caller sets the padding side)."""
