@@ -77,13 +77,15 @@ def test_eval_hf_reads_every_family(name, request, tmp_path):
     assert [r["id"] for r in records] == ["q0", "q1"] and all(isinstance(r["model_response"], str) for r in records)
 
 
-def test_trainer_refuses_a_prompt_whose_placeholders_are_not_its_clips_tokens(tiny_af3_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", HUB_NAMED)
+def test_trainer_refuses_a_prompt_whose_placeholders_are_not_its_clips_tokens(name, request, tmp_path, monkeypatch):
     """Where the processor and the family's rule part (audio dropped or shifted; the model raises on neither), the
     first rollout stops with the counts."""
-    trainer = make_trainer(tiny_af3_dir, make_parquet(tmp_path), tmp_path / "out", max_steps=1)
+    trainer = make_trainer(request.getfixturevalue(FIXTURES[name]), make_parquet(tmp_path), tmp_path / "out",
+                           max_steps=1)
     rule = trainer.family.audio_tokens
     monkeypatch.setattr(trainer.family, "audio_tokens", lambda n, window=30: rule(n, window) - 1)
-    with pytest.raises(RuntimeError, match=r"expanded a 1\.\d+ s clip to \d+ audio tokens; the Audio Flamingo 3 "
+    with pytest.raises(RuntimeError, match=rf"expanded a 1\.\d+ s clip to \d+ audio tokens; the {trainer.family.title} "
                                            r"encoder gives \d+"):
         trainer.train()
 
@@ -141,20 +143,22 @@ def test_grpo_trains_every_audio_tensor_and_saves_hub_names(name, request, tmp_p
     assert _fresh_process_checksum(checkpoint) == pytest.approx(expected, rel=1e-12)
 
 
-def test_af3_model_built_from_its_config_still_saves_hub_names(tiny_af3_dir, tmp_path):
-    """transformers 5.17 saves an Audio Flamingo 3 built from its config (not ``from_pretrained``) under
+@pytest.mark.parametrize("name", HUB_NAMED)
+def test_model_built_from_its_config_still_saves_hub_names(name, request, tmp_path):
+    """transformers 5.17 saves an Audio Flamingo 3 or Voxtral built from its config (not ``from_pretrained``) under
     ``language_model.model.model.*``, which vLLM rejects: the trainer's checkpoint is under the hub's names anyway."""
     from transformers import AutoConfig
 
     from r1_aqa.models import load_model
 
-    family = family_of(tiny_af3_dir)
-    model = family.model_class()(AutoConfig.from_pretrained(tiny_af3_dir))
-    model.load_state_dict(load_model(tiny_af3_dir, device="cpu").state_dict())
-    model.config._name_or_path = str(tiny_af3_dir)
+    directory = request.getfixturevalue(FIXTURES[name])
+    family = family_of(directory)
+    model = family.model_class()(AutoConfig.from_pretrained(directory))
+    model.load_state_dict(load_model(directory, device="cpu").state_dict())
+    model.config._name_or_path = str(directory)
     model.save_pretrained(tmp_path / "plain")
     assert any(n.startswith("language_model.model.model.") for n in weight_names(tmp_path / "plain"))
-    trainer = make_trainer(tiny_af3_dir, make_parquet(tmp_path), tmp_path / "out", model=model, beta=0.0)
+    trainer = make_trainer(directory, make_parquet(tmp_path), tmp_path / "out", model=model, beta=0.0)
     trainer.save_model(str(tmp_path / "saved"))
     assert weight_names(tmp_path / "saved") == hub_names(model, family)
     assert _fresh_process_checksum(tmp_path / "saved") == pytest.approx(
