@@ -1,7 +1,8 @@
 """The model-family interface (``r1_aqa.families``), and Audio Flamingo 3 and Voxtral end to end on their tiny
 models: placeholder counts, audio in every trainable audio tensor, checkpoints under the hub's names that reload in a
-fresh process, sft and eval. vLLM per family (greedy == transformers after an in-place sync of each part and on the trained
-checkpoint): ``test_trainer_vllm.py``, whose colocated engines hold a process group to the end of the session."""
+fresh process, sft and eval. vLLM per family (greedy == transformers after an in-place sync of each part and on the
+trained checkpoint): ``test_trainer_vllm.py``, whose colocated engines hold a process group to the end of the
+session."""
 
 from __future__ import annotations
 
@@ -227,11 +228,12 @@ def test_voxtral_sft_targets_end_with_mistrals_end_of_turn(tiny_voxtral_dir, tmp
         assert target[-1] == processor.tokenizer.eos_token_id and target.count(target[-1]) == 1
 
 
-def test_voxtral_vllm_is_refused_before_any_engine_starts(tiny_voxtral_dir, tmp_path):
+@pytest.mark.parametrize(("name", "reason"), [("qwen3-omni", "MoE expert"), ("voxtral", "Mistral format")])
+def test_vllm_is_refused_before_any_engine_starts(name, reason, request, tmp_path):
     from r1_aqa.evaluate.engines import VLLMEngine
 
-    with pytest.raises(ValueError, match="not available for Voxtral.*Mistral format"):
-        make_trainer(tiny_voxtral_dir, make_parquet(tmp_path), tmp_path / "out", use_vllm=True,
-                     vllm_mode="colocate")
+    directory = request.getfixturevalue(FIXTURES[name])
+    with pytest.raises(ValueError, match=f"not available for {get_family(name).title}.*{reason}"):
+        make_trainer(directory, make_parquet(tmp_path), tmp_path / "out", use_vllm=True, vllm_mode="colocate")
     with pytest.raises(ValueError, match="--engine hf"):
-        VLLMEngine(tiny_voxtral_dir)
+        VLLMEngine(directory)
