@@ -191,7 +191,8 @@ def test_sft_and_eval_hf(name, request, tmp_path):
 
 def test_voxtral_tiny_model_is_the_hubs_layout(tiny_voxtral_dir, tmp_path):
     """Hub names, the transformers class, a tekken tokenizer with ``[AUDIO]`` at the hub's id, Mistral's instruct
-    format; the encoder's positions are the sinusoid vLLM recomputes and stay frozen in a trainer."""
+    format, the processor saved as the hub's class; the encoder's positions are the sinusoid vLLM recomputes and stay
+    frozen in a trainer."""
     from safetensors.torch import load_file
 
     from r1_aqa.families.voxtral import sinusoids
@@ -209,6 +210,9 @@ def test_voxtral_tiny_model_is_the_hubs_layout(tiny_voxtral_dir, tmp_path):
     processor = load_processor(tiny_voxtral_dir)
     assert processor.tokenizer.convert_tokens_to_ids("[AUDIO]") == config["audio_token_id"] == 24
     assert chat_prompt(processor, "Which tone?") == "<s>[INST][BEGIN_AUDIO][AUDIO]Which tone?[/INST]"
+    processor.save_pretrained(tmp_path / "saved")  # as checkpoints save it: the hub's processor class
+    saved_processor = json.loads((tmp_path / "saved" / "processor_config.json").read_text())
+    assert saved_processor["processor_class"] == "VoxtralProcessor"
     trainer = make_trainer(tiny_voxtral_dir, make_parquet(tmp_path), tmp_path / "out")
     tower = trainer.model.model.audio_tower
     assert not tower.embed_positions.weight.requires_grad and tower.conv1.weight.requires_grad

@@ -170,6 +170,10 @@ def processor_class():
     from transformers import VoxtralProcessor
 
     class ChatTextProcessor(VoxtralProcessor):
+        def to_dict(self) -> dict:
+            # Saved as the hub's processor (transformers' AutoProcessor loads it; the family wraps it again).
+            return {**super().to_dict(), "processor_class": VoxtralProcessor.__name__}
+
         def apply_chat_template(self, conversation, chat_template=None, add_generation_prompt: bool = False,
                                 tokenize: bool = False, **kwargs):
             """Mistral's instruct text of each conversation, each clip as one ``[AUDIO]`` (``tokenize=False``
