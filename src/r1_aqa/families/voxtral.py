@@ -17,9 +17,10 @@ import functools
 import re
 from pathlib import Path
 
+from ..audio import SAMPLE_RATE
 from . import Family
 from ._tiny import AUDIO, TEXT, _corpus, feature_extractor, save_with_checkpoint_names
-from .audioflamingo3 import rename_saved_weights
+from .audioflamingo3 import AudioFlamingo3
 from .qwen2_audio import FAMILY as QWEN2_AUDIO
 
 AUDIO_TOKEN = "[AUDIO]"
@@ -31,7 +32,7 @@ _CONTROL = ["<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[
             "[SUFFIX]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[TOOL_CONTENT]", "[ARGS]", "[CALL_ID]",
             "<SPECIAL_22>", "<SPECIAL_23>", AUDIO_TOKEN, "[BEGIN_AUDIO]", "[TRANSCRIBE]"]
 _NUM_CONTROL = 32
-# Tekken's pre-tokenization (the hub tekken.json's pattern).
+# Tekken's pre-tokenization pattern (Mistral's).
 _PATTERN = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?"
             r"[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+"
             r"|\s+(?!\S)|\s+")
@@ -66,14 +67,13 @@ class Voxtral(Family):
                                  tokenizer_class().from_pretrained(str(path)))
 
     def audio_tokens(self, num_samples: int, window_seconds: float = 30) -> int:
-        chunk = int(window_seconds * 16_000)
+        chunk = int(window_seconds * SAMPLE_RATE)
         return max(1, -(-num_samples // chunk)) * int(window_seconds * 100) // FRAMES_PER_TOKEN
 
     def encode_audio(self, model, tower, features: dict) -> None:
         tower(features["input_features"])
 
-    def save_layout(self, directory, source_config: dict, names: list[str]) -> None:
-        rename_saved_weights(directory, {self.checkpoint_name(n) for n in names})
+    save_layout = AudioFlamingo3.save_layout  # every saved name back to the hub's
 
     def check_vllm(self, path) -> None:
         raise ValueError(
@@ -140,7 +140,7 @@ def write_tekken(out: Path, window_seconds: int) -> None:
         "vocab": [{"rank": i, "token_bytes": base64.b64encode(b).decode(), "token_str": b.decode("utf-8", "replace")}
                   for i, b in enumerate(vocab)],
         "special_tokens": [{"rank": i, "token_str": s, "is_control": True} for i, s in enumerate(control)],
-        "audio": {"sampling_rate": 16_000, "frame_rate": 12.5, "chunk_length_s": float(window_seconds),
+        "audio": {"sampling_rate": SAMPLE_RATE, "frame_rate": 12.5, "chunk_length_s": float(window_seconds),
                   "audio_encoding_config": {"num_mel_bins": 128, "hop_length": 160, "window_size": 400}},
     })
 
@@ -154,7 +154,7 @@ def tokenizer_class():
     class MistralTextControlTokens(MistralCommonBackend):
         def _text_to_ids(self, text: str, add_special_tokens: bool) -> list[int]:
             tekken = self.tokenizer.instruct_tokenizer.tokenizer
-            controls = {t["token_str"]: t["rank"] for t in tekken._all_special_tokens}
+            controls = {tekken.id_to_piece(i): i for i in tekken.special_ids}
             pattern = "(" + "|".join(re.escape(t) for t in sorted(controls, key=len, reverse=True)) + ")"
             ids = [tekken.bos_id] if add_special_tokens else []
             for i, part in enumerate(re.split(pattern, text)):
@@ -196,7 +196,7 @@ def processor_class():
             text = mistral.decode(tokens, special_token_policy=SpecialTokenPolicy.KEEP)
             return re.sub(f"(?:{re.escape(AUDIO_TOKEN)})+", AUDIO_TOKEN, text)
 
-        def __call__(self, text=None, audio=None, sampling_rate: int = 16_000, text_kwargs: dict | None = None,
+        def __call__(self, text, audio=None, sampling_rate: int = SAMPLE_RATE, text_kwargs: dict | None = None,
                      return_tensors: str = "pt", **kwargs):
             """Token ids (each ``[AUDIO]`` expanded to its clip's count, by mistral_common) and the clips' mel
             features, one row per 30 s chunk; left or right padded as the tokenizer is."""
@@ -230,7 +230,7 @@ def _silent_wav_base64() -> str:
     import soundfile as sf
 
     buffer = io.BytesIO()
-    sf.write(buffer, np.zeros(1600, dtype=np.float32), 16_000, format="WAV")
+    sf.write(buffer, np.zeros(SAMPLE_RATE // 10, dtype=np.float32), SAMPLE_RATE, format="WAV")
     return base64.b64encode(buffer.getvalue()).decode()
 
 
