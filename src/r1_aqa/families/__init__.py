@@ -4,7 +4,8 @@ know about an audio LM lives in one module per family here, behind :class:`Famil
 A family says which transformers class trains, how its processor is built, its audio placeholder and how many tokens
 a clip becomes, which processor outputs are the audio features, where its audio tower and projector are, what ends
 an assistant turn, what a loaded model must have set before training, its checkpoint names (the hub's, which vLLM
-loads) and layouts, what vLLM needs to serve it, and what its tiny offline model looks like. Adding a family is one module with a ``FAMILY`` instance, listed in ``_MODULES``, plus its tests.
+loads) and layouts, what vLLM needs to serve it, and what its tiny offline model looks like. Adding a family is one
+module with a ``FAMILY`` instance, listed in ``_MODULES``, plus its tests.
 """
 
 from __future__ import annotations
