@@ -72,6 +72,14 @@ def tiny_qwen3_omni_dir(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen3-omni"), family="qwen3-omni", layout="full")
 
 
+@pytest.fixture(scope="session")
+def tiny_voxtral_dir(tmp_path_factory):
+    """A tiny random Voxtral directory (hub weight names, a tiny ``tekken.json``, ``[AUDIO]``)."""
+    from r1_aqa.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-voxtral"), family="voxtral", seed=0)
+
+
 def write_tone(path, freq: float = 440.0, seconds: float = 1.0, sr: int = 16_000, channels: int = 1, fmt=None):
     """Write a sine tone to ``path`` (any soundfile format) and return the path."""
     t = np.arange(int(seconds * sr)) / sr

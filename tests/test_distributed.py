@@ -195,7 +195,7 @@ def test_zero3_frozen_encoder(tiny_model_dir, data, tmp_path):
     assert any("multi_modal_projector" in n for n in changed) and any("language_model" in n for n in changed)
 
 
-@pytest.mark.parametrize("fixture", ["tiny_omni_dir", "tiny_af3_dir", "tiny_qwen3_omni_dir"])
+@pytest.mark.parametrize("fixture", ["tiny_omni_dir", "tiny_af3_dir", "tiny_qwen3_omni_dir", "tiny_voxtral_dir"])
 def test_zero3_other_families(fixture, data, tmp_path, request):
     """ZeRO-3 on the other families (HF rollouts, β > 0; the MoE with its router aux loss): both ranks end with the
     same weights, every trainable audio tensor trained (the MoE's experts and router too, and its aux loss logged),

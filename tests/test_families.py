@@ -1,7 +1,8 @@
-"""The model-family interface (``r1_aqa.families``) and Audio Flamingo 3 end to end on its tiny model: placeholder
-counts, audio in every trainable audio tensor, checkpoints under the hub's names that reload in a fresh process,
-sft and eval. vLLM per family (greedy == transformers after an in-place sync of each part and on the trained
-checkpoint): ``test_trainer_vllm.py``, whose colocated engines hold a process group to the end of the session."""
+"""The model-family interface (``r1_aqa.families``), and Audio Flamingo 3 and Voxtral end to end on their tiny
+models: placeholder counts, audio in every trainable audio tensor, checkpoints under the hub's names that reload in a
+fresh process, sft and eval. vLLM per family (greedy == transformers after an in-place sync of each part and on the
+trained checkpoint): ``test_trainer_vllm.py``, whose colocated engines hold a process group to the end of the
+session."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from test_trainer import audio_params, make_parquet, make_trainer, unused_audio_
 from r1_aqa.families import NAMES, family_of, get_family
 
 FIXTURES = {"qwen2-audio": "tiny_model_dir", "qwen2.5-omni": "tiny_omni_dir", "audioflamingo3": "tiny_af3_dir",
-            "qwen3-omni": "tiny_qwen3_omni_dir"}
+            "qwen3-omni": "tiny_qwen3_omni_dir", "voxtral": "tiny_voxtral_dir"}
+HUB_NAMED = ["audioflamingo3", "voxtral"]  # transformers 5.17 saves these under language_model.model.model.*
 
 
 def weight_names(folder) -> set[str]:
@@ -76,13 +78,15 @@ def test_eval_hf_reads_every_family(name, request, tmp_path):
     assert [r["id"] for r in records] == ["q0", "q1"] and all(isinstance(r["model_response"], str) for r in records)
 
 
-def test_trainer_refuses_a_prompt_whose_placeholders_are_not_its_clips_tokens(tiny_af3_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", HUB_NAMED)
+def test_trainer_refuses_a_prompt_whose_placeholders_are_not_its_clips_tokens(name, request, tmp_path, monkeypatch):
     """Where the processor and the family's rule part (audio dropped or shifted; the model raises on neither), the
     first rollout stops with the counts."""
-    trainer = make_trainer(tiny_af3_dir, make_parquet(tmp_path), tmp_path / "out", max_steps=1)
+    trainer = make_trainer(request.getfixturevalue(FIXTURES[name]), make_parquet(tmp_path), tmp_path / "out",
+                           max_steps=1)
     rule = trainer.family.audio_tokens
     monkeypatch.setattr(trainer.family, "audio_tokens", lambda n, window=30: rule(n, window) - 1)
-    with pytest.raises(RuntimeError, match=r"expanded a 1\.\d+ s clip to \d+ audio tokens; the Audio Flamingo 3 "
+    with pytest.raises(RuntimeError, match=rf"expanded a 1\.\d+ s clip to \d+ audio tokens; the {trainer.family.title} "
                                            r"encoder gives \d+"):
         trainer.train()
 
@@ -112,11 +116,14 @@ def _fresh_process_checksum(folder) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def test_af3_grpo_trains_every_audio_tensor_and_saves_hub_names(tiny_af3_dir, tmp_path):
-    """β > 0: every trainable tensor of the audio tower and projector changes; the checkpoint is saved under the hub's
-    names (not transformers 5.17's ``language_model.model.model.*``) and reloads, the same, in a fresh process."""
+@pytest.mark.parametrize("name", HUB_NAMED)
+def test_grpo_trains_every_audio_tensor_and_saves_hub_names(name, request, tmp_path):
+    """β > 0: every trainable tensor of the audio tower and projector changes, every frozen one stays; the checkpoint
+    is saved under the hub's names (not transformers 5.17's ``language_model.model.model.*``) and reloads, the same,
+    in a fresh process."""
+    directory = request.getfixturevalue(FIXTURES[name])
     out = tmp_path / "out"
-    trainer = make_trainer(tiny_af3_dir, make_parquet(tmp_path), out, save_strategy="steps", save_steps=2)
+    trainer = make_trainer(directory, make_parquet(tmp_path), out, save_strategy="steps", save_steps=2)
     assert trainer.ref_model is not None
     unused = unused_audio_params(trainer)
     assert not unused, unused
@@ -127,49 +134,110 @@ def test_af3_grpo_trains_every_audio_tensor_and_saves_hub_names(tiny_af3_dir, tm
     after = audio_params(trainer.model)
     unchanged = [n for n in trainable if torch.equal(before[n], after[n])]
     assert not unchanged, unchanged
+    changed_frozen = [n for n in set(before) - trainable if not torch.equal(before[n], after[n])]
+    assert not changed_frozen, changed_frozen
     assert any("kl" in e for e in trainer.state.log_history)
     checkpoint = out / "checkpoint-2"
-    family = family_of(tiny_af3_dir)
+    family = family_of(directory)
     assert weight_names(checkpoint) == hub_names(trainer.model, family)
     expected = sum(float(p.double().sum()) for p in trainer.model.state_dict().values())
     assert _fresh_process_checksum(checkpoint) == pytest.approx(expected, rel=1e-12)
 
 
-def test_af3_model_built_from_its_config_still_saves_hub_names(tiny_af3_dir, tmp_path):
-    """transformers 5.17 saves an Audio Flamingo 3 built from its config (not ``from_pretrained``) under
+@pytest.mark.parametrize("name", HUB_NAMED)
+def test_model_built_from_its_config_still_saves_hub_names(name, request, tmp_path):
+    """transformers 5.17 saves an Audio Flamingo 3 or Voxtral built from its config (not ``from_pretrained``) under
     ``language_model.model.model.*``, which vLLM rejects: the trainer's checkpoint is under the hub's names anyway."""
     from transformers import AutoConfig
 
     from r1_aqa.models import load_model
 
-    family = family_of(tiny_af3_dir)
-    model = family.model_class()(AutoConfig.from_pretrained(tiny_af3_dir))
-    model.load_state_dict(load_model(tiny_af3_dir, device="cpu").state_dict())
-    model.config._name_or_path = str(tiny_af3_dir)
+    directory = request.getfixturevalue(FIXTURES[name])
+    family = family_of(directory)
+    model = family.model_class()(AutoConfig.from_pretrained(directory))
+    model.load_state_dict(load_model(directory, device="cpu").state_dict())
+    model.config._name_or_path = str(directory)
     model.save_pretrained(tmp_path / "plain")
     assert any(n.startswith("language_model.model.model.") for n in weight_names(tmp_path / "plain"))
-    trainer = make_trainer(tiny_af3_dir, make_parquet(tmp_path), tmp_path / "out", model=model, beta=0.0)
+    trainer = make_trainer(directory, make_parquet(tmp_path), tmp_path / "out", model=model, beta=0.0)
     trainer.save_model(str(tmp_path / "saved"))
     assert weight_names(tmp_path / "saved") == hub_names(model, family)
     assert _fresh_process_checksum(tmp_path / "saved") == pytest.approx(
         sum(float(p.double().sum()) for p in model.state_dict().values()), rel=1e-12)
 
 
-def test_af3_sft_and_eval_hf(tiny_af3_dir, tmp_path):
-    """sft learns on the tiny Audio Flamingo 3, saves under the hub's names; eval (hf) reads the checkpoint."""
+@pytest.mark.parametrize("name", HUB_NAMED)
+def test_sft_and_eval_hf(name, request, tmp_path):
+    """sft learns (the target and the family's end of turn) on the tiny model, saves under the hub's names; eval (hf)
+    reads the checkpoint."""
     from test_sft import _args
 
     from r1_aqa.evaluate.runner import evaluate, load_items
     from r1_aqa.sft import parse_sft_args, sft
 
+    directory = request.getfixturevalue(FIXTURES[name])
     parquet = make_parquet(tmp_path, n=4)
     out = tmp_path / "sft"
-    trainer = sft(*parse_sft_args(_args(tiny_af3_dir, parquet, out, "--max_steps", "20", "--learning_rate", "1e-2",
+    trainer = sft(*parse_sft_args(_args(directory, parquet, out, "--max_steps", "20", "--learning_rate", "1e-2",
                                         "--per_device_train_batch_size", "4")))
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     assert losses[-1] < 0.5 * losses[0], losses
-    assert weight_names(out) == hub_names(trainer.model, family_of(tiny_af3_dir))
+    assert weight_names(out) == hub_names(trainer.model, family_of(directory))
     del trainer
     records = evaluate(load_items("mmau", parquet), out, tmp_path / "pred.json", benchmark="mmau", data=parquet,
                        max_new_tokens=12)
     assert len(records) == 4 and all(r["model_response"] for r in records)
+
+
+def test_voxtral_tiny_model_is_the_hubs_layout(tiny_voxtral_dir, tmp_path):
+    """Hub names, the transformers class, a tekken tokenizer with ``[AUDIO]`` at the hub's id, Mistral's instruct
+    format, the processor saved as the hub's class; the encoder's positions are the sinusoid vLLM recomputes and stay
+    frozen in a trainer."""
+    from safetensors.torch import load_file
+
+    from r1_aqa.families.voxtral import sinusoids
+    from r1_aqa.models import load_processor
+    from r1_aqa.prompts import chat_prompt
+
+    family = family_of(tiny_voxtral_dir)
+    assert family.name == "voxtral" and (tiny_voxtral_dir / "tekken.json").is_file()
+    config = json.loads((tiny_voxtral_dir / "config.json").read_text())
+    assert config["architectures"] == ["VoxtralForConditionalGeneration"]
+    saved = load_file(str(tiny_voxtral_dir / "model.safetensors"))
+    assert {n.split(".")[0] for n in saved} == {"audio_tower", "multi_modal_projector", "language_model"}
+    positions = saved["audio_tower.embed_positions.weight"]
+    assert torch.allclose(positions, sinusoids(*positions.shape), atol=1e-6)
+    processor = load_processor(tiny_voxtral_dir)
+    assert processor.tokenizer.convert_tokens_to_ids("[AUDIO]") == config["audio_token_id"] == 24
+    assert chat_prompt(processor, "Which tone?") == "<s>[INST][BEGIN_AUDIO][AUDIO]Which tone?[/INST]"
+    processor.save_pretrained(tmp_path / "saved")  # as checkpoints save it: the hub's processor class
+    saved_processor = json.loads((tmp_path / "saved" / "processor_config.json").read_text())
+    assert saved_processor["processor_class"] == "VoxtralProcessor"
+    trainer = make_trainer(tiny_voxtral_dir, make_parquet(tmp_path), tmp_path / "out")
+    tower = trainer.model.model.audio_tower
+    assert not tower.embed_positions.weight.requires_grad and tower.conv1.weight.requires_grad
+
+
+def test_voxtral_sft_targets_end_with_mistrals_end_of_turn(tiny_voxtral_dir, tmp_path):
+    """The sft labels end with ``</s>`` (Voxtral's end of turn, one control token), not ChatML's ``<|im_end|>``."""
+    from r1_aqa.models import load_processor
+    from r1_aqa.sft import sft_dataset
+    from r1_aqa.sft_trainer import AudioSFTCollator
+
+    processor = load_processor(tiny_voxtral_dir, padding_side="right")
+    rows = list(sft_dataset(str(make_parquet(tmp_path)), "default"))[:2]
+    batch = AudioSFTCollator(processor, end_of_turn=family_of(tiny_voxtral_dir).end_of_turn)(rows)
+    for labels in batch["labels"]:
+        target = labels[labels != -100].tolist()
+        assert target[-1] == processor.tokenizer.eos_token_id and target.count(target[-1]) == 1
+
+
+@pytest.mark.parametrize(("name", "reason"), [("qwen3-omni", "MoE expert"), ("voxtral", "Mistral format")])
+def test_vllm_is_refused_before_any_engine_starts(name, reason, request, tmp_path):
+    from r1_aqa.evaluate.engines import VLLMEngine
+
+    directory = request.getfixturevalue(FIXTURES[name])
+    with pytest.raises(ValueError, match=f"not available for {get_family(name).title}.*{reason}"):
+        make_trainer(directory, make_parquet(tmp_path), tmp_path / "out", use_vllm=True, vllm_mode="colocate")
+    with pytest.raises(ValueError, match="--engine hf"):
+        VLLMEngine(directory)

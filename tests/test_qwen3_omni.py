@@ -1,5 +1,6 @@
 """Qwen3-Omni (MoE thinker) on its tiny full-layout checkpoint: GRPO with β > 0 and the router aux loss, gradients
-in the routed experts and every audio tensor, full-layout checkpoints, sft, eval (hf), and vLLM refused up front."""
+in the routed experts and every audio tensor, full-layout checkpoints, sft, eval (hf). vLLM refused up front:
+``test_families.py``."""
 
 from __future__ import annotations
 
@@ -144,16 +145,6 @@ def test_sft_and_eval_hf(tiny_qwen3_omni_dir, tmp_path):
     records = evaluate(load_items("mmau", parquet), out, tmp_path / "pred.json", benchmark="mmau", data=parquet,
                        max_new_tokens=8)
     assert len(records) == 4 and all("model_response" in r for r in records)
-
-
-def test_vllm_is_refused_before_any_engine_starts(tiny_qwen3_omni_dir, tmp_path):
-    from r1_aqa.evaluate.engines import VLLMEngine
-
-    with pytest.raises(ValueError, match="not available for Qwen3-Omni.*MoE expert"):
-        make_trainer(tiny_qwen3_omni_dir, make_parquet(tmp_path), tmp_path / "out", use_vllm=True,
-                     vllm_mode="colocate")
-    with pytest.raises(ValueError, match="--engine hf"):
-        VLLMEngine(tiny_qwen3_omni_dir)
 
 
 def test_resume_loads_the_checkpoints_experts(tiny_qwen3_omni_dir, tmp_path):

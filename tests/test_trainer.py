@@ -69,7 +69,8 @@ def audio_params(model) -> dict[str, torch.Tensor]:
 
 
 def unused_audio_params(trainer) -> set[str]:
-    """Audio parameters the model's own forward never reads (no gradient from a plain forward/backward with audio)."""
+    """Trainable audio parameters the model's own forward never reads (no gradient from a plain forward/backward with
+    audio)."""
     from r1_aqa.audio import load_audio
 
     row = trainer.train_dataset[0]
@@ -78,7 +79,7 @@ def unused_audio_params(trainer) -> set[str]:
     enc = processor(text=[text], audio=[load_audio(row["audio"])], sampling_rate=16_000, return_tensors="pt")
     model.zero_grad()
     model(**enc).logits.float().pow(2).mean().backward()
-    unused = {n for n, p in model.named_parameters() if n in audio_params(model) and p.grad is None}
+    unused = {n for n, p in model.named_parameters() if n in audio_params(model) and p.requires_grad and p.grad is None}
     model.zero_grad()
     return unused
 

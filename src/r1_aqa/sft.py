@@ -42,16 +42,17 @@ def sft_target(solution: str, reasoning: str | None = None) -> str:
 
 
 def sft_dataset(path: str, template: str, reasoning_column: str | None = None, max_rows: int | None = None,
-                tokenizer=None, max_length: int | None = None, columns: Sequence[str] = ()):
+                tokenizer=None, max_length: int | None = None, columns: Sequence[str] = (),
+                end_of_turn: str = END_OF_TURN):
     """``train.build_dataset`` (carrying ``columns``) plus a ``target`` column; with a tokenizer and ``max_length``,
-    a target that alone exceeds the limit is an error naming its row id."""
+    a target that alone (with the family's ``end_of_turn``) exceeds the limit is an error naming its row id."""
     columns = (*columns, reasoning_column) if reasoning_column else tuple(columns)
     dataset = build_dataset(path, template, max_rows, columns)
     reasoning = dataset[reasoning_column] if reasoning_column else [None] * len(dataset)
     targets = [sft_target(s, r) for s, r in zip(dataset["solution"], reasoning)]
     if tokenizer is not None and max_length is not None:
         ids = dataset["id"] if "id" in dataset.column_names else [f"row {i}" for i in range(len(dataset))]
-        encoded = tokenizer([t + END_OF_TURN for t in targets], add_special_tokens=False)["input_ids"]
+        encoded = tokenizer([t + end_of_turn for t in targets], add_special_tokens=False)["input_ids"]
         long = [f"{i} ({len(x)} tokens)" for i, x in zip(ids, encoded) if len(x) > max_length]
         if long:
             raise ValueError(f"{path}: {len(long)} SFT target(s) longer than max_length {max_length}: "
@@ -77,7 +78,7 @@ def run(args) -> int:
 
 def sft(script_args, training_args, model_args):
     """Load the model and data, train (resuming if asked) and save the final model and processor to ``output_dir``."""
-    from .models import load_processor
+    from .models import family_of, load_processor
     from .sft_trainer import AudioSFTTrainer
 
     resume = check_stage_args(script_args, training_args, model_args)
@@ -85,7 +86,8 @@ def sft(script_args, training_args, model_args):
 
     def data(path: str, max_rows: int | None = None, columns: tuple[str, ...] = ()):
         return sft_dataset(path, script_args.template, script_args.reasoning_column, max_rows,
-                           processor.tokenizer, training_args.max_length, columns)
+                           processor.tokenizer, training_args.max_length, columns,
+                           family_of(model_args.model_name_or_path).end_of_turn)
 
     # The data is read and checked before the model loads.
     train_dataset = data(script_args.dataset_path, script_args.max_train_samples, shuffle_columns(script_args))

@@ -15,12 +15,13 @@ from .prompts import END_OF_TURN
 @dataclass
 class AudioSFTCollator:
     """Rows with ``prompt`` (chat messages), ``audio`` and ``target`` -> a right-padded batch: the processor's audio
-    features, ``input_ids`` = prompt (audio placeholder expanded) + target + ``<|im_end|>``, and ``labels`` that
-    are -100 everywhere but the target and ``<|im_end|>``."""
+    features, ``input_ids`` = prompt (audio placeholder expanded) + target + the end of turn (``<|im_end|>``), and
+    ``labels`` that are -100 everywhere but the target and the end of turn."""
 
     processor: Any
     max_audio_seconds: float | None = 30.0
     max_length: int | None = None
+    end_of_turn: str = END_OF_TURN  # the model family's (``Family.end_of_turn``)
 
     def __call__(self, rows: list[dict]) -> dict:
         import torch
@@ -32,7 +33,7 @@ class AudioSFTCollator:
         # Text padding only (see evaluate.engines.hf_batch).
         encoded = self.processor(text=texts, audio=audio, sampling_rate=SAMPLE_RATE, text_kwargs={"padding": True},
                                  return_tensors="pt")
-        targets = tok([r["target"] + END_OF_TURN for r in rows], add_special_tokens=False)["input_ids"]
+        targets = tok([r["target"] + self.end_of_turn for r in rows], add_special_tokens=False)["input_ids"]
         prompts = [ids[mask.bool()].tolist() for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"])]
         lengths = [len(p) + len(t) for p, t in zip(prompts, targets)]
         if self.max_length is not None:
@@ -59,14 +60,17 @@ class AudioSFTTrainer(HubNamedCheckpoints, SFTTrainer):
 
     def __init__(self, model, args=None, train_dataset=None, *, processing_class=None,
                  max_audio_seconds: float | None = 30.0, **kwargs):
-        from .models import load_processor
+        from .models import family_of, load_processor
 
+        family = family_of(model.name_or_path)
+        family.prepare_model(model)
         if processing_class is None:
             processing_class = load_processor(model.name_or_path)
         if args is not None:
             args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True}
             args.remove_unused_columns = False  # the collator needs prompt, audio and target
-        collator = AudioSFTCollator(processing_class, max_audio_seconds, args.max_length if args else None)
+        collator = AudioSFTCollator(processing_class, max_audio_seconds, args.max_length if args else None,
+                                    family.end_of_turn)
         super().__init__(model, args=args, train_dataset=train_dataset, processing_class=processing_class,
                          data_collator=collator, **kwargs)
         core = self.accelerator.unwrap_model(self.model)

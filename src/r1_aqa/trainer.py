@@ -107,6 +107,7 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
         if isinstance(model, (str, os.PathLike)):
             model = family_of(model).model_class().from_pretrained(model)
         self.family = family_of(model.name_or_path)
+        self.family.prepare_model(model)
         without_router_logits(model)  # TRL asks for them in the passes that use them
         if args is not None and args.use_vllm:
             if args.vllm_mode != "colocate":

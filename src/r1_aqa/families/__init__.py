@@ -2,9 +2,10 @@
 know about an audio LM lives in one module per family here, behind :class:`Family`.
 
 A family says which transformers class trains, how its processor is built, its audio placeholder and how many tokens
-a clip becomes, which processor outputs are the audio features, where its audio tower and projector are, its
-checkpoint names (the hub's, which vLLM loads) and layouts, what vLLM needs to serve it, and what its tiny offline
-model looks like. Adding a family is one module with a ``FAMILY`` instance, listed in ``_MODULES``, plus its tests.
+a clip becomes, which processor outputs are the audio features, where its audio tower and projector are, what ends
+an assistant turn, what a loaded model must have set before training, its checkpoint names (the hub's, which vLLM
+loads) and layouts, what vLLM needs to serve it, and what its tiny offline model looks like. Adding a family is one
+module with a ``FAMILY`` instance, listed in ``_MODULES``, plus its tests.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ _MODULES = {
     "qwen2.5-omni": "qwen2_5_omni",
     "audioflamingo3": "audioflamingo3",
     "qwen3-omni": "qwen3_omni",
+    "voxtral": "voxtral",
 }
 NAMES = tuple(_MODULES)
 
@@ -40,10 +42,14 @@ class Family:
     # Clip cap where a run gives none: the encoder's window where longer clips break the one-row-per-clip batches.
     max_audio_seconds: ClassVar[float] = 0.0
     has_full_layout: ClassVar[bool] = False  # a thinker that the hub ships inside a larger "full" checkpoint
+    end_of_turn: ClassVar[str] = "<|im_end|>"  # the text that ends an assistant turn (sft appends it to targets)
 
     def model_class(self):
         """The transformers class that trains and generates text."""
         raise NotImplementedError
+
+    def prepare_model(self, model) -> None:
+        """Before training: restore what ``from_pretrained`` does not keep (e.g. a tensor the model freezes)."""
 
     def load_processor(self, path: str | os.PathLike):
         """The checkpoint's processor (the caller sets the padding side)."""
