@@ -27,6 +27,8 @@ from pathlib import Path
 HELP = ("Run the whole pipeline on a synthetic audio task on CPU (synth, prepare, tiny model, warm start, GRPO, "
         "eval before/after/silence) and write summary.json, report.md and plots.")
 
+PASS_THROUGH = True  # flags the demo does not declare override the GRPO recipe (``args.extra_args``)
+
 RECIPE = Path(__file__).parent / "recipes" / "demo_grpo.yaml"
 SFT_RECIPE = Path(__file__).parent / "recipes" / "demo_sft.yaml"
 WINDOW_SECONDS = 2  # the tiny model's audio window: 15x cheaper on CPU than Whisper's 30 s (HF-generate rollouts)
@@ -50,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     sizes = dict(QUICK if args.quick else FULL)
     sizes.update({k: getattr(args, k) for k in FULL if getattr(args, k) is not None})
-    summary = run_demo(args.out, seed=args.seed, smoke=args.quick, **sizes)
+    summary = run_demo(args.out, seed=args.seed, smoke=args.quick, grpo_args=args.extra_args, **sizes)
     print(summary_table(summary))
     out = Path(args.out)
     print(f"r1-aqa demo: results in {out / 'report.md'} (also summary.json, rewards.png, accuracy.png there); "
@@ -60,10 +62,11 @@ def run(args: argparse.Namespace) -> int:
 
 def run_demo(out: str | os.PathLike, seed: int = 0, n_train: int = FULL["n_train"], n_eval: int = FULL["n_eval"],
              sft_steps: int = FULL["sft_steps"], grpo_steps: int | None = FULL["grpo_steps"],
-             smoke: bool = False) -> dict:
+             smoke: bool = False, grpo_args: list[str] = ()) -> dict:
     """Run every stage into ``out`` and return the summary (also written to ``out/summary.json``).
 
     ``smoke``: a run of every stage at sizes the targets are not meant for; ``targets_met`` is then ``None``.
+    ``grpo_args``: flags that override the GRPO recipe (e.g. ``["--beta", "0.2"]``), as ``r1-aqa train`` takes them.
     """
     from . import cli
     from .tiny import build_tiny_model
@@ -109,6 +112,7 @@ def run_demo(out: str | os.PathLike, seed: int = 0, n_train: int = FULL["n_train
             str(data / "pitch_train.parquet"), "--output_dir", str(models / "grpo"), "--seed", str(seed)]
     if grpo_steps is not None:
         argv += ["--max_steps", str(grpo_steps), "--logging_steps", str(max(1, grpo_steps // 40))]  # ~40 points
+    argv += list(grpo_args)
     trainer = train(*parse_trl_args(argv))
     log = [h for h in trainer.state.log_history if "rewards/accuracy_reward/mean" in h]
     n_params = sum(p.numel() for p in trainer.model.parameters())
