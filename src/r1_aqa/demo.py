@@ -57,6 +57,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     print(f"r1-aqa demo: results in {out / 'report.md'} (also summary.json, rewards.png, accuracy.png there); "
           f"trained model in {out / 'model' / 'grpo'}", file=sys.stderr)
+    missed = missed_targets(summary, out / "model" / "grpo" / "plots")
+    if missed:
+        print(f"r1-aqa demo: target missed: {missed}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -180,6 +184,28 @@ def targets_met(summary: dict) -> dict[str, bool]:
         "silence": summary["accuracy_silence"] <= TARGETS["accuracy_silence_max"],
         "n_eval": summary["n_eval"] >= TARGETS["n_eval_min"],
     }
+
+
+def missed_targets(summary: dict, plots: Path) -> str:
+    """One line naming each target a full run missed and what to try ("" when all are met, or for a smoke run)."""
+    met = summary["targets_met"] or {}
+    gain = summary["accuracy_after"] - summary["accuracy_before"]
+    learn = (f"GRPO did not learn the task: see the no-signal share and entropy in {plots}; try another --seed or a "
+             "lever from docs/experiments.md (e.g. --dynamic_sampling true, --beta 0.2)")
+    notes = {
+        "accuracy_after": (f"accuracy after GRPO {summary['accuracy_after']:.3f} < {TARGETS['accuracy_after_min']}",
+                           learn),
+        "gain": (f"gain {gain:+.3f} < +{TARGETS['gain_min']}", learn),
+        "silence": (f"silent-audio accuracy {summary['accuracy_silence']:.3f} > {TARGETS['accuracy_silence_max']}",
+                    "the model answers without listening; train longer or check the audio reaches the model"),
+        "n_eval": (f"held-out items {summary['n_eval']} < {TARGETS['n_eval_min']}",
+                   f"use --n-eval {TARGETS['n_eval_min']} or more"),
+        "seconds": (f"{summary['seconds']:.0f} s > {TARGETS['seconds_max']} s",
+                    "the machine was busy or slow; rerun on an idle 2-core CPU"),
+    }
+    missed = [k for k in notes if met.get(k) is False]
+    tries = list(dict.fromkeys(notes[k][1] for k in missed))
+    return "; ".join(notes[k][0] for k in missed) + (f" -- {'; '.join(tries)}" if missed else "")
 
 
 def summary_table(summary: dict) -> str:
