@@ -148,3 +148,43 @@ def test_composes_with_steps_per_generation_accumulation_and_a_frozen_tower(tiny
     indices = [set(r["audio_clip"].tolist()) for r in last]
     assert all(a.isdisjoint(b) for i, a in enumerate(indices) for b in indices[i + 1:])
     assert set().union(*indices) == set(trainer._clip_caches["train"])
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_two_processes_make_the_same_refill_decisions(tiny_model_dir, tmp_path):
+    import json
+
+    from test_distributed import HERE, child_env, free_port, run
+    from test_trainer import RECIPE
+
+    data = make_parquet(tmp_path, n=8)
+    record, steps = tmp_path / "record.json", 3
+    cmd = ["torchrun", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           str(HERE / "dynamic_sampling_worker.py"), str(record), "--config", RECIPE, "--model_name_or_path",
+           str(tiny_model_dir), "--dataset_path", str(data), "--output_dir", str(tmp_path / "out"),
+           "--per_device_train_batch_size", "4", "--max_steps", str(steps), "--save_strategy", "no"]
+    run(cmd, child_env(), tmp_path / "launch.log")  # a rank that refilled alone would hang in a collective
+    first, second = json.loads(record.read_text())
+    assert [v for _, v in first["decisions"]] == [v for _, v in second["decisions"]]
+    assert any(a != b for (a, _), (b, _) in zip(first["decisions"], second["decisions"])), \
+        "the ranks never wished for different refills: nothing was agreed"
+    assert all(agreed == max(a, b) for (a, agreed), (b, _) in zip(first["decisions"], second["decisions"]))
+    assert len(first["rounds"]) == len(second["rounds"]) > steps  # the same number of rounds, refills among them
+    extra = [e["dynamic_sampling/extra_rollouts"] for e in first["log_history"] if "dynamic_sampling/extra_rollouts" in e]
+    assert len(extra) == steps and sum(extra) > 0
+
+
+@pytest.mark.vllm
+def test_refills_with_vllm_rollouts(tiny_model_dir, tmp_path):
+    pytest.importorskip("vllm")
+    trainer = _trainer(tiny_model_dir, tmp_path, use_vllm=True, vllm_mode="colocate", vllm_max_model_length=512,
+                       max_steps=2)
+    rounds, batches = _record(trainer)
+    trainer.train()
+    assert len(batches) == 2 and all(len(generation) >= 2 for generation in rounds)  # the planted group refilled
+    assert all(bool(has_signal(b["advantages"], 2).all()) and len(b["advantages"]) == 8 for b in batches)
+    # The refill rounds' rollouts came from vLLM with the synced weights: TRL's log-prob gap stays small.
+    gaps = [e["sampling/sampling_logp_difference/mean"] for e in trainer.state.log_history
+            if "sampling/sampling_logp_difference/mean" in e]
+    assert len(gaps) == 2 and max(gaps) < 0.02, gaps
