@@ -4,7 +4,7 @@
 
 It runs ``r1-aqa train --dynamic_sampling true`` with a reward that is constant on rank 0's even-numbered prompts
 (their groups carry no signal; rank 1's always do), so the ranks wish for different refills, and records on every rank each refill decision (the rank's own wish, the agreed value), the
-ids each round scored, and the logged metrics; rank 0 writes the records of all ranks to RECORD.json.
+ids each round scored, and the logged metrics; rank N writes its record to RECORD.json.N.
 """
 
 from __future__ import annotations
@@ -38,12 +38,9 @@ def _install(record_path: str) -> None:
 
     def recorded_train(self, *args, **kwargs):
         result = train(self, *args, **kwargs)
-        record = {"rank": self.accelerator.process_index, "decisions": _decisions, "rounds": _rounds,
-                  "log_history": self.state.log_history}
-        records = [None] * self.accelerator.num_processes
-        torch.distributed.all_gather_object(records, record)
-        if self.accelerator.is_main_process:
-            write_json(record_path, records, indent=None)
+        rank = self.accelerator.process_index
+        write_json(f"{record_path}.{rank}", {"decisions": _decisions, "rounds": _rounds,
+                                             "log_history": self.state.log_history}, indent=None)
         return result
 
     dynamic_sampling._agreed_max = recorded_agreed_max

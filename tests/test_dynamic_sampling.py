@@ -165,7 +165,7 @@ def test_two_processes_make_the_same_refill_decisions(tiny_model_dir, tmp_path):
            str(tiny_model_dir), "--dataset_path", str(data), "--output_dir", str(tmp_path / "out"),
            "--per_device_train_batch_size", "4", "--max_steps", str(steps), "--save_strategy", "no"]
     run(cmd, child_env(), tmp_path / "launch.log")  # a rank that refilled alone would hang in a collective
-    first, second = json.loads(record.read_text())
+    first, second = (json.loads(record.with_name(f"{record.name}.{rank}").read_text()) for rank in (0, 1))
     assert [v for _, v in first["decisions"]] == [v for _, v in second["decisions"]]
     assert any(a != b for (a, _), (b, _) in zip(first["decisions"], second["decisions"])), \
         "the ranks never wished for different refills: nothing was agreed"

@@ -72,3 +72,23 @@ def test_adaptive_entropy_control_reads_the_audio_trainers_entropies(tiny_model_
     assert all(torch.equal(unbonused[n], plain[n]) for n in plain)
     # The applied bonus changed the update (the entropies reach the loss with their gradient).
     assert any(not torch.allclose(moved[n], plain[n]) for n in plain)
+
+
+def test_recipes_state_their_exploration_levers():
+    from pathlib import Path
+
+    from r1_aqa import demo
+    from r1_aqa.train import parse_trl_args
+
+    root = Path(__file__).resolve().parents[1] / "examples/r1_aqa/recipes"
+
+    def parse(path):
+        script, args, _ = parse_trl_args(["--config", str(path), "--use_cpu", "true"])
+        return script.dynamic_sampling, args.use_adaptive_entropy, args.temperature, args.top_k
+
+    for model in ("qwen2_audio_7b", "qwen2_5_omni_7b"):
+        assert parse(root / model / "grpo_r1_aqa.yaml") == (False, False, 1.0, 0)  # R1-AQA's, unchanged
+        assert parse(root / model / "weak_to_strong" / "grpo_strong.yaml") == (False, False, 1.5, 4)  # AudioMCQ's
+        for name in ("grpo_r1_aqa.yaml", "weak_to_strong/grpo_strong.yaml"):
+            assert "dynamic_sampling: false" in (root / model / name).read_text()  # said, not left to a default
+    assert parse(demo.RECIPE)[0] is True
