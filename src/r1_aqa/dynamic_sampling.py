@@ -15,6 +15,7 @@ generator seeded by (seed, step, round, process), so a resumed run draws the one
 
 Logged per generation: ``dynamic_sampling/extra_rollouts`` (completions generated beyond the batch, all processes)
 and ``dynamic_sampling/no_signal_share`` (share of the batch's groups left without signal when the cap ran out).
+TRL's own metrics (``reward``, ``frac_reward_zero_std``, ...) cover every round's rollouts, refills included.
 """
 
 from __future__ import annotations
