@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from test_trainer import RECIPE, make_parquet, make_trainer
 
@@ -20,18 +21,24 @@ def constant_reward(completions, **kwargs) -> list[float]:
     return [1.0] * len(completions)
 
 
-def _train(model, parquet, out, reward: str, steps: int) -> None:
+def _train(model, parquet, out, reward: str, steps: int, *extra: str) -> None:
     argv = ["train", "--config", RECIPE, "--model_name_or_path", str(model), "--dataset_path", str(parquet),
-            "--output_dir", str(out), "--reward_funcs", reward, "--max_steps", str(steps), "--save_strategy", "no"]
+            "--output_dir", str(out), "--reward_funcs", reward, "--max_steps", str(steps), "--save_strategy", "no",
+            *extra]
     assert main(argv) == 0
 
 
-def test_a_run_without_signal_says_so_once_and_plots_it(tiny_model_dir, tmp_path, capsys):
+@pytest.mark.parametrize("dynamic_sampling", [False, True], ids=["plain", "dynamic_sampling"])
+def test_a_run_without_signal_says_so_once_and_plots_it(dynamic_sampling, tiny_model_dir, tmp_path, capsys):
     parquet = make_parquet(tmp_path)
-    _train(tiny_model_dir, parquet, tmp_path / "flat", "test_signal.constant_reward", 2 * NO_SIGNAL_LOGS + 2)
+    _train(tiny_model_dir, parquet, tmp_path / "flat", "test_signal.constant_reward", 2 * NO_SIGNAL_LOGS + 2,
+           "--dynamic_sampling", str(dynamic_sampling).lower(), "--dynamic_sampling_max_extra", "0.5")
     err = capsys.readouterr().err
     assert err.count(MESSAGE) == 1, err[-3000:]
-    assert f"from step 1 to {NO_SIGNAL_LOGS}, 100% of the groups" in err and "dynamic_sampling: true" in err
+    assert f"from step 1 to {NO_SIGNAL_LOGS}, 100% of the groups" in err
+    # What to try: dynamic sampling, unless it is on already (then: it found no group with signal).
+    assert ("Try dynamic_sampling: true" in err) != dynamic_sampling
+    assert ("Dynamic sampling is on but found too few groups with signal" in err) == dynamic_sampling
     assert "nosig=1" in err and "ent=" in err  # on the progress line
     rows = [json.loads(line) for line in (tmp_path / "flat" / "metrics.jsonl").read_text().splitlines()]
     logged = [r for r in rows if "reward" in r]

@@ -218,9 +218,12 @@ class SignalWatch(TrainerCallback):
     def __init__(self) -> None:
         self.streak: list[tuple[int, float, float | None]] = []  # (step, share, accuracy) of the current stretch
         self.said = False
+        self.dynamic_sampling = False  # the run logs dynamic sampling's metrics: it is on
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        share = (logs or {}).get("frac_reward_zero_std")
+        logs = logs or {}
+        share = logs.get("frac_reward_zero_std")
+        self.dynamic_sampling = self.dynamic_sampling or "dynamic_sampling/extra_rollouts" in logs
         if self.said or not isinstance(share, (int, float)):
             return
         accuracy = logs.get(_ACCURACY)
@@ -233,19 +236,23 @@ class SignalWatch(TrainerCallback):
             return
         self.said = True
         if state.is_world_process_zero:
-            print(no_signal_message(self.streak), file=sys.stderr, flush=True)
+            print(no_signal_message(self.streak, self.dynamic_sampling), file=sys.stderr, flush=True)
 
 
-def no_signal_message(streak: list[tuple[int, float, float | None]]) -> str:
-    """The plain-words warning for a stretch of logs ``(step, share of all-equal groups, accuracy reward)``."""
+def no_signal_message(streak: list[tuple[int, float, float | None]], dynamic_sampling: bool = False) -> str:
+    """The plain-words warning for a stretch of logs ``(step, share of all-equal groups, accuracy reward)``;
+    ``dynamic_sampling``: it is on already (and found too few groups with signal within its cap)."""
     first, last = streak[0][0], streak[-1][0]
     share = sum(s for _, s, _ in streak) / len(streak)
     accuracies = [a for _, _, a in streak if a is not None]
     accuracy = f", accuracy reward {sum(accuracies) / len(accuracies):.2f}" if accuracies else ""
     return (f"\nr1-aqa: GRPO has lost its learning signal: from step {first} to {last}, {share:.0%} of the groups "
             f"scored all their completions alike{accuracy}, so their advantages are zero and only the KL term moves "
-            "the policy (it has likely settled on few answers). Try dynamic_sampling: true, sampling temperature "
-            "with top_k, use_adaptive_entropy with an entropy_target, or a larger beta (docs/experiments.md).")
+            "the policy (it has likely settled on few answers). "
+            + ("Dynamic sampling is on but found too few groups with signal within its cap. Try "
+               if dynamic_sampling else "Try dynamic_sampling: true, ")
+            + "sampling temperature with top_k, use_adaptive_entropy with an entropy_target, or a larger beta "
+            "(docs/experiments.md).")
 
 
 def _cut_after(path: Path, step: int) -> None:
