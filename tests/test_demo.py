@@ -112,6 +112,6 @@ def test_a_missed_target_exits_non_zero_with_one_line_saying_what_to_try(tmp_pat
     (line,) = [x for x in err.splitlines() if x.startswith("r1-aqa demo: target missed:")]
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert summary["accuracy_after"] == summary["accuracy_before"]  # lr 0 reached GRPO: nothing learned
-    assert "gain +0.000 < +0.2" in line and "--dynamic_sampling true" in line
+    assert "gain +0.000 < +0.2" in line and "docs/experiments.md" in line
     assert f"held-out items {demo.QUICK['n_eval']} < 200" in line and "--n-eval 200" in line
     assert ("silent-audio" in line) == (summary["accuracy_silence"] > 0.35)  # only the targets it missed

@@ -190,8 +190,8 @@ def missed_targets(summary: dict, plots: Path) -> str:
     """One line naming each target a full run missed and what to try ("" when all are met, or for a smoke run)."""
     met = summary["targets_met"] or {}
     gain = summary["accuracy_after"] - summary["accuracy_before"]
-    learn = (f"GRPO did not learn the task: see the no-signal share and entropy in {plots}; try another --seed or a "
-             "lever from docs/experiments.md (e.g. --dynamic_sampling true, --beta 0.2)")
+    learn = (f"GRPO did not learn the task: see the no-signal share and entropy in {plots}; try another --seed or "
+             "the levers in docs/experiments.md (--beta, --dynamic_sampling, --temperature with --top_k)")
     notes = {
         "accuracy_after": (f"accuracy after GRPO {summary['accuracy_after']:.3f} < {TARGETS['accuracy_after_min']}",
                            learn),
