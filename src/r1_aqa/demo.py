@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 
 HELP = ("Run the whole pipeline on a synthetic audio task on CPU (synth, prepare, tiny model, warm start, GRPO, "
-        "eval before/after/silence) and write summary.json, report.md and plots.")
+        "eval before/after/silence) and write summary.json, report.md and plots; exits 1 naming any missed target. "
+        "Other flags (e.g. --beta 0.1) override the GRPO recipe.")
 
 PASS_THROUGH = True  # flags the demo does not declare override the GRPO recipe (``args.extra_args``)
 
