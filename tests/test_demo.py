@@ -115,3 +115,9 @@ def test_a_missed_target_exits_non_zero_with_one_line_saying_what_to_try(tmp_pat
     assert "gain +0.000 < +0.2" in line and "docs/experiments.md" in line
     assert f"held-out items {demo.QUICK['n_eval']} < 200" in line and "--n-eval 200" in line
     assert ("silent-audio" in line) == (summary["accuracy_silence"] > 0.35)  # only the targets it missed
+
+
+def test_an_unknown_recipe_override_is_refused_before_any_stage(tmp_path, capsys):
+    assert cli.main(["demo", "--out", str(tmp_path / "demo"), "--quick", "--bogus_flag", "3"]) == 2
+    assert "--bogus_flag" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()

@@ -51,6 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .train import parse_trl_args
+
+    # Recipe overrides are checked now, not after the stages before GRPO (an unknown flag exits 2 naming it).
+    parse_trl_args(["--config", str(RECIPE), "--model_name_or_path", ".", "--dataset_path", ".", "--output_dir", ".",
+                    *args.extra_args])
     sizes = dict(QUICK if args.quick else FULL)
     sizes.update({k: getattr(args, k) for k in FULL if getattr(args, k) is not None})
     summary = run_demo(args.out, seed=args.seed, smoke=args.quick, grpo_args=args.extra_args, **sizes)
