@@ -102,3 +102,22 @@ def test_balanced_held_out_labels_cycle_and_positions_stay_random():
     words = TASKS["pitch"][1]
     assert [words.index(r["multi_choice"][r["answer"]]) for r in items] == [i % 4 for i in range(200)]
     assert {r["answer"] for r in items} == {0, 1, 2, 3}
+
+
+def test_a_missed_target_exits_non_zero_with_one_line_saying_what_to_try(tmp_path, capsys):
+    """A judged run (no --quick) whose GRPO cannot learn (learning rate 0, an override passed to the recipe)."""
+    sizes = [f"--{k.replace('_', '-')}={v}" for k, v in demo.QUICK.items()]
+    assert cli.main(["demo", "--out", str(tmp_path / "demo"), *sizes, "--learning_rate", "0"]) == 1
+    err = capsys.readouterr().err
+    (line,) = [x for x in err.splitlines() if x.startswith("r1-aqa demo: target missed:")]
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert summary["accuracy_after"] == summary["accuracy_before"]  # lr 0 reached GRPO: nothing learned
+    assert "gain +0.000 < +0.2" in line and "docs/experiments.md" in line
+    assert f"held-out items {demo.QUICK['n_eval']} < 200" in line and "--n-eval 200" in line
+    assert ("silent-audio" in line) == (summary["accuracy_silence"] > 0.35)  # only the targets it missed
+
+
+def test_an_unknown_recipe_override_is_refused_before_any_stage(tmp_path, capsys):
+    assert cli.main(["demo", "--out", str(tmp_path / "demo"), "--quick", "--bogus_flag", "3"]) == 2
+    assert "--bogus_flag" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()

@@ -13,8 +13,10 @@ transformers' progress bar and log printer. The trainer's own loop does the work
   logged (``train/nonfinite_skipped``), and ``max_nonfinite_steps`` in a row stop the run naming the step.
   Under DeepSpeed the optimizer steps inside ``backward``, so the guard cannot skip there; it is not installed.
 * :class:`RunConsole`: one progress bar whose postfix holds the step time, reward, accuracy reward, KL, completion
-  length (or the loss for SFT), with the ETA; every log is appended to ``OUTPUT_DIR/metrics.jsonl`` (cut back to
-  the resumed step on resume) and ``r1-aqa plot`` runs at the end.
+  length, the share of groups with all-equal rewards (``nosig``) and the completion entropy (``ent``) (or the loss
+  for SFT), with the ETA; every log is appended to ``OUTPUT_DIR/metrics.jsonl`` (cut back to the resumed step on
+  resume) and ``r1-aqa plot`` runs at the end.
+* :class:`SignalWatch`: says once, in plain words, when GRPO has lost its signal (see :data:`NO_SIGNAL_SHARE`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ _POSTFIX = {
     "acc": ("rewards/accuracy_reward/mean",),
     "kl": ("kl",),
     "len": ("completions/mean_length",),
+    "nosig": ("frac_reward_zero_std",),
+    "ent": ("entropy",),
     "loss": ("loss",),
 }
 
@@ -198,6 +202,59 @@ class RunConsole(TrainerCallback):
             print(f"r1-aqa: training curves: {', '.join(str(p) for p in paths)}", file=sys.stderr)
 
 
+# GRPO has lost its signal when, in NO_SIGNAL_LOGS logs in a row, at least NO_SIGNAL_SHARE of the groups had
+# all-equal rewards (TRL's frac_reward_zero_std: zero advantages, only the KL term acts) while the accuracy reward
+# (when the run has one) stayed under SOLVED_ACCURACY: all-equal groups of a solved task are success, not collapse.
+# On the demo a collapsed run sits at 0.95-1.0 for hundreds of steps; a learning one stays under 0.6 until solved.
+NO_SIGNAL_SHARE = 0.9
+NO_SIGNAL_LOGS = 5
+SOLVED_ACCURACY = 0.9
+_ACCURACY = "rewards/accuracy_reward/mean"
+
+
+class SignalWatch(TrainerCallback):
+    """Print once when most groups have carried no signal for :data:`NO_SIGNAL_LOGS` logs, with what to try."""
+
+    def __init__(self) -> None:
+        self.streak: list[tuple[int, float, float | None]] = []  # (step, share, accuracy) of the current stretch
+        self.said = False
+        self.dynamic_sampling = False  # the run logs dynamic sampling's metrics: it is on
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        share = logs.get("frac_reward_zero_std")
+        self.dynamic_sampling = self.dynamic_sampling or "dynamic_sampling/extra_rollouts" in logs
+        if self.said or not isinstance(share, (int, float)):
+            return
+        accuracy = logs.get(_ACCURACY)
+        solved = isinstance(accuracy, (int, float)) and accuracy >= SOLVED_ACCURACY
+        if share < NO_SIGNAL_SHARE or solved:
+            self.streak = []
+            return
+        self.streak.append((state.global_step, share, accuracy))
+        if len(self.streak) < NO_SIGNAL_LOGS:
+            return
+        self.said = True
+        if state.is_world_process_zero:
+            print(no_signal_message(self.streak, self.dynamic_sampling), file=sys.stderr, flush=True)
+
+
+def no_signal_message(streak: list[tuple[int, float, float | None]], dynamic_sampling: bool = False) -> str:
+    """The plain-words warning for a stretch of logs ``(step, share of all-equal groups, accuracy reward)``;
+    ``dynamic_sampling``: it is on already (and found too few groups with signal within its cap)."""
+    first, last = streak[0][0], streak[-1][0]
+    share = sum(s for _, s, _ in streak) / len(streak)
+    accuracies = [a for _, _, a in streak if a is not None]
+    accuracy = f", accuracy reward {sum(accuracies) / len(accuracies):.2f}" if accuracies else ""
+    return (f"\nr1-aqa: GRPO has lost its learning signal: from step {first} to {last}, {share:.0%} of the groups "
+            f"scored all their completions alike{accuracy}, so their advantages are zero and only the KL term moves "
+            "the policy (it has likely settled on few answers). "
+            + ("Dynamic sampling is on but found too few groups with signal within its cap. Try "
+               if dynamic_sampling else "Try dynamic_sampling: true, ")
+            + "sampling temperature with top_k, use_adaptive_entropy with an entropy_target, or a larger beta "
+            "(docs/experiments.md).")
+
+
 def _cut_after(path: Path, step: int) -> None:
     """Drop the lines of ``path`` logged after ``step`` (and a torn last line)."""
     if not path.exists():
@@ -225,7 +282,7 @@ def install(trainer, max_nonfinite_steps: int) -> Preemption:
     for cls in (ProgressCallback, PrinterCallback):
         trainer.remove_callback(cls)
     preemption = Preemption()
-    callbacks = [preemption, RunConsole(trainer.args.output_dir)]
+    callbacks = [preemption, RunConsole(trainer.args.output_dir), SignalWatch()]
     if max_nonfinite_steps > 0 and trainer.accelerator.state.deepspeed_plugin is None:
         callbacks.insert(0, NonFiniteGuard(max_nonfinite_steps))  # first: its log entry reaches report_to
     handler = trainer.callback_handler

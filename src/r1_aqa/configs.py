@@ -64,6 +64,17 @@ class AudioGRPOScriptArguments(AudioScriptArguments):
         metadata={"help": "Do not train the layer mapping encoder outputs to the LM width (Qwen2-Audio's "
                   "multi_modal_projector; the Omni thinker's audio_tower.proj)."},
     )
+    dynamic_sampling: bool = field(
+        default=False,
+        metadata={"help": "DAPO's dynamic sampling: groups whose rewards are all equal (no signal) are dropped from "
+                  "the update and replaced by fresh prompts' groups, up to dynamic_sampling_max_extra; logs "
+                  "dynamic_sampling/extra_rollouts and dynamic_sampling/no_signal_share (R1-AQA did not)."},
+    )
+    dynamic_sampling_max_extra: float = field(
+        default=1.0,
+        metadata={"help": "Cap on dynamic sampling's extra rollouts per generation, as a multiple of the generation "
+                  "batch (1.0: at most as many again); when it runs out, the batch keeps some no-signal groups."},
+    )
     reward_funcs: list[str] | None = field(
         default=None,
         metadata={"help": "Reward names from r1_aqa.rewards, or module.function import paths of your own (weighted "

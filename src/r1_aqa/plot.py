@@ -2,8 +2,9 @@
 
 ``train`` and ``sft`` append every log to ``OUTPUT_DIR/metrics.jsonl`` and run this at the end. Written into
 ``RUN_DIR/plots/``: ``rewards.png`` (total and per reward function), ``accuracy.png``, ``kl.png``,
-``completion_length.png`` and ``loss.png`` for the metrics the run logged (raw values and a moving average), and
-``summary.md`` (first, last and best value of each).
+``completion_length.png``, ``loss.png``, ``signal.png`` (share of groups whose rewards were all equal: TRL's
+``frac_reward_zero_std``, and with dynamic sampling the share left in the batch) and ``entropy.png`` for the metrics
+the run logged (raw values and a moving average), and ``summary.md`` (first, last and best value of each).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import os
 import sys
 from pathlib import Path
 
-HELP = "Plot a training run's curves (rewards, accuracy, KL, completion length, loss) from OUTPUT_DIR/metrics.jsonl."
+HELP = ("Plot a training run's curves (rewards, accuracy, KL, completion length, loss, groups without signal, "
+        "entropy) from OUTPUT_DIR/metrics.jsonl.")
 
 # PNG name -> (title, y label, log keys; "rewards/*/mean" stands for every reward function's mean)
 PANELS = {
@@ -24,8 +26,12 @@ PANELS = {
     "kl": ("KL to the reference model", "KL", ("kl",)),
     "completion_length": ("Completion length", "tokens", ("completions/mean_length",)),
     "loss": ("Loss", "loss", ("loss",)),
+    "signal": ("Groups without signal (all rewards equal)", "share of groups",
+               ("frac_reward_zero_std", "dynamic_sampling/no_signal_share")),
+    "entropy": ("Completion entropy", "nats per token", ("entropy",)),
 }
-SUMMARY_KEYS = ("reward", "rewards/accuracy_reward/mean", "kl", "completions/mean_length", "loss", "grad_norm")
+SUMMARY_KEYS = ("reward", "rewards/accuracy_reward/mean", "kl", "completions/mean_length", "loss", "grad_norm",
+                "frac_reward_zero_std", "entropy", "dynamic_sampling/extra_rollouts")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -135,7 +141,7 @@ def summary_markdown(rows: list[dict], name: str) -> str:
         finite = [(v, s) for s, v in zip(steps, values) if math.isfinite(v)]
         if not finite:
             continue
-        lower = key in ("loss", "kl", "grad_norm")
+        lower = key in ("loss", "kl", "grad_norm", "frac_reward_zero_std", "dynamic_sampling/extra_rollouts")
         best, at = (min if lower else max)(finite)
         lines.append(f"| {key} | {values[0]:.4g} | {values[-1]:.4g} | {best:.4g} | {at} |")
     return "\n".join(lines) + "\n"

@@ -38,6 +38,7 @@ from trl.extras.profiling import profiling_context
 from trl.trainer.utils import selective_log_softmax_and_entropy
 
 from .audio import SAMPLE_RATE, load_audio_capped
+from .dynamic_sampling import DynamicSampling
 from .encoder import ClipEncoder, audio_towers, same_weights
 from .families import family_of
 from .models import HubNamedCheckpoints, audio_token_id, load_processor, without_router_logits
@@ -101,7 +102,8 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
     def __init__(
         self, model, reward_funcs=None, args=None, *, audio_column: str = "audio",
         max_audio_seconds: float | None = 30.0, freeze_audio_tower: bool = False,
-        freeze_audio_projector: bool = False, share_clip_encodings: bool = True, **kwargs,
+        freeze_audio_projector: bool = False, share_clip_encodings: bool = True,
+        dynamic_sampling_max_extra: float | None = None, **kwargs,
     ):
         _refuse_unsupported(args, kwargs)
         if isinstance(model, (str, os.PathLike)):
@@ -142,6 +144,11 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
         self._unsampled_tokens = torch.tensor([self.audio_token_id], device=self.accelerator.device)
         self._decoder = self.family.decoder(core)  # what the LM head reads
         self._setup_audio_encoding(core, freeze_audio_tower, freeze_audio_projector, share_clip_encodings)
+        # DAPO's dynamic sampling (r1_aqa.dynamic_sampling); None: off. Its refill rounds number their clips on
+        # from the previous rounds' (_clip_base), so one generation batch's clip indices and cache stay distinct.
+        self._dynamic_sampling = (None if dynamic_sampling_max_extra is None
+                                  else DynamicSampling(self, dynamic_sampling_max_extra))
+        self._clip_base = 0
         if not self.use_vllm:
             suppress = sorted({*(self.generation_kwargs.get("suppress_tokens") or []), self.audio_token_id})
             self.generation_kwargs["suppress_tokens"] = suppress
@@ -222,6 +229,12 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
     # ---- audio for each generation batch ---------------------------------------------------------------------------
 
     def _generate_and_score_completions(self, inputs: list[dict]) -> dict:
+        self._clip_base = 0
+        if self._dynamic_sampling is None or not self.model.training:
+            return self._generate_and_score_audio(inputs)
+        return self._dynamic_sampling.generate(inputs, self._generate_and_score_audio)
+
+    def _generate_and_score_audio(self, inputs: list[dict]) -> dict:
         mode = "train" if self.model.training else "eval"
         if self.audio_column not in inputs[0]:
             raise KeyError(f"the training rows have no {self.audio_column!r} column (is remove_unused_columns on?)")
@@ -280,7 +293,8 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
             features[key] = value.to(dtype) if value.is_floating_point() else value
         clip_of: dict = {}
         clips = [clip_of.setdefault(src, len(clip_of)) for src in batch.sources]
-        batch.features, batch.clips = features, torch.tensor(clips, device=device)
+        base, self._clip_base = self._clip_base, self._clip_base + len(clip_of)
+        batch.features, batch.clips = features, torch.tensor(clips, device=device) + base
         self._audio_keys = list(features)
         self._audio_inputs, self._audio_clips = features, batch.clips
         if self._encoder is not None and self.freeze_audio_tower:
@@ -288,7 +302,9 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
             core = self.accelerator.unwrap_model(self.model)
             core = core.get_base_model() if hasattr(core, "get_base_model") else core
             cache = self._encoder.encode_clips(core, {k: v[firsts] for k, v in features.items()})
-            self._clip_caches["train" if self.model.training else "eval"] = cache
+            mode = "train" if self.model.training else "eval"
+            previous = self._clip_caches[mode] if base else {}  # the earlier rounds' clips of this generation batch
+            self._clip_caches[mode] = {**previous, **{base + c: e for c, e in cache.items()}}
         return prompt_ids, None, features
 
     def _check_audio_tokens(self, prompt_ids: list[list[int]], waveforms: list[np.ndarray]) -> None:
