@@ -87,7 +87,8 @@ def _with_bad_rows(tmp_path: Path) -> Path:
     parquet = make_parquet(tmp_path, n=4)
     frame = pd.read_parquet(parquet)
     bad = _bad_clips(tmp_path / "bad")
-    frame.loc[1, "audio"], frame.loc[3, "audio"] = str(bad["missing"]), str(bad["text"])
+    # Clips that exist but do not decode: a missing file is refused earlier, by the input checks (tests/test_first_day.py)
+    frame.loc[1, "audio"], frame.loc[3, "audio"] = str(bad["empty"]), str(bad["text"])
     frame.to_parquet(parquet)
     return parquet
 
