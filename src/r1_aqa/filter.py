@@ -177,10 +177,10 @@ def answer_all(frame, models: Sequence[str], output: str | os.PathLike, *, data:
     which the caller removes once its outputs are written."""
     from tqdm import tqdm
 
-    from .audio import AudioError
+    from .evaluate.benchmarks import clip
     from .evaluate.engines import load_engine
-    from .evaluate.resume import PartialRecords, prefetched
-    from .evaluate.runner import DEFAULT_BATCH_SIZE, audio_cap, clip, dtype_name
+    from .evaluate.predict import DEFAULT_BATCH_SIZE, Requests, audio_cap, dtype_name, predict
+    from .evaluate.resume import PartialRecords
     from .prompts import format_prompt
     from .rewards import extract_answer
 
@@ -194,43 +194,25 @@ def answer_all(frame, models: Sequence[str], output: str | os.PathLike, *, data:
     jobs = [{"id": i, "model": j, "condition": c} for j in range(len(models)) for c in CONDITIONS for i in rows]
     partial = PartialRecords(Path(str(output)), settings, _RESUME_SETTINGS, _key)
     todo = partial.todo(jobs)
+
+    def record(job: dict, responses: list[str]) -> dict:
+        wanted = extract_answer(rows[job["id"]]["solution"])
+        return {**job, "responses": responses, "correct": sum(extract_answer(r) == wanted for r in responses)}
+
+    def requests(cap: float | None) -> Requests:
+        return Requests(clip=lambda job: clip(rows[job["id"]]["audio"], cap, silence=job["condition"] == "silence"),
+                        prompt=lambda job: format_prompt(rows[job["id"]]["question"], list(rows[job["id"]]["choices"]),
+                                                         template),
+                        record=record, samples=samples, temperature=temperature,
+                        seed=lambda job: sample_seed(seed, job["id"], job["condition"]), keep_errors=True)
+
     with partial, tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="answer set", desc="filter") as bar:
         for j, model in enumerate(models):
             mine = [job for job in todo if job["model"] == j]
             if not mine:
                 continue
-            cap = audio_cap(model, max_audio_seconds) or None
             eng = load_engine(engine, model, max_new_tokens=max_new_tokens, batch_size=batch_size, dtype=dtype)
-
-            def load(batch: list[dict]) -> list:
-                clips = []
-                for job in batch:
-                    try:
-                        clips.append(clip(rows[job["id"]]["audio"], cap, silence=job["condition"] == "silence"))
-                    except AudioError as e:
-                        clips.append(e)
-                return clips
-
-            batches = [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
-            for batch, clips in prefetched(batches, load):
-                records = [{**job, "error": str(c)} for job, c in zip(batch, clips) if isinstance(c, AudioError)]
-                ok = [(job, c) for job, c in zip(batch, clips) if not isinstance(c, AudioError)]
-                if ok:
-                    items = [rows[job["id"]] for job, _ in ok]
-                    prompts = [format_prompt(r["question"], list(r["choices"]), template) for r in items]
-                    audios = [c for _, c in ok]
-                    answers = [[g] for g in eng.generate(prompts, audios)]
-                    if samples > 1:
-                        seeds = [sample_seed(seed, job["id"], job["condition"]) for job, _ in ok]
-                        for mine_answers, more in zip(answers, eng.sample(prompts, audios, samples - 1, temperature,
-                                                                          seeds)):
-                            mine_answers += more
-                    for (job, _), item, responses in zip(ok, items, answers):
-                        wanted = extract_answer(item["solution"])
-                        correct = sum(extract_answer(r) == wanted for r in responses)
-                        records.append({**job, "responses": responses, "correct": correct})
-                partial.add(records)
-                bar.update(len(batch))
+            predict(mine, eng, requests(audio_cap(model, max_audio_seconds) or None), partial, bar, batch_size)
             eng.close()
     return dict(partial.done)  # the partial file stays until the outputs are written
 
