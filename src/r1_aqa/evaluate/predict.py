@@ -7,18 +7,19 @@ import json
 import os
 import re
 import sys
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from .. import files
+from .arguments import DEFAULT_BATCH_SIZE, EvalArguments, resume_settings
 from .benchmarks import clip, expand
 from .resume import PartialRecords, drop_stale, locked, partial_paths, prefetched, settings_diff
+from .workers import Share
 
 _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
-DEFAULT_BATCH_SIZE = {"hf": 8, "vllm": 64}  # vLLM schedules a call's requests itself: give it many
 # Settings that change the predictions: a partial file made with other values is not resumed.
-RESUME_SETTINGS = ("benchmark", "data", "model", "model_files", "engine", "dtype", "template", "sampling",
-                   "max_audio_seconds", "permutations", "silence")
+RESUME_SETTINGS = resume_settings(EvalArguments)
 
 
 def prediction_fields(response: str, benchmark: str = "mmau", template: str = "default") -> dict:
@@ -101,44 +102,31 @@ def predict(todo: Sequence[dict], engine, requests: Requests, partial: PartialRe
         bar.update(len(batch))
 
 
-def evaluate(items: Sequence[dict], model: str | os.PathLike, output: str | os.PathLike, *, benchmark: str,
-             data: str | os.PathLike, engine: str = "hf", template: str = "default", batch_size: int | None = None,
-             max_new_tokens: int = 256, permutations: int = 1, max_audio_seconds: float | None = None,
-             dtype: str = "auto", silence: bool = False, overwrite: bool = False, shard: int = 0, shards: int = 1,
-             workers: int = 1, also: Sequence[Path] = (), position: int = 0) -> list[dict] | None:
-    """Predict share ``shard`` of ``shards`` of the items (every ``shards``-th, under each option order), resuming
-    from the partial files of ``output``; once every item is done, by this worker or others, merge them.
+def evaluate(items: Sequence[dict], model: str | os.PathLike, output: str | os.PathLike,
+             opts: EvalArguments | None = None, *, silence: bool = False, share: Share = Share(),
+             **arguments) -> list[dict] | None:
+    """Predict this worker's ``share`` of the items (every ``share.shards``-th, under each option order) with
+    ``model`` into ``output``, resuming from its partial files; once every item is done, by this worker or others,
+    merge them.
 
-    ``silence``: each clip is replaced by silence of its length (as loaded, after the cap). Merging writes ``output``
-    (atomically, in input order) and its ``.meta.json`` sidecar (``workers`` among the settings), then removes the
-    partial files. Returns the records when this call finished the last of ``output`` and ``also`` (outputs the
-    reports need as well, e.g. the silence run); ``None`` otherwise (other shares or outputs still missing). An
-    existing ``output`` made with the same settings is reused (only items it lacks are generated; nothing when it
-    has them all); one made with other settings, or without a sidecar, is refused unless ``overwrite``, which
-    generates everything again, also dropping partial files made with other settings (one made with these settings,
-    by a killed ``overwrite`` run, is resumed). ``position`` places this worker's progress bar.
+    ``opts``: the ``eval`` arguments (their ``model`` and ``output`` are the command line's; this call's are the
+    parameters), or the same as keyword ``arguments`` (``benchmark``, ``data``, ``engine``, ...). ``silence``: each
+    clip is replaced by silence of its length (as loaded, after the cap). Merging writes ``output`` (atomically, in
+    input order) and its ``.meta.json`` sidecar (``workers`` among the settings), then removes the partial files.
+    Returns the records when this call finished the last of ``output`` and ``share.also`` (outputs the reports need
+    as well, e.g. the silence run); ``None`` otherwise (other shares or outputs still missing). An existing
+    ``output`` made with the same settings is reused (only items it lacks are generated; nothing when it has them
+    all); one made with other settings, or without a sidecar, is refused unless ``overwrite``, which generates
+    everything again, also dropping partial files made with other settings (one made with these settings, by a
+    killed ``overwrite`` run, is resumed).
     """
-    from tqdm import tqdm
-
-    from .. import files
-    from ..prompts import format_prompt
-    from .engines import greedy_settings, load_engine
-
     output = Path(output)
-    batch_size = batch_size or DEFAULT_BATCH_SIZE[engine]
-    max_audio_seconds = audio_cap(model, max_audio_seconds)
-    dtype = dtype_name(dtype)
-    settings = {
-        "benchmark": benchmark, "data": str(Path(data).resolve()), "data_version": _data_version(benchmark, items),
-        "model": _model_name(model), "model_files": _model_files(model), "engine": engine, "dtype": dtype,
-        "template": template, "sampling": greedy_settings(max_new_tokens),
-        "max_audio_seconds": max_audio_seconds or None, "permutations": permutations, "silence": silence,
-        "batch_size": batch_size,
-    }
-    expanded = expand(items, permutations)
-    if overwrite:  # other settings' partial files go; this run's own, from a killed try, are resumed
+    opts = opts or EvalArguments(model=str(model), output=str(output), **arguments)
+    settings = _settings(items, model, opts, silence)
+    expanded = expand(items, opts.permutations)
+    if opts.overwrite:  # other settings' partial files go; this run's own, from a killed try, are resumed
         drop_stale(output, settings, RESUME_SETTINGS)
-    finished = {} if overwrite else _finished(output, settings)
+    finished = {} if opts.overwrite else _finished(output, settings)
     beyond = finished.keys() - {record_key(r) for r in expanded}
     if beyond:
         raise ValueError(f"{output} holds {len(beyond)} records this run would drop (a smaller --limit?): pass "
@@ -146,35 +134,63 @@ def evaluate(items: Sequence[dict], model: str | os.PathLike, output: str | os.P
     if finished and finished.keys() == {record_key(r) for r in expanded}:
         print(f"{output}: already evaluated with these settings; nothing to do (--overwrite to redo it)",
               file=sys.stderr)
-        return [finished[record_key(r)] for r in expanded] if shard == 0 and all(map(is_settled, also)) else None
-    partial = PartialRecords(output, settings, RESUME_SETTINGS, record_key, shard, shards)
+        return ([finished[record_key(r)] for r in expanded] if share.shard == 0 and all(map(is_settled, share.also))
+                else None)
+    partial = PartialRecords(output, settings, RESUME_SETTINGS, record_key, share.shard, share.shards)
     partial.done.update(finished)
-    share = expanded[shard::shards]
-    todo = partial.todo(share)
-    if len(todo) < len(share):
-        print(f"{output}: resuming after {len(share) - len(todo)} of {len(share)} items"
-              + (f" of share {shard + 1}/{shards}" if shards > 1 else ""), file=sys.stderr)
-    if todo:
-        requests = Requests(clip=lambda r: clip(r["audio"], max_audio_seconds or None, silence),
-                            prompt=lambda r: format_prompt(r["question"], r["choices"], template),
-                            record=lambda r, answers: output_record(r, answers[0], benchmark, template))
-        eng = load_engine(engine, model, max_new_tokens=max_new_tokens, batch_size=batch_size, dtype=dtype)
-        desc = (f"eval {Path(model).name}" + (" (silence)" if silence else "")
-                + (f" [{shard + 1}/{shards}]" if shards > 1 else ""))
-        with partial, tqdm(total=len(share), initial=len(share) - len(todo), unit="item", desc=desc,
-                           position=position) as bar:
-            predict(todo, eng, requests, partial, bar, batch_size)
-        eng.close()
+    _predict_share(expanded[share.shard::share.shards], model, opts, settings, partial, share)
     with locked(output.parent):  # one worker merges, once every share is in
         done = {**finished, **partial.collect()}
         if any(record_key(r) not in done for r in expanded):
             return None
         records = [done[record_key(r)] for r in expanded]
         files.write_json(output, records)
-        files.write_json(meta_path(output), {**settings, "workers": workers, "n_items": len(items),
+        files.write_json(meta_path(output), {**settings, "workers": share.workers, "n_items": len(items),
                                              "n_records": len(records)})
         partial.remove()
-        return records if all(map(is_settled, also)) else None
+        return records if all(map(is_settled, share.also)) else None
+
+
+def _settings(items: Sequence[dict], model: str | os.PathLike, opts: EvalArguments, silence: bool) -> dict:
+    """What an output is made with (its ``.meta.json``, and the first line of its partial files)."""
+    from .engines import greedy_settings
+
+    return {
+        "benchmark": opts.benchmark, "data": str(Path(opts.data).resolve()),
+        "data_version": _data_version(opts.benchmark, items), "model": _model_name(model),
+        "model_files": _model_files(model), "engine": opts.engine, "dtype": dtype_name(opts.dtype),
+        "template": opts.template, "sampling": greedy_settings(opts.max_new_tokens),
+        "max_audio_seconds": audio_cap(model, opts.max_audio_seconds) or None, "permutations": opts.permutations,
+        "silence": silence, "batch_size": opts.batch_size or DEFAULT_BATCH_SIZE[opts.engine],
+    }
+
+
+def _predict_share(mine: list[dict], model: str | os.PathLike, opts: EvalArguments, settings: dict,
+                   partial: PartialRecords, share: Share) -> None:
+    """Predict the items of ``mine`` not in ``partial`` yet, with a progress bar."""
+    from tqdm import tqdm
+
+    from ..prompts import format_prompt
+    from .engines import load_engine
+
+    todo = partial.todo(mine)
+    if len(todo) < len(mine):
+        print(f"{partial.output}: resuming after {len(mine) - len(todo)} of {len(mine)} items"
+              + (f" of share {share.shard + 1}/{share.shards}" if share.shards > 1 else ""), file=sys.stderr)
+    if not todo:
+        return
+    silence, cap = settings["silence"], settings["max_audio_seconds"]
+    requests = Requests(clip=lambda r: clip(r["audio"], cap, silence),
+                        prompt=lambda r: format_prompt(r["question"], r["choices"], opts.template),
+                        record=lambda r, answers: output_record(r, answers[0], opts.benchmark, opts.template))
+    eng = load_engine(opts.engine, model, max_new_tokens=opts.max_new_tokens, batch_size=settings["batch_size"],
+                      dtype=settings["dtype"])
+    desc = (f"eval {Path(model).name}" + (" (silence)" if silence else "")
+            + (f" [{share.shard + 1}/{share.shards}]" if share.shards > 1 else ""))
+    with partial, tqdm(total=len(mine), initial=len(mine) - len(todo), unit="item", desc=desc,
+                       position=share.position) as bar:
+        predict(todo, eng, requests, partial, bar, settings["batch_size"])
+    eng.close()
 
 
 def _model_name(model: str | os.PathLike) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 _LAUNCHER_ENV = ("LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
@@ -61,3 +63,16 @@ def worker_units(checkpoints: int, workers: int) -> list[list[tuple[int, int, in
         return [[(c, 0, 1) for c in range(w, checkpoints, workers)] for w in range(workers)]
     sizes = [len(range(c, workers, checkpoints)) for c in range(checkpoints)]
     return [[(w % checkpoints, w // checkpoints, sizes[w % checkpoints])] for w in range(workers)]
+
+
+@dataclass(frozen=True)
+class Share:
+    """The part of an output one worker predicts: share ``shard`` of ``shards`` (every ``shards``-th item) among
+    ``workers`` processes; ``also``: other outputs its reports need (the silence run); ``position``: the line of its
+    progress bar."""
+
+    shard: int = 0
+    shards: int = 1
+    workers: int = 1
+    also: tuple[Path, ...] = ()
+    position: int = 0
