@@ -119,7 +119,8 @@ def grpo(model: Path, data: Path, out: Path, seed: int, steps: int) -> float:
 def held_out(model: Path, data: Path, out: Path) -> dict:
     """Greedy accuracy on the held-out listening items, with the audio and with silence of each clip's length."""
     from r1_aqa.demo import WINDOW_SECONDS
-    from r1_aqa.evaluate.runner import evaluate, load_items
+    from r1_aqa.evaluate.benchmarks import load_items
+    from r1_aqa.evaluate.predict import evaluate
     from r1_aqa.evaluate.scoring import score_records
 
     items = load_items("mmau", data)

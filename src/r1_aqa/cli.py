@@ -25,7 +25,7 @@ COMMANDS = {
     "prepare": "r1_aqa.data.prepare",
     "sft": "r1_aqa.sft",
     "train": "r1_aqa.train",
-    "eval": "r1_aqa.evaluate.runner",
+    "eval": "r1_aqa.evaluate.eval",
     "score": "r1_aqa.evaluate.score_cli",
     "filter": "r1_aqa.filter",
     "report": "r1_aqa.evaluate.html_report",

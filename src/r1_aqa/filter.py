@@ -22,7 +22,10 @@ import argparse
 import os
 import zlib
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Sequence
+
+from .evaluate.arguments import GenerationArguments, add_dataclass_arguments, from_namespace, resume_settings
 
 HELP = ("Label a prepared parquet by audio contribution: answer each item with its audio and with silence (K samples, "
         "one or more models); weak = answerable without listening. --keep strong|weak writes a subset.")
@@ -31,36 +34,41 @@ LABEL = "audio_contribution"
 CONDITIONS = ("audio", "silence")
 REQUIRED = ("id", "question", "choices", "solution", "audio")
 GROUP_COLUMNS = ("task", "category", "sub-category", "modality", "dataset_name")
-# Settings that change the answers: a partial file made with other values is not resumed.
-_RESUME_SETTINGS = ("data", "models", "engine", "dtype", "template", "max_new_tokens", "max_audio_seconds", "samples",
-                    "temperature", "seed", "limit")
 N_EXAMPLES = 5
 
 
+@dataclass(kw_only=True)
+class FilterArguments(GenerationArguments):
+    """``r1-aqa filter``: what to label, with which models and how many answers, and what to keep."""
+
+    data: str = field(metadata={"resume": True, "help": "a parquet from `r1-aqa prepare` (or one `filter` labelled)"})
+    model: list[str] | None = field(default=None, metadata={
+        "action": "append", "metavar": "MODEL", "resume": "models",
+        "help": "a model directory; repeat to vote with several models (omit with --keep to take the subset of an "
+        "already labelled parquet)"})
+    output: str = field(metadata={"help": "the labelled parquet (the report goes beside it)"})
+    samples: int = field(default=1, metadata={
+        "type": int, "resume": True,
+        "help": "answers per item and condition: one greedy, the rest sampled at --temperature"})
+    temperature: float = field(default=1.0, metadata={"type": float, "resume": True,
+                                                      "help": "sampling temperature of answers 2..K"})
+    weak_above: float = field(default=0.5, metadata={
+        "type": float, "help": "weak when more than this share of the silent-audio answers (all models and samples) "
+        "are right; 0.5 is a strict majority"})
+    keep: str | None = field(default=None, metadata={"choices": ("strong", "weak"),
+                                                     "help": "write only the rows of this label"})
+    limit: int | None = field(default=None, metadata={"type": int, "resume": True,
+                                                      "help": "label only the first N rows"})
+    seed: int = field(default=0, metadata={"type": int, "resume": True,
+                                           "help": "seeds the sampled answers (each item has its own seed)"})
+
+
+# Settings that change the answers: a partial file made with other values is not resumed.
+RESUME_SETTINGS = resume_settings(FilterArguments)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="a parquet from `r1-aqa prepare` (or one `filter` labelled)")
-    parser.add_argument("--model", action="append", default=None, metavar="MODEL",
-                        help="a model directory; repeat to vote with several models (omit with --keep to take the "
-                             "subset of an already labelled parquet)")
-    parser.add_argument("--output", required=True, help="the labelled parquet (the report goes beside it)")
-    parser.add_argument("--samples", type=int, default=1,
-                        help="answers per item and condition: one greedy, the rest sampled at --temperature")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of answers 2..K")
-    parser.add_argument("--weak-above", type=float, default=0.5,
-                        help="weak when more than this share of the silent-audio answers (all models and samples) "
-                             "are right; 0.5 is a strict majority")
-    parser.add_argument("--keep", choices=("strong", "weak"), default=None, help="write only the rows of this label")
-    parser.add_argument("--engine", choices=("hf", "vllm"), default="hf")
-    parser.add_argument("--template", choices=("default", "think", "new"), default="default")
-    parser.add_argument("--batch-size", type=int, default=None, help="items per generate call and per flush")
-    parser.add_argument("--max-new-tokens", type=int, default=256,
-                        help="generated tokens per answer, at most (R1-AQA's 256; a random-weight tiny model never "
-                        "stops before it: use e.g. 16 there)")
-    parser.add_argument("--max-audio-seconds", type=float, default=None,
-                        help="cut clips to this length (default: 30 for Qwen2-Audio, no cap for Omni; 0: no cap)")
-    parser.add_argument("--dtype", choices=("auto", "bfloat16", "float16", "float32"), default="auto")
-    parser.add_argument("--limit", type=int, default=None, help="label only the first N rows")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the sampled answers (each item has its own seed)")
+    add_dataclass_arguments(parser, FilterArguments)
 
 
 def interrupted(args: argparse.Namespace) -> str:
@@ -73,41 +81,38 @@ def interrupted(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     from .checks import check_model_path
 
-    for model in args.model or ():
+    opts = from_namespace(FilterArguments, args)
+    for model in opts.model or ():
         check_model_path(model)
-    frame = read_prepared(args.data, args.limit)
-    if not args.model:
-        if args.keep is None:
+    frame = read_prepared(opts.data, opts.limit)
+    if not opts.model:
+        if opts.keep is None:
             raise ValueError("give --model to label the items, or --keep strong|weak to take a labelled subset")
         if LABEL not in frame.columns:
-            raise ValueError(f"{args.data}: not labelled (no {LABEL!r} column); label it first with `r1-aqa filter "
-                             f"--data {args.data} --model MODEL --output LABELLED.parquet`")
-        kept = keep_rows(frame, args.keep)
-        check_kept(frame, kept, args.keep, args.output)
-        write_parquet(kept, args.output)
-        print(f"r1-aqa filter: kept {len(kept)} {args.keep} of {len(frame)} rows -> {args.output}")
+            raise ValueError(f"{opts.data}: not labelled (no {LABEL!r} column); label it first with `r1-aqa filter "
+                             f"--data {opts.data} --model MODEL --output LABELLED.parquet`")
+        kept = keep_rows(frame, opts.keep)
+        check_kept(frame, kept, opts.keep, opts.output)
+        write_parquet(kept, opts.output)
+        print(f"r1-aqa filter: kept {len(kept)} {opts.keep} of {len(frame)} rows -> {opts.output}")
         return 0
-    if args.samples < 1:
-        raise ValueError(f"--samples must be >= 1, got {args.samples}")
-    if not 0 <= args.weak_above < 1:
-        raise ValueError(f"--weak-above must be in [0, 1), got {args.weak_above}")
-    labelled, report = label(frame, args.model, args.output, data=args.data, engine=args.engine,
-                             template=args.template, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                             max_audio_seconds=args.max_audio_seconds, dtype=args.dtype, samples=args.samples,
-                             temperature=args.temperature, weak_above=args.weak_above, seed=args.seed,
-                             limit=args.limit)
+    if opts.samples < 1:
+        raise ValueError(f"--samples must be >= 1, got {opts.samples}")
+    if not 0 <= opts.weak_above < 1:
+        raise ValueError(f"--weak-above must be in [0, 1), got {opts.weak_above}")
+    labelled, report = label(frame, opts)
     from .evaluate.resume import partial_path
     from .files import write_json, write_text
 
-    if args.keep:
-        check_kept(labelled, keep_rows(labelled, args.keep), args.keep, args.output)
-    output = Path(args.output)
+    if opts.keep:
+        check_kept(labelled, keep_rows(labelled, opts.keep), opts.keep, opts.output)
+    output = Path(opts.output)
     stem = output.name.rsplit(".", 1)[0] + ".filter"
-    report["kept"] = args.keep
+    report["kept"] = opts.keep
     write_json(output.with_name(f"{stem}.json"), report)
     write_text(output.with_name(f"{stem}.md"), report_markdown(report))
     plot_report(report, output.with_name(f"{stem}.png"))
-    write_parquet(keep_rows(labelled, args.keep) if args.keep else labelled, output)
+    write_parquet(keep_rows(labelled, opts.keep) if opts.keep else labelled, output)
     partial_path(output).unlink(missing_ok=True)
     print(report_markdown(report))
     print(f"r1-aqa filter: {output}; report {output.with_name(stem)}.{{json,md,png}}")
@@ -167,83 +172,70 @@ def sample_seed(seed: int, item_id: str, condition: str) -> int:
     return zlib.crc32(f"{seed}/{item_id}/{condition}".encode())
 
 
-def answer_all(frame, models: Sequence[str], output: str | os.PathLike, *, data: str | os.PathLike,
-               engine: str = "hf", template: str = "default", batch_size: int | None = None,
-               max_new_tokens: int = 256, max_audio_seconds: float | None = None, dtype: str = "auto",
-               samples: int = 1, temperature: float = 1.0, seed: int = 0, limit: int | None = None
-               ) -> dict[tuple, dict]:
+def answer_all(frame, opts: FilterArguments) -> dict[tuple, dict]:
     """Every item's answers per model and condition, ``{(id, model index, condition): record}``; a record holds
     ``responses`` and ``correct``, or ``error`` (its clip could not be decoded). Resumes from the partial file,
     which the caller removes once its outputs are written."""
     from tqdm import tqdm
 
-    from .audio import AudioError
     from .evaluate.engines import load_engine
-    from .evaluate.resume import PartialRecords, prefetched
-    from .evaluate.runner import DEFAULT_BATCH_SIZE, audio_cap, clip, dtype_name
-    from .prompts import format_prompt
-    from .rewards import extract_answer
+    from .evaluate.predict import DEFAULT_BATCH_SIZE, audio_cap, dtype_name, predict
+    from .evaluate.resume import PartialRecords
 
-    batch_size = batch_size or DEFAULT_BATCH_SIZE[engine]
-    dtype = dtype_name(dtype)
-    settings = {"data": str(Path(data).resolve()), "models": [str(Path(m).resolve()) for m in models],
-                "engine": engine, "dtype": dtype, "template": template, "max_new_tokens": max_new_tokens,
-                "max_audio_seconds": max_audio_seconds, "samples": samples, "temperature": temperature,
-                "seed": seed, "limit": limit, "batch_size": batch_size}
+    batch_size = opts.batch_size or DEFAULT_BATCH_SIZE[opts.engine]
+    dtype = dtype_name(opts.dtype)
+    settings = {"data": str(Path(opts.data).resolve()), "models": [str(Path(m).resolve()) for m in opts.model],
+                "engine": opts.engine, "dtype": dtype, "template": opts.template,
+                "max_new_tokens": opts.max_new_tokens, "max_audio_seconds": opts.max_audio_seconds,
+                "samples": opts.samples, "temperature": opts.temperature, "seed": opts.seed, "limit": opts.limit,
+                "batch_size": batch_size}
     rows = {str(r["id"]): r for r in frame.to_dict("records")}
-    jobs = [{"id": i, "model": j, "condition": c} for j in range(len(models)) for c in CONDITIONS for i in rows]
-    partial = PartialRecords(Path(str(output)), settings, _RESUME_SETTINGS, _key)
+    jobs = [{"id": i, "model": j, "condition": c} for j in range(len(opts.model)) for c in CONDITIONS for i in rows]
+    partial = PartialRecords(Path(opts.output), settings, RESUME_SETTINGS, _key)
     todo = partial.todo(jobs)
     with partial, tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="answer set", desc="filter") as bar:
-        for j, model in enumerate(models):
+        for j, model in enumerate(opts.model):
             mine = [job for job in todo if job["model"] == j]
             if not mine:
                 continue
-            cap = audio_cap(model, max_audio_seconds) or None
-            eng = load_engine(engine, model, max_new_tokens=max_new_tokens, batch_size=batch_size, dtype=dtype)
-
-            def load(batch: list[dict]) -> list:
-                clips = []
-                for job in batch:
-                    try:
-                        clips.append(clip(rows[job["id"]]["audio"], cap, silence=job["condition"] == "silence"))
-                    except AudioError as e:
-                        clips.append(e)
-                return clips
-
-            batches = [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
-            for batch, clips in prefetched(batches, load):
-                records = [{**job, "error": str(c)} for job, c in zip(batch, clips) if isinstance(c, AudioError)]
-                ok = [(job, c) for job, c in zip(batch, clips) if not isinstance(c, AudioError)]
-                if ok:
-                    items = [rows[job["id"]] for job, _ in ok]
-                    prompts = [format_prompt(r["question"], list(r["choices"]), template) for r in items]
-                    audios = [c for _, c in ok]
-                    answers = [[g] for g in eng.generate(prompts, audios)]
-                    if samples > 1:
-                        seeds = [sample_seed(seed, job["id"], job["condition"]) for job, _ in ok]
-                        for mine_answers, more in zip(answers, eng.sample(prompts, audios, samples - 1, temperature,
-                                                                          seeds)):
-                            mine_answers += more
-                    for (job, _), item, responses in zip(ok, items, answers):
-                        wanted = extract_answer(item["solution"])
-                        correct = sum(extract_answer(r) == wanted for r in responses)
-                        records.append({**job, "responses": responses, "correct": correct})
-                partial.add(records)
-                bar.update(len(batch))
+            eng = load_engine(opts.engine, model, max_new_tokens=opts.max_new_tokens, batch_size=batch_size,
+                              dtype=dtype)
+            predict(mine, eng, _requests(rows, opts, audio_cap(model, opts.max_audio_seconds) or None), partial,
+                    bar, batch_size)
             eng.close()
     return dict(partial.done)  # the partial file stays until the outputs are written
+
+
+def _requests(rows: dict[str, dict], opts: FilterArguments, cap: float | None):
+    """How a job (item id, model, condition) becomes a request, and its answers a record with the right ones
+    counted; an undecodable clip makes an error record."""
+    from .evaluate.benchmarks import clip
+    from .evaluate.predict import Requests
+    from .prompts import format_prompt
+    from .rewards import extract_answer
+
+    def record(job: dict, responses: list[str]) -> dict:
+        wanted = extract_answer(rows[job["id"]]["solution"])
+        return {**job, "responses": responses, "correct": sum(extract_answer(r) == wanted for r in responses)}
+
+    def prompt(job: dict) -> str:
+        item = rows[job["id"]]
+        return format_prompt(item["question"], list(item["choices"]), opts.template)
+
+    return Requests(clip=lambda job: clip(rows[job["id"]]["audio"], cap, silence=job["condition"] == "silence"),
+                    prompt=prompt, record=record, samples=opts.samples, temperature=opts.temperature,
+                    seed=lambda job: sample_seed(opts.seed, job["id"], job["condition"]), keep_errors=True)
 
 
 # --- labels and report -------------------------------------------------------------------------------------------
 
 
-def label(frame, models: Sequence[str], output: str | os.PathLike, *, samples: int = 1, weak_above: float = 0.5,
-          **settings) -> tuple:
+def label(frame, opts: FilterArguments) -> tuple:
     """Answer every item (:func:`answer_all`), add the label columns and build the report: ``(frame, report)``."""
     import pandas as pd
 
-    done = answer_all(frame, models, output, samples=samples, **settings)
+    done = answer_all(frame, opts)
+    models, samples, weak_above = opts.model, opts.samples, opts.weak_above
     ids = frame["id"].astype(str).tolist()
     errors = {}
     for (item, _, condition), record in done.items():
@@ -258,7 +250,8 @@ def label(frame, models: Sequence[str], output: str | os.PathLike, *, samples: i
     out["silence_correct_share"] = (silent / (samples * len(models))).astype("Float64")
     out[LABEL] = [None if i in errors else ("weak" if share > weak_above else "strong")
                   for i, share in zip(ids, out["silence_correct_share"])]
-    report = build_report(out, models, samples, weak_above, errors, settings)
+    report = build_report(out, models, samples, weak_above, errors,
+                          {"data": opts.data, "temperature": opts.temperature})
     return out, report
 
 

@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def check_made_for(predictions: Path, benchmark: str) -> None:
     """Refuse predictions that ``eval`` made for another benchmark (its ``PRED.meta.json`` says which), whatever
     fields the records carry."""
-    from .runner import meta_path
+    from .predict import meta_path
 
     meta = meta_path(predictions)
     made = json.loads(meta.read_text(encoding="utf-8")).get("benchmark") if meta.is_file() else None
