@@ -5,7 +5,7 @@
 
 The 7B model is built from ``Qwen2AudioConfig()`` defaults with random weights (no download) and the tiny tokenizer,
 so responses are noise and usually run to ``--max-new-tokens``: the numbers are a worst case for decoding length.
-Clips are 10-30 s tones with noise (seeded). Each engine runs through ``evaluate.engines`` in the eval runner's
+Clips are 10-30 s tones with noise (seeded). Each engine runs through ``evaluate.engines`` in ``evaluate/predict.py``'s
 chunks (``--batch-size``); start-up (model load, vLLM engine start) is timed apart from generation.
 """
 

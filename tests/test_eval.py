@@ -15,8 +15,9 @@ import pytest
 from conftest import write_tone
 
 from r1_aqa.cli import main
+from r1_aqa.evaluate.benchmarks import permuted
+from r1_aqa.evaluate.predict import meta_path, prediction_fields
 from r1_aqa.evaluate.resume import partial_path
-from r1_aqa.evaluate.runner import meta_path, permuted, prediction_fields
 
 N_ITEMS = 6
 TOKENS = "16"  # new tokens per item: the tiny model rarely stops early, so every item decodes this many

@@ -19,9 +19,9 @@ import soundfile as sf
 from test_eval import N_ITEMS, _argv, _eval, mmau_file  # noqa: F401  (mmau_file is a fixture)
 
 from r1_aqa.cli import build_parser, main
-from r1_aqa.evaluate import runner
+from r1_aqa.evaluate import benchmarks, predict
+from r1_aqa.evaluate.predict import meta_path
 from r1_aqa.evaluate.resume import PartialRecords, partial_path
-from r1_aqa.evaluate.runner import meta_path
 
 
 def _usage_error(argv: list[str], capsys) -> str:
@@ -132,7 +132,7 @@ def test_every_bad_clip_is_listed_before_the_model_loads(mmau_file, tmp_path, ca
 def test_a_long_list_of_bad_clips_is_cut():
     items = [{"id": f"i{n}", "audio": f"/nowhere/{n}.wav"} for n in range(25)]
     with pytest.raises(FileNotFoundError) as e:
-        runner.check_audio(items, "/nowhere")
+        benchmarks.check_audio(items, "/nowhere")
     lines = str(e.value).splitlines()
     assert lines[0] == "25 of 25 audio clips are missing or unusable (looked under /nowhere):"
     assert len(lines) == 22 and lines[-1] == "  ... and 5 more"
@@ -219,7 +219,7 @@ def test_resume_writes_input_order_and_cuts_a_torn_line(mmau_file, tiny_model_di
     with open(partial_path(output), "a") as f:
         f.write('{"id": "item-0", "model_res')  # a record cut short by a kill
     settings = json.loads(meta_path(output).read_text())
-    done = PartialRecords(output, settings, runner._RESUME_SETTINGS, runner._key).done
+    done = PartialRecords(output, settings, predict.RESUME_SETTINGS, predict.record_key).done
     assert sorted(done) == [(f"item-{i}", 0) for i in range(1, N_ITEMS)]
     assert partial_path(output).read_text().endswith("}\n")  # the torn bytes are gone, appends start clean
     output.unlink()

@@ -16,8 +16,9 @@ import pytest
 from conftest import write_tone
 
 from r1_aqa.cli import main
+from r1_aqa.evaluate.predict import meta_path
 from r1_aqa.evaluate.resume import partial_path
-from r1_aqa.evaluate.runner import meta_path, worker_units
+from r1_aqa.evaluate.workers import worker_units
 
 N_ITEMS = 10
 ARGS = ["--max-new-tokens", "64", "--batch-size", "1"]  # one record per flush: a killed worker leaves a partial share

@@ -70,7 +70,8 @@ def test_placeholder_count_is_the_familys_and_the_encoders(name, request, tmp_pa
 
 @pytest.mark.parametrize("name", NAMES)
 def test_eval_hf_reads_every_family(name, request, tmp_path):
-    from r1_aqa.evaluate.runner import evaluate, load_items
+    from r1_aqa.evaluate.predict import evaluate
+    from r1_aqa.evaluate.benchmarks import load_items
 
     parquet = make_parquet(tmp_path, n=2)
     records = evaluate(load_items("mmau", parquet), request.getfixturevalue(FIXTURES[name]), tmp_path / "pred.json",
@@ -172,7 +173,8 @@ def test_sft_and_eval_hf(name, request, tmp_path):
     reads the checkpoint."""
     from test_sft import _args
 
-    from r1_aqa.evaluate.runner import evaluate, load_items
+    from r1_aqa.evaluate.predict import evaluate
+    from r1_aqa.evaluate.benchmarks import load_items
     from r1_aqa.sft import parse_sft_args, sft
 
     directory = request.getfixturevalue(FIXTURES[name])

@@ -16,7 +16,7 @@ from r1_aqa.evaluate.scoring import listening_gap, score_records
 
 def test_silence_has_the_clips_length_after_the_cap(tmp_path):
     from r1_aqa.audio import load_audio
-    from r1_aqa.evaluate.runner import clip
+    from r1_aqa.evaluate.benchmarks import clip
 
     short, long = write_tone(tmp_path / "short.wav", seconds=1.3), write_tone(tmp_path / "long.wav", seconds=31.0)
     assert len(clip(str(short), None, silence=True)) == len(load_audio(str(short))) == 20_800
@@ -43,7 +43,7 @@ def test_eval_silence_writes_both_runs_and_the_listening_report(tiny_model_dir, 
         path = tmp_path / f"silent-{row['id']}.wav"
         sf.write(path, np.zeros(int(row["duration_s"] * 16_000), dtype=np.float32), 16_000)
         quiet.append({**row, "choices": list(row["choices"]), "audio": str(path)})
-    from r1_aqa.evaluate.runner import evaluate
+    from r1_aqa.evaluate.predict import evaluate
 
     explicit = evaluate(quiet, tiny_model_dir, tmp_path / "explicit.json", benchmark="mmau", data=parquet,
                         max_new_tokens=6)

@@ -12,8 +12,13 @@ from conftest import MMAR_META, needs_mmar, write_tone
 
 from r1_aqa.cli import main
 from r1_aqa.data.mmar import load_mmar
-from r1_aqa.evaluate.runner import prediction_fields
-from r1_aqa.evaluate.scoring import MMAR_MODALITIES, ambiguous_items, score_mmar, tokenize
+from r1_aqa.evaluate.predict import prediction_fields
+from r1_aqa.evaluate.scoring import (
+    MMAR_MODALITIES,
+    ambiguous_items,
+    score_mmar,
+    tokenize,
+)
 
 pytestmark = needs_mmar
 

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 import soundfile as sf
 from conftest import write_tone
 

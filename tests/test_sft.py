@@ -48,7 +48,8 @@ def test_labels_cover_only_the_assistant_tokens(family_dir, request, tmp_path):
 
 
 def test_sft_learns_and_its_checkpoint_loads_in_train_and_eval(tiny_model_dir, tmp_path):
-    from r1_aqa.evaluate.runner import evaluate, load_items
+    from r1_aqa.evaluate.predict import evaluate
+    from r1_aqa.evaluate.benchmarks import load_items
     from r1_aqa.sft import parse_sft_args, sft
 
     parquet = make_parquet(tmp_path, n=4)
@@ -81,7 +82,8 @@ def test_omni_thinker_trains_with_the_models_own_loss(tiny_omni_dir, tmp_path):
 
 @pytest.mark.vllm
 def test_sft_checkpoint_loads_in_vllm(tiny_model_dir, tmp_path):
-    from r1_aqa.evaluate.runner import evaluate, load_items
+    from r1_aqa.evaluate.predict import evaluate
+    from r1_aqa.evaluate.benchmarks import load_items
     from r1_aqa.sft import parse_sft_args, sft
 
     parquet = make_parquet(tmp_path, n=2)

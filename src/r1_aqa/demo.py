@@ -251,7 +251,8 @@ def _cli(cli, argv: list[str]) -> None:
 
 def _accuracy(model: str | os.PathLike, data: Path, output: Path, silence: Path | None = None) -> float:
     """Greedy accuracy (the MMAU rule) of ``model`` on the prepared ``data``; ``silence`` replaces every clip."""
-    from .evaluate.runner import evaluate, load_items
+    from .evaluate.predict import evaluate
+    from .evaluate.benchmarks import load_items
     from .evaluate.scoring import score_records
 
     items = load_items("mmau", data)

@@ -365,9 +365,9 @@ def plot_report(report: dict, path: str | os.PathLike) -> Path:
     left.set_xticks(x, names, fontsize=8, rotation=30 if len(names) > 6 else 0)
     left.set(ylabel="items", title=f"Labels by {column or 'item'}")
     left.legend(fontsize=8)
-    for offset, field, color in ((-0.2, "audio", "#4C72B0"), (0.2, "silence", "#C44E52")):
-        bars = right.bar(x + offset, [entries[k][field] or 0.0 for k in names], width=0.4, color=color,
-                         label=f"right with {field}")
+    for offset, kind, color in ((-0.2, "audio", "#4C72B0"), (0.2, "silence", "#C44E52")):
+        bars = right.bar(x + offset, [entries[k][kind] or 0.0 for k in names], width=0.4, color=color,
+                         label=f"right with {kind}")
         right.bar_label(bars, fmt="%.0f", fontsize=7)
     right.set_xticks(x, names, fontsize=8, rotation=30 if len(names) > 6 else 0)
     right.set(ylabel="right answers (%)", ylim=(0, 110), title="Listening gap")

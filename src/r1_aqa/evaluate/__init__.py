@@ -1,1 +1,1 @@
-"""Evaluation: generation engines, the ``eval`` runner, official-compatible scoring and reports."""
+"""Evaluation: generation engines, the ``eval`` command and its prediction loop, official-compatible scoring and reports."""
