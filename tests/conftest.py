@@ -88,3 +88,20 @@ def write_tone(path, freq: float = 440.0, seconds: float = 1.0, sr: int = 16_000
         wav = np.stack([wav] * channels, axis=1)
     sf.write(str(path), wav, sr, format=fmt)
     return path
+
+
+# What TRL's colocated vLLM engine writes into os.environ (a one-process "group" on port 29500). Left there, a later
+# test's subprocess started with RANK=1 waits for a rank 0 that never comes.
+_DISTRIBUTED_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+@pytest.fixture(autouse=True)
+def _restore_distributed_env():
+    """Each test starts with the distributed variables the session started with."""
+    before = {k: os.environ.get(k) for k in _DISTRIBUTED_ENV}
+    yield
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
