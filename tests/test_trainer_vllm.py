@@ -166,3 +166,21 @@ def test_vllm_rollouts_follow_each_part_and_eval_engines_agree(name, request, tm
     finally:
         engine.close()
 
+
+def test_dynamic_sampling_refills_with_vllm_rollouts(tiny_model_dir, tmp_path):
+    """Dynamic sampling (tests/test_dynamic_sampling.py) with colocated vLLM rollouts; here because a colocated
+    engine must not precede an in-process `train` run that ends the process group (test order)."""
+    from test_dynamic_sampling import _record, _trainer
+
+    from r1_aqa.dynamic_sampling import has_signal
+
+    trainer = _trainer(tiny_model_dir, tmp_path, use_vllm=True, vllm_mode="colocate", vllm_max_model_length=512,
+                       max_steps=2)
+    rounds, batches = _record(trainer)
+    trainer.train()
+    assert len(batches) == 2 and all(len(generation) >= 2 for generation in rounds)  # the planted group refilled
+    assert all(bool(has_signal(b["advantages"], 2).all()) and len(b["advantages"]) == 8 for b in batches)
+    # The refill rounds' rollouts came from vLLM with the synced weights: TRL's log-prob gap stays small.
+    gaps = [e["sampling/sampling_logp_difference/mean"] for e in trainer.state.log_history
+            if "sampling/sampling_logp_difference/mean" in e]
+    assert len(gaps) == 2 and max(gaps) < 0.02, gaps
