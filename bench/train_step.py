@@ -180,7 +180,8 @@ def run_mode(backend: str, mode: str, args, model_dir: Path, data: Path, tmp: Pa
     import torch
 
     from r1_aqa.rewards import accuracy_reward, format_reward
-    from r1_aqa.train import build_dataset, parse_trl_args
+    from r1_aqa.stages import build_dataset, peft_config
+    from r1_aqa.train import parse_trl_args
 
     on_gpu = args.device == "cuda"
     flags = [
@@ -196,15 +197,10 @@ def run_mode(backend: str, mode: str, args, model_dir: Path, data: Path, tmp: Pa
     script_args, training_args, model_args = parse_trl_args(flags)
     key = "min_tokens" if backend == "vllm" else "min_new_tokens"
     training_args.generation_kwargs = {key: args.completion_tokens}
-    peft_config = None
-    if model_args.use_peft:
-        from trl import get_peft_config
-
-        peft_config = get_peft_config(model_args)
     model = build_model(model_dir, args.shape, args.device, save_for_vllm=backend == "vllm" and args.shape != "tiny")
     trainer = timed_trainer_class()(
         model=model, reward_funcs=[accuracy_reward, format_reward], args=training_args,
-        train_dataset=build_dataset(str(data), script_args.template), peft_config=peft_config,
+        train_dataset=build_dataset(str(data), script_args.template), peft_config=peft_config(model_args),
         max_audio_seconds=script_args.max_audio_seconds, **MODES[mode],
     )
     if on_gpu:

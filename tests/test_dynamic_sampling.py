@@ -21,7 +21,7 @@ def _trainer(tiny_model_dir, tmp_path, trainer_kwargs: dict | None = None, max_e
     from trl import GRPOConfig
 
     from r1_aqa.models import load_model
-    from r1_aqa.train import build_dataset
+    from r1_aqa.stages import build_dataset
     from r1_aqa.trainer import AudioGRPOTrainer
 
     settings = dict(

@@ -118,8 +118,23 @@ def test_flags_are_read_as_trl_reads_them():
     assert flag_values(argv, known) == {"reward_funcs": ["accuracy", "format"], "max_steps": "-3", "bf16": True,
                                         "gradient_checkpointing": False, "learning_rate": "1e-5"}
     assert flag_values(["--learning_r", "1"], known) == {"learning_rate": "1"}  # argparse takes abbreviations
-    with pytest.raises(ValueError, match="--learning-rate: unknown argument \\(did you mean 'learning_rate'"):
-        flag_values(["--learning-rate", "1"], known)  # TRL's parser has no dashed spellings
+    with pytest.raises(ValueError, match="--lerning_rate: unknown argument \\(did you mean 'learning_rate'"):
+        flag_values(["--lerning-rate", "1"], known)
+
+
+def test_dashed_flags_are_read_as_trl_reads_them():
+    """TRL's parser takes ``--max-audio-seconds`` for ``--max_audio_seconds``; the early check must not refuse it."""
+    from r1_aqa.checks import flag_values
+    from r1_aqa.train import parse_trl_args
+
+    argv = ["--max-audio-seconds", "2", "--learning-rate=0.5", "--no-gradient-checkpointing", "--max-st", "3"]
+    known = {"max_audio_seconds", "learning_rate", "gradient_checkpointing", "max_steps"}
+    assert flag_values(argv, known) == {"max_audio_seconds": "2", "learning_rate": "0.5",
+                                        "gradient_checkpointing": False, "max_steps": "3"}
+    script, training, _ = parse_trl_args(["--model_name_or_path", ".", "--dataset_path", ".", "--output_dir", "o",
+                                          "--use_cpu", "true", "--bf16", "false", *argv])
+    assert (script.max_audio_seconds, training.learning_rate, training.gradient_checkpointing,
+            training.max_steps) == (2.0, 0.5, False, 3)
 
 
 @pytest.mark.parametrize("case", TRAIN_MISTAKES)

@@ -24,7 +24,7 @@ def _options(text: str) -> tuple[int, tuple[str, ...]]:
 
 def test_orders_change_by_epoch_and_stay_within_one(tmp_path):
     from r1_aqa.shuffle import COLUMNS, ChoiceShuffle
-    from r1_aqa.train import build_dataset
+    from r1_aqa.stages import build_dataset
 
     dataset = build_dataset(str(make_parquet(tmp_path, n=4)), "default", columns=COLUMNS)
     original = dataset.to_list()
@@ -48,7 +48,7 @@ def test_the_seed_picks_the_orders(tmp_path):
     from types import SimpleNamespace
 
     from r1_aqa.shuffle import COLUMNS
-    from r1_aqa.train import build_dataset, stage_callbacks
+    from r1_aqa.stages import build_dataset, stage_callbacks
 
     parquet = str(make_parquet(tmp_path, n=4))
     script_args = SimpleNamespace(shuffle_choices=True, template="default")
@@ -75,7 +75,7 @@ def _grpo_trainer(tiny_model_dir, tmp_path, reward, **overrides):
     from r1_aqa.models import load_model
     from r1_aqa.rewards import accuracy_reward, format_reward
     from r1_aqa.shuffle import COLUMNS, shuffle_choices
-    from r1_aqa.train import build_dataset
+    from r1_aqa.stages import build_dataset
     from r1_aqa.trainer import AudioGRPOTrainer
 
     dataset = build_dataset(str(make_parquet(tmp_path, n=2)), "default", columns=COLUMNS)
@@ -158,7 +158,7 @@ def test_sft_shuffles_per_epoch_and_keeps_the_target(tiny_model_dir, tmp_path):
     from r1_aqa.models import load_model, load_processor
     from r1_aqa.sft import parse_sft_args, sft_dataset
     from r1_aqa.sft_trainer import AudioSFTTrainer
-    from r1_aqa.train import shuffle_columns, stage_callbacks
+    from r1_aqa.stages import shuffle_columns, stage_callbacks
 
     parquet = make_parquet(tmp_path, n=4)
     script, training, _ = parse_sft_args([

@@ -46,7 +46,7 @@ def make_trainer(tiny_model_dir, parquet, out_dir, trainer_kwargs: dict | None =
     from trl import GRPOConfig
 
     from r1_aqa.models import load_model
-    from r1_aqa.train import build_dataset
+    from r1_aqa.stages import build_dataset
     from r1_aqa.trainer import AudioGRPOTrainer
 
     settings = dict(

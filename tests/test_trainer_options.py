@@ -14,7 +14,7 @@ def _trainer(tiny_model_dir, tmp_path, max_audio_seconds, rollout_func=None, **o
     from trl import GRPOConfig
 
     from r1_aqa.models import load_model
-    from r1_aqa.train import build_dataset
+    from r1_aqa.stages import build_dataset
     from r1_aqa.trainer import AudioGRPOTrainer
 
     settings = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, num_generations=2,

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Iterable, Sequence
 
-TRAINING_COLUMNS = ("question", "choices", "solution", "audio")  # what ``train.build_dataset`` reads
+TRAINING_COLUMNS = ("question", "choices", "solution", "audio")  # what ``stages.build_dataset`` reads
 _SHOWN = 5
 
 
@@ -163,8 +163,8 @@ def read_recipe(path: str | None, known: set[str] | None) -> dict:
 
 def flag_values(argv: Sequence[str], known: set[str] | None) -> dict:
     """``{field: value}`` of ``--field value``/``--field=value`` arguments (a flag without a value: ``True``,
-    ``--no_field``: ``False``, several values: a list); an unknown flag (not a field, nor an abbreviation of one)
-    raises ``ValueError``."""
+    ``--no_field``: ``False``, several values: a list; ``--field-name`` is ``--field_name``, as TRL's parser takes
+    both); an unknown flag (not a field, nor an abbreviation of one) raises ``ValueError``."""
     values: dict = {}
     i = 0
     while i < len(argv):
@@ -173,6 +173,7 @@ def flag_values(argv: Sequence[str], known: set[str] | None) -> dict:
         if not arg.startswith("--"):
             raise ValueError(f"{arg}: unexpected argument (every argument is --field VALUE)")
         name, eq, value = arg[2:].partition("=")
+        name = name.replace("-", "_")
         if not eq:  # the values up to the next flag: none (a bool flag), one, or several (a list field)
             given = []
             while i < len(argv) and not re.match(r"--[A-Za-z]", argv[i]):

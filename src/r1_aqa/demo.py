@@ -23,6 +23,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 HELP = ("Run the whole pipeline on a synthetic audio task on CPU (synth, prepare, tiny model, warm start, GRPO, "
         "eval before/after/silence) and write summary.json, report.md and plots; exits 1 naming any missed target. "
@@ -72,62 +73,34 @@ def run(args: argparse.Namespace) -> int:
 
 def run_demo(out: str | os.PathLike, seed: int = 0, n_train: int = FULL["n_train"], n_eval: int = FULL["n_eval"],
              sft_steps: int = FULL["sft_steps"], grpo_steps: int | None = FULL["grpo_steps"],
-             smoke: bool = False, grpo_args: list[str] = ()) -> dict:
+             smoke: bool = False, grpo_args: Sequence[str] = ()) -> dict:
     """Run every stage into ``out`` and return the summary (also written to ``out/summary.json``).
 
     ``smoke``: a run of every stage at sizes the targets are not meant for; ``targets_met`` is then ``None``.
     ``grpo_args``: flags that override the GRPO recipe (e.g. ``["--beta", "0.2"]``), as ``r1-aqa train`` takes them.
     """
-    from . import cli
-    from .tiny import build_tiny_model
-    from .train import parse_trl_args, train
-
-    out = Path(out)
+    out, start, seconds = Path(out), time.time(), {}
     data, models = out / "data", out / "model"
-    start = time.time()
-    seconds: dict[str, float] = {}
 
     def stage(name: str):
         seconds[name] = round(time.time() - start - sum(seconds.values()), 1)
 
     _header(1, "synthesize the pitch task (GRPO, eval) and the count task (warm start), train and held-out")
-    # Held-out labels are balanced, so a model that ignores the audio (one constant answer) scores exactly chance.
-    sets = {"train": (n_train, seed, []), "eval": (n_eval, seed + 1_000_003, ["--balanced"])}
-    for task in ("pitch", "count"):
-        for split, (n, split_seed, balanced) in sets.items():
-            _cli(cli, ["synth", str(data / f"{task}_{split}"), "--n", str(n), "--seed", str(split_seed),
-                       "--task", task, "--seconds", str(CLIP_SECONDS), *balanced])
-            _cli(cli, ["prepare", "avqa", "--input", str(data / f"{task}_{split}" / f"{task}.jsonl"),
-                       "--output", str(data / f"{task}_{split}.parquet")])
+    _synthesize(data, seed, n_train, n_eval)
     stage("data")
 
     _header(2, f"build the tiny Qwen2-Audio ({WINDOW_SECONDS} s audio window); warm start: answer format on pitch "
                "items (random options), true answers on count items")
-    tiny = build_tiny_model(models / "tiny", seed=seed, window_seconds=WINDOW_SECONDS)
-    warm = models / "warm"
-    write_warm_start_data(data / "pitch_train.parquet", data / "count_train.parquet", data / "warm_start.parquet",
-                          seed=seed)
-    _cli(cli, ["sft", "--config", str(SFT_RECIPE), "--model_name_or_path", str(tiny), "--dataset_path",
-               str(data / "warm_start.parquet"), "--output_dir", str(warm), "--max_steps", str(sft_steps),
-               "--seed", str(seed)])
+    warm = _warm_start(data, models, seed, sft_steps)
     stage("model")
 
     _header(3, "evaluate the warm start on held-out items (pitch: not taught; count: taught)")
-    accuracy_before = _accuracy(warm, data / "pitch_eval.parquet", out / "eval" / "before.json")
-    count_before = _accuracy(warm, data / "count_eval.parquet", out / "eval" / "count_before.json")
+    before, count_before = (_accuracy(warm, data / f"{task}_eval.parquet", out / "eval" / name)
+                            for task, name in (("pitch", "before.json"), ("count", "count_before.json")))
     stage("eval_before")
 
     _header(4, f"GRPO with {RECIPE.name}")
-    argv = ["--config", str(RECIPE), "--model_name_or_path", str(warm), "--dataset_path",
-            str(data / "pitch_train.parquet"), "--output_dir", str(models / "grpo"), "--seed", str(seed)]
-    if grpo_steps is not None:
-        argv += ["--max_steps", str(grpo_steps), "--logging_steps", str(max(1, grpo_steps // 40))]  # ~40 points
-    argv += list(grpo_args)
-    trainer = train(*parse_trl_args(argv))
-    log = [h for h in trainer.state.log_history if "rewards/accuracy_reward/mean" in h]
-    n_params = sum(p.numel() for p in trainer.model.parameters())
-    steps = trainer.state.global_step
-    del trainer
+    grpo = _grpo(warm, data / "pitch_train.parquet", models / "grpo", seed, grpo_steps, grpo_args)
     stage("grpo")
 
     _header(5, "evaluate after GRPO, and with silent audio (control)")
@@ -137,7 +110,7 @@ def run_demo(out: str | os.PathLike, seed: int = 0, n_train: int = FULL["n_train
     stage("eval_after")
 
     summary = {
-        "accuracy_before": accuracy_before,
+        "accuracy_before": before,
         "accuracy_after": accuracy_after,
         "accuracy_silence": accuracy_silence,
         "n_eval": n_eval,
@@ -145,19 +118,66 @@ def run_demo(out: str | os.PathLike, seed: int = 0, n_train: int = FULL["n_train
         "n_train": n_train,
         "seconds": round(time.time() - start, 1),
         "stage_seconds": seconds,
-        "grpo_steps": steps,
+        "grpo_steps": grpo["grpo_steps"],
         "sft_steps": sft_steps,
         "chance": 0.25,
-        "model_parameters": n_params,
+        "model_parameters": grpo["model_parameters"],
         "recipe": str(RECIPE),
-        "reward_log": [{"step": h["step"], "accuracy": h["rewards/accuracy_reward/mean"],
-                        "format": h.get("rewards/format_reward/mean")} for h in log],
+        "reward_log": grpo["reward_log"],
+        "targets": TARGETS,
+        "smoke_run": smoke,
     }
-    summary["targets"] = TARGETS
-    summary["smoke_run"] = smoke
     summary["targets_met"] = None if smoke else targets_met(summary)
     _write_outputs(out, summary)
     return summary
+
+
+def _synthesize(data: Path, seed: int, n_train: int, n_eval: int) -> None:
+    """``synth`` then ``prepare`` the pitch and count tasks, train and held-out: ``data/{task}_{split}.parquet``.
+    Held-out labels are balanced, so a model that ignores the audio (one constant answer) scores exactly chance."""
+    from . import cli
+
+    sets = {"train": (n_train, seed, []), "eval": (n_eval, seed + 1_000_003, ["--balanced"])}
+    for task in ("pitch", "count"):
+        for split, (n, split_seed, balanced) in sets.items():
+            _cli(cli, ["synth", str(data / f"{task}_{split}"), "--n", str(n), "--seed", str(split_seed),
+                       "--task", task, "--seconds", str(CLIP_SECONDS), *balanced])
+            _cli(cli, ["prepare", "avqa", "--input", str(data / f"{task}_{split}" / f"{task}.jsonl"),
+                       "--output", str(data / f"{task}_{split}.parquet")])
+
+
+def _warm_start(data: Path, models: Path, seed: int, sft_steps: int) -> Path:
+    """The tiny model, then ``sft`` on the warm-start data (``write_warm_start_data``); returns its directory."""
+    from . import cli
+    from .tiny import build_tiny_model
+
+    tiny = build_tiny_model(models / "tiny", seed=seed, window_seconds=WINDOW_SECONDS)
+    warm = models / "warm"
+    write_warm_start_data(data / "pitch_train.parquet", data / "count_train.parquet", data / "warm_start.parquet",
+                          seed=seed)
+    _cli(cli, ["sft", "--config", str(SFT_RECIPE), "--model_name_or_path", str(tiny), "--dataset_path",
+               str(data / "warm_start.parquet"), "--output_dir", str(warm), "--max_steps", str(sft_steps),
+               "--seed", str(seed)])
+    return warm
+
+
+def _grpo(warm: Path, dataset: Path, output: Path, seed: int, steps: int | None, overrides: Sequence[str]) -> dict:
+    """``r1-aqa train`` with the packaged recipe (``steps``: its max_steps unless None; ``overrides``: flags); the
+    summary's GRPO fields (steps run, parameter count, the reward log)."""
+    from .train import parse_trl_args, train
+
+    argv = ["--config", str(RECIPE), "--model_name_or_path", str(warm), "--dataset_path", str(dataset),
+            "--output_dir", str(output), "--seed", str(seed)]
+    if steps is not None:
+        argv += ["--max_steps", str(steps), "--logging_steps", str(max(1, steps // 40))]  # ~40 points
+    trainer = train(*parse_trl_args([*argv, *overrides]))
+    log = [h for h in trainer.state.log_history if "rewards/accuracy_reward/mean" in h]
+    return {
+        "grpo_steps": trainer.state.global_step,
+        "model_parameters": sum(p.numel() for p in trainer.model.parameters()),
+        "reward_log": [{"step": h["step"], "accuracy": h["rewards/accuracy_reward/mean"],
+                        "format": h.get("rewards/format_reward/mean")} for h in log],
+    }
 
 
 def write_warm_start_data(format_only: Path, labelled: Path, output: Path, seed: int = 0) -> Path:

@@ -50,7 +50,8 @@ class DynamicSampling:
         if local_rows % trainer.num_generations:
             raise ValueError(
                 f"dynamic sampling refills whole groups on each process: per_device_train_batch_size x "
-                f"steps_per_generation ({local_rows}) must be a multiple of num_generations ({trainer.num_generations})")
+                f"steps_per_generation ({local_rows}) must be a multiple of num_generations "
+                f"({trainer.num_generations})")
         self.trainer = trainer
         self.max_extra = max_extra
 

@@ -2,10 +2,10 @@
 
 ``ClipEncoder`` wraps the ``forward`` of a model's own ``audio_tower`` module in place (Qwen2-Audio's and Audio
 Flamingo 3's Whisper encoders; an Omni thinker's audio encoder, whose output projection is part of it). While the
-trainer has told it which clip each audio row holds (``ClipEncoder.rows``), a tower call encodes each distinct clip once and gives every row its
-clip's output (``last_hidden_state``, all the models read); the model's own merge of audio embeddings into the text
-embeddings, its projector and its position ids are untouched. Autograd sums the rows' gradients into the clip's one
-pass, as the per-row path does. Because the wrapped module is the model's own (not a copy), DeepSpeed ZeRO-3's
+trainer has told it which clip each audio row holds (``ClipEncoder.rows``), a tower call encodes each distinct clip
+once and gives every row its clip's output (``last_hidden_state``, all the models read); the model's own merge of
+audio embeddings into the text embeddings, its projector and its position ids are untouched. Autograd sums the
+rows' gradients into the clip's one pass, as the per-row path does. Because the wrapped module is the model's own (not a copy), DeepSpeed ZeRO-3's
 parameter gathering (hooks around the module call), PEFT adapters inside the tower and gradient checkpointing of its
 layers work unchanged. Without ``rows`` (any call from outside the trainer) the tower runs as the model defines it.
 

@@ -37,9 +37,8 @@ def accuracy_reward(completions: list, solution: list[str], **kwargs) -> list[fl
     The extracted answer is the stripped text inside the first ``<answer>...</answer>`` (DOTALL); with no tag
     pair, the whole stripped completion. ``solution`` is ``<answer>TEXT</answer>`` (or plain ``TEXT``).
     """
-    return [
-        float(extract_answer(completion_text(c)) == extract_answer(s)) for c, s in zip(completions, solution, strict=True)
-    ]
+    return [float(extract_answer(completion_text(c)) == extract_answer(s))
+            for c, s in zip(completions, solution, strict=True)]
 
 
 def format_reward(completions: list, **kwargs) -> list[float]:

@@ -4,7 +4,7 @@
         --dataset_path train.parquet --output_dir OUT [--reasoning_column thinking] [--any_SFTConfig_flag VALUE ...]
 
 Every argument after ``sft`` goes to TRL's ``TrlParser((AudioSFTScriptArguments, SFTConfig, ModelConfig))``, as for
-``train``; the data comes from ``train.build_dataset``, so both stages read a parquet the same way. The target of a
+``train``; the data comes from ``stages.build_dataset``, so both stages read a parquet the same way. The target of a
 row is its ``solution`` (``<answer>OPTION</answer>``), or ``<think>REASONING</think><answer>OPTION</answer>`` with
 ``reasoning_column`` set; the loss covers the assistant turn only (the target and ``<|im_end|>``): the prompt, the
 audio placeholder tokens and the padding carry label -100.
@@ -23,17 +23,16 @@ from __future__ import annotations
 from typing import Sequence
 
 from .prompts import END_OF_TURN
-from .train import add_arguments  # noqa: F401  (the same --config / --trl-help as train)
-from .train import (build_dataset, check_inputs, check_stage_args, check_stage_audio, claim_output_dir, fit,
-                    load_policy, parse_stage_args, peft_config, run_stage, shuffle_columns, stage_argv,
-                    stage_callbacks)
+from .stages import PASS_THROUGH, add_arguments  # noqa: F401  (the command-line shape every stage shares)
+from .stages import (build_dataset, check_inputs, check_stage_args, check_stage_audio, claim_output_dir, fit,
+                     load_policy, parse_stage_args, peft_config, run_stage, shuffle_columns, stage_argv,
+                     stage_callbacks)
 
 HELP = (
     "Supervised fine-tuning of an audio LM on a prepared parquet (TRL's SFTTrainer): --config RECIPE.yaml plus any "
     "SFTConfig/ModelConfig/script flag (--model_name_or_path, --dataset_path, --output_dir, --max_steps, "
     "--reasoning_column, ...)."
 )
-PASS_THROUGH = True  # flags this parser does not declare go to TRL's parser (``args.extra_args``)
 
 
 def sft_target(solution: str, reasoning: str | None = None) -> str:
@@ -44,7 +43,7 @@ def sft_target(solution: str, reasoning: str | None = None) -> str:
 def sft_dataset(path: str, template: str, reasoning_column: str | None = None, max_rows: int | None = None,
                 tokenizer=None, max_length: int | None = None, columns: Sequence[str] = (),
                 end_of_turn: str = END_OF_TURN):
-    """``train.build_dataset`` (carrying ``columns``) plus a ``target`` column; with a tokenizer and ``max_length``,
+    """``stages.build_dataset`` (carrying ``columns``) plus a ``target`` column; with a tokenizer and ``max_length``,
     a target that alone (with the family's ``end_of_turn``) exceeds the limit is an error naming its row id."""
     columns = (*columns, reasoning_column) if reasoning_column else tuple(columns)
     dataset = build_dataset(path, template, max_rows, columns)

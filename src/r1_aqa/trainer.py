@@ -99,7 +99,7 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
     encoded bytes) per row. Other columns (e.g. ``solution``) reach the reward functions as TRL passes them.
     """
 
-    def __init__(
+    def __init__(  # TRL's three positional parameters, then our audio options (keyword-only): 9 parameters
         self, model, reward_funcs=None, args=None, *, audio_column: str = "audio",
         max_audio_seconds: float | None = 30.0, freeze_audio_tower: bool = False,
         freeze_audio_projector: bool = False, share_clip_encodings: bool = True,

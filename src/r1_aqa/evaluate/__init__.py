@@ -1,1 +1,2 @@
-"""Evaluation: generation engines, the ``eval`` command and its prediction loop, official-compatible scoring and reports."""
+"""Evaluation: generation engines, the ``eval`` command and its prediction loop, official-compatible scoring and
+reports."""

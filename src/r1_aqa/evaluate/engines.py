@@ -3,8 +3,8 @@
 Both take the same inputs — the user prompt text (without chat markup) and a float32 16 kHz clip per item — build
 the same chat-template prompt (audio first), decode greedily and return the raw responses, in order. Neither ever
 generates the family's audio placeholder (``<|AUDIO|>``, ``<sound>``, ...), as in training: GRPO rollouts never
-sample it, so nothing holds its logit down, and after GRPO it can be the greedy pick (measured on the demo's tiny model: 150 of 200 held-out answers
-were ``<answer`` followed by placeholders).
+sample it, so nothing holds its logit down, and after GRPO it can be the greedy pick (measured on the demo's tiny
+model: 150 of 200 held-out answers were ``<answer`` followed by placeholders).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import gc
 import os
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence
 
 import numpy as np
 
@@ -22,6 +22,20 @@ if TYPE_CHECKING:
 from ..prompts import chat_prompt
 
 ENGINES = ("hf", "vllm")
+
+
+class Engine(Protocol):
+    """What the prediction loop asks of an engine (``load_engine`` builds one of ``ENGINES``)."""
+
+    def generate(self, prompts: Sequence[str], audios: Sequence[np.ndarray]) -> list[str]:
+        """One greedy response per item, in order."""
+
+    def sample(self, prompts: Sequence[str], audios: Sequence[np.ndarray], n: int, temperature: float,
+               seeds: Sequence[int]) -> list[list[str]]:
+        """``n`` sampled responses per item, each item under its own seed."""
+
+    def close(self) -> None:
+        """Free the model (before the next checkpoint of a sweep loads)."""
 
 
 def greedy_settings(max_new_tokens: int) -> dict:
@@ -187,7 +201,7 @@ def _free_memory() -> None:
 
 
 def load_engine(name: str, model_path: str | os.PathLike, max_new_tokens: int = 256, batch_size: int = 8,
-                dtype=None) -> HFEngine | VLLMEngine:
+                dtype=None) -> Engine:
     """Build the ``hf`` or ``vllm`` engine for a model directory (dtype: bf16 on GPU, float32 on CPU by default)."""
     if name == "hf":
         return HFEngine(model_path, max_new_tokens=max_new_tokens, batch_size=batch_size, dtype=dtype)

@@ -36,8 +36,8 @@ from urllib.parse import quote
 from ..files import write_text
 from . import reports
 from .formatting import fmt, pct, points, signed
-from .scoring import (BENCHMARKS, default_key, load_predictions, mmau_match, mmsu_item, mmsu_letter, record_outcome,
-                      score_records)
+from .scoring import (BENCHMARKS, Score, default_key, load_predictions, mmau_match, mmsu_item, mmsu_letter,
+                      record_outcome, score_records)
 
 HELP = ("Write the error-analysis page PRED.report.html of a predictions file (with the checkpoint pages and "
         "PRED.sweep.html when PRED.json is a sweep's output name).")
@@ -83,7 +83,7 @@ def sweep_checkpoints(output: str | os.PathLike) -> list[tuple[int, Path]]:
 # --- the report page ------------------------------------------------------------------------------------------------
 
 
-def write_report_page(predictions: str | os.PathLike, benchmark: str, *, score: dict | None = None,
+def write_report_page(predictions: str | os.PathLike, benchmark: str, *, score: Score | None = None,
                       key: str | None = None, records: Sequence[dict] | None = None,
                       silence: str | os.PathLike | None = None, embed_audio_mb: float = EMBED_AUDIO_MB,
                       output: str | os.PathLike | None = None) -> Path:
@@ -114,13 +114,13 @@ def write_report_page(predictions: str | os.PathLike, benchmark: str, *, score: 
     return out
 
 
-def strict_view(score: dict) -> bool:
+def strict_view(score: Score) -> bool:
     """Whether a page shows MMSU's strict rule: when no response carries an A-D letter (R1-AQA's option-text
     answers), the official letter rule scores nothing and the strict score is the one to read."""
     return score["benchmark"] == "mmsu" and score["total"] is None
 
 
-def _shown(score: dict, strict: bool) -> dict:
+def _shown(score: Score, strict: bool) -> dict:
     """The score with the numbers a page shows on top: the strict ones under :func:`strict_view`."""
     return {**score, **score["strict"]} if strict else score
 
@@ -308,19 +308,19 @@ def _table(header: Sequence[str], rows: Sequence[Sequence], attrs: str = "") -> 
     return f"<table{attrs}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _breakdowns(score: dict) -> dict[str, dict[str, list[int]]]:
+def _breakdowns(score: Score) -> dict[str, dict[str, list[int]]]:
     """``{breakdown: {label: [correct, n]}}`` of the official score, groups without items left out."""
     return {name: {label: tally for label, tally in tallies.items() if tally[1]}
             for name, tallies in score["counts"].items()}
 
 
-def _title(score: dict) -> str:
+def _title(score: Score) -> str:
     version = f" test-mini ({score['version']} questions)" if score.get("version") else ""
     return score["benchmark"].upper() + version
 
 
-def _report_html(predictions: Path, score: dict, plot: str, analysis: dict, meta: dict, clips: dict,
-                 silence: str | os.PathLike | None, silence_score: dict | None) -> str:
+def _report_html(predictions: Path, score: Score, plot: str, analysis: dict, meta: dict, clips: dict,
+                 silence: str | os.PathLike | None, silence_score: Score | None) -> str:
     items = analysis["items"]
     verdicts = Counter(it["v"] for it in items)
     sections = [_overview(score, plot, verdicts, clips, meta), _categories(score, silence_score),
@@ -331,7 +331,7 @@ def _report_html(predictions: Path, score: dict, plot: str, analysis: dict, meta
     return _page(f"{_title(score)} — {predictions.name}", nav, "".join(sections), "items.js")
 
 
-def _overview(score: dict, plot: str, verdicts: Counter, clips: dict, meta: dict) -> str:
+def _overview(score: Score, plot: str, verdicts: Counter, clips: dict, meta: dict) -> str:
     tiles = [("accuracy %", fmt(score["total"]), "total"), ("right", score["correct"], "correct"),
              ("scored", score["n"], "n"), ("records", score["records"], "records"),
              ("unscored", verdicts["unscored"], "unscored"), ("audio missing", clips["missing"], "audio-missing")]
@@ -353,7 +353,7 @@ def _overview(score: dict, plot: str, verdicts: Counter, clips: dict, meta: dict
             f'<ul>{rows}{warnings}</ul></div><img alt="accuracy per group" src="{plot}"></div></section>')
 
 
-def _categories(score: dict, silence_score: dict | None) -> str:
+def _categories(score: Score, silence_score: Score | None) -> str:
     parts = ['<section id="categories"><h2>Categories</h2>']
     silent = _breakdowns(silence_score) if silence_score is not None else None
     for name, tallies in _breakdowns(score).items():
@@ -369,7 +369,7 @@ def _categories(score: dict, silence_score: dict | None) -> str:
     return "".join(parts) + "</section>"
 
 
-def _listening(analysis: dict, score: dict, silence, silence_score: dict | None) -> str:
+def _listening(analysis: dict, score: Score, silence, silence_score: Score | None) -> str:
     head = '<section id="listening"><h2>Listening</h2>'
     if silence_score is None:
         return (head + "<p>No silence run. Evaluate the same items with silent audio (<code>r1-aqa eval --silence"
@@ -390,7 +390,7 @@ def _listening(analysis: dict, score: dict, silence, silence_score: dict | None)
             f'src="{_png(_gap_figure(score, silence_score))}"></section>')
 
 
-def _gap_figure(score: dict, silence_score: dict):
+def _gap_figure(score: Score, silence_score: Score):
     import matplotlib
 
     matplotlib.use("Agg")

@@ -9,13 +9,16 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .. import files
 from .arguments import DEFAULT_BATCH_SIZE, EvalArguments, resume_settings
 from .benchmarks import clip, expand
 from .resume import PartialRecords, drop_stale, locked, partial_paths, prefetched, settings_diff
 from .workers import Share
+
+if TYPE_CHECKING:
+    from .engines import Engine
 
 _THINK = re.compile(r"<think>(.*?)</think>", re.DOTALL)
 # Settings that change the predictions: a partial file made with other values is not resumed.
@@ -68,7 +71,8 @@ class Requests:
     keep_errors: bool = False  # an undecodable clip makes ``{**item, "error": reason}`` instead of raising
 
 
-def predict(todo: Sequence[dict], engine, requests: Requests, partial: PartialRecords, bar, batch_size: int) -> None:
+def predict(todo: Sequence[dict], engine: Engine, requests: Requests, partial: PartialRecords, bar,
+            batch_size: int) -> None:
     """The prediction loop: ``todo`` in batches of ``batch_size`` through ``engine`` (the next batch's clips decode
     meanwhile), each batch's records appended to ``partial`` (flushed) and counted on the progress ``bar``."""
     from ..audio import AudioError

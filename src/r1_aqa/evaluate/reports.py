@@ -11,11 +11,12 @@ from typing import Sequence
 
 from ..files import atomic_path, write_json, write_text
 from .formatting import fmt, markdown_table, signed
+from .scoring import Score
 
 SWEEP_NAME = "sweep"
 
 
-def _panels(score: dict) -> list[tuple[str, dict[str, tuple[float, int]]]]:
+def _panels(score: Score) -> list[tuple[str, dict[str, tuple[float, int]]]]:
     """The breakdowns to show: ``[(title, {label: (percent, n)})]``; entries without items are left out."""
     token_rule = {"mmau": [("Task", "task"), ("Difficulty", "difficulty")],
                   "mmar": [("Modality", "modality"), ("Category", "category")]}
@@ -43,7 +44,7 @@ def _breakdown_table(title: str, percents: dict[str, float], counts: dict[str, l
     return markdown_table([title, "accuracy %", "correct/n"], rows)
 
 
-def score_markdown(score: dict) -> str:
+def score_markdown(score: Score) -> str:
     """A markdown report of one score: rule, version, totals, breakdown tables, dropped records, ambiguous items."""
     title = score["benchmark"].upper() + (f" test-mini ({score['version']} questions)" if "version" in score else "")
     lines = [f"# {title}", "", f"- rule: {score['rule']}; prediction key `{score['key']}`",
@@ -103,12 +104,12 @@ def save_figure(fig, path: str | os.PathLike) -> Path:
     return path
 
 
-def plot_score(score: dict, path: str | os.PathLike) -> Path:
+def plot_score(score: Score, path: str | os.PathLike) -> Path:
     """Save :func:`score_figure` as a PNG."""
     return save_figure(score_figure(score), path)
 
 
-def score_figure(score: dict):
+def score_figure(score: Score):
     """A bar chart per breakdown (task and difficulty for MMAU, modality and category for MMAR, category levels for
     MMSU) with the total dashed."""
     import matplotlib
@@ -158,12 +159,12 @@ def _write_report(result: dict, out_dir: str | os.PathLike, name: str, markdown,
     return paths
 
 
-def write_score_report(score: dict, out_dir: str | os.PathLike, name: str) -> list[Path]:
+def write_score_report(score: Score, out_dir: str | os.PathLike, name: str) -> list[Path]:
     """Write ``name.json`` (the score), ``name.md`` (tables) and ``name.png`` (bar charts) into ``out_dir``."""
     return _write_report(score, out_dir, name, score_markdown, plot_score)
 
 
-def _sweep_series(score: dict) -> dict[str, float]:
+def _sweep_series(score: Score) -> dict[str, float]:
     """The per-checkpoint numbers tracked in a sweep: total, then tasks (MMAU), modalities (MMAR) or top-level
     categories (MMSU)."""
     series = {"total": score["total"]}

@@ -27,7 +27,7 @@ import re
 import sys
 from collections import defaultdict
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Sequence, TypedDict
 
 from .formatting import pct, points
 
@@ -43,6 +43,16 @@ MMAU_VERSIONS = {
     "f22b34ee416ec7a1afbb65c02a5c09456b7b9ae5163ee27c01540bbb018b19e8": "v05.15.25",
 }
 UNKNOWN_VERSION = "unknown"
+
+# What every scorer returns (the score JSON; the reports, the page and the sweep read it). Percentages have two
+# decimals; ``total`` is None when nothing could be scored; ``counts`` holds ``[correct, n]`` per breakdown entry.
+# Breakdowns are further keys per benchmark: MMAU task/difficulty/sub-category, MMAR modality/category/sub-category,
+# MMSU category (and ``strict``, its second rule).
+Score = TypedDict("Score", {
+    "benchmark": str, "rule": str, "key": str, "total": "float | None", "n": int, "correct": int,
+    "counts": "dict[str, dict[str, list[int]]]", "records": int, "missing": int, "null": int, "warnings": "list[str]",
+    "permutations": dict,
+}, total=False)
 MMAU_TASKS = ("sound", "music", "speech")  # the official script's order; it always prints all three
 MMAU_DIFFICULTIES = ("easy", "hard", "medium")
 MMSU_LETTERS = "ABCD"
@@ -108,7 +118,7 @@ def mmau_version(records: Iterable[dict]) -> str:
     return MMAU_VERSIONS.get(question_set_hash(records), UNKNOWN_VERSION)
 
 
-def score_mmau(records: Iterable[dict], key: str = DEFAULT_KEY) -> dict:
+def score_mmau(records: Iterable[dict], key: str = DEFAULT_KEY) -> Score:
     """Score MMAU predictions under ``key``; the numbers are those of the official ``evaluation.py``.
 
     Returns ``{"benchmark", "rule", "key", "version", "total", "n", "correct", "task", "difficulty", "sub-category",
@@ -128,7 +138,7 @@ def score_mmau(records: Iterable[dict], key: str = DEFAULT_KEY) -> dict:
             "version": version, **result}
 
 
-def score_mmar(records: Iterable[dict], key: str = MMAR_KEY) -> dict:
+def score_mmar(records: Iterable[dict], key: str = MMAR_KEY) -> Score:
     """Score MMAR predictions under ``key`` (``answer_prediction``): MMAU's token rule, as MMAR's ``evaluation.py``.
 
     Returns ``{"benchmark", "rule", "key", "total", "n", "correct", "modality", "category", "sub-category", "counts",
@@ -232,7 +242,7 @@ def category_path(record: dict) -> list[str]:
     return ["-".join(parts[: i + 1]) for i in range(len(parts))]
 
 
-def score_mmsu(records: Iterable[dict], key: str = DEFAULT_KEY) -> dict:
+def score_mmsu(records: Iterable[dict], key: str = DEFAULT_KEY) -> Score:
     """Score MMSU predictions under ``key``: the official letter rule and a strict option-text rule.
 
     Official (``total``, ``n``, ``category``): responses without a parseable letter are dropped from the denominator
@@ -244,32 +254,12 @@ def score_mmsu(records: Iterable[dict], key: str = DEFAULT_KEY) -> dict:
     """
     records = list(records)
     base = _order_zero(records)
-    official: dict[str, list[int]] = {}
-    strict: dict[str, list[int]] = {}
-    correct = total = strict_correct = missing = null = empty = unparsed = legacy = 0
+    t = _MmsuTally()
     for i, record in enumerate(base):
-        options, answer = mmsu_item(record, i)
-        path = category_path(record)
-        if key not in record:
-            missing += 1
-            legacy += LEGACY_KEY in record
-        response = _prediction(record, key, i) if key in record else ""
-        ok_strict = response is not None and response.strip() == answer.strip()
-        strict_correct += ok_strict
-        _add(strict, path, ok_strict)
-        if response is None:
-            null += 1
-            continue
-        letter = mmsu_letter(response)
-        if letter is None and response.strip().replace("\n", "") not in ("", "None"):
-            unparsed += 1
-            continue
-        empty += letter is None and key in record
-        ok = _letter_correct(options, answer, letter)
-        correct += ok
-        total += 1
-        _add(official, path, ok)
-    warnings = [_legacy_warning(legacy, key)] if legacy and key != LEGACY_KEY else []
+        t.add(record, key, i)
+    correct, total, official, strict = t.counts["correct"], t.counts["total"], t.official, t.strict
+    missing, null, empty, unparsed = (t.counts[k] for k in ("missing", "null", "empty", "unparsed"))
+    warnings = [_legacy_warning(t.counts["legacy"], key)] if t.counts["legacy"] and key != LEGACY_KEY else []
     if unparsed:
         warnings.append(f"{unparsed} of {len(base)} responses have no A-D letter: dropped from the official "
                         "denominator (as mmsu_evaluation.py does)")
@@ -296,9 +286,9 @@ def score_mmsu(records: Iterable[dict], key: str = DEFAULT_KEY) -> dict:
         "unparsed": unparsed,
         "strict": {
             "rule": "stripped response equals the answer's option text; all records count",
-            "total": pct(strict_correct, len(base)) if base else None,
+            "total": pct(t.counts["strict_correct"], len(base)) if base else None,
             "n": len(base),
-            "correct": strict_correct,
+            "correct": t.counts["strict_correct"],
             "category": {k: pct(*v) for k, v in sorted(strict.items())},
             "counts": {"category": dict(sorted(strict.items()))},
         },
@@ -308,6 +298,41 @@ def score_mmsu(records: Iterable[dict], key: str = DEFAULT_KEY) -> dict:
         result["permutations"] = permutation_consistency(
             records, lambda r: isinstance(r.get(key), str) and _letter_correct(*mmsu_item(r), mmsu_letter(r[key])))
     return result
+
+
+class _MmsuTally:
+    """One pass over MMSU records: the official letter rule's and the strict rule's per-category ``[correct, n]``
+    and the counts ``score_mmsu`` reports (see its docstring for what each rule keeps and drops)."""
+
+    def __init__(self) -> None:
+        self.official: dict[str, list[int]] = {}
+        self.strict: dict[str, list[int]] = {}
+        self.counts = dict.fromkeys(("correct", "total", "strict_correct", "missing", "null", "empty", "unparsed",
+                                     "legacy"), 0)
+
+    def add(self, record: dict, key: str, index: int) -> None:
+        options, answer = mmsu_item(record, index)
+        path = category_path(record)
+        present = key in record
+        if not present:
+            self.counts["missing"] += 1
+            self.counts["legacy"] += LEGACY_KEY in record
+        response = _prediction(record, key, index) if present else ""
+        ok_strict = response is not None and response.strip() == answer.strip()
+        self.counts["strict_correct"] += ok_strict
+        _add(self.strict, path, ok_strict)
+        if response is None:
+            self.counts["null"] += 1
+            return
+        letter = mmsu_letter(response)
+        if letter is None and response.strip().replace("\n", "") not in ("", "None"):
+            self.counts["unparsed"] += 1
+            return
+        self.counts["empty"] += letter is None and present
+        ok = _letter_correct(options, answer, letter)
+        self.counts["correct"] += ok
+        self.counts["total"] += 1
+        _add(self.official, path, ok)
 
 
 # ------------------------------------------------------------------------------------------------------ permutations
@@ -523,7 +548,7 @@ def detect_benchmark(records: list[dict]) -> str | None:
     return None
 
 
-def score_records(benchmark: str, records: Iterable[dict], key: str | None = None) -> dict:
+def score_records(benchmark: str, records: Iterable[dict], key: str | None = None) -> Score:
     """Dispatch to :func:`score_mmau`, :func:`score_mmsu` or :func:`score_mmar` (``key``: the benchmark's own);
     records of another benchmark raise ``ValueError`` naming the right one."""
     scorers = {"mmau": score_mmau, "mmsu": score_mmsu, "mmar": score_mmar}

@@ -139,3 +139,19 @@ def save_with_checkpoint_names(model, out: Path, family) -> None:
     model.config.architectures = [type(model).__name__]
     model.config.save_pretrained(out)
     model.generation_config.save_pretrained(out)
+
+
+def build_encoder_lm(family, out: Path, seed: int, window_seconds: int, classes: tuple, encoder_type: str,
+                     token_field: str, **processor_kwargs) -> None:
+    """The tiny model of a family that puts a Whisper-style encoder (``encoder_type``) before the tiny Qwen2 LM, saved
+    with its processor. ``classes``: its (config, model, processor) classes; ``token_field``: the config field that
+    holds the id of the family's audio token; ``processor_kwargs``: what the processor takes besides the feature
+    extractor and the tokenizer."""
+    config_class, model_class, processor_class = classes
+    tok = family.tiny_tokenizer()
+    config = config_class(audio_config=dict(audio_sizes(window_seconds), model_type=encoder_type),
+                          text_config=qwen2_text_config(tok),
+                          **{token_field: tok.convert_tokens_to_ids(family.audio_token)})
+    save_with_checkpoint_names(random_model(model_class, config, tok, seed), out, family)
+    processor_class(feature_extractor=feature_extractor(window_seconds), tokenizer=tok,
+                    **processor_kwargs).save_pretrained(out)

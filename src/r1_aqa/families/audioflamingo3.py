@@ -13,8 +13,7 @@ from pathlib import Path
 
 from ..audio import QWEN2_AUDIO_MAX_SECONDS
 from . import Family, rename_weights
-from ._tiny import audio_sizes, build_tokenizer, feature_extractor, qwen2_text_config, random_model, \
-    save_with_checkpoint_names
+from ._tiny import build_encoder_lm, build_tokenizer
 from .qwen2_audio import FAMILY as QWEN2_AUDIO
 from .qwen2_audio import whisper_tokens
 
@@ -67,16 +66,10 @@ class AudioFlamingo3(Family):
         from transformers import AudioFlamingo3Config, AudioFlamingo3ForConditionalGeneration, \
             AudioFlamingo3Processor
 
-        tok = self.tiny_tokenizer()
-        config = AudioFlamingo3Config(
-            audio_config=dict(audio_sizes(window_seconds), model_type="audioflamingo3_encoder"),
-            text_config=qwen2_text_config(tok), audio_token_id=tok.convert_tokens_to_ids("<sound>"),
-        )
-        model = random_model(AudioFlamingo3ForConditionalGeneration, config, tok, seed)
-        save_with_checkpoint_names(model, out, self)
-        processor = AudioFlamingo3Processor(feature_extractor=feature_extractor(window_seconds), tokenizer=tok,
-                                            chat_template=CHAT_TEMPLATE, audio_token="<sound>")
-        processor.save_pretrained(out)
+        build_encoder_lm(self, out, seed, window_seconds,
+                         (AudioFlamingo3Config, AudioFlamingo3ForConditionalGeneration, AudioFlamingo3Processor),
+                         "audioflamingo3_encoder", "audio_token_id", chat_template=CHAT_TEMPLATE,
+                         audio_token=self.audio_token)
 
 
 def rename_saved_weights(directory, expected: set[str]) -> None:

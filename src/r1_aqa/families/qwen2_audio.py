@@ -6,8 +6,7 @@ from pathlib import Path
 
 from ..audio import QWEN2_AUDIO_MAX_SECONDS
 from . import Family
-from ._tiny import audio_sizes, build_tokenizer, feature_extractor, qwen2_text_config, random_model, \
-    save_with_checkpoint_names
+from ._tiny import build_encoder_lm, build_tokenizer
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>"]
 
@@ -71,16 +70,9 @@ class Qwen2Audio(Family):
     def build_tiny(self, out: Path, seed: int, window_seconds: int, layout: str) -> None:
         from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor
 
-        tok = self.tiny_tokenizer()
-        config = Qwen2AudioConfig(
-            audio_config=dict(audio_sizes(window_seconds), model_type="qwen2_audio_encoder"),
-            text_config=qwen2_text_config(tok), audio_token_index=tok.convert_tokens_to_ids("<|AUDIO|>"),
-        )
-        model = random_model(Qwen2AudioForConditionalGeneration, config, tok, seed)
-        save_with_checkpoint_names(model, out, self)
-        processor = Qwen2AudioProcessor(feature_extractor=feature_extractor(window_seconds), tokenizer=tok,
-                                        chat_template=CHAT_TEMPLATE)
-        processor.save_pretrained(out)
+        build_encoder_lm(self, out, seed, window_seconds,
+                         (Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor),
+                         "qwen2_audio_encoder", "audio_token_index", chat_template=CHAT_TEMPLATE)
 
 
 def _encoder_mask(tower, feats, feature_mask):
