@@ -1,4 +1,4 @@
-"""Shared fixtures: offline settings, the tiny models (built once per session), synthesized clips."""
+"""Shared fixtures: offline settings, the tiny models (built once per session), an MMAU-format question file."""
 
 from __future__ import annotations
 
@@ -10,34 +10,15 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "disabled")
 
+import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
+from helpers import N_ITEMS, write_tone
 
 from r1_aqa.vllm_audio import configure_cpu_env
 
 configure_cpu_env()
-
-
-def _shared_data(name: str, env: str) -> Path:
-    """A real benchmark's question files: $env, else shared/data/NAME beside the checkout, else the dev path."""
-    candidates = [Path(os.environ[env])] if os.environ.get(env) else []
-    candidates += [Path(__file__).resolve().parents[2] / "shared" / "data" / name, Path("/work/shared/data") / name]
-    return next((c for c in candidates if c.is_dir()), candidates[0])
-
-
-def _needs(directory: Path, what: str, env: str):
-    """Skip where the files are absent (a user's clone); in CI (CI=true) a missing file fails the tests instead."""
-    return pytest.mark.skipif(not directory.is_dir() and not os.environ.get("CI"),
-                              reason=f"{what} not found (set {env}); looked in {directory}")
-
-
-MMAU_DIR = _shared_data("mmau", "R1_AQA_MMAU_DIR")
-needs_mmau = _needs(MMAU_DIR, "MMAU question files", "R1_AQA_MMAU_DIR")
-MMAR_META = _shared_data("mmar", "R1_AQA_MMAR_DIR") / "MMAR-meta.jsonl"
-needs_mmar = _needs(MMAR_META.parent, "MMAR-meta.jsonl", "R1_AQA_MMAR_DIR")
 
 
 @pytest.fixture(scope="session")
@@ -80,13 +61,25 @@ def tiny_voxtral_dir(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("tiny-voxtral"), family="voxtral", seed=0)
 
 
-def write_tone(path, freq: float = 440.0, seconds: float = 1.0, sr: int = 16_000, channels: int = 1, fmt=None):
-    """Write a sine tone to ``path`` (any soundfile format) and return the path."""
-    t = np.arange(int(seconds * sr)) / sr
-    wav = (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
-    if channels > 1:
-        wav = np.stack([wav] * channels, axis=1)
-    sf.write(str(path), wav, sr, format=fmt)
+@pytest.fixture(scope="module")
+def mmau_file(tmp_path_factory) -> Path:
+    """An MMAU-format question file with its clips under ``test-mini-audios/`` (tones of 0.4 s to 32 s)."""
+    root = tmp_path_factory.mktemp("mmau")
+    (root / "test-mini-audios").mkdir()
+    records = []
+    for i in range(N_ITEMS):
+        item_id = f"item-{i}"
+        seconds = 32.0 if i == N_ITEMS - 1 else 0.4 + 0.7 * i  # the last one past Qwen2-Audio's 30 s window
+        write_tone(root / "test-mini-audios" / f"{item_id}.wav", freq=220.0 * (i + 1), seconds=seconds)
+        records.append({
+            "id": item_id, "audio_id": f"./test-mini-audios/{item_id}.wav",
+            "question": "How many beeps are there?" if i % 2 else "Which sound is heard in the audio clip?",
+            "choices": ["one", "two", "three", "four"][: 2 + i % 3], "answer": "two", "dataset": "synth",
+            "task": ["sound", "music", "speech"][i % 3], "split": "test-mini", "category": "Perception",
+            "sub-category": "Counting", "difficulty": ["easy", "medium", "hard"][i % 3],
+        })
+    path = root / "questions.json"
+    path.write_text(json.dumps(records, indent=1))
     return path
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import write_tone
+from helpers import write_tone
 
 from r1_aqa.audio import AudioError, load_audio, load_audio_capped, probe_audio
 

@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from test_trainer import audio_params, make_parquet, make_trainer
+from helpers import audio_params, make_parquet, make_trainer
 
 from r1_aqa.encoder import audio_towers
 

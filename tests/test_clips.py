@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import write_tone
-from test_trainer import RECIPE, make_parquet
+from helpers import RECIPE, make_parquet, write_tone
 
 from r1_aqa.cli import main
 from r1_aqa.clips import BadAudioError, check_training_audio

@@ -17,18 +17,24 @@ import hashlib
 import importlib.util
 import json
 import os
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from test_trainer import RECIPE, make_parquet
+from helpers import (
+    HERE,
+    RECIPE,
+    ROOT,
+    assert_omni_full_layout,
+    assert_qwen3_omni_full_layout,
+    child_env,
+    free_port,
+    make_parquet,
+    run,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-HERE = Path(__file__).resolve().parent
 ACCELERATE = ROOT / "examples/r1_aqa/accelerate"
 LAUNCH = ROOT / "examples/r1_aqa/run_grpo_r1_aqa_qwen2_audio_7b.sh"
 STEPS = 3
@@ -41,12 +47,6 @@ pytestmark = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def cpu_accelerate_config(name: str, tmp_path: Path) -> Path:
     """The shipped ``accelerate/NAME.yaml`` for 2 CPU processes: no bf16 autocast, everything else as shipped."""
     config = yaml.safe_load((ACCELERATE / f"{name}.yaml").read_text())
@@ -54,19 +54,6 @@ def cpu_accelerate_config(name: str, tmp_path: Path) -> Path:
     out = tmp_path / f"{name}_cpu.yaml"
     out.write_text(yaml.safe_dump(config))
     return out
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", **extra)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), env.get("PYTHONPATH")) if p)
-    env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env["PATH"]))  # this venv's accelerate, torchrun
-    return env
-
-
-def run(cmd: list[str], env: dict[str, str], log: Path) -> None:
-    with log.open("w") as f:
-        proc = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, timeout=600)
-    assert proc.returncode == 0, f"exit {proc.returncode}: {' '.join(cmd)}\n{log.read_text()[-4000:]}"
 
 
 def zero3_records(train_args: list[str], tmp_path: Path) -> list[dict]:
@@ -202,7 +189,6 @@ def test_zero3_other_families(fixture, data, tmp_path, request):
     and the saved checkpoint (the Qwen3-Omni full layout) equal to the trained weights."""
     from r1_aqa.families import family_of
     from r1_aqa.models import load_model
-    from test_qwen3_omni import assert_full_layout
 
     model_dir = request.getfixturevalue(fixture)
     out = tmp_path / "out"
@@ -221,7 +207,7 @@ def test_zero3_other_families(fixture, data, tmp_path, request):
     if family_of(model_dir).name == "qwen3-omni":
         assert any(".mlp.experts." in n for n in changed) and any(".mlp.gate." in n for n in changed)
         assert any("aux_loss" in e for e in records[0]["log_history"])
-        assert_full_layout(out)
+        assert_qwen3_omni_full_layout(out)
     for folder in (out, out / "checkpoint-2"):
         assert digests(load_model(folder, device="cpu")) == records[0]["digests"], f"{folder} is not the trained model"
 
@@ -262,7 +248,6 @@ def test_launch_script_two_nodes_omni_with_vllm(tmp_path, data):
     pytest.importorskip("vllm")
     from r1_aqa.models import load_model
     from r1_aqa.tiny import build_tiny_model
-    from test_omni import assert_full_layout
 
     model = build_tiny_model(tmp_path / "omni", family="qwen2.5-omni", layout="full")
     out = tmp_path / "out"
@@ -279,7 +264,7 @@ def test_launch_script_two_nodes_omni_with_vllm(tmp_path, data):
         text = log.read_text()
         assert code == 0 and "Traceback" not in text, f"{log.name}: exit {code}\n{text[-4000:]}"
     for folder in (out, out / "checkpoint-2"):
-        assert_full_layout(folder)
+        assert_omni_full_layout(folder)
     assert type(load_model(out, device="cpu")).__name__ == "Qwen2_5OmniThinkerForConditionalGeneration"
     state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
     gaps = [e["sampling/sampling_logp_difference/mean"] for e in state["log_history"]

@@ -8,14 +8,12 @@ import re
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
 import pytest
-from conftest import MMAU_DIR, needs_mmau, write_tone
+from helpers import MMAU_DIR, ROOT, needs_mmau, write_tone
 
 from r1_aqa.cli import build_parser, main
 
-ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
 

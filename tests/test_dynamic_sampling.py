@@ -5,57 +5,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_trainer import DEVICE, make_parquet
+from helpers import (
+    HERE,
+    PLANTED,
+    RECIPE,
+    child_env,
+    dynamic_sampling_trainer,
+    free_port,
+    make_parquet,
+    record_dynamic_sampling,
+    run,
+)
 
 from r1_aqa.dynamic_sampling import DynamicSampling, has_signal
-
-PLANTED = "q0"  # the prompt whose completions all score alike
-
-
-def planted_reward(completions: list, id: list[str], **kwargs) -> list[float]:  # noqa: A002 (the dataset's column)
-    """1.0 for every completion of the planted prompt; otherwise each completion's position (never equal in a group)."""
-    return [1.0 if i == PLANTED else float(k) for k, i in enumerate(id)]
-
-
-def _trainer(tiny_model_dir, tmp_path, trainer_kwargs: dict | None = None, max_extra: float = 1.0, **overrides):
-    from trl import GRPOConfig
-
-    from r1_aqa.models import load_model
-    from r1_aqa.stages import build_dataset
-    from r1_aqa.trainer import AudioGRPOTrainer
-
-    settings = dict(
-        output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, num_generations=2, max_completion_length=6,
-        learning_rate=1e-3, beta=0.04, max_steps=1, logging_steps=1, save_strategy="no", report_to="none",
-        use_cpu=DEVICE == "cpu", bf16=False, gradient_checkpointing=False, seed=0, dataloader_num_workers=0,
-    )
-    settings.update(overrides)
-    return AudioGRPOTrainer(
-        model=load_model(tiny_model_dir, device=DEVICE).train(), reward_funcs=[planted_reward],
-        args=GRPOConfig(**settings), train_dataset=build_dataset(str(make_parquet(tmp_path, n=4)), "default"),
-        dynamic_sampling_max_extra=max_extra, **(trainer_kwargs or {}),
-    )
-
-
-def _record(trainer) -> tuple[list[list[dict]], list[dict]]:
-    """Wrap the trainer's one-round generation and the dynamic sampling around it: (rounds per generation, batches)."""
-    rounds, batches = [], []
-    score = trainer._generate_and_score_audio
-    generate = trainer._dynamic_sampling.generate
-
-    def recorded_score(inputs):
-        out = score(inputs)
-        rounds[-1].append({**out, "ids": [x["id"] for x in inputs]})
-        return out
-
-    def recorded_generate(inputs, _score):
-        rounds.append([])
-        batch = generate(inputs, recorded_score)
-        batches.append(batch)
-        return batch
-
-    trainer._dynamic_sampling.generate = recorded_generate
-    return rounds, batches
 
 
 def _kept_groups_alone(rounds: list[dict], size: int, needed: int, pad_id: int) -> dict:
@@ -90,8 +52,8 @@ def _loss_and_grads(trainer, batch: dict) -> tuple[torch.Tensor, dict[str, torch
 
 
 def test_planted_all_equal_group_is_excluded_from_the_loss_and_replaced(tiny_model_dir, tmp_path):
-    trainer = _trainer(tiny_model_dir, tmp_path)
-    rounds, batches = _record(trainer)
+    trainer = dynamic_sampling_trainer(tiny_model_dir, tmp_path)
+    rounds, batches = record_dynamic_sampling(trainer)
     trainer.train()
     (generation,), (batch,) = rounds, batches
     first = generation[0]
@@ -119,8 +81,8 @@ def test_planted_all_equal_group_is_excluded_from_the_loss_and_replaced(tiny_mod
 
 
 def test_when_the_cap_is_spent_the_batch_keeps_its_size(tiny_model_dir, tmp_path):
-    trainer = _trainer(tiny_model_dir, tmp_path, max_extra=0.0)
-    rounds, batches = _record(trainer)
+    trainer = dynamic_sampling_trainer(tiny_model_dir, tmp_path, max_extra=0.0)
+    rounds, batches = record_dynamic_sampling(trainer)
     trainer.train()
     (generation,), (batch,) = rounds, batches
     assert len(generation) == 1  # no refill allowed
@@ -131,13 +93,14 @@ def test_when_the_cap_is_spent_the_batch_keeps_its_size(tiny_model_dir, tmp_path
 
 def test_a_negative_cap_is_refused(tiny_model_dir, tmp_path):
     with pytest.raises(ValueError, match="dynamic_sampling_max_extra must be >= 0"):
-        DynamicSampling(_trainer(tiny_model_dir, tmp_path), -1.0)
+        DynamicSampling(dynamic_sampling_trainer(tiny_model_dir, tmp_path), -1.0)
 
 
 def test_composes_with_steps_per_generation_accumulation_and_a_frozen_tower(tiny_model_dir, tmp_path):
-    trainer = _trainer(tiny_model_dir, tmp_path, {"freeze_audio_tower": True}, per_device_train_batch_size=4,
-                       steps_per_generation=2, gradient_accumulation_steps=2, max_steps=2)
-    rounds, batches = _record(trainer)
+    trainer = dynamic_sampling_trainer(tiny_model_dir, tmp_path, {"freeze_audio_tower": True},
+                                       per_device_train_batch_size=4, steps_per_generation=2,
+                                       gradient_accumulation_steps=2, max_steps=2)
+    rounds, batches = record_dynamic_sampling(trainer)
     trainer.train()
     assert len(batches) == 2 and all(len(b["advantages"]) == 8 for b in batches)
     assert all(bool(has_signal(b["advantages"], 2).all()) for b in batches)
@@ -154,9 +117,6 @@ def test_composes_with_steps_per_generation_accumulation_and_a_frozen_tower(tiny
 @pytest.mark.slow
 def test_two_processes_make_the_same_refill_decisions(tiny_model_dir, tmp_path):
     import json
-
-    from test_distributed import HERE, child_env, free_port, run
-    from test_trainer import RECIPE
 
     data = make_parquet(tmp_path, n=8)
     record, steps = tmp_path / "record.json", 3

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import copy
 
-from conftest import write_tone
-from test_trainer import favour_token
+from helpers import favour_token, write_tone
 
 
 def test_hf_engine_never_generates_the_audio_placeholder(tiny_model_dir, tmp_path):

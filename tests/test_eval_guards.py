@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import soundfile as sf
-from test_eval import N_ITEMS, _argv, _eval, mmau_file  # noqa: F401  (mmau_file is a fixture)
+from helpers import N_ITEMS, RECIPE, eval_argv, make_parquet, run_eval
 
 from r1_aqa.cli import build_parser, main
 from r1_aqa.evaluate import benchmarks, predict
@@ -49,17 +49,17 @@ def test_help_shows_every_default(capsys):
 
 
 @pytest.mark.parametrize("flag", ["--batch-size", "--limit", "--permutations", "--max-new-tokens"])
-def test_non_positive_counts_are_usage_errors(flag, mmau_file, tiny_model_dir, tmp_path, capsys):  # noqa: F811
-    err = _usage_error(_argv(mmau_file, tiny_model_dir, tmp_path / "p.json", flag, "0"), capsys)
+def test_non_positive_counts_are_usage_errors(flag, mmau_file, tiny_model_dir, tmp_path, capsys):
+    err = _usage_error(eval_argv(mmau_file, tiny_model_dir, tmp_path / "p.json", flag, "0"), capsys)
     assert f"argument {flag}: must be >= 1, got 0" in err
 
 
-def test_more_permutations_than_option_orders(mmau_file, tiny_model_dir, tmp_path, capsys):  # noqa: F811
-    assert main(_argv(mmau_file, tiny_model_dir, tmp_path / "p.json", "--permutations", "3")) == 2
+def test_more_permutations_than_option_orders(mmau_file, tiny_model_dir, tmp_path, capsys):
+    assert main(eval_argv(mmau_file, tiny_model_dir, tmp_path / "p.json", "--permutations", "3")) == 2
     assert "item item-0 has 2 options, so only 2 distinct orders" in capsys.readouterr().err
 
 
-def test_wrong_benchmark_flag_names_the_right_one(mmau_file, tiny_model_dir, tmp_path, capsys):  # noqa: F811
+def test_wrong_benchmark_flag_names_the_right_one(mmau_file, tiny_model_dir, tmp_path, capsys):
     mmsu = tmp_path / "mmsu.parquet"
     pd.DataFrame([{"key": "k", "question": "q", "options": ["a", "b"], "answer_index": 0,
                    "category": "perception-x", "audio": None}]).to_parquet(mmsu)
@@ -68,32 +68,32 @@ def test_wrong_benchmark_flag_names_the_right_one(mmau_file, tiny_model_dir, tmp
     for data, benchmark, hint in ((mmsu, "mmau", "--benchmark mmsu"), (tmp_path, "mmau", "--benchmark mmsu"),
                                   (mmau_file, "mmsu", "--benchmark mmau"), (mmar, "mmau", "--benchmark mmar"),
                                   (mmau_file, "mmar", "--benchmark mmau")):
-        argv = _argv(mmau_file, tiny_model_dir, tmp_path / "p.json")
+        argv = eval_argv(mmau_file, tiny_model_dir, tmp_path / "p.json")
         argv[argv.index("--benchmark") + 1] = benchmark
         argv[argv.index("--data") + 1] = str(data)
         assert main(argv) == 2
         assert f"{data}: looks like" in (err := capsys.readouterr().err) and hint in err, err
 
 
-def test_undecodable_input_file_is_named(mmau_file, tiny_model_dir, tmp_path, capsys):  # noqa: F811
+def test_undecodable_input_file_is_named(mmau_file, tiny_model_dir, tmp_path, capsys):
     latin = tmp_path / "latin1.json"
     latin.write_bytes('[{"id": "é"}]'.encode("latin-1"))
-    assert main(_argv(latin, tiny_model_dir, tmp_path / "p.json")) == 2
+    assert main(eval_argv(latin, tiny_model_dir, tmp_path / "p.json")) == 2
     assert f"{latin}: not UTF-8 text" in capsys.readouterr().err
     corrupt = tmp_path / "corrupt.parquet"
     corrupt.write_bytes(b"PAR1 not really a parquet file")
-    argv = _argv(corrupt, tiny_model_dir, tmp_path / "p.json")
+    argv = eval_argv(corrupt, tiny_model_dir, tmp_path / "p.json")
     argv[argv.index("--benchmark") + 1] = "mmsu"
     assert main(argv) == 2
     assert f"{corrupt}: not a readable parquet file" in capsys.readouterr().err
 
 
-def test_missing_model_path(mmau_file, tmp_path, capsys):  # noqa: F811
-    assert main(_argv(mmau_file, tmp_path / "nope", tmp_path / "p.json")) == 2
+def test_missing_model_path(mmau_file, tmp_path, capsys):
+    assert main(eval_argv(mmau_file, tmp_path / "nope", tmp_path / "p.json")) == 2
     assert f"{tmp_path / 'nope'}: no such model directory" in capsys.readouterr().err
 
 
-def test_hub_model_id_is_accepted(mmau_file, tiny_model_dir, tmp_path):  # noqa: F811
+def test_hub_model_id_is_accepted(mmau_file, tiny_model_dir, tmp_path):
     """A hub id in the local cache (the hub's own layout), as for a baseline of the base model."""
     snapshot = tmp_path / "hub" / "models--r1-aqa--tiny" / "snapshots" / ("0" * 40)
     shutil.copytree(tiny_model_dir, snapshot)
@@ -101,13 +101,13 @@ def test_hub_model_id_is_accepted(mmau_file, tiny_model_dir, tmp_path):  # noqa:
     (tmp_path / "hub" / "models--r1-aqa--tiny" / "refs" / "main").write_text("0" * 40)
     output = tmp_path / "pred.json"
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "r1_aqa.cli", *_argv(mmau_file, Path("r1-aqa/tiny"), output, "--limit", "2")],
-                   env=env, check=True, capture_output=True, timeout=300)
+    argv = eval_argv(mmau_file, Path("r1-aqa/tiny"), output, "--limit", "2")
+    subprocess.run([sys.executable, "-m", "r1_aqa.cli", *argv], env=env, check=True, capture_output=True, timeout=300)
     assert len(json.loads(output.read_text())) == 2
     assert json.loads(meta_path(output).read_text())["model"] == "r1-aqa/tiny"
 
 
-def test_every_bad_clip_is_listed_before_the_model_loads(mmau_file, tmp_path, capsys):  # noqa: F811
+def test_every_bad_clip_is_listed_before_the_model_loads(mmau_file, tmp_path, capsys):
     records = json.loads(mmau_file.read_text())
     clips = mmau_file.parent / "test-mini-audios"
     (clips / "not-audio.wav").write_text("this is text, not audio")
@@ -120,7 +120,7 @@ def test_every_bad_clip_is_listed_before_the_model_loads(mmau_file, tmp_path, ca
     broken = tmp_path / "broken-model"  # loading it would fail: the clips must be checked first
     broken.mkdir()
     (broken / "config.json").write_text(json.dumps({"model_type": "qwen2_audio"}))
-    assert main(_argv(data, broken, tmp_path / "p.json")) == 2
+    assert main(eval_argv(data, broken, tmp_path / "p.json")) == 2
     err = capsys.readouterr().err
     assert "3 of 6 audio clips are missing or unusable" in err
     assert "item-1:" in err and "cannot decode audio" in err
@@ -138,11 +138,11 @@ def test_a_long_list_of_bad_clips_is_cut():
     assert len(lines) == 22 and lines[-1] == "  ... and 5 more"
 
 
-def test_finished_output_is_not_overwritten_or_redone(mmau_file, tiny_model_dir, tmp_path, capsys):  # noqa: F811
+def test_finished_output_is_not_overwritten_or_redone(mmau_file, tiny_model_dir, tmp_path, capsys):
     model = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model)
     output = tmp_path / "pred.json"
-    first = _eval(mmau_file, model, output, "--limit", "3")
+    first = run_eval(mmau_file, model, output, "--limit", "3")
     stamp = output.stat().st_mtime_ns
     capsys.readouterr()
 
@@ -150,36 +150,36 @@ def test_finished_output_is_not_overwritten_or_redone(mmau_file, tiny_model_dir,
     weights = model / "model.safetensors"
     original = weights.stat().st_mtime_ns
     os.utime(weights, ns=(original, original + 10**9))
-    assert main(_argv(mmau_file, model, output, "--limit", "3")) == 2
+    assert main(eval_argv(mmau_file, model, output, "--limit", "3")) == 2
     assert "'model_files'" in capsys.readouterr().err and output.stat().st_mtime_ns == stamp
 
     # Same settings and model: nothing generated, the file untouched.
     os.utime(weights, ns=(original, original))
-    assert _eval(mmau_file, model, output, "--limit", "3") == first
+    assert run_eval(mmau_file, model, output, "--limit", "3") == first
     assert "nothing to do" in capsys.readouterr().err and output.stat().st_mtime_ns == stamp
 
     # More items with the same settings: a resume that generates only the new ones.
-    assert _eval(mmau_file, model, output, "--limit", "4")[:3] == first
+    assert run_eval(mmau_file, model, output, "--limit", "4")[:3] == first
     assert "resuming after 3 of 4 items" in capsys.readouterr().err
 
     # Fewer items than the output holds: refused rather than dropping records.
-    assert main(_argv(mmau_file, model, output, "--limit", "2")) == 2
+    assert main(eval_argv(mmau_file, model, output, "--limit", "2")) == 2
     assert "holds 2 records this run would drop" in capsys.readouterr().err and len(json.loads(output.read_text())) == 4
 
     # Other settings: refused, naming --overwrite; with it, replaced.
-    assert main(_argv(mmau_file, model, output, "--limit", "4", "--template", "think")) == 2
+    assert main(eval_argv(mmau_file, model, output, "--limit", "4", "--template", "think")) == 2
     err = capsys.readouterr().err
     assert "'template': ('default', 'think')" in err and "--overwrite" in err
-    records = _eval(mmau_file, model, output, "--limit", "4", "--template", "think", "--overwrite")
+    records = run_eval(mmau_file, model, output, "--limit", "4", "--template", "think", "--overwrite")
     assert len(records) == 4 and json.loads(meta_path(output).read_text())["template"] == "think"
 
 
-def test_killed_sweep_skips_finished_checkpoints(mmau_file, tiny_model_dir, tmp_path, capsys):  # noqa: F811
+def test_killed_sweep_skips_finished_checkpoints(mmau_file, tiny_model_dir, tmp_path, capsys):
     run_dir = tmp_path / "run"
     for step in (1, 2):
         shutil.copytree(tiny_model_dir, run_dir / f"checkpoint-{step}")
     output = tmp_path / "out" / "pred.json"
-    argv = _argv(mmau_file, run_dir, output, "--limit", "2", "--max-new-tokens", "4")
+    argv = eval_argv(mmau_file, run_dir, output, "--limit", "2", "--max-new-tokens", "4")
     capsys.readouterr()
     assert main(argv) == 0
     out, err = capsys.readouterr()
@@ -201,19 +201,19 @@ def _partial_of(output: Path, records: list[dict]) -> None:
     partial_path(output).write_text("".join(json.dumps(x) + "\n" for x in [header, *records]))
 
 
-def test_template_blocks_a_resume(mmau_file, tiny_model_dir, tmp_path, capsys):  # noqa: F811
+def test_template_blocks_a_resume(mmau_file, tiny_model_dir, tmp_path, capsys):
     output = tmp_path / "pred.json"
-    records = _eval(mmau_file, tiny_model_dir, output, "--limit", "2", "--max-new-tokens", "4")
+    records = run_eval(mmau_file, tiny_model_dir, output, "--limit", "2", "--max-new-tokens", "4")
     _partial_of(output, records[:1])
     output.unlink()
-    assert main(_argv(mmau_file, tiny_model_dir, output, "--limit", "2", "--max-new-tokens", "4",
+    assert main(eval_argv(mmau_file, tiny_model_dir, output, "--limit", "2", "--max-new-tokens", "4",
                       "--template", "think")) == 2
     assert "made with other settings {'template': ('default', 'think')}" in capsys.readouterr().err
 
 
-def test_resume_writes_input_order_and_cuts_a_torn_line(mmau_file, tiny_model_dir, tmp_path, capsys):  # noqa: F811
+def test_resume_writes_input_order_and_cuts_a_torn_line(mmau_file, tiny_model_dir, tmp_path, capsys):
     output = tmp_path / "pred.json"
-    full = _eval(mmau_file, tiny_model_dir, output, "--batch-size", "3", "--max-new-tokens", "4")
+    full = run_eval(mmau_file, tiny_model_dir, output, "--batch-size", "3", "--max-new-tokens", "4")
     expected = output.read_bytes()
     _partial_of(output, full[1:][::-1])  # finished out of order (e.g. by another batch layout), item-0 missing
     with open(partial_path(output), "a") as f:
@@ -223,15 +223,15 @@ def test_resume_writes_input_order_and_cuts_a_torn_line(mmau_file, tiny_model_di
     assert sorted(done) == [(f"item-{i}", 0) for i in range(1, N_ITEMS)]
     assert partial_path(output).read_text().endswith("}\n")  # the torn bytes are gone, appends start clean
     output.unlink()
-    assert _eval(mmau_file, tiny_model_dir, output, "--batch-size", "3", "--max-new-tokens", "4") == full
+    assert run_eval(mmau_file, tiny_model_dir, output, "--batch-size", "3", "--max-new-tokens", "4") == full
     assert output.read_bytes() == expected
     assert f"resuming after {N_ITEMS - 1} of {N_ITEMS} items" in capsys.readouterr().err
 
 
-def test_each_batch_reaches_the_disk_before_the_next(mmau_file, tiny_model_dir, tmp_path):  # noqa: F811
+def test_each_batch_reaches_the_disk_before_the_next(mmau_file, tiny_model_dir, tmp_path):
     """Killed after its first batch, a run has that batch on disk (and not the rest, which is still to come)."""
     output = tmp_path / "pred.json"
-    argv = [sys.executable, "-m", "r1_aqa.cli", *_argv(mmau_file, tiny_model_dir, output, "--batch-size", "1",
+    argv = [sys.executable, "-m", "r1_aqa.cli", *eval_argv(mmau_file, tiny_model_dir, output, "--batch-size", "1",
                                                         "--max-new-tokens", "48")]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -247,7 +247,7 @@ def test_each_batch_reaches_the_disk_before_the_next(mmau_file, tiny_model_dir, 
     assert 1 <= records < N_ITEMS, f"{records} records on disk when the first batch was seen"
 
 
-def test_each_batch_is_synced_to_the_disk(mmau_file, tiny_model_dir, tmp_path, monkeypatch):  # noqa: F811
+def test_each_batch_is_synced_to_the_disk(mmau_file, tiny_model_dir, tmp_path, monkeypatch):
     """One fsync of the partial file per batch: a power cut loses at most the batch being generated."""
     output = tmp_path / "pred.json"
     synced = []
@@ -258,7 +258,7 @@ def test_each_batch_is_synced_to_the_disk(mmau_file, tiny_model_dir, tmp_path, m
         fsync(fd)
 
     monkeypatch.setattr(os, "fsync", counting_fsync)
-    _eval(mmau_file, tiny_model_dir, output, "--batch-size", "2", "--max-new-tokens", "2")
+    run_eval(mmau_file, tiny_model_dir, output, "--batch-size", "2", "--max-new-tokens", "2")
     assert synced.count(str(partial_path(output))) == N_ITEMS // 2
 
 
@@ -270,7 +270,7 @@ def _mmsu_record(i: int, output: str) -> dict:
             "answer_index": i % 4, "category": "perception-paralinguistics-emotion", "model_output": output}
 
 
-def test_score_names_the_right_benchmark(mmau_file, tmp_path, capsys):  # noqa: F811
+def test_score_names_the_right_benchmark(mmau_file, tmp_path, capsys):
     mmau = tmp_path / "mmau-pred.json"
     mmau.write_text(json.dumps([{**r, "model_output": r["answer"]} for r in json.loads(mmau_file.read_text())]))
     assert main(["score", "--benchmark", "mmsu", "--predictions", str(mmau)]) == 2
@@ -313,8 +313,6 @@ def test_a_score_of_no_items_is_null():
 def test_known_harmless_warnings_are_hidden_and_errors_said_once(tmp_path):
     """TRL's vLLM-range warning (5 times per import) is hidden; --verbose shows it; rank > 0 keeps a shared error to
     itself."""
-    from test_trainer import RECIPE, make_parquet
-
     parquet = make_parquet(tmp_path, n=1)
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "config.json").write_text("{}")

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import write_tone
+from helpers import write_tone
 
 from r1_aqa.cli import main
 from r1_aqa.evaluate.predict import meta_path

@@ -12,14 +12,19 @@ import sys
 
 import pytest
 import torch
-from conftest import write_tone
+from helpers import (
+    FIXTURES,
+    audio_params,
+    make_parquet,
+    make_trainer,
+    sft_argv,
+    unused_audio_params,
+    write_tone,
+)
 from safetensors import safe_open
-from test_trainer import audio_params, make_parquet, make_trainer, unused_audio_params
 
 from r1_aqa.families import NAMES, family_of, get_family
 
-FIXTURES = {"qwen2-audio": "tiny_model_dir", "qwen2.5-omni": "tiny_omni_dir", "audioflamingo3": "tiny_af3_dir",
-            "qwen3-omni": "tiny_qwen3_omni_dir", "voxtral": "tiny_voxtral_dir"}
 HUB_NAMED = ["audioflamingo3", "voxtral"]  # transformers 5.17 saves these under language_model.model.model.*
 
 
@@ -171,17 +176,15 @@ def test_model_built_from_its_config_still_saves_hub_names(name, request, tmp_pa
 def test_sft_and_eval_hf(name, request, tmp_path):
     """sft learns (the target and the family's end of turn) on the tiny model, saves under the hub's names; eval (hf)
     reads the checkpoint."""
-    from test_sft import _args
-
-    from r1_aqa.evaluate.predict import evaluate
     from r1_aqa.evaluate.benchmarks import load_items
+    from r1_aqa.evaluate.predict import evaluate
     from r1_aqa.sft import parse_sft_args, sft
 
     directory = request.getfixturevalue(FIXTURES[name])
     parquet = make_parquet(tmp_path, n=4)
     out = tmp_path / "sft"
-    trainer = sft(*parse_sft_args(_args(directory, parquet, out, "--max_steps", "20", "--learning_rate", "1e-2",
-                                        "--per_device_train_batch_size", "4")))
+    trainer = sft(*parse_sft_args(sft_argv(directory, parquet, out, "--max_steps", "20", "--learning_rate", "1e-2",
+                                           "--per_device_train_batch_size", "4")))
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     assert losses[-1] < 0.5 * losses[0], losses
     assert weight_names(out) == hub_names(trainer.model, family_of(directory))

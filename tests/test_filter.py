@@ -11,12 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import write_tone
-from test_eval import wait_for_lines
+from helpers import ROOT, wait_for_lines, write_tone
 
 from r1_aqa.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
 CHOICES = ["low", "high", "middle"]
 
 

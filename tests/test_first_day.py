@@ -13,13 +13,19 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_eval import _argv, _eval, mmau_file, wait_for_lines  # noqa: F401  (mmau_file is a fixture)
-from test_trainer import RECIPE, make_parquet
+from helpers import (
+    RECIPE,
+    ROOT,
+    SFT_RECIPE,
+    eval_argv,
+    make_parquet,
+    run_eval,
+    wait_for_lines,
+)
 
 from r1_aqa.cli import main
 from r1_aqa.evaluate.resume import partial_path
 
-ROOT = Path(__file__).resolve().parents[1]
 # Runs the CLI, then says whether torch was imported by the time it returned.
 PROBE = ("import sys; from r1_aqa.cli import main; code = main(sys.argv[1:]); "
          "print('torch imported' if 'torch' in sys.modules else 'torch not imported'); sys.exit(code)")
@@ -52,9 +58,6 @@ def model_dir(tmp_path) -> Path:
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").write_text("{}")
     return tmp_path / "model"
-
-
-SFT_RECIPE = ROOT / "examples/r1_aqa/recipes/tiny_sft.yaml"
 
 
 def _typo_recipe(tmp_path, base=RECIPE):
@@ -155,44 +158,44 @@ def test_gpu_recipe_on_a_cpu_says_what_to_do(data, model_dir, tmp_path):
 
 
 @pytest.mark.parametrize("model", ["./x", "runs/nope", "runs/nope/"])
-def test_a_local_looking_model_path_is_not_asked_of_the_hub(model, mmau_file, tmp_path):  # noqa: F811
+def test_a_local_looking_model_path_is_not_asked_of_the_hub(model, mmau_file, tmp_path):
     (tmp_path / "runs").mkdir()  # `runs/nope` would be a valid hub id, but runs/ is a local directory
-    code, line, torch = cli(_argv(mmau_file, model, tmp_path / "p.json"), cwd=tmp_path,
+    code, line, torch = cli(eval_argv(mmau_file, model, tmp_path / "p.json"), cwd=tmp_path,
                             env={"HF_HUB_OFFLINE": None, "TRANSFORMERS_OFFLINE": None})
     assert code == 2 and line == f"r1-aqa eval: error: --model {model}: no such model directory"
     assert torch == "torch not imported" and not (tmp_path / "p.json").exists()
 
 
-def test_a_hub_id_with_the_hub_offline_fails_at_once(mmau_file, tmp_path):  # noqa: F811
-    code, line, torch = cli(_argv(mmau_file, "Qwen/Not-Cached", tmp_path / "p.json"),
+def test_a_hub_id_with_the_hub_offline_fails_at_once(mmau_file, tmp_path):
+    code, line, torch = cli(eval_argv(mmau_file, "Qwen/Not-Cached", tmp_path / "p.json"),
                             env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")})
     assert code == 2 and "Qwen/Not-Cached: no such model directory, and not in the hub cache" in line
     assert torch == "torch not imported"
 
 
-def test_a_folder_of_prepared_parquets_is_not_taken_for_mmsu(mmau_file, tiny_model_dir, tmp_path):  # noqa: F811
+def test_a_folder_of_prepared_parquets_is_not_taken_for_mmsu(mmau_file, tiny_model_dir, tmp_path):
     folder = tmp_path / "prepared"
     assert main(["prepare", "mmau", "--input", str(mmau_file), "--output", str(folder / "mmau.parquet"),
                  "--workers", "1"]) == 0
-    code, line, _ = cli(_argv(folder, tiny_model_dir, tmp_path / "p.json"))
+    code, line, _ = cli(eval_argv(folder, tiny_model_dir, tmp_path / "p.json"))
     assert code == 2 and "a directory of parquet files from `r1-aqa prepare` (mmau.parquet): pass one" in line
     assert "MMSU" not in line and not (tmp_path / "p.json").exists()
 
 
-def test_a_sweep_never_shares_a_name_with_one_models_output(mmau_file, tiny_model_dir, tmp_path):  # noqa: F811
+def test_a_sweep_never_shares_a_name_with_one_models_output(mmau_file, tiny_model_dir, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(tiny_model_dir, run_dir / "checkpoint-1")
     single = tmp_path / "single" / "pred.json"
     single.parent.mkdir()
     single.write_text("[]")
-    code, line, _ = cli(_argv(mmau_file, run_dir, single, "--limit", "1"))
+    code, line, _ = cli(eval_argv(mmau_file, run_dir, single, "--limit", "1"))
     assert code == 2 and f"--output {single} holds the predictions of one model" in line
     assert sorted(p.name for p in single.parent.iterdir()) == ["pred.json"]
 
     swept = tmp_path / "swept" / "pred.json"
     swept.parent.mkdir()
     swept.with_name("pred.checkpoint-1.json").write_text("[]")
-    code, line, _ = cli(_argv(mmau_file, tiny_model_dir, swept, "--limit", "1"))
+    code, line, _ = cli(eval_argv(mmau_file, tiny_model_dir, swept, "--limit", "1"))
     assert code == 2 and "pred.checkpoint-1.json beside it is from a sweep" in line
     assert sorted(p.name for p in swept.parent.iterdir()) == ["pred.checkpoint-1.json"]
 
@@ -234,13 +237,14 @@ def test_prepare_input_that_is_a_directory(tmp_path):
     assert not (tmp_path / "out.parquet").exists()
 
 
-def test_ctrl_c_then_the_same_overwrite_command_resumes_to_the_same_bytes(mmau_file, tiny_model_dir,  # noqa: F811
+def test_ctrl_c_then_the_same_overwrite_command_resumes_to_the_same_bytes(mmau_file, tiny_model_dir,
                                                                            tmp_path, capsys):
     """An ``eval --overwrite`` over an older output, stopped by Ctrl-C mid-run, exits 130 with one line; started
     again, the same command resumes its own partial file and writes the bytes of an uninterrupted run."""
     output = tmp_path / "pred.json"
-    _eval(mmau_file, tiny_model_dir, output, "--max-new-tokens", "2", "--limit", "2")  # an older output, other settings
-    argv = _argv(mmau_file, tiny_model_dir, output, "--batch-size", "1", "--overwrite")
+    # an older output, other settings
+    run_eval(mmau_file, tiny_model_dir, output, "--max-new-tokens", "2", "--limit", "2")
+    argv = eval_argv(mmau_file, tiny_model_dir, output, "--batch-size", "1", "--overwrite")
     proc = subprocess.Popen([sys.executable, "-m", "r1_aqa.cli", *argv], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     partial = partial_path(output)
@@ -255,9 +259,9 @@ def test_ctrl_c_then_the_same_overwrite_command_resumes_to_the_same_bytes(mmau_f
     assert 2 <= done < 6
 
     capsys.readouterr()
-    records = _eval(mmau_file, tiny_model_dir, output, "--batch-size", "1", "--overwrite")
+    records = run_eval(mmau_file, tiny_model_dir, output, "--batch-size", "1", "--overwrite")
     assert f"resuming after {done} of 6 items" in capsys.readouterr().err
-    reference = _eval(mmau_file, tiny_model_dir, tmp_path / "ref.json", "--batch-size", "1")
+    reference = run_eval(mmau_file, tiny_model_dir, tmp_path / "ref.json", "--batch-size", "1")
     assert records == reference and output.read_bytes() == (tmp_path / "ref.json").read_bytes()
     assert not partial.exists()
 

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import write_tone
+from helpers import write_tone
 
 from r1_aqa.cli import main
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from chromium import Chromium, find_chromium
-from conftest import write_tone
+from helpers import write_tone
 
 from r1_aqa.cli import main
 from r1_aqa.evaluate.html_report import analyse, page_path, predicted_option, sweep_page_path

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / "examples/r1_aqa/run_grpo_r1_aqa_qwen2_audio_7b.sh"
 
 

@@ -7,8 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import soundfile as sf
-from conftest import write_tone
-from test_trainer import make_parquet
+from helpers import make_parquet, write_tone
 
 from r1_aqa.cli import main
 from r1_aqa.evaluate.scoring import listening_gap, score_records

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_trainer import RECIPE, make_parquet, make_trainer
+from helpers import RECIPE, make_parquet, make_trainer
 
 from r1_aqa.callbacks import NonFiniteGuard, TrainingInterrupted, install
 from r1_aqa.cli import main

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import MMAR_META, needs_mmar, write_tone
+from helpers import MMAR_META, needs_mmar, write_tone
 
 from r1_aqa.cli import main
 from r1_aqa.data.mmar import load_mmar

@@ -7,8 +7,14 @@ import json
 
 import pytest
 import torch
-from safetensors import safe_open
-from test_trainer import make_parquet, make_trainer
+from helpers import (
+    assert_omni_full_layout,
+    make_parquet,
+    make_trainer,
+    perturb_params,
+    vllm_and_hf_greedy,
+    weight_names,
+)
 
 from r1_aqa.models import load_model
 
@@ -27,26 +33,9 @@ def omni_thinker_dir(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("tiny-omni-thinker"), family="qwen2.5-omni")
 
 
-def weight_names(folder) -> list[str]:
-    names = []
-    for file in sorted(folder.glob("*.safetensors")):
-        with safe_open(str(file), "pt") as f:
-            names += list(f.keys())
-    return names
-
-
 def same_weights(a, b) -> bool:
     sa, sb = a.state_dict(), b.state_dict()
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
-
-
-def assert_full_layout(folder) -> None:
-    config = json.loads((folder / "config.json").read_text())
-    assert config["model_type"] == "qwen2_5_omni" and config["architectures"] == ["Qwen2_5OmniModel"]
-    assert config["thinker_config"]["model_type"] == "qwen2_5_omni_thinker"
-    assert {"talker_config", "token2wav_config"} <= set(config)
-    names = weight_names(folder)
-    assert names and all(n.startswith("thinker.") for n in names), [n for n in names if not n.startswith("thinker.")]
 
 
 def test_tiny_full_layout_is_the_hubs(omni_full_dir, omni_thinker_dir):
@@ -70,7 +59,7 @@ def test_training_from_full_layout_with_kl_saves_full_layout(omni_full_dir, tmp_
     trainer.save_model(str(out))
     assert any("kl" in e for e in trainer.state.log_history)
     for folder in (out, out / "checkpoint-1"):
-        assert_full_layout(folder)
+        assert_omni_full_layout(folder)
         assert same_weights(load_model(folder, device="cpu"), trainer.model)
 
 
@@ -88,7 +77,7 @@ def test_thinker_only_checkpoint_converts_to_full_layout(omni_thinker_dir, omni_
         make_trainer(omni_thinker_dir, make_parquet(tmp_path), tmp_path / "out", use_vllm=True, vllm_mode="colocate")
     out = tmp_path / "full"
     assert main(["omni-layout", str(omni_thinker_dir), "--base", str(omni_full_dir), "--output", str(out)]) == 0
-    assert_full_layout(out)
+    assert_omni_full_layout(out)
     check_vllm_layout(out)
     assert same_weights(load_model(out, device="cpu"), load_model(omni_thinker_dir, device="cpu"))
     base = json.loads((omni_full_dir / "config.json").read_text())
@@ -108,7 +97,6 @@ def test_vllm_colocate_rollouts_for_omni_follow_the_policy(omni_full_dir, tmp_pa
     """Colocated vLLM built from the full checkpoint: greedy equal to HF at the start, after an update of the audio
     tower alone and after GRPO steps (with a small log-prob gap); `eval --engine vllm` loads the saved checkpoint."""
     pytest.importorskip("vllm")
-    from test_trainer_vllm import _greedy, _perturb
 
     from r1_aqa.audio import load_audio
     from r1_aqa.evaluate.engines import VLLMEngine
@@ -121,13 +109,13 @@ def test_vllm_colocate_rollouts_for_omni_follow_the_policy(omni_full_dir, tmp_pa
     )
     row = trainer.train_dataset[0]
     clip = load_audio(row["audio"])
-    vllm_before, hf_before, request_out, enc = _greedy(trainer, row["prompt"], clip)
+    vllm_before, hf_before, request_out, enc = vllm_and_hf_greedy(trainer, row["prompt"], clip)
     assert list(request_out.prompt_token_ids) == enc["input_ids"][0].tolist()
     assert vllm_before == hf_before
 
-    _perturb(trainer.accelerator.unwrap_model(trainer.model), "audio_tower", scale=0.5, seed=0)
+    perturb_params(trainer.accelerator.unwrap_model(trainer.model), "audio_tower", scale=0.5, seed=0)
     trainer.sync_vllm_weights()
-    vllm_tower, hf_tower, _, _ = _greedy(trainer, row["prompt"], clip)
+    vllm_tower, hf_tower, _, _ = vllm_and_hf_greedy(trainer, row["prompt"], clip)
     assert hf_tower != hf_before, "the audio-tower update did not change the greedy output; raise its scale"
     assert vllm_tower == hf_tower
 
@@ -136,11 +124,11 @@ def test_vllm_colocate_rollouts_for_omni_follow_the_policy(omni_full_dir, tmp_pa
     gaps = [e[key] for e in trainer.state.log_history if key in e]
     assert len(gaps) == 2 and gaps[-1] < 0.02, gaps
     trainer.sync_vllm_weights()
-    vllm_after, hf_after, _, _ = _greedy(trainer, row["prompt"], clip)
+    vllm_after, hf_after, _, _ = vllm_and_hf_greedy(trainer, row["prompt"], clip)
     assert hf_after != hf_tower, "the update did not change the policy's greedy output"
     assert vllm_after == hf_after
 
-    assert_full_layout(out / "checkpoint-2")
+    assert_omni_full_layout(out / "checkpoint-2")
     engine = VLLMEngine(out / "checkpoint-2", max_new_tokens=len(hf_after), max_model_len=1024)
     question = format_prompt("Which tone is number 0?", ["low", "high", "middle"])
     assert engine.generate([question], [clip]) == [trainer.processing_class.decode(hf_after, skip_special_tokens=True)]

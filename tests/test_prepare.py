@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
-from conftest import MMAU_DIR, needs_mmau, write_tone
+from helpers import MMAU_DIR, needs_mmau, write_tone
 
 from r1_aqa.cli import main
 from r1_aqa.data.avqa import parse_question, video_to_audio

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
-from conftest import write_tone
+from helpers import write_tone
 
 from r1_aqa.cli import main
 

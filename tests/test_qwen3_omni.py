@@ -8,20 +8,17 @@ import json
 
 import pytest
 import torch
-from test_omni import weight_names
-from test_trainer import audio_params, make_parquet, make_trainer
+from helpers import (
+    assert_qwen3_omni_full_layout,
+    audio_params,
+    make_parquet,
+    make_trainer,
+    sft_argv,
+    weight_names,
+    write_tone,
+)
 
 from r1_aqa.models import load_model
-
-
-def assert_full_layout(folder) -> None:
-    config = json.loads((folder / "config.json").read_text())
-    assert config["model_type"] == "qwen3_omni_moe"
-    assert config["architectures"] == ["Qwen3OmniMoeForConditionalGeneration"]
-    assert config["thinker_config"]["model_type"] == "qwen3_omni_moe_thinker"
-    names = weight_names(folder)
-    assert names and all(n.startswith("thinker.") for n in names), [n for n in names if not n.startswith("thinker.")]
-    assert any(".mlp.experts.3.down_proj." in n for n in names)  # the hub's per-expert names
 
 
 def same_weights(a, b) -> bool:
@@ -43,8 +40,6 @@ def test_tiny_full_layout_is_the_hubs(tiny_qwen3_omni_dir, tmp_path):
 
 
 def _batch(directory, tmp_path):
-    from conftest import write_tone
-
     from r1_aqa.audio import load_audio
     from r1_aqa.models import load_processor
     from r1_aqa.prompts import build_messages, format_prompt
@@ -124,24 +119,22 @@ def test_grpo_with_kl_and_router_aux_loss_saves_full_layout(tiny_qwen3_omni_dir,
     assert all(not torch.equal(p, dict(trainer.model.named_parameters())[n]) for n, p in experts_before.items())
     trainer.save_model(str(out))
     for folder in (out, out / "checkpoint-2"):
-        assert_full_layout(folder)
+        assert_qwen3_omni_full_layout(folder)
         assert same_weights(load_model(folder, device="cpu"), trainer.model)
 
 
 def test_sft_and_eval_hf(tiny_qwen3_omni_dir, tmp_path):
-    from test_sft import _args
-
-    from r1_aqa.evaluate.predict import evaluate
     from r1_aqa.evaluate.benchmarks import load_items
+    from r1_aqa.evaluate.predict import evaluate
     from r1_aqa.sft import parse_sft_args, sft
 
     parquet = make_parquet(tmp_path, n=4)
     out = tmp_path / "sft"
-    trainer = sft(*parse_sft_args(_args(tiny_qwen3_omni_dir, parquet, out, "--max_steps", "6",
-                                        "--learning_rate", "1e-2", "--per_device_train_batch_size", "4")))
+    trainer = sft(*parse_sft_args(sft_argv(tiny_qwen3_omni_dir, parquet, out, "--max_steps", "6",
+                                           "--learning_rate", "1e-2", "--per_device_train_batch_size", "4")))
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     assert len(losses) == 6 and losses[-1] < losses[0]
-    assert_full_layout(out)
+    assert_qwen3_omni_full_layout(out)
     del trainer
     records = evaluate(load_items("mmau", parquet), out, tmp_path / "pred.json", benchmark="mmau", data=parquet,
                        max_new_tokens=8)

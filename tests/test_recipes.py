@@ -9,11 +9,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from test_trainer import make_parquet
+from helpers import ROOT, make_parquet
 
 from r1_aqa.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted([*(ROOT / "examples/r1_aqa/recipes").rglob("*.yaml"), *(ROOT / "src/r1_aqa/recipes").glob("*.yaml")])
 PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "trackio": "trackio",
             "comet_ml": "comet-ml", "clearml": "clearml"}  # report_to backend -> the package that provides it

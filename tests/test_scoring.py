@@ -6,8 +6,7 @@ import copy
 import json
 
 import pytest
-
-from conftest import MMAU_DIR, needs_mmau
+from helpers import MMAU_DIR, needs_mmau
 
 from r1_aqa import cli
 from r1_aqa.evaluate.scoring import (

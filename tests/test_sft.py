@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import pytest
-from test_trainer import make_parquet
+from helpers import RECIPE, make_parquet, sft_argv
 
 from r1_aqa.cli import main
-
-ROOT = Path(__file__).resolve().parents[1]
-RECIPE = str(ROOT / "examples/r1_aqa/recipes/tiny_sft.yaml")
-GRPO_RECIPE = str(ROOT / "examples/r1_aqa/recipes/tiny_grpo.yaml")
-
-
-def _args(model, parquet, out, *extra: str) -> list[str]:
-    return ["--config", RECIPE, "--model_name_or_path", str(model), "--dataset_path", str(parquet),
-            "--output_dir", str(out), "--save_strategy", "no", *extra]
 
 
 @pytest.mark.parametrize("family_dir", ["tiny_model_dir", "tiny_omni_dir"])
@@ -54,8 +43,8 @@ def test_sft_learns_and_its_checkpoint_loads_in_train_and_eval(tiny_model_dir, t
 
     parquet = make_parquet(tmp_path, n=4)
     out = tmp_path / "sft"
-    trainer = sft(*parse_sft_args(_args(tiny_model_dir, parquet, out, "--max_steps", "30", "--learning_rate", "1e-2",
-                                        "--per_device_train_batch_size", "4")))
+    trainer = sft(*parse_sft_args(sft_argv(tiny_model_dir, parquet, out, "--max_steps", "30", "--learning_rate", "1e-2",
+                                           "--per_device_train_batch_size", "4")))
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     assert losses[-1] < 0.2 * losses[0], losses
     del trainer
@@ -66,15 +55,15 @@ def test_sft_learns_and_its_checkpoint_loads_in_train_and_eval(tiny_model_dir, t
     assert all(r["model_response"] == f"<answer>{r['model_output']}</answer>" for r in records)
     assert all(r["model_output"] in r["choices"] for r in records)
     # train (GRPO) starts from it
-    assert main(["train", "--config", GRPO_RECIPE, "--model_name_or_path", str(out), "--dataset_path", str(parquet),
+    assert main(["train", "--config", RECIPE, "--model_name_or_path", str(out), "--dataset_path", str(parquet),
                  "--output_dir", str(tmp_path / "grpo"), "--max_steps", "1", "--save_strategy", "no"]) == 0
 
 
 def test_omni_thinker_trains_with_the_models_own_loss(tiny_omni_dir, tmp_path):
     from r1_aqa.sft import parse_sft_args, sft
 
-    trainer = sft(*parse_sft_args(_args(tiny_omni_dir, make_parquet(tmp_path), tmp_path / "sft", "--max_steps", "6",
-                                        "--per_device_train_batch_size", "4")))
+    trainer = sft(*parse_sft_args(sft_argv(tiny_omni_dir, make_parquet(tmp_path), tmp_path / "sft", "--max_steps", "6",
+                                           "--per_device_train_batch_size", "4")))
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     assert len(losses) == 6 and losses[-1] < losses[0]
     assert (tmp_path / "sft" / "model.safetensors").exists()
@@ -87,7 +76,7 @@ def test_sft_checkpoint_loads_in_vllm(tiny_model_dir, tmp_path):
     from r1_aqa.sft import parse_sft_args, sft
 
     parquet = make_parquet(tmp_path, n=2)
-    sft(*parse_sft_args(_args(tiny_model_dir, parquet, tmp_path / "sft", "--max_steps", "2")))
+    sft(*parse_sft_args(sft_argv(tiny_model_dir, parquet, tmp_path / "sft", "--max_steps", "2")))
     items = load_items("mmau", parquet)
     kwargs = dict(benchmark="mmau", data=parquet, max_new_tokens=8)
     hf = evaluate(items, tmp_path / "sft", tmp_path / "hf.json", engine="hf", **kwargs)
@@ -105,12 +94,12 @@ def test_reasoning_targets_and_bad_input(tiny_model_dir, tmp_path, capsys):
     dataset = sft_dataset(str(tmp_path / "mmar.parquet"), "think", "thinking")
     assert dataset["target"][1] == f"<think>The tone is {frame.answer[1]}.</think><answer>{frame.answer[1]}</answer>"
 
-    assert main(["sft", *_args(tiny_model_dir, parquet, tmp_path / "o", "--reasoning_column", "thinking")]) == 2
+    assert main(["sft", *sft_argv(tiny_model_dir, parquet, tmp_path / "o", "--reasoning_column", "thinking")]) == 2
     err = capsys.readouterr().err
     assert "missing column(s) ['thinking']" in err and str(parquet) in err and "r1-aqa prepare" in err
 
-    assert main(["sft", *_args(tiny_model_dir, tmp_path / "mmar.parquet", tmp_path / "o", "--reasoning_column",
-                               "thinking", "--max_length", "8")]) == 2
+    assert main(["sft", *sft_argv(tiny_model_dir, tmp_path / "mmar.parquet", tmp_path / "o", "--reasoning_column",
+                                  "thinking", "--max_length", "8")]) == 2
     err = capsys.readouterr().err
     assert "longer than max_length 8" in err and all(f"q{i}" in err for i in range(4))
     assert not (tmp_path / "o" / "model.safetensors").exists()

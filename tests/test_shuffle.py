@@ -6,13 +6,11 @@ from __future__ import annotations
 import ast
 import re
 from collections import defaultdict
-from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_trainer import make_parquet
+from helpers import ROOT, make_parquet
 
-ROOT = Path(__file__).resolve().parents[1]
 _OPTIONS = re.compile(r"Which tone is number (\d+)\? Please choose the answer from the following options: (\[.*?\])")
 SAMPLING = dict(temperature=1.3, top_k=4, reward_weights=[2.0, 0.5, 0.0])
 

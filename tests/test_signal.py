@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from test_trainer import RECIPE, make_parquet, make_trainer
+from helpers import RECIPE, ROOT, make_parquet, make_trainer
 
 from r1_aqa.callbacks import NO_SIGNAL_LOGS
 from r1_aqa.cli import main
@@ -82,12 +82,10 @@ def test_adaptive_entropy_control_reads_the_audio_trainers_entropies(tiny_model_
 
 
 def test_recipes_state_their_exploration_levers():
-    from pathlib import Path
-
     from r1_aqa import demo
     from r1_aqa.train import parse_trl_args
 
-    root = Path(__file__).resolve().parents[1] / "examples/r1_aqa/recipes"
+    root = ROOT / "examples/r1_aqa/recipes"
 
     def parse(path):
         script, args, _ = parse_trl_args(["--config", str(path), "--use_cpu", "true"])

@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import MMAR_META, MMAU_DIR, needs_mmar, needs_mmau
+from helpers import MMAR_META, MMAU_DIR, needs_mmar, needs_mmau
 
 from r1_aqa.cli import main
 from r1_aqa.data.synth import COUNTS, PITCHES_HZ, TASKS, synthesize

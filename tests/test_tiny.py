@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import write_tone
+from helpers import write_tone
 from safetensors.torch import load_file
 
 from r1_aqa.audio import load_audio

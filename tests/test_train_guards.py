@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-from test_trainer import RECIPE, make_parquet
+from helpers import RECIPE, make_parquet
 
 from r1_aqa.cli import main
 

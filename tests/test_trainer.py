@@ -3,85 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-from conftest import write_tone
-
-from r1_aqa.rewards import accuracy_reward, format_reward
-
-ROOT = Path(__file__).resolve().parents[1]
-# Where make_trainer trains: bench/gpu_acceptance.sh runs these tests with R1_AQA_TEST_DEVICE=cuda.
-DEVICE = os.environ.get("R1_AQA_TEST_DEVICE", "cpu")
-RECIPE = str(ROOT / "examples/r1_aqa/recipes/tiny_grpo.yaml")
-
-
-def make_parquet(tmp_path, n: int = 4):
-    """A prepared-style parquet of ``n`` tone questions: distinct tone per row, two clip lengths."""
-    rows = []
-    for i in range(n):
-        seconds = 1.0 if i % 2 == 0 else 1.5
-        path = write_tone(tmp_path / f"tone{i}.wav", freq=300.0 + 150.0 * i, seconds=seconds)
-        choices = ["low", "high", "middle"]
-        rows.append(dict(
-            id=f"q{i}", question=f"Which tone is number {i}?", choices=choices, answer=choices[i % 3],
-            answer_idx=i % 3, solution=f"<answer>{choices[i % 3]}</answer>", prompt="", audio=str(path.resolve()),
-            duration_s=seconds, sample_rate=16_000, dataset_name="synthetic",
-        ))
-    out = tmp_path / "train.parquet"
-    pd.DataFrame(rows).to_parquet(out)
-    return out
-
-
-def length_reward(completions, **kwargs) -> list[float]:
-    """A reward that varies within every group, so advantages (and gradients) are never all zero."""
-    return [float(len(c[-1]["content"]) % 5) for c in completions]
-
-
-def make_trainer(tiny_model_dir, parquet, out_dir, trainer_kwargs: dict | None = None, model=None, **overrides):
-    from trl import GRPOConfig
-
-    from r1_aqa.models import load_model
-    from r1_aqa.stages import build_dataset
-    from r1_aqa.trainer import AudioGRPOTrainer
-
-    settings = dict(
-        output_dir=str(out_dir), per_device_train_batch_size=2, num_generations=2, max_completion_length=6,
-        learning_rate=1e-3, beta=0.04, max_steps=2, logging_steps=1, save_strategy="no", report_to="none",
-        use_cpu=DEVICE == "cpu", bf16=False, gradient_checkpointing=False, seed=0, dataloader_num_workers=0,
-    )
-    settings.update(overrides)
-    model = (model or load_model(tiny_model_dir, device=DEVICE)).train()
-    return AudioGRPOTrainer(
-        model=model, reward_funcs=[accuracy_reward, format_reward, length_reward], args=GRPOConfig(**settings),
-        train_dataset=build_dataset(str(parquet), "default"), **(trainer_kwargs or {}),
-    )
-
-
-def audio_params(model) -> dict[str, torch.Tensor]:
-    """The audio encoder's and projector's tensors (Qwen2-Audio: audio_tower, multi_modal_projector; Omni: audio_tower)."""
-    names = ("audio_tower", "multi_modal_projector")
-    return {n: p.detach().clone() for n, p in model.named_parameters() if any(k in n for k in names)}
-
-
-def unused_audio_params(trainer) -> set[str]:
-    """Trainable audio parameters the model's own forward never reads (no gradient from a plain forward/backward with
-    audio)."""
-    from r1_aqa.audio import load_audio
-
-    row = trainer.train_dataset[0]
-    processor, model = trainer.processing_class, trainer.model
-    text = processor.apply_chat_template([row["prompt"]], add_generation_prompt=True, tokenize=False)[0]
-    enc = processor(text=[text], audio=[load_audio(row["audio"])], sampling_rate=16_000, return_tensors="pt")
-    model.zero_grad()
-    model(**enc).logits.float().pow(2).mean().backward()
-    unused = {n for n, p in model.named_parameters() if n in audio_params(model) and p.requires_grad and p.grad is None}
-    model.zero_grad()
-    return unused
+from helpers import (
+    RECIPE,
+    ROOT,
+    audio_params,
+    audio_token_counts,
+    favour_token,
+    make_parquet,
+    make_trainer,
+    unused_audio_params,
+)
 
 
 @pytest.mark.parametrize("family_dir", ["tiny_model_dir", "tiny_omni_dir"])
@@ -182,35 +119,6 @@ def test_train_help_lists_trl_flags(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--trl-help"])
     assert "--num_generations" in capsys.readouterr().out
-
-
-def favour_token(model, token_id: int) -> None:
-    """Rig the LM head: logits +-1e3 * h.w for ``token_id`` and token 0, 0 elsewhere (half the steps pick it)."""
-    head = model.get_output_embeddings().weight
-    with torch.no_grad():
-        direction = torch.randn(head.size(1), generator=torch.Generator().manual_seed(0))
-        head.zero_()
-        head[token_id] = 1e3 * direction
-        head[0] = -1e3 * direction
-
-
-def audio_token_counts(trainer) -> tuple[list[int], set[int]]:
-    """Record the <|AUDIO|> count of every row of every log-prob forward; also return the counts prompts have."""
-    from r1_aqa.audio import load_audio
-
-    audio_id, processor = trainer.audio_token_id, trainer.processing_class
-    counts: list[int] = []
-    def hook(module, args, kwargs):
-        if kwargs.get("use_cache") is False:  # TRL's log-prob passes
-            counts.extend((kwargs["input_ids"] == audio_id).sum(1).tolist())
-
-    trainer.model.register_forward_pre_hook(hook, with_kwargs=True)
-    prompt_counts = set()
-    for row in trainer.train_dataset:
-        text = processor.apply_chat_template([row["prompt"]], add_generation_prompt=True, tokenize=False)[0]
-        ids = processor(text=[text], audio=[load_audio(row["audio"])], sampling_rate=16_000)["input_ids"][0]
-        prompt_counts.add(sum(int(t == audio_id) for t in ids))
-    return counts, prompt_counts
 
 
 def test_policy_never_samples_the_audio_token(tiny_model_dir, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_trainer import length_reward, make_parquet
+from helpers import length_reward, make_parquet
 
 from r1_aqa.rewards import accuracy_reward
 

@@ -7,30 +7,22 @@ import pytest
 
 pytest.importorskip("vllm")
 
-from test_trainer import audio_token_counts, favour_token, make_parquet, make_trainer  # noqa: E402
+from helpers import (  # noqa: E402
+    FIXTURES,
+    audio_token_counts,
+    dynamic_sampling_trainer,
+    favour_token,
+    make_parquet,
+    make_trainer,
+    perturb_params,
+    record_dynamic_sampling,
+    vllm_and_hf_greedy,
+    write_tone,
+)
 
 from r1_aqa.audio import load_audio  # noqa: E402
-from r1_aqa.vllm_audio import audio_request, collapse_audio_tokens  # noqa: E402
 
 pytestmark = pytest.mark.vllm
-
-
-def _greedy(trainer, prompt, clip, n: int = 8):
-    """vLLM's and the HF policy's greedy continuations of one audio prompt, and vLLM's prompt ids."""
-    import torch
-    from vllm import SamplingParams
-
-    processor, audio_id = trainer.processing_class, trainer.audio_token_id
-    text = processor.apply_chat_template([prompt], add_generation_prompt=True, tokenize=False)[0]
-    enc = processor(text=[text], audio=[clip], sampling_rate=16_000, return_tensors="pt")
-    params = SamplingParams(temperature=0.0, max_tokens=n, bad_words=[processor.audio_token])
-    request = audio_request(collapse_audio_tokens(enc["input_ids"][0].tolist(), audio_id), clip)
-    out = trainer.vllm_generation.llm.generate([request], sampling_params=params, use_tqdm=False)[0]
-    model = trainer.accelerator.unwrap_model(trainer.model).eval()
-    with torch.no_grad():
-        hf = model.generate(**enc, do_sample=False, max_new_tokens=n, suppress_tokens=[audio_id])
-    model.train()
-    return list(out.outputs[0].token_ids), hf[0, enc["input_ids"].size(1):].tolist(), out, enc
 
 
 def test_vllm_colocate_rollouts_with_audio_and_weight_sync(tiny_model_dir, tmp_path):
@@ -41,7 +33,7 @@ def test_vllm_colocate_rollouts_with_audio_and_weight_sync(tiny_model_dir, tmp_p
     )
     row = trainer.train_dataset[0]
     clip = load_audio(row["audio"])
-    vllm_before, hf_before, out, enc = _greedy(trainer, row["prompt"], clip)
+    vllm_before, hf_before, out, enc = vllm_and_hf_greedy(trainer, row["prompt"], clip)
     # One <|AUDIO|> in, vLLM expands it exactly as the processor does (not 2N-1 times).
     assert list(out.prompt_token_ids) == enc["input_ids"][0].tolist()
     assert (enc["input_ids"][0] == trainer.audio_token_id).sum() > 1
@@ -54,7 +46,7 @@ def test_vllm_colocate_rollouts_with_audio_and_weight_sync(tiny_model_dir, tmp_p
     assert len(gaps) == 2 and gaps[-1] < 0.02, gaps
 
     trainer.sync_vllm_weights()  # what the next rollout does first
-    vllm_after, hf_after, _, _ = _greedy(trainer, row["prompt"], clip)
+    vllm_after, hf_after, _, _ = vllm_and_hf_greedy(trainer, row["prompt"], clip)
     assert hf_after != hf_before, "the update did not change the policy's greedy output; raise the learning rate"
     assert vllm_after == hf_after, "vLLM generates with stale weights or a stale audio-encoder cache"
 
@@ -68,17 +60,6 @@ def test_vllm_rollouts_never_sample_the_audio_token(tiny_model_dir, tmp_path):
     counts, prompt_counts = audio_token_counts(trainer)
     trainer.train()
     assert counts and set(counts) <= prompt_counts
-
-
-def _perturb(model, part: str, scale: float, seed: int) -> None:
-    """Add seeded noise to every parameter whose name contains ``part`` (and to nothing else)."""
-    import torch
-
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if part in name:
-                param.add_(scale * torch.randn(param.shape, generator=generator, dtype=param.dtype))
 
 
 def test_weight_sync_refreshes_vllm_encoder_and_prefix_caches(tiny_model_dir, tmp_path):
@@ -102,15 +83,15 @@ def test_weight_sync_refreshes_vllm_encoder_and_prefix_caches(tiny_model_dir, tm
     block = trainer.vllm_generation.llm.llm_engine.vllm_config.cache_config.block_size
     model = trainer.accelerator.unwrap_model(trainer.model)
 
-    previous, _, out, enc = _greedy(trainer, prompt, clip)
+    previous, _, out, enc = vllm_and_hf_greedy(trainer, prompt, clip)
     assert enc["input_ids"].size(1) > 2 * block
-    vllm_now, hf_now, out, _ = _greedy(trainer, prompt, clip)
+    vllm_now, hf_now, out, _ = vllm_and_hf_greedy(trainer, prompt, clip)
     assert out.num_cached_tokens >= 2 * block, "the prefix cache does not hold the prompt: the test proves nothing"
     assert vllm_now == hf_now == previous
     for step, (part, scale) in enumerate([("audio_tower", 0.5), ("language_model", 0.05)]):
-        _perturb(model, part, scale=scale, seed=step)
+        perturb_params(model, part, scale=scale, seed=step)
         trainer.sync_vllm_weights()
-        vllm_now, hf_now, _, _ = _greedy(trainer, prompt, clip)
+        vllm_now, hf_now, _, _ = vllm_and_hf_greedy(trainer, prompt, clip)
         assert hf_now != previous, f"the {part} update did not change HF's greedy output; raise its scale"
         assert vllm_now == hf_now, f"after a {part} update vLLM generates {vllm_now}, HF {hf_now}"
         previous = hf_now
@@ -122,9 +103,6 @@ def test_vllm_rollouts_follow_each_part_and_eval_engines_agree(name, request, tm
     """Colocated vLLM: greedy equal to transformers at the start and after an in-place sync of the audio tower, the
     projector and the language model, each changed alone; after GRPO steps the saved checkpoint gives the same
     greedy answers in ``eval --engine vllm`` as in ``--engine hf``. (Qwen2.5-Omni: ``test_omni.py``.)"""
-    from conftest import write_tone
-    from test_families import FIXTURES
-
     from r1_aqa.evaluate.engines import HFEngine, VLLMEngine
     from r1_aqa.prompts import format_prompt
 
@@ -135,15 +113,15 @@ def test_vllm_rollouts_follow_each_part_and_eval_engines_agree(name, request, tm
                            save_steps=2)
     row = trainer.train_dataset[0]
     clip = load_audio(row["audio"])
-    previous, hf, request_out, enc = _greedy(trainer, row["prompt"], clip)
+    previous, hf, request_out, enc = vllm_and_hf_greedy(trainer, row["prompt"], clip)
     assert list(request_out.prompt_token_ids) == enc["input_ids"][0].tolist()  # vLLM expanded the placeholder as HF
     assert previous == hf
     model = trainer.accelerator.unwrap_model(trainer.model)
     for step, (part, scale) in enumerate([("audio_tower", 0.5), ("multi_modal_projector", 0.5),
                                           ("language_model", 0.05)]):
-        _perturb(model, part, scale=scale, seed=step)
+        perturb_params(model, part, scale=scale, seed=step)
         trainer.sync_vllm_weights()
-        vllm_now, hf_now, _, _ = _greedy(trainer, row["prompt"], clip)
+        vllm_now, hf_now, _, _ = vllm_and_hf_greedy(trainer, row["prompt"], clip)
         assert hf_now != previous, f"the {part} update did not change HF's greedy output; raise its scale"
         assert vllm_now == hf_now, f"after a {part} update vLLM generates {vllm_now}, HF {hf_now}"
         previous = hf_now
@@ -170,13 +148,11 @@ def test_vllm_rollouts_follow_each_part_and_eval_engines_agree(name, request, tm
 def test_dynamic_sampling_refills_with_vllm_rollouts(tiny_model_dir, tmp_path):
     """Dynamic sampling (tests/test_dynamic_sampling.py) with colocated vLLM rollouts; here because a colocated
     engine must not precede an in-process `train` run that ends the process group (test order)."""
-    from test_dynamic_sampling import _record, _trainer
-
     from r1_aqa.dynamic_sampling import has_signal
 
-    trainer = _trainer(tiny_model_dir, tmp_path, use_vllm=True, vllm_mode="colocate", vllm_max_model_length=512,
-                       max_steps=2)
-    rounds, batches = _record(trainer)
+    trainer = dynamic_sampling_trainer(tiny_model_dir, tmp_path, use_vllm=True, vllm_mode="colocate",
+                                       vllm_max_model_length=512, max_steps=2)
+    rounds, batches = record_dynamic_sampling(trainer)
     trainer.train()
     assert len(batches) == 2 and all(len(generation) >= 2 for generation in rounds)  # the planted group refilled
     assert all(bool(has_signal(b["advantages"], 2).all()) and len(b["advantages"]) == 8 for b in batches)
