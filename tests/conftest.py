@@ -10,7 +10,9 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "disabled")
 
+import gc
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -98,3 +100,25 @@ def _restore_distributed_env():
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
+
+
+@pytest.fixture(autouse=True)
+def _vllm_engines_end_with_their_test():
+    """Every vLLM engine a test started is shut down when the test ends, as at the end of a process, while the
+    process group its groups hang on still exists.
+
+    Left running (an engine freezes the collector's view when it starts, and a frame kept by a stored traceback can
+    hold a trainer), an engine keeps its groups in vLLM's module globals; a later in-process run ends the process
+    group under them (``end_training``) and every later engine in the session fails ("not initialized in the world
+    group map"). No fixture keeps an engine across tests.
+    """
+    yield
+    state = sys.modules.get("vllm.distributed.parallel_state")
+    if state is None or state._WORLD is None:
+        return
+    from vllm.v1.engine.core_client import InprocClient
+
+    gc.unfreeze()
+    for client in [o for o in gc.get_objects() if isinstance(o, InprocClient)]:
+        client.shutdown()  # its teardown ends vLLM's groups and the process group it made
+    gc.collect()

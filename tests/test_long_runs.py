@@ -24,7 +24,7 @@ STEPS = 6
 
 def _args(model, parquet, out, *extra: str) -> list[str]:
     return ["train", "--config", RECIPE, "--model_name_or_path", str(model), "--dataset_path", str(parquet),
-            "--output_dir", str(out), "--reward_funcs", "test_trainer.length_reward", "accuracy",
+            "--output_dir", str(out), "--reward_funcs", "helpers.length_reward", "accuracy",
             "--max_steps", str(STEPS), "--save_steps", "100", *extra]
 
 

@@ -49,7 +49,7 @@ def test_a_run_without_signal_says_so_once_and_plots_it(dynamic_sampling, tiny_m
 
 
 def test_a_learning_run_stays_quiet(tiny_model_dir, tmp_path, capsys):
-    _train(tiny_model_dir, make_parquet(tmp_path), tmp_path / "learns", "test_trainer.length_reward",
+    _train(tiny_model_dir, make_parquet(tmp_path), tmp_path / "learns", "helpers.length_reward",
            2 * NO_SIGNAL_LOGS + 2)
     err = capsys.readouterr().err
     assert MESSAGE not in err
