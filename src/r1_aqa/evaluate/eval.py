@@ -44,7 +44,7 @@ def interrupted(args) -> str:
 def run(args) -> int:
     from ..files import write_json
     from .html_report import silence_path
-    from .scoring import compare_listening
+    from .reports import compare_listening
 
     opts = from_namespace(EvalArguments, args)
     rank, world, local_rank = launcher_rank()

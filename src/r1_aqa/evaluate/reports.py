@@ -6,12 +6,13 @@ Inputs are the score dicts of :mod:`r1_aqa.evaluate.scoring`. Every file is writ
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Sequence
 
 from ..files import atomic_path, write_json, write_text
 from .formatting import fmt, markdown_table, signed
-from .scoring import Score
+from .scoring import Score, attach_questions, listening_gap, load_predictions, same_items, score_records
 
 SWEEP_NAME = "sweep"
 
@@ -310,3 +311,25 @@ def plot_listening(gap: dict, path: str | os.PathLike, max_entries: int = 12) ->
 def write_listening_report(gap: dict, out_dir: str | os.PathLike, name: str) -> list[Path]:
     """Write ``name.json`` (the gap), ``name.md`` (tables) and ``name.png`` (audio vs silence bars) into ``out_dir``."""
     return _write_report(gap, out_dir, name, listening_markdown, plot_listening)
+
+
+def compare_listening(audio_path: str | Path, silence_path: str | Path, benchmark: str, key: str | None = None,
+                      report: bool = True, questions: str | Path | None = None) -> dict:
+    """Score an audio and a silence prediction file of the same items and return their :func:`listening_gap`;
+    print its table and (``report``) write ``AUDIO.listening.{json,md,png}`` beside the audio predictions.
+    ``questions``: a question file both are matched to by id (see :func:`attach_questions`)."""
+    audio_path, silence_path = Path(audio_path), Path(silence_path)
+    audio, silence = load_predictions(audio_path), load_predictions(silence_path)
+    if questions is not None:
+        asked = load_predictions(questions)
+        audio = attach_questions(audio, asked, str(audio_path), str(questions))
+        silence = attach_questions(silence, asked, str(silence_path), str(questions))
+    same_items(audio, silence, str(audio_path), str(silence_path))
+    gap = listening_gap(score_records(benchmark, audio, key), score_records(benchmark, silence, key))
+    gap["predictions"], gap["silence_predictions"] = str(audio_path), str(silence_path)
+    print(listening_markdown(gap))
+    if report:
+        stem = audio_path.name.rsplit(".", 1)[0]
+        paths = write_listening_report(gap, audio_path.parent, f"{stem}.listening")
+        print("listening report: " + ", ".join(map(str, paths)), file=sys.stderr)
+    return gap

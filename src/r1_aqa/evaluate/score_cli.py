@@ -8,7 +8,8 @@ import json
 import sys
 from pathlib import Path
 
-from .scoring import (BENCHMARKS, DEFAULT_KEY, LEGACY_KEY, MMAR_KEY, attach_questions, compare_listening, default_key,
+from .reports import compare_listening
+from .scoring import (BENCHMARKS, DEFAULT_KEY, LEGACY_KEY, MMAR_KEY, attach_questions, default_key,
                       load_predictions, same_items, score_records)
 
 HELP = "Score an MMAU, MMSU or MMAR prediction file: the official-compatible numbers plus stricter views."

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Callable, Iterable, Sequence, TypedDict
@@ -401,30 +400,6 @@ def same_items(audio: list[dict], silence: list[dict], audio_name: str, silence_
         only_b = sorted(str(k[0]) for k in b - a)[:10]
         raise ValueError(f"{audio_name} and {silence_name} hold different items: only in the first {only_a}, "
                          f"only in the second {only_b}")
-
-
-def compare_listening(audio_path: str | Path, silence_path: str | Path, benchmark: str, key: str | None = None,
-                      report: bool = True, questions: str | Path | None = None) -> dict:
-    """Score an audio and a silence prediction file of the same items and return their :func:`listening_gap`;
-    print its table and (``report``) write ``AUDIO.listening.{json,md,png}`` beside the audio predictions.
-    ``questions``: a question file both are matched to by id (see :func:`attach_questions`)."""
-    from .reports import listening_markdown, write_listening_report
-
-    audio_path, silence_path = Path(audio_path), Path(silence_path)
-    audio, silence = load_predictions(audio_path), load_predictions(silence_path)
-    if questions is not None:
-        asked = load_predictions(questions)
-        audio = attach_questions(audio, asked, str(audio_path), str(questions))
-        silence = attach_questions(silence, asked, str(silence_path), str(questions))
-    same_items(audio, silence, str(audio_path), str(silence_path))
-    gap = listening_gap(score_records(benchmark, audio, key), score_records(benchmark, silence, key))
-    gap["predictions"], gap["silence_predictions"] = str(audio_path), str(silence_path)
-    print(listening_markdown(gap))
-    if report:
-        stem = audio_path.name.rsplit(".", 1)[0]
-        paths = write_listening_report(gap, audio_path.parent, f"{stem}.listening")
-        print("listening report: " + ", ".join(map(str, paths)), file=sys.stderr)
-    return gap
 
 
 # ----------------------------------------------------------------------------------------------------------- helpers
