@@ -27,7 +27,7 @@ def audio_sizes(window_seconds: int) -> dict:
     return dict(AUDIO, max_source_positions=window_seconds * 50)
 
 
-def _corpus() -> list[str]:
+def tokenizer_corpus() -> list[str]:
     """Training text for the tiny BPE: printable ASCII, the templates, answer tags and common answer words."""
     words = (
         "yes no one two three four five six seven eight nine ten low high middle very loud quiet fast slow "
@@ -67,7 +67,7 @@ def build_tokenizer(specials: list[str], chat_template: str, named_tokens: dict 
     trainer = trainers.BpeTrainer(
         vocab_size=512, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False, min_frequency=2
     )
-    bpe.train_from_iterator(_corpus(), trainer=trainer)
+    bpe.train_from_iterator(tokenizer_corpus(), trainer=trainer)
     state = json.loads(bpe.to_str())["model"]
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["merges"]]
     tok = Qwen2Tokenizer(

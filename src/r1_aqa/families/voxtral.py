@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..audio import SAMPLE_RATE
 from . import Family
-from ._tiny import AUDIO, TEXT, _corpus, feature_extractor, save_with_checkpoint_names
+from ._tiny import AUDIO, TEXT, feature_extractor, save_with_checkpoint_names, tokenizer_corpus
 from .audioflamingo3 import AudioFlamingo3
 from .qwen2_audio import FAMILY as QWEN2_AUDIO
 
@@ -130,7 +130,7 @@ def write_tekken(out: Path, window_seconds: int) -> None:
 
     from ..files import write_json
 
-    words = {w for line in _corpus() for w in line.split()}
+    words = {w for line in tokenizer_corpus() for w in line.split()}
     pieces = {s.encode()[:i] for w in words for s in (w, " " + w) for i in range(2, len(s.encode()) + 1)}
     vocab = [bytes([i]) for i in range(256)] + sorted(pieces, key=lambda b: (len(b), b))
     control = _CONTROL + [f"<SPECIAL_{i}>" for i in range(len(_CONTROL), _NUM_CONTROL)]
