@@ -5,9 +5,10 @@ Flamingo 3's Whisper encoders; an Omni thinker's audio encoder, whose output pro
 trainer has told it which clip each audio row holds (``ClipEncoder.rows``), a tower call encodes each distinct clip
 once and gives every row its clip's output (``last_hidden_state``, all the models read); the model's own merge of
 audio embeddings into the text embeddings, its projector and its position ids are untouched. Autograd sums the
-rows' gradients into the clip's one pass, as the per-row path does. Because the wrapped module is the model's own (not a copy), DeepSpeed ZeRO-3's
-parameter gathering (hooks around the module call), PEFT adapters inside the tower and gradient checkpointing of its
-layers work unchanged. Without ``rows`` (any call from outside the trainer) the tower runs as the model defines it.
+rows' gradients into the clip's one pass, as the per-row path does. Because the wrapped module is the model's own
+(not a copy), DeepSpeed ZeRO-3's parameter gathering (hooks around the module call), PEFT adapters inside the tower
+and gradient checkpointing of its layers work unchanged. Without ``rows`` (any call from outside the trainer) the
+tower runs as the model defines it.
 
 Frozen encoder: with a ``cache`` (a dict clip -> output, one per generation batch) the encodings are kept under
 ``torch.no_grad`` and reused by every later call that holds those clips; ``encode_clips`` fills it for all of a

@@ -306,7 +306,7 @@ def build_report(frame, models: Sequence[str], samples: int, weak_above: float, 
 
 def report_markdown(report: dict) -> str:
     """The report as markdown: totals, per-group table, per-model accuracy, examples, unlabelled clips."""
-    from .evaluate.formatting import fmt, markdown_table
+    from .evaluate.formatting import fmt, group_tables, markdown_table
 
     acc = report["accuracy"]
     lines = ["# Audio contribution", "",
@@ -321,11 +321,9 @@ def report_markdown(report: dict) -> str:
              f"gap **{fmt(acc['gap'])}** points"]
     if report.get("kept"):
         lines.append(f"- written: the {report['kept']} rows only")
-    for column, entries in report["groups"].items():
-        rows = [[name, str(e["n"]), str(e["weak"]), str(e["strong"]), fmt(e["audio"]), fmt(e["silence"]),
-                 fmt(e["gap"])] for name, e in entries.items()]
-        lines += ["", f"## By {column}", "",
-                  markdown_table([column, "n", "weak", "strong", "audio %", "silence %", "gap (points)"], rows)]
+    lines += group_tables(report["groups"], ["n", "weak", "strong", "audio %", "silence %", "gap (points)"],
+                          lambda e: [str(e["n"]), str(e["weak"]), str(e["strong"]), fmt(e["audio"]), fmt(e["silence"]),
+                                     fmt(e["gap"])])
     if len(report["per_model"]) > 1:
         rows = [[m["model"], fmt(m["audio"]), fmt(m["silence"]), fmt(m["gap"])] for m in report["per_model"]]
         lines += ["", "## By model", "", markdown_table(["model", "audio %", "silence %", "gap (points)"], rows)]

@@ -3,7 +3,7 @@ reports, the filter report and the HTML pages alike, so a number a person reads 
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 
 def pct(right: int, n: int) -> float | None:
@@ -34,3 +34,13 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence], text_columns
 
     rule = "|" + "|".join("---" if i < text_columns else "---:" for i in range(len(header))) + "|"
     return "\n".join([line(header), rule] + [line(row) for row in rows])
+
+
+def group_tables(groups: dict[str, dict[str, dict]], columns: Sequence[str],
+                 cells: Callable[[dict], list]) -> list[str]:
+    """Markdown lines of a ``## By GROUP`` table per breakdown: a row per entry, its name then ``cells(entry)``."""
+    lines: list[str] = []
+    for group, entries in groups.items():
+        rows = [[name, *cells(entry)] for name, entry in entries.items()]
+        lines += ["", f"## By {group}", "", markdown_table([group, *columns], rows)]
+    return lines

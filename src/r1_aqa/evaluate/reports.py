@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..files import atomic_path, write_json, write_text
-from .formatting import fmt, markdown_table, signed
+from .formatting import fmt, group_tables, markdown_table, signed
 from .scoring import Score, attach_questions, listening_gap, load_predictions, same_items, score_records
 
 SWEEP_NAME = "sweep"
@@ -268,11 +268,8 @@ def listening_markdown(gap: dict) -> str:
              f"**{signed(total['gap'])}** points (n={total['n']}, with silence n={total['n_silence']})"]
     if gap.get("predictions"):
         lines.append(f"- predictions: `{gap['predictions']}`; with silence: `{gap['silence_predictions']}`")
-    for group, entries in gap["groups"].items():
-        rows = [[name, fmt(r["accuracy"]), fmt(r["silence"]), signed(r["gap"]), str(r["n"])]
-                for name, r in entries.items()]
-        header = [group, "accuracy %", "silence %", "gap (points)", "n"]
-        lines += ["", f"## By {group}", "", markdown_table(header, rows)]
+    lines += group_tables(gap["groups"], ["accuracy %", "silence %", "gap (points)", "n"],
+                          lambda r: [fmt(r["accuracy"]), fmt(r["silence"]), signed(r["gap"]), str(r["n"])])
     return "\n".join(lines) + "\n"
 
 
