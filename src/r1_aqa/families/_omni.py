@@ -28,15 +28,25 @@ _DTYPE_KEYS = ("transformers_version", "dtype", "torch_dtype")
 
 
 class OmniFamily(Family):
-    """A thinker trained alone, saved in the hub's full layout when it came from one."""
+    """A thinker trained alone, saved in the hub's full layout when it came from one.
+
+    A full checkpoint loads as its thinker (transformers takes the thinker's config from ``thinker_config`` and drops
+    the ``thinker.`` prefix of its weights), so a family reads both model types; the thinker's is the full one's with
+    ``_thinker`` appended.
+    """
 
     full_model_type: ClassVar[str]
     full_architecture: ClassVar[str]
-    thinker_model_type: ClassVar[str]
+    thinker_model_type: ClassVar[str]  # set from full_model_type
     thinker_architecture: ClassVar[str]
     processor_class: ClassVar[str]  # transformers' processor (needs torchvision for its video processor)
     has_full_layout = True
     feature_keys = ("input_features", "feature_attention_mask")
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.thinker_model_type = f"{cls.full_model_type}_thinker"
+        cls.model_types = (cls.thinker_model_type, cls.full_model_type)
 
     def model_class(self):
         import transformers

@@ -58,12 +58,8 @@ class Qwen25Omni(OmniFamily):
     name = "qwen2.5-omni"
     title = "Qwen2.5-Omni"
     hub_id = "Qwen/Qwen2.5-Omni-7B"
-    # A full checkpoint loads as its thinker: transformers takes the thinker's config from ``thinker_config`` and
-    # drops the ``thinker.`` prefix of its weights.
-    model_types = ("qwen2_5_omni_thinker", "qwen2_5_omni")
     full_model_type = "qwen2_5_omni"
     full_architecture = "Qwen2_5OmniModel"
-    thinker_model_type = "qwen2_5_omni_thinker"
     thinker_architecture = "Qwen2_5OmniThinkerForConditionalGeneration"
     processor_class = "Qwen2_5OmniProcessor"
     audio_token = "<|AUDIO|>"

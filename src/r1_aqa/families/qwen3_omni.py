@@ -53,10 +53,8 @@ class Qwen3Omni(OmniFamily):
     name = "qwen3-omni"
     title = "Qwen3-Omni"
     hub_id = "Qwen/Qwen3-Omni-30B-A3B-Instruct"
-    model_types = ("qwen3_omni_moe_thinker", "qwen3_omni_moe")
     full_model_type = "qwen3_omni_moe"
     full_architecture = "Qwen3OmniMoeForConditionalGeneration"
-    thinker_model_type = "qwen3_omni_moe_thinker"
     thinker_architecture = "Qwen3OmniMoeThinkerForConditionalGeneration"
     processor_class = "Qwen3OmniMoeProcessor"
     audio_token = "<|audio_pad|>"
