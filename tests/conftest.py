@@ -107,7 +107,7 @@ def _vllm_engines_end_with_their_test():
     """Every vLLM engine a test started is shut down when the test ends, as at the end of a process, while the
     process group its groups hang on still exists.
 
-    Left running (an engine freezes the collector's view when it starts, and a frame kept by a stored traceback can
+    Left running (an engine freezes the collector's view when it starts, and a frame that outlives its test can
     hold a trainer), an engine keeps its groups in vLLM's module globals; a later in-process run ends the process
     group under them (``end_training``) and every later engine in the session fails ("not initialized in the world
     group map"). No fixture keeps an engine across tests.
