@@ -173,6 +173,14 @@ def test_score_mmsu_official_and_strict():
     assert any("no A-D letter" in w for w in score["warnings"])
 
 
+def test_mmsu_names_the_key_of_another_tool():
+    records = [{**_mmsu("1", "perception"), "model_prediction": "B"}, _mmsu("2", "perception", "B")]
+    score = score_mmsu(records)
+    assert (score["missing"], score["total"]) == (1, 50.0)  # still scored as wrong, as the official scorer counts it
+    assert "1 records have 'model_prediction' but not 'model_output'" in " ".join(score["warnings"])
+    assert not any("another tool" in w for w in score_mmsu(records, key="model_prediction")["warnings"])
+
+
 def test_mmsu_formats_and_duplicate_options():
     official = {"choice_a": "yes", "choice_b": "no", "choice_c": "yes", "choice_d": "maybe", "answer_gt": "yes",
                 "category": "Reasoning", "sub-category": "Sarcasm", "model_output": "C"}

@@ -25,6 +25,7 @@ import hashlib
 import json
 import re
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence, TypedDict
 
@@ -175,8 +176,8 @@ def _score_token_rule(records: list[dict], key: str, groups: dict[str, tuple[str
         ok = mmau_match(record["answer"], prediction, record["choices"])
         correct += ok
         total += 1
-        for name, (field, _, default) in groups.items():
-            value = record.get(field, default)
+        for name, (column, _, default) in groups.items():
+            value = record.get(column, default)
             if value is not None:
                 tally = tallies[name].setdefault(value, [0, 0])
                 tally[0] += ok
@@ -256,40 +257,38 @@ def score_mmsu(records: Iterable[dict], key: str = DEFAULT_KEY) -> Score:
     t = _MmsuTally()
     for i, record in enumerate(base):
         t.add(record, key, i)
-    correct, total, official, strict = t.counts["correct"], t.counts["total"], t.official, t.strict
-    missing, null, empty, unparsed = (t.counts[k] for k in ("missing", "null", "empty", "unparsed"))
-    warnings = [_legacy_warning(t.counts["legacy"], key)] if t.counts["legacy"] and key != LEGACY_KEY else []
-    if unparsed:
-        warnings.append(f"{unparsed} of {len(base)} responses have no A-D letter: dropped from the official "
+    warnings = [_legacy_warning(t.legacy, key)] if t.legacy and key != LEGACY_KEY else []
+    if t.unparsed:
+        warnings.append(f"{t.unparsed} of {len(base)} responses have no A-D letter: dropped from the official "
                         "denominator (as mmsu_evaluation.py does)")
-    if null:
-        warnings.append(f"{null} records have a null {key!r}: dropped from the official denominator")
-    if missing:
-        warnings.append(f"{missing} of {len(base)} records have no {key!r}: counted as wrong (as mmsu_evaluation.py "
-                        "counts them in its denominator)")
-    if empty:
-        warnings.append(f"{empty} of {len(base)} responses are empty: counted as wrong")
+    if t.null:
+        warnings.append(f"{t.null} records have a null {key!r}: dropped from the official denominator")
+    if t.missing:
+        warnings.append(f"{t.missing} of {len(base)} records have no {key!r}: counted as wrong (as "
+                        "mmsu_evaluation.py counts them in its denominator)")
+    if t.empty:
+        warnings.append(f"{t.empty} of {len(base)} responses are empty: counted as wrong")
     result = {
         "benchmark": "mmsu",
         "rule": "official MMSU letter rule (dingdongwang/MMSU_Bench mmsu_evaluation.py)",
         "key": key,
-        "total": pct(correct, total) if total else None,
-        "n": total,
-        "correct": correct,
-        "category": {k: pct(*v) for k, v in sorted(official.items())},
-        "counts": {"category": dict(sorted(official.items()))},
+        "total": pct(t.correct, t.total) if t.total else None,
+        "n": t.total,
+        "correct": t.correct,
+        "category": {k: pct(*v) for k, v in sorted(t.official.items())},
+        "counts": {"category": dict(sorted(t.official.items()))},
         "records": len(base),
-        "missing": missing,
-        "null": null,
-        "empty": empty,
-        "unparsed": unparsed,
+        "missing": t.missing,
+        "null": t.null,
+        "empty": t.empty,
+        "unparsed": t.unparsed,
         "strict": {
             "rule": "stripped response equals the answer's option text; all records count",
-            "total": pct(t.counts["strict_correct"], len(base)) if base else None,
+            "total": pct(t.strict_correct, len(base)) if base else None,
             "n": len(base),
-            "correct": t.counts["strict_correct"],
-            "category": {k: pct(*v) for k, v in sorted(strict.items())},
-            "counts": {"category": dict(sorted(strict.items()))},
+            "correct": t.strict_correct,
+            "category": {k: pct(*v) for k, v in sorted(t.strict.items())},
+            "counts": {"category": dict(sorted(t.strict.items()))},
         },
         "warnings": warnings,
     }
@@ -299,38 +298,44 @@ def score_mmsu(records: Iterable[dict], key: str = DEFAULT_KEY) -> Score:
     return result
 
 
+@dataclass
 class _MmsuTally:
     """One pass over MMSU records: the official letter rule's and the strict rule's per-category ``[correct, n]``
     and the counts ``score_mmsu`` reports (see its docstring for what each rule keeps and drops)."""
 
-    def __init__(self) -> None:
-        self.official: dict[str, list[int]] = {}
-        self.strict: dict[str, list[int]] = {}
-        self.counts = dict.fromkeys(("correct", "total", "strict_correct", "missing", "null", "empty", "unparsed",
-                                     "legacy"), 0)
+    official: dict[str, list[int]] = field(default_factory=dict)
+    strict: dict[str, list[int]] = field(default_factory=dict)
+    correct: int = 0
+    total: int = 0
+    strict_correct: int = 0
+    missing: int = 0
+    null: int = 0
+    empty: int = 0
+    unparsed: int = 0
+    legacy: int = 0
 
     def add(self, record: dict, key: str, index: int) -> None:
         options, answer = mmsu_item(record, index)
         path = category_path(record)
         present = key in record
         if not present:
-            self.counts["missing"] += 1
-            self.counts["legacy"] += LEGACY_KEY in record
+            self.missing += 1
+            self.legacy += LEGACY_KEY in record
         response = _prediction(record, key, index) if present else ""
         ok_strict = response is not None and response.strip() == answer.strip()
-        self.counts["strict_correct"] += ok_strict
+        self.strict_correct += ok_strict
         _add(self.strict, path, ok_strict)
         if response is None:
-            self.counts["null"] += 1
+            self.null += 1
             return
         letter = mmsu_letter(response)
         if letter is None and response.strip().replace("\n", "") not in ("", "None"):
-            self.counts["unparsed"] += 1
+            self.unparsed += 1
             return
-        self.counts["empty"] += letter is None and present
+        self.empty += letter is None and present
         ok = _letter_correct(options, answer, letter)
-        self.counts["correct"] += ok
-        self.counts["total"] += 1
+        self.correct += ok
+        self.total += 1
         _add(self.official, path, ok)
 
 
