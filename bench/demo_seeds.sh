@@ -25,8 +25,9 @@ except OSError:
 rows = [json.loads(line) for line in open(f"{d}/model/grpo/metrics.jsonl")]
 share = [r["frac_reward_zero_std"] for r in rows if "frac_reward_zero_std" in r]
 met = "-" if s["targets_met"] is None else "yes" if all(s["targets_met"].values()) else "no"  # None: a smoke run
+nosig = f"{share[-1]:.2f}" if share else "-"
 print(f"| {seed} | {threads} | {s['accuracy_before']:.3f} | {s['accuracy_after']:.3f} | {s['accuracy_silence']:.3f} "
-      f"| {s['seconds']:.0f} | {share[-1]:.2f} | {met} |" if share else f"| {seed} | {threads} | ... | {met} |")
+      f"| {s['seconds']:.0f} | {nosig} | {met} |")
 PY
 )")
 done

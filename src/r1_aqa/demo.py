@@ -95,8 +95,8 @@ def run_demo(out: str | os.PathLike, seed: int = 0, n_train: int = FULL["n_train
     stage("model")
 
     _header(3, "evaluate the warm start on held-out items (pitch: not taught; count: taught)")
-    before, count_before = (_accuracy(warm, data / f"{task}_eval.parquet", out / "eval" / name)
-                            for task, name in (("pitch", "before.json"), ("count", "count_before.json")))
+    accuracy_before = _accuracy(warm, data / "pitch_eval.parquet", out / "eval" / "before.json")
+    count_before = _accuracy(warm, data / "count_eval.parquet", out / "eval" / "count_before.json")
     stage("eval_before")
 
     _header(4, f"GRPO with {RECIPE.name}")
@@ -110,7 +110,7 @@ def run_demo(out: str | os.PathLike, seed: int = 0, n_train: int = FULL["n_train
     stage("eval_after")
 
     summary = {
-        "accuracy_before": before,
+        "accuracy_before": accuracy_before,
         "accuracy_after": accuracy_after,
         "accuracy_silence": accuracy_silence,
         "n_eval": n_eval,
