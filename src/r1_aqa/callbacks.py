@@ -17,6 +17,8 @@ transformers' progress bar and log printer. The trainer's own loop does the work
   for SFT), with the ETA; every log is appended to ``OUTPUT_DIR/metrics.jsonl`` (cut back to the resumed step on
   resume) and ``r1-aqa plot`` runs at the end.
 * :class:`SignalWatch`: says once, in plain words, when GRPO has lost its signal (see :data:`NO_SIGNAL_SHARE`).
+* :class:`SolvedStop`: ends GRPO once the task is solved (the accuracy reward at or above a threshold in a few logs
+  in a row), so a run that has learned stops spending rollouts on groups that are all right.
 """
 
 from __future__ import annotations
@@ -237,6 +239,31 @@ class SignalWatch(TrainerCallback):
         self.said = True
         if state.is_world_process_zero:
             print(no_signal_message(self.streak, self.dynamic_sampling), file=sys.stderr, flush=True)
+
+
+class SolvedStop(TrainerCallback):
+    """Stop training when the accuracy reward's logged mean is at least ``accuracy`` in ``logs`` logs in a row."""
+
+    def __init__(self, accuracy: float, logs: int) -> None:
+        if not 0 < accuracy <= 1 or logs < 1:
+            raise ValueError(f"stop_at_accuracy must lie in (0, 1] and stop_after_logs be >= 1, got {accuracy}, {logs}")
+        self.accuracy, self.logs = accuracy, logs
+        self.streak: list[int] = []  # steps of the current run of solved logs
+        self.stopped_at: int | None = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        value = (logs or {}).get(_ACCURACY)
+        if not isinstance(value, (int, float)):
+            return
+        self.streak = self.streak + [state.global_step] if value >= self.accuracy else []
+        if len(self.streak) >= self.logs and self.stopped_at is None:
+            self.stopped_at = state.global_step
+            control.should_training_stop = True
+            if state.is_world_process_zero:
+                print(f"\nr1-aqa: the task is solved: accuracy reward >= {self.accuracy} in {self.logs} logs in a row "
+                      f"(steps {self.streak[-self.logs]}-{self.streak[-1]}); stopping at step {state.global_step} "
+                      "(stop_at_accuracy)", file=sys.stderr, flush=True)
+        return control
 
 
 def no_signal_message(streak: list[tuple[int, float, float | None]], dynamic_sampling: bool = False) -> str:

@@ -75,6 +75,21 @@ class AudioGRPOScriptArguments(AudioScriptArguments):
         metadata={"help": "Cap on dynamic sampling's extra rollouts per generation, as a multiple of the generation "
                   "batch (1.0: at most as many again); when it runs out, the batch keeps some no-signal groups."},
     )
+    min_signal_share: float = field(
+        default=0.5,
+        metadata={"help": "A step whose share of groups with signal (completions not all scored alike) is below this "
+                  "moves proportionally less: learning rate x share / min_signal_share; a step without signal does "
+                  "not move (Adam would scale a trickle of signal up to a full step). 0: TRL's steps. Logged as "
+                  "signal/share and signal/lr_scale."},
+    )
+    stop_at_accuracy: float | None = field(
+        default=None,
+        metadata={"help": "Stop GRPO once the task is solved: the accuracy reward's mean reaches this in "
+                  "stop_after_logs logs in a row (the run saves and ends as at max_steps); unset: run to max_steps."},
+    )
+    stop_after_logs: int = field(
+        default=3, metadata={"help": "How many logs in a row must reach stop_at_accuracy (logging_steps apart)."},
+    )
     reward_funcs: list[str] | None = field(
         default=None,
         metadata={"help": "Reward names from r1_aqa.rewards, or module.function import paths of your own (weighted "

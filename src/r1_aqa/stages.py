@@ -127,8 +127,9 @@ def finish_run(command: str, trainer) -> None:
     """
     if trainer.accelerator.is_main_process:
         out = trainer.args.output_dir
-        print(f"r1-aqa {command}: {trainer.state.global_step} steps; the model is in {out}, checkpoints in "
-              f"{out}/checkpoint-*", file=sys.stderr)
+        saved = sorted(Path(out).glob("checkpoint-*"))
+        where = f", checkpoints in {out}/checkpoint-* ({len(saved)})" if saved else " (no checkpoints were saved)"
+        print(f"r1-aqa {command}: {trainer.state.global_step} steps; the model is in {out}{where}", file=sys.stderr)
     llm = getattr(getattr(trainer, "vllm_generation", None), "llm", None)
     if llm is not None:
         llm.llm_engine.engine_core.shutdown()

@@ -54,6 +54,10 @@ def train(script_args, training_args, model_args):
     claim_output_dir(training_args.output_dir, resuming=bool(resume), overwrite=script_args.overwrite_output_dir)
     train_dataset, eval_dataset = check_stage_audio(script_args, training_args, train_dataset, eval_dataset)
     callbacks = stage_callbacks(script_args, training_args, train_dataset)
+    if script_args.stop_at_accuracy is not None:
+        from .callbacks import SolvedStop
+
+        callbacks.append(SolvedStop(script_args.stop_at_accuracy, script_args.stop_after_logs))
     model = load_policy(model_args)
     trainer = AudioGRPOTrainer(
         model=model,
@@ -67,6 +71,7 @@ def train(script_args, training_args, model_args):
         freeze_audio_tower=script_args.freeze_audio_tower,
         freeze_audio_projector=script_args.freeze_audio_projector,
         dynamic_sampling_max_extra=script_args.dynamic_sampling_max_extra if script_args.dynamic_sampling else None,
+        min_signal_share=script_args.min_signal_share,
         callbacks=callbacks,
     )
     fit(trainer, script_args, resume)

@@ -21,7 +21,12 @@ old/reference/policy log-prob passes, so an audio model trains without ever seei
   weights under the checkpoint's names with ``reload_weights`` and resets vLLM's encoder and prefix caches after
   every sync (``_generate_single_turn``).
 
-Logged beyond TRL's metrics: ``audio/cut_at_cap_ratio`` (share of clips cut at the cap). TRL itself logs
+Every optimizer step's learning rate is scaled by its share of groups with signal (``min_signal_share``;
+``r1_aqa.learning_signal``): a step without signal leaves the weights as they were.
+
+Logged beyond TRL's metrics: ``audio/cut_at_cap_ratio`` (share of clips cut at the cap), ``signal/share`` and
+``signal/lr_scale``, and ``accuracy_by_answer/<answer>`` (training accuracy per right answer, for training sets with
+at most ``MAX_ANSWER_CLASSES`` distinct answers). TRL itself logs
 ``sampling/sampling_logp_difference/mean`` (vLLM vs trainer log-probs; ~1e-3 when weight sync works) in vLLM mode.
 """
 
@@ -41,7 +46,9 @@ from .audio import SAMPLE_RATE, load_audio_capped
 from .dynamic_sampling import DynamicSampling
 from .encoder import ClipEncoder, audio_towers, same_weights
 from .families import family_of
+from .learning_signal import BY_ANSWER, MAX_ANSWER_CLASSES, SignalScaledSteps, accuracy_by_answer
 from .models import HubNamedCheckpoints, audio_token_id, load_processor, without_router_logits
+from .rewards import extract_answer
 from .vllm_audio import audio_request, collapse_audio_tokens, configure_cpu_env, on_cpu
 
 # The batch key of each row's clip index within its generation batch (not a model input).
@@ -65,6 +72,15 @@ def load_batch_audio(sources: list, max_seconds: float | None) -> tuple[list[np.
         if src not in cache:
             cache[src] = load_audio_capped(src, max_seconds)
     return [cache[src][0] for src in sources], [cache[src][1] for src in sources]
+
+
+def _answer_classes(dataset) -> list[str] | None:
+    """The distinct right answers of a training set with a ``solution`` column, if there are few enough to log each
+    one's accuracy (``MAX_ANSWER_CLASSES``); else None."""
+    if dataset is None or "solution" not in getattr(dataset, "column_names", ()):
+        return None
+    answers = sorted({extract_answer(s) for s in dataset["solution"]})
+    return answers if len(answers) <= MAX_ANSWER_CLASSES else None
 
 
 def _refuse_unsupported(args, kwargs: dict) -> None:
@@ -99,11 +115,11 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
     encoded bytes) per row. Other columns (e.g. ``solution``) reach the reward functions as TRL passes them.
     """
 
-    def __init__(  # TRL's three positional parameters, then our audio options (keyword-only): 9 parameters
+    def __init__(  # TRL's three positional parameters, then our options (keyword-only): 10 parameters
         self, model, reward_funcs=None, args=None, *, audio_column: str = "audio",
         max_audio_seconds: float | None = 30.0, freeze_audio_tower: bool = False,
         freeze_audio_projector: bool = False, share_clip_encodings: bool = True,
-        dynamic_sampling_max_extra: float | None = None, **kwargs,
+        dynamic_sampling_max_extra: float | None = None, min_signal_share: float = 0.5, **kwargs,
     ):
         _refuse_unsupported(args, kwargs)
         if isinstance(model, (str, os.PathLike)):
@@ -149,6 +165,9 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
         self._dynamic_sampling = (None if dynamic_sampling_max_extra is None
                                   else DynamicSampling(self, dynamic_sampling_max_extra))
         self._clip_base = 0
+        self._signal_steps = SignalScaledSteps(min_signal_share)
+        self.add_callback(self._signal_steps)
+        self._answer_classes = _answer_classes(self.train_dataset)
         if not self.use_vllm:
             suppress = sorted({*(self.generation_kwargs.get("suppress_tokens") or []), self.audio_token_id})
             self.generation_kwargs["suppress_tokens"] = suppress
@@ -230,9 +249,34 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
 
     def _generate_and_score_completions(self, inputs: list[dict]) -> dict:
         self._clip_base = 0
-        if self._dynamic_sampling is None or not self.model.training:
+        if not self.model.training:
             return self._generate_and_score_audio(inputs)
-        return self._dynamic_sampling.generate(inputs, self._generate_and_score_audio)
+        if self._dynamic_sampling is None:
+            output = self._generate_and_score_audio(inputs)
+        else:
+            output = self._dynamic_sampling.generate(inputs, self._generate_and_score_audio)
+        share, scale = self._signal_steps.observe(output["advantages"], self.num_generations, self.accelerator)
+        self._metrics["train"]["signal/share"].append(share)
+        self._metrics["train"]["signal/lr_scale"].append(scale)
+        return output
+
+    def _prepare_inputs(self, generation_batch):
+        inputs = super()._prepare_inputs(generation_batch)
+        if self.model.training:  # every micro-batch, before the backward that may step the optimizer (DeepSpeed)
+            self._signal_steps.scale_lr(self.optimizer)
+        return inputs
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        if self._answer_classes and "accuracy_reward" in self.reward_func_names:
+            from accelerate.utils import gather_object
+
+            answers = gather_object([extract_answer(x["solution"]) for x in inputs])
+            column = rewards[:, self.reward_func_names.index("accuracy_reward")].tolist()
+            mode = "train" if self.model.training else "eval"
+            for answer, value in accuracy_by_answer(answers, column).items():
+                self._metrics[mode][BY_ANSWER + answer].append(value)
+        return rewards
 
     def _generate_and_score_audio(self, inputs: list[dict]) -> dict:
         mode = "train" if self.model.training else "eval"
