@@ -121,3 +121,26 @@ def test_an_unknown_recipe_override_is_refused_before_any_stage(tmp_path, capsys
     assert cli.main(["demo", "--out", str(tmp_path / "demo"), "--quick", "--bogus_flag", "3"]) == 2
     assert "--bogus_flag" in capsys.readouterr().err
     assert not (tmp_path / "demo").exists()
+
+
+def _diagnosed(tmp_path, said: dict[str, list[str]], shares: list[float]) -> str:
+    """``demo.diagnose`` on held-out records whose right answer -> what the model said, and GRPO's signal shares."""
+    records = [{"answer": a, "model_output": o} for a, outputs in said.items() for o in outputs]
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "after.json").write_text(json.dumps(records))
+    (tmp_path / "model" / "grpo").mkdir(parents=True)
+    (tmp_path / "model" / "grpo" / "metrics.jsonl").write_text(
+        "".join(json.dumps({"step": i, "signal/share": s}) + "\n" for i, s in enumerate(shares)))
+    return demo.diagnose(tmp_path)
+
+
+def test_the_diagnosis_names_one_answer_for_most_items(tmp_path):
+    said = {"low": ["high"] * 5, "mid": ["high"] * 5, "high": ["high"] * 5, "top": ["top"] * 5}
+    assert _diagnosed(tmp_path, said, [0.9]) == "the model gives one answer ('high') to 75% of the held-out items"
+
+
+def test_the_diagnosis_names_merged_classes_and_missing_signal(tmp_path):
+    said = {"low": ["low"] * 5, "mid": ["low"] * 4 + ["mid"], "high": ["high"] * 5, "top": ["high"] * 5}
+    text = _diagnosed(tmp_path, said, [0.9, 0.5, 0.1, 0.1, 0.1])
+    assert text == ("it learned 2 of 4 answers; items of 'mid' (0.20), 'top' (0.00) are mostly answered 'high' "
+                    "(classes merged); GRPO had almost no signal at the end (groups with signal: 10%)")

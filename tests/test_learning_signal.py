@@ -148,3 +148,19 @@ def test_the_solved_streak_restarts_after_a_log_below_the_threshold():
     assert seen == [False, False, False, True]
     with pytest.raises(ValueError, match="stop_at_accuracy"):
         SolvedStop(0.0, 3)
+
+
+def constant_reward(completions, **kwargs) -> list[float]:
+    """The same reward for every completion: no group carries signal."""
+    return [0.0] * len(completions)
+
+
+@pytest.mark.parametrize("reward", ["constant_reward", "accuracy_reward"])
+def test_a_short_run_without_signal_says_at_its_end_that_it_did_not_learn(reward, tiny_model_dir, tmp_path, capsys):
+    # 2 logs: too few for the lost-signal stretch; a solved run (all right) stays quiet.
+    assert main(["train", "--config", RECIPE, "--model_name_or_path", str(tiny_model_dir), "--dataset_path",
+                 str(make_parquet(tmp_path)), "--output_dir", str(tmp_path / "run"), "--reward_funcs",
+                 f"test_learning_signal.{reward}", "--max_steps", "2", "--save_strategy", "no"]) == 0
+    err = capsys.readouterr().err
+    said = "this GRPO run had almost no learning signal: 100% of its groups scored all their completions alike"
+    assert (said in err) == (reward == "constant_reward"), err[-2000:]

@@ -14,7 +14,7 @@ transformers' progress bar and log printer. The trainer's own loop does the work
   Under DeepSpeed the optimizer steps inside ``backward``, so the guard cannot skip there; it is not installed.
 * :class:`RunConsole`: one progress bar whose postfix holds the step time, reward, accuracy reward, KL, completion
   length, the share of groups with all-equal rewards (``nosig``) and the completion entropy (``ent``) (or the loss
-  for SFT), with the ETA; every log is appended to ``OUTPUT_DIR/metrics.jsonl`` (cut back to the resumed step on
+  for SFT) and the accuracy per right answer (``acc_by_answer``, for tasks with few answers), with the ETA; every log is appended to ``OUTPUT_DIR/metrics.jsonl`` (cut back to the resumed step on
   resume) and ``r1-aqa plot`` runs at the end.
 * :class:`SignalWatch`: says once, in plain words, when GRPO has lost its signal (see :data:`NO_SIGNAL_SHARE`).
 * :class:`SolvedStop`: ends GRPO once the task is solved (the accuracy reward at or above a threshold in a few logs
@@ -33,6 +33,8 @@ from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
+
+from .plot import BY_ANSWER, CHANCE
 
 METRICS_FILE = "metrics.jsonl"
 # Console postfix: label -> log keys tried in order (GRPO first, then SFT).
@@ -148,8 +150,9 @@ class NonFiniteGuard(TrainerCallback):
 class RunConsole(TrainerCallback):
     """One progress bar with the run's key numbers; every log line to ``metrics.jsonl``; plots at the end."""
 
-    def __init__(self, output_dir: str | Path) -> None:
+    def __init__(self, output_dir: str | Path, chance: float | None = None) -> None:
         self.path = Path(output_dir) / METRICS_FILE
+        self.chance = chance  # the accuracy of a random option, for the plots (written to metrics.jsonl)
         self.bar = None
         self._last: tuple[float, int] | None = None
         self._postfix: dict[str, str] = {}
@@ -161,6 +164,9 @@ class RunConsole(TrainerCallback):
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _cut_after(self.path, state.global_step)  # a resumed run rewrites what followed its checkpoint
+        if self.chance is not None:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"step": state.global_step, CHANCE: self.chance}) + "\n")
         self.bar = tqdm(total=state.max_steps, initial=state.global_step, unit="step", dynamic_ncols=True,
                         desc="train", bar_format="{desc} {n_fmt}/{total_fmt} [{elapsed}<{remaining}]{postfix}",
                         disable=bool(args.disable_tqdm))
@@ -186,6 +192,9 @@ class RunConsole(TrainerCallback):
             value = next((logs[k] for k in keys if isinstance(logs.get(k), (int, float))), None)
             if value is not None and (label != "loss" or "reward" not in logs):
                 self._postfix[label] = f"{value:.3g}" if math.isfinite(value) else str(value)
+        by_answer = {k.removeprefix(BY_ANSWER): v for k, v in logs.items() if k.startswith(BY_ANSWER)}
+        if by_answer:  # which answers the policy has learned: a merged or one-answer run shows here
+            self._postfix["acc_by_answer"] = ",".join(f"{a}:{v:.2f}" for a, v in sorted(by_answer.items()))
         if self.bar is not None:
             self.bar.set_postfix(self._postfix, refresh=True)
 
@@ -219,6 +228,7 @@ class SignalWatch(TrainerCallback):
 
     def __init__(self) -> None:
         self.streak: list[tuple[int, float, float | None]] = []  # (step, share, accuracy) of the current stretch
+        self.run: list[tuple[int, float, float | None]] = []  # every log of the run
         self.said = False
         self.dynamic_sampling = False  # the run logs dynamic sampling's metrics: it is on
 
@@ -226,9 +236,12 @@ class SignalWatch(TrainerCallback):
         logs = logs or {}
         share = logs.get("frac_reward_zero_std")
         self.dynamic_sampling = self.dynamic_sampling or "dynamic_sampling/extra_rollouts" in logs
-        if self.said or not isinstance(share, (int, float)):
+        if not isinstance(share, (int, float)):
             return
         accuracy = logs.get(_ACCURACY)
+        self.run.append((state.global_step, share, accuracy))
+        if self.said:
+            return
         solved = isinstance(accuracy, (int, float)) and accuracy >= SOLVED_ACCURACY
         if share < NO_SIGNAL_SHARE or solved:
             self.streak = []
@@ -239,6 +252,22 @@ class SignalWatch(TrainerCallback):
         self.said = True
         if state.is_world_process_zero:
             print(no_signal_message(self.streak, self.dynamic_sampling), file=sys.stderr, flush=True)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        """A run too short for a stretch of :data:`NO_SIGNAL_LOGS` logs that had almost no signal throughout says so
+        at its end: it has not learned, and (with ``min_signal_share``) has barely moved."""
+        if self.said or not self.run or not state.is_world_process_zero:
+            return
+        share = sum(s for _, s, _ in self.run) / len(self.run)
+        accuracies = [a for _, _, a in self.run if a is not None]
+        if share < NO_SIGNAL_SHARE or (accuracies and max(accuracies) >= SOLVED_ACCURACY):
+            return
+        accuracy = f" (accuracy reward {sum(accuracies) / len(accuracies):.4f})" if accuracies else ""
+        print(f"\nr1-aqa: this GRPO run had almost no learning signal: {share:.0%} of its groups scored all their "
+              f"completions alike{accuracy}, so it has not learned and the model is close to where it started (a "
+              "step moves in proportion to its share of groups with signal: min_signal_share). GRPO needs "
+              "sampled completions that sometimes score: start from a model that answers in the format when "
+              "sampling (a longer warm start), or sample at a lower temperature.", file=sys.stderr, flush=True)
 
 
 class SolvedStop(TrainerCallback):
@@ -299,8 +328,9 @@ def _cut_after(path: Path, step: int) -> None:
     write_text(path, "".join(f"{line}\n" for line in keep))
 
 
-def install(trainer, max_nonfinite_steps: int) -> Preemption:
-    """Put the run callbacks on ``trainer`` in place of transformers' progress bar and log printer.
+def install(trainer, max_nonfinite_steps: int, chance: float | None = None) -> Preemption:
+    """Put the run callbacks on ``trainer`` in place of transformers' progress bar and log printer; ``chance``: the
+    accuracy of a random option on the training set (the plots' chance line).
 
     Returns the :class:`Preemption` callback, whose :meth:`Preemption.interrupted` the stage checks after training.
     """
@@ -309,7 +339,7 @@ def install(trainer, max_nonfinite_steps: int) -> Preemption:
     for cls in (ProgressCallback, PrinterCallback):
         trainer.remove_callback(cls)
     preemption = Preemption()
-    callbacks = [preemption, RunConsole(trainer.args.output_dir), SignalWatch()]
+    callbacks = [preemption, RunConsole(trainer.args.output_dir, chance), SignalWatch()]
     if max_nonfinite_steps > 0 and trainer.accelerator.state.deepspeed_plugin is None:
         callbacks.insert(0, NonFiniteGuard(max_nonfinite_steps))  # first: its log entry reaches report_to
     handler = trainer.callback_handler

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     print(f"r1-aqa demo: results in {out / 'report.md'} (also summary.json, rewards.png, accuracy.png there); "
           f"trained model in {out / 'model' / 'grpo'}", file=sys.stderr)
-    missed = missed_targets(summary, out / "model" / "grpo" / "plots")
+    missed = missed_targets(summary, out / "model" / "grpo" / "plots", diagnose(out))
     if missed:
         print(f"r1-aqa demo: target missed: {missed}", file=sys.stderr)
         return 1
@@ -212,12 +212,44 @@ def targets_met(summary: dict) -> dict[str, bool]:
     }
 
 
-def missed_targets(summary: dict, plots: Path) -> str:
-    """One line naming each target a full run missed and what to try ("" when all are met, or for a smoke run)."""
+def diagnose(out: Path) -> str:
+    """What the trained model does on the held-out items (``out/eval/after.json``) and how much signal GRPO had at
+    the end (its ``metrics.jsonl``), in words: one answer for most items, some classes merged, no signal."""
+    import json
+    from collections import Counter
+
+    records = json.loads((out / "eval" / "after.json").read_text(encoding="utf-8"))
+    said = Counter(r["model_output"] for r in records)
+    top, count = said.most_common(1)[0]
+    if count >= 0.6 * len(records):
+        return f"the model gives one answer ({top!r}) to {count / len(records):.0%} of the held-out items"
+    by_class: dict[str, list[bool]] = {}
+    for r in records:
+        by_class.setdefault(r["answer"], []).append(r["model_output"] == r["answer"])
+    accuracy = {a: sum(v) / len(v) for a, v in sorted(by_class.items())}
+    missed = {a: acc for a, acc in accuracy.items() if acc < 0.8}
+    words = []
+    if missed and len(missed) < len(accuracy):
+        merged = Counter(r["model_output"] for r in records if r["answer"] in missed).most_common(1)[0][0]
+        words.append(f"it learned {len(accuracy) - len(missed)} of {len(accuracy)} answers; items of "
+                     + ", ".join(f"{a!r} ({v:.2f})" for a, v in missed.items())
+                     + f" are mostly answered {merged!r} (classes merged)")
+    metrics = out / "model" / "grpo" / "metrics.jsonl"
+    shares = [row["signal/share"] for row in map(json.loads, metrics.read_text().splitlines()) if "signal/share" in row]
+    if shares and sum(shares[-3:]) / len(shares[-3:]) < 0.2:
+        words.append(f"GRPO had almost no signal at the end (groups with signal: {shares[-1]:.0%})")
+    return "; ".join(words)
+
+
+def missed_targets(summary: dict, plots: Path, diagnosis: str = "") -> str:
+    """One line naming each target a full run missed and what to try ("" when all are met, or for a smoke run);
+    ``diagnosis``: what the run did (:func:`diagnose`)."""
     met = summary["targets_met"] or {}
     gain = summary["accuracy_after"] - summary["accuracy_before"]
-    learn = (f"GRPO did not learn the task: see the no-signal share and entropy in {plots}; try another --seed or "
-             "the levers in docs/experiments.md (--beta, --dynamic_sampling, --temperature with --top_k)")
+    seen = f"{diagnosis}; " if diagnosis else ""
+    learn = (f"GRPO did not learn the task: {seen}see the accuracy per answer, the no-signal share and entropy in "
+             f"{plots}; try the levers in docs/experiments.md (--beta, --dynamic_sampling, --temperature with "
+             "--top_k)")
     notes = {
         "accuracy_after": (f"accuracy after GRPO {summary['accuracy_after']:.3f} < {TARGETS['accuracy_after_min']}",
                            learn),

@@ -29,7 +29,6 @@ from .dynamic_sampling import has_signal
 # Per-answer accuracy is logged as ``accuracy_by_answer/<answer>`` when the training set has at most this many
 # distinct answers (a classification-like task); with more, a per-answer curve says little and floods the log.
 MAX_ANSWER_CLASSES = 8
-BY_ANSWER = "accuracy_by_answer/"
 
 
 def step_scale(share: float, min_signal_share: float) -> float:

@@ -19,10 +19,14 @@ from pathlib import Path
 HELP = ("Plot a training run's curves (rewards, accuracy, KL, completion length, loss, groups without signal, "
         "entropy) from OUTPUT_DIR/metrics.jsonl.")
 
+CHANCE = "chance_accuracy"  # a metrics.jsonl line of its own: the training set's accuracy of a random option
+BY_ANSWER = "accuracy_by_answer/"  # the GRPO trainer's training accuracy per right answer
+
 # PNG name -> (title, y label, log keys; "rewards/*/mean" stands for every reward function's mean)
 PANELS = {
     "rewards": ("Rewards", "reward", ("reward", "rewards/*/mean")),
-    "accuracy": ("Accuracy reward", "accuracy reward", ("rewards/accuracy_reward/mean",)),
+    "accuracy": ("Accuracy reward, and per right answer", "accuracy reward",
+                 ("rewards/accuracy_reward/mean", BY_ANSWER + "*")),
     "kl": ("KL to the reference model", "KL", ("kl",)),
     "completion_length": ("Completion length", "tokens", ("completions/mean_length",)),
     "loss": ("Loss", "loss", ("loss",)),
@@ -44,8 +48,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
-    """The training log lines of ``RUN_DIR/metrics.jsonl`` (those with a step and a loss or reward), by step.
+def read_metrics(run_dir: str | os.PathLike, info: bool = False) -> list[dict]:
+    """The training log lines of ``RUN_DIR/metrics.jsonl`` (those with a step and a loss or reward), by step;
+    ``info``: the other lines instead (what the run said about itself, e.g. its chance accuracy), in file order.
 
     A later line for the same step wins; a torn last line (a run killed mid-write) is ignored.
     """
@@ -54,6 +59,7 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
         raise FileNotFoundError(f"{path}: no such file (train and sft write it into their output_dir)")
     lines = path.read_text(encoding="utf-8").splitlines()
     rows: dict[int, dict] = {}
+    others = []
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -65,6 +71,10 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
             raise ValueError(f"{path}:{lineno}: not valid JSON") from None
         if isinstance(row, dict) and "step" in row and ("loss" in row or "reward" in row):
             rows[int(row["step"])] = row
+        elif isinstance(row, dict):
+            others.append(row)
+    if info:
+        return others
     if not rows:
         raise ValueError(f"{path}: no training log lines")
     return [rows[s] for s in sorted(rows)]
@@ -104,6 +114,7 @@ def plot_run(run_dir: str | os.PathLike) -> list[Path]:
     from .files import write_text
 
     rows = read_metrics(run_dir)
+    info = read_metrics(run_dir, info=True)
     out = Path(run_dir) / "plots"
     window = max(1, len(rows) // 20)
     paths = []
@@ -119,6 +130,11 @@ def plot_run(run_dir: str | os.PathLike) -> list[Path]:
                 ax.plot(steps, values, color=color, alpha=0.25, linewidth=0.8)
             ax.plot(steps, _smooth(values, window), color=color, linewidth=1.8,
                     label=key + (f" (mean of {window})" if window > 1 else ""))
+        if name == "accuracy":  # the whole range, and where a model that does not listen would sit
+            ax.set_ylim(0, 1.02)
+            chance = next((r[CHANCE] for r in reversed(info) if isinstance(r.get(CHANCE), (int, float))), None)
+            if chance is not None:
+                ax.axhline(chance, color="gray", linestyle=":", linewidth=1.2, label=f"chance ({chance:.2f})")
         ax.set_xlabel("step")
         ax.set_ylabel(ylabel)
         ax.set_title(title)

@@ -107,7 +107,7 @@ def fit(trainer, script_args, resume) -> None:
     metrics.jsonl); raises ``TrainingInterrupted`` when a signal stopped it (after saving its checkpoint)."""
     from .callbacks import TrainingInterrupted, install
 
-    preemption = install(trainer, script_args.max_nonfinite_steps)
+    preemption = install(trainer, script_args.max_nonfinite_steps, chance_accuracy(script_args.dataset_path))
     try:
         trainer.train(resume_from_checkpoint=resume)
         stopped = preemption.interrupted(trainer.args.output_dir, trainer.state.global_step)
@@ -116,6 +116,14 @@ def fit(trainer, script_args, resume) -> None:
     except TrainingInterrupted as e:
         e.trainer = trainer
         raise
+
+
+def chance_accuracy(path: str) -> float | None:
+    """The accuracy of answering a random option, averaged over a prepared parquet's items (None: no options)."""
+    import pandas as pd
+
+    counts = [len(c) for c in pd.read_parquet(path, columns=["choices"])["choices"]]
+    return round(sum(1 / n for n in counts) / len(counts), 4) if counts and min(counts) > 0 else None
 
 
 def finish_run(command: str, trainer) -> None:

@@ -46,8 +46,9 @@ from .audio import SAMPLE_RATE, load_audio_capped
 from .dynamic_sampling import DynamicSampling
 from .encoder import ClipEncoder, audio_towers, same_weights
 from .families import family_of
-from .learning_signal import BY_ANSWER, MAX_ANSWER_CLASSES, SignalScaledSteps, accuracy_by_answer
+from .learning_signal import MAX_ANSWER_CLASSES, SignalScaledSteps, accuracy_by_answer
 from .models import HubNamedCheckpoints, audio_token_id, load_processor, without_router_logits
+from .plot import BY_ANSWER
 from .rewards import extract_answer
 from .vllm_audio import audio_request, collapse_audio_tokens, configure_cpu_env, on_cpu
 
