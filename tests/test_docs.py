@@ -81,3 +81,13 @@ def test_first_day_path_runs_as_written(tmp_path):
     assert re.search(r"kept \d+ strong of 64 rows", out) and "r1-aqa train: 20 steps" in out
     assert (tmp_path / "first_day" / "eval" / "pred.report.html").exists()
     assert len(json.loads((tmp_path / "first_day" / "eval" / "pred.json").read_text())) == 32
+    # GRPO with almost no signal says so and leaves the model at least as good as its warm start.
+    assert "this GRPO run had almost no learning signal" in out
+    warm = subprocess.run(
+        [sys.executable, "-m", "r1_aqa.cli", "eval", "--data", "first_day/heldout.parquet", "--model", "first_day/sft",
+         "--max-new-tokens", "12", "--output", "first_day/eval/warm.json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert warm.returncode == 0, warm.stderr[-3000:]
+    score = {name: json.loads((tmp_path / "first_day" / "eval" / f"{name}.score.json").read_text())["total"]
+             for name in ("pred", "warm")}
+    assert score["pred"] >= score["warm"], score
