@@ -22,9 +22,6 @@ def load_mmau(path: str | os.PathLike, audio_dir: str | os.PathLike | None = Non
 
     Raises ``ValueError`` naming the file when it is not valid JSON or not a list of objects.
     """
-    if Path(path).is_dir():
-        raise IsADirectoryError(f"{path}: is a directory, not an MMAU JSON file (pass the question file, e.g. "
-                                "mmau-test-mini.json)")
     if Path(path).suffix == ".parquet":
         raise ValueError(f"{path}: not an MMAU JSON file (MMSU data? that is `prepare mmsu` / `eval --benchmark "
                          "mmsu`)")
