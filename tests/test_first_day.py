@@ -256,8 +256,8 @@ def test_filter_input_mistakes(data, tmp_path):
 @pytest.mark.parametrize("reader", ["avqa", "mmau", "mmar"])
 def test_prepare_input_that_is_a_directory(reader, tmp_path):
     code, line, _ = cli(["prepare", reader, "--input", tmp_path, "--output", tmp_path / "out.parquet"])
-    assert code == 2 and line == f"r1-aqa prepare: error: {tmp_path}: is a directory, not a file"
-    assert not (tmp_path / "out.parquet").exists()
+    assert code == 2 and line.startswith(f"r1-aqa prepare: error: {tmp_path}: is a directory, not a")
+    assert "MMSU" not in line and not (tmp_path / "out.parquet").exists()
 
 
 def test_eval_refuses_a_prepared_parquet_of_another_benchmark(mmau_file, tiny_model_dir, tmp_path):
