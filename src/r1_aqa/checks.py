@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 TRAINING_COLUMNS = ("question", "choices", "solution", "audio")  # what ``stages.build_dataset`` reads
+VLLM_WINDOW_SECONDS = 30  # the audio window vLLM's audio models are built for
 _SHOWN = 5
 
 
@@ -154,9 +155,6 @@ def check_stage_values(values: dict) -> None:
 def _true(value) -> bool:
     """A boolean recipe value or flag as TRL reads it (``true``, ``1``, ``yes``; a bare flag is ``True``)."""
     return str(value).lower() in ("true", "1", "yes")
-
-
-VLLM_WINDOW_SECONDS = 30  # the audio window vLLM's audio models are built for
 
 
 def audio_window_seconds(model: str | os.PathLike) -> float | None:
