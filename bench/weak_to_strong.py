@@ -57,7 +57,7 @@ def make_data(data: Path, n_train: int, n_eval: int, share: float, seed: int) ->
                                               ("count", "train", n_train, seed, [])):
         name = f"{task}_{split}"
         _cli(["synth", str(data / name), "--n", str(n), "--seed", str(split_seed), "--task", task, "--seconds",
-              str(CLIP_SECONDS), *extra])
+              str(CLIP_SECONDS), "--overwrite", *extra])
         _cli(["prepare", "avqa", "--input", str(data / name / f"{task}.jsonl"), "--output",
               str(data / f"{name}.parquet")])
     frame = pd.read_parquet(data / "pitch_train.parquet")

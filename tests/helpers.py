@@ -272,6 +272,7 @@ def assert_omni_full_layout(folder) -> None:
     """``folder`` is a Qwen2.5-Omni checkpoint in the hub's full layout, holding thinker weights only."""
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == "qwen2_5_omni" and config["architectures"] == ["Qwen2_5OmniModel"]
+    assert config["enable_audio_output"] is False  # the speech parts were not trained
     assert config["thinker_config"]["model_type"] == "qwen2_5_omni_thinker"
     assert {"talker_config", "token2wav_config"} <= set(config)
     names = weight_names(folder)
@@ -283,6 +284,7 @@ def assert_qwen3_omni_full_layout(folder) -> None:
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == "qwen3_omni_moe"
     assert config["architectures"] == ["Qwen3OmniMoeForConditionalGeneration"]
+    assert config["enable_audio_output"] is False  # the speech parts were not trained
     assert config["thinker_config"]["model_type"] == "qwen3_omni_moe_thinker"
     names = weight_names(folder)
     assert names and all(n.startswith("thinker.") for n in names), [n for n in names if not n.startswith("thinker.")]

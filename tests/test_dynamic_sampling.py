@@ -17,7 +17,7 @@ from helpers import (
     run,
 )
 
-from r1_aqa.dynamic_sampling import DynamicSampling, has_signal
+from r1_aqa.dynamic_sampling import DynamicSampling, _pick_groups, check_whole_groups, has_signal
 
 
 def _kept_groups_alone(rounds: list[dict], size: int, needed: int, pad_id: int) -> dict:
@@ -65,7 +65,8 @@ def test_planted_all_equal_group_is_excluded_from_the_loss_and_replaced(tiny_mod
     assert len(generation) >= 2 and len(batch["advantages"]) == 8
     assert bool(has_signal(batch["advantages"], 2).all())
     logged = [e for e in trainer.state.log_history if "dynamic_sampling/extra_rollouts" in e]
-    assert logged and logged[0]["dynamic_sampling/extra_rollouts"] >= 2
+    # extra_rollouts counts completions: every row the refill rounds scored
+    assert logged and logged[0]["dynamic_sampling/extra_rollouts"] == sum(len(r["ids"]) for r in generation[1:]) >= 2
     assert logged[0]["dynamic_sampling/no_signal_share"] == 0.0
 
     # The loss and gradients of the batch trained on equal those of a batch built from the kept groups alone ...
@@ -78,6 +79,43 @@ def test_planted_all_equal_group_is_excluded_from_the_loss_and_replaced(tiny_mod
     # ... and differ from those of the first round as generated (the planted group's KL term is in it).
     first_loss, _ = _loss_and_grads(trainer, {k: v for k, v in first.items() if k != "ids"})
     assert not torch.allclose(loss, first_loss, atol=1e-6)
+
+
+def test_a_group_carries_signal_when_any_advantage_is_non_zero():
+    """Groups of 8 (the demo's): rewards [2, 0, 1, 1, 1, 1, 1, 1] have mean 1, so six advantages are zero and the
+    group still carries signal; only an all-equal group does not."""
+    rewards = torch.tensor([[2.0, 0, 1, 1, 1, 1, 1, 1], [1.0] * 8, [0.0] * 7 + [1.0]])
+    advantages = (rewards - rewards.mean(dim=1, keepdim=True)).flatten()
+    assert has_signal(advantages, 8).tolist() == [True, False, True]
+
+
+def test_the_batch_keeps_the_first_rounds_groups_then_refills_in_the_order_generated():
+    signal = [torch.tensor([True, False, True, True]), torch.tensor([True, True])]
+    assert _pick_groups(signal, 4) == [(0, 0), (0, 2), (0, 3), (1, 0)]
+    # The cap ran out: every group with signal, then the first round's others fill the free slots.
+    signal = [torch.tensor([False, True, False, False]), torch.tensor([False, True])]
+    assert _pick_groups(signal, 4) == [(0, 0), (0, 1), (0, 2), (1, 1)]
+
+
+def test_groups_that_would_straddle_processes_are_refused():
+    check_whole_groups(per_device_train_batch_size=4, steps_per_generation=2, num_generations=8)
+    with pytest.raises(ValueError, match=r"steps_per_generation \(6\) must be a multiple of num_generations \(4\)"):
+        check_whole_groups(per_device_train_batch_size=3, steps_per_generation=2, num_generations=4)
+
+
+def test_the_loss_normaliser_counts_the_rows_kept(tiny_model_dir, tmp_path):
+    """Completions of several lengths (the end-of-text row of the LM head 30x its size, so some end early):
+    ``num_items_in_batch`` is the completion tokens of the batch trained on, not of the first round."""
+    trainer = dynamic_sampling_trainer(tiny_model_dir, tmp_path)
+    with torch.no_grad():
+        trainer.model.get_output_embeddings().weight[trainer.processing_class.tokenizer.eos_token_id] *= 30
+    rounds, batches = record_dynamic_sampling(trainer)
+    trainer.train()
+    (generation,), (batch,) = rounds, batches
+    assert len(generation) >= 2
+    kept = batch["completion_mask"].sum()
+    assert kept != generation[0]["completion_mask"].sum(), "the first round's count should differ from the kept rows'"
+    assert batch["num_items_in_batch"] == kept
 
 
 def test_when_the_cap_is_spent_the_batch_keeps_its_size(tiny_model_dir, tmp_path):
@@ -131,5 +169,14 @@ def test_two_processes_make_the_same_refill_decisions(tiny_model_dir, tmp_path):
         "the ranks never wished for different refills: nothing was agreed"
     assert all(agreed == max(a, b) for (a, agreed), (b, _) in zip(first["decisions"], second["decisions"]))
     assert len(first["rounds"]) == len(second["rounds"]) > steps  # the same number of rounds, refills among them
+    # Each rank draws its own refill prompts (seeded by process): the refill rounds' prompts differ between ranks.
+    refills, decisions, r = [], iter(agreed for _, agreed in first["decisions"]), 0
+    for _ in range(steps):  # a step: its first round, then a refill round per decision > 0 until one is <= 0
+        r += 1
+        while next(decisions) > 0:
+            refills.append(r)
+            r += 1
+    assert refills and r == len(first["rounds"])
+    assert any(first["rounds"][i] != second["rounds"][i] for i in refills), "every rank drew the same refills"
     extra = [e["dynamic_sampling/extra_rollouts"] for e in first["log_history"] if "dynamic_sampling/extra_rollouts" in e]
     assert len(extra) == steps and sum(extra) > 0

@@ -16,9 +16,9 @@ import pytest
 from helpers import write_tone
 
 from r1_aqa.cli import main
-from r1_aqa.evaluate.predict import meta_path
+from r1_aqa.evaluate.predict import is_settled, meta_path
 from r1_aqa.evaluate.resume import partial_path
-from r1_aqa.evaluate.workers import worker_units
+from r1_aqa.evaluate.workers import Share, worker_units
 
 N_ITEMS = 10
 ARGS = ["--max-new-tokens", "64", "--batch-size", "1"]  # one record per flush: a killed worker leaves a partial share
@@ -220,6 +220,32 @@ def test_ranks_with_silence_report_after_both_runs_merge(questions, tiny_model_d
         assert [p.exists() for p in reports] == [rank == 0] * 3
     assert len(json.loads(output.with_name("pred.silence.json").read_text())) == 4
     assert 'data-stat="silence-total"' in output.with_name("pred.report.html").read_text()
+
+
+def test_a_share_is_done_only_once_the_silence_run_is_settled(questions, tiny_model_dir, tmp_path):
+    """Two workers, the audio run and the silence run: the call that merges the audio run returns nothing while the
+    silence run is still being written (its reports would lack it), so is an already merged one; the call that
+    settles the last output returns the records."""
+    from r1_aqa.evaluate.benchmarks import load_items
+    from r1_aqa.evaluate.html_report import silence_path
+    from r1_aqa.evaluate.predict import evaluate
+
+    items = load_items("mmau", questions, limit=4)
+    audio = tmp_path / "pred.json"
+    silence = silence_path(audio)
+
+    def share(output: Path, rank: int):
+        other = silence if output == audio else audio
+        return evaluate(items, tiny_model_dir, output, benchmark="mmau", data=questions, max_new_tokens=2,
+                        silence=output == silence, share=Share(rank, 2, 2, (other,), rank))
+
+    assert share(audio, 0) is None  # rank 1's share of the audio run is missing
+    assert share(audio, 1) is None and is_settled(audio)  # merged, but the silence run is not
+    assert share(audio, 0) is None  # already evaluated; the silence run still is not
+    assert share(silence, 0) is None
+    records = share(silence, 1)  # settles the last output
+    assert records is not None and len(records) == 4 and is_settled(silence)
+    assert len(share(audio, 0)) == 4  # now both are settled
 
 
 def test_bad_input_stops_before_workers_start(questions, tiny_model_dir, tmp_path, capsys):

@@ -109,6 +109,17 @@ TRAIN_MISTAKES = {
     "sft reasoning column": (lambda p, d, m: _train(m, d, p / "out", "--reasoning_column", "thinking",
                                                     command="sft", config=SFT_RECIPE),
                              "missing column(s) ['thinking']"),
+    "negative epochs": (lambda p, d, m: _train(m, d, p / "out", "--num_train_epochs", "-1"),
+                        "--num_train_epochs -1: must be >= 0"),
+    "no epochs and no max_steps": (lambda p, d, m: _train(m, d, p / "out", "--num_train_epochs", "0", "--max_steps",
+                                                          "-1"),
+                                   "--num_train_epochs 0: must be > 0 (or set --max_steps)"),
+    "negative learning rate": (lambda p, d, m: _train(m, d, p / "out", "--learning_rate", "-0.1"),
+                               "--learning_rate -0.1: must be >= 0"),
+    "sft negative learning rate": (lambda p, d, m: _train(m, d, p / "out", "--learning_rate=-0.1", command="sft",
+                                                          config=SFT_RECIPE),
+                                   "--learning_rate -0.1: must be >= 0"),
+    "output_dir a file": (lambda p, d, m: _train(m, d, d), "train.parquet: a file, not a directory"),
 }
 
 
@@ -148,6 +159,17 @@ def test_training_input_is_checked_before_torch_loads(case, data, model_dir, tmp
     assert line.startswith(f"r1-aqa {make(tmp_path, data, model_dir)[0]}: error: ")
     assert torch == "torch not imported"
     assert not (tmp_path / "out").exists()
+
+
+def test_vllm_rollouts_need_the_30_s_window(data, tmp_path):
+    from r1_aqa.tiny import build_tiny_model
+
+    model = build_tiny_model(tmp_path / "tiny", window_seconds=2)  # tiny-model's default
+    code, line, torch = cli(_train(model, data, tmp_path / "out", "--use_vllm", "true"))
+    assert code == 2 and line == (f"r1-aqa train: error: --use_vllm true: {model} has a 2 s audio window and vLLM "
+                                  "needs 30 s: build the tiny model with `r1-aqa tiny-model DIR --window-seconds 30`, "
+                                  "or roll out with HF generate (--use_vllm false)")
+    assert torch == "torch not imported" and not (tmp_path / "out").exists()
 
 
 def test_gpu_recipe_on_a_cpu_says_what_to_do(data, model_dir, tmp_path):
@@ -231,10 +253,38 @@ def test_filter_input_mistakes(data, tmp_path):
     assert torch == "torch not imported" and not (tmp_path / "o.parquet").exists()
 
 
-def test_prepare_input_that_is_a_directory(tmp_path):
-    code, line, _ = cli(["prepare", "avqa", "--input", tmp_path, "--output", tmp_path / "out.parquet"])
-    assert code == 2 and line == f"r1-aqa prepare: error: {tmp_path}: is a directory, not a file"
-    assert not (tmp_path / "out.parquet").exists()
+@pytest.mark.parametrize("reader", ["avqa", "mmau", "mmar"])
+def test_prepare_input_that_is_a_directory(reader, tmp_path):
+    code, line, _ = cli(["prepare", reader, "--input", tmp_path, "--output", tmp_path / "out.parquet"])
+    assert code == 2 and line.startswith(f"r1-aqa prepare: error: {tmp_path}: is a directory, not a")
+    assert "MMSU" not in line and not (tmp_path / "out.parquet").exists()
+
+
+def test_eval_refuses_a_prepared_parquet_of_another_benchmark(mmau_file, tiny_model_dir, tmp_path):
+    data = tmp_path / "mmau.parquet"
+    assert main(["prepare", "mmau", "--input", str(mmau_file), "--output", str(data), "--workers", "1"]) == 0
+    before = sorted(tmp_path.iterdir())
+    argv = eval_argv(data, tiny_model_dir, tmp_path / "out" / "pred.json")
+    code, line, torch = cli([*argv[:2], "mmsu", *argv[3:]])
+    assert code == 2 and line == f"r1-aqa eval: error: {data}: prepared from MMAU data, not MMSU: use --benchmark mmau"
+    assert torch == "torch not imported" and sorted(tmp_path.iterdir()) == before
+
+
+def test_synth_into_a_folder_holding_a_task_needs_overwrite(tmp_path):
+    folder = tmp_path / "synth"
+    assert main(["synth", str(folder), "--n", "6", "--seconds", "0.1"]) == 0
+    clips = sorted((folder / "audio").iterdir())
+    jsonl = (folder / "pitch.jsonl").read_bytes()
+    code, line, torch = cli(["synth", folder, "--n", "3", "--seed", "1", "--task", "count", "--seconds", "0.1"])
+    assert code == 2 and line == (f"r1-aqa synth: error: {folder} already holds a task (pitch.jsonl): pass "
+                                  "--overwrite to replace it (its clips are removed), or choose another folder")
+    assert torch == "torch not imported"
+    assert sorted((folder / "audio").iterdir()) == clips and (folder / "pitch.jsonl").read_bytes() == jsonl
+    assert main(["synth", str(folder), "--n", "3", "--seed", "1", "--task", "count", "--seconds", "0.1",
+                 "--overwrite"]) == 0
+    rows = [json.loads(r) for r in (folder / "count.jsonl").read_text().splitlines()]
+    assert sorted(p.name for p in folder.iterdir()) == ["audio", "count.jsonl"]
+    assert sorted((folder / "audio").iterdir()) == sorted(folder / r["audio_path"] for r in rows)
 
 
 def test_ctrl_c_then_the_same_overwrite_command_resumes_to_the_same_bytes(mmau_file, tiny_model_dir,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 
 from r1_aqa.evaluate import html_report
-from r1_aqa.evaluate.formatting import fmt, signed
+from r1_aqa.evaluate.formatting import fmt, pct, signed
 from r1_aqa.evaluate.reports import listening_markdown
-from r1_aqa.evaluate.scoring import listening_gap
+from r1_aqa.evaluate.scoring import listening_gap, score_mmau
 
 N_MAX = 1000
 
@@ -37,3 +37,16 @@ def test_every_percentage_and_gap_is_the_same_string_in_json_markdown_and_page()
         assert page == shown, n
         checked += len(shown)
     assert checked == sum(n + 1 for n in range(1, N_MAX + 1))
+
+
+def test_a_percentage_is_the_official_scripts_right_over_n_times_100():
+    """The official scripts print ``(right / n) * 100`` with two decimals; ``right * 100 / n`` rounds otherwise for 41
+    pairs with n <= 1000, e.g. 23 of 160: 14.374999... -> 14.37, where 14.375 -> 14.38."""
+    assert pct(23, 160) == 14.37 and pct(0, 7) == 0.0 and pct(7, 7) == 100.0 and pct(0, 0) is None
+    differ = [(right, n) for n in range(1, N_MAX + 1) for right in range(n + 1)
+              if f"{(right / n) * 100:.2f}" != f"{right * 100 / n:.2f}"]
+    assert len(differ) == 41 and all(pct(right, n) == float(f"{(right / n) * 100:.2f}") for right, n in differ)
+    records = [{"id": str(i), "question": "Which?", "choices": ["yes", "no"], "answer": "yes", "task": "sound",
+                "difficulty": "easy", "model_output": "yes" if i < 23 else "no"} for i in range(160)]
+    score = score_mmau(records)
+    assert (score["total"], score["task"]["sound"]) == (14.37, 14.37)

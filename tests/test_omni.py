@@ -41,6 +41,7 @@ def same_weights(a, b) -> bool:
 def test_tiny_full_layout_is_the_hubs(omni_full_dir, omni_thinker_dir):
     config = json.loads((omni_full_dir / "config.json").read_text())
     assert config["model_type"] == "qwen2_5_omni" and config["architectures"] == ["Qwen2_5OmniModel"]
+    assert config["enable_audio_output"] is True  # as on the hub; checkpoints saved from it turn it off
     assert config["thinker_config"]["architectures"] == ["Qwen2_5OmniThinkerForConditionalGeneration"]
     prefixes = {n.split(".")[0] for n in weight_names(omni_full_dir)}
     assert prefixes == {"thinker", "talker", "token2wav"}

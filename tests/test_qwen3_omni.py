@@ -31,6 +31,7 @@ def test_tiny_full_layout_is_the_hubs(tiny_qwen3_omni_dir, tmp_path):
 
     config = json.loads((tiny_qwen3_omni_dir / "config.json").read_text())
     assert config["model_type"] == "qwen3_omni_moe" and {"talker_config", "code2wav_config"} <= set(config)
+    assert config["enable_audio_output"] is True  # as on the hub; checkpoints saved from it turn it off
     assert {n.split(".")[0] for n in weight_names(tiny_qwen3_omni_dir)} == {"thinker", "talker", "code2wav"}
     full = load_model(tiny_qwen3_omni_dir, device="cpu")
     assert type(full).__name__ == "Qwen3OmniMoeThinkerForConditionalGeneration"
@@ -139,6 +140,20 @@ def test_sft_and_eval_hf(tiny_qwen3_omni_dir, tmp_path):
     records = evaluate(load_items("mmau", parquet), out, tmp_path / "pred.json", benchmark="mmau", data=parquet,
                        max_new_tokens=8)
     assert len(records) == 4 and all("model_response" in r for r in records)
+
+
+def test_a_frozen_projector_is_both_projection_layers(tiny_qwen3_omni_dir, tmp_path):
+    """Qwen3-Omni's projector is the end of its audio encoder, ``proj1`` and ``proj2`` (to the LM width): frozen,
+    neither changes while the rest of the encoder trains."""
+    trainer = make_trainer(tiny_qwen3_omni_dir, make_parquet(tmp_path), tmp_path / "out", max_steps=1,
+                           trainer_kwargs=dict(freeze_audio_projector=True))
+    before = audio_params(trainer.model)
+    trainer.train()
+    after = audio_params(trainer.model)
+    projector = {n for n in before if ".proj1." in n or ".proj2." in n}
+    assert len(projector) == 4  # two layers, weight and bias
+    assert all(torch.equal(before[n], after[n]) for n in projector)
+    assert any(not torch.equal(before[n], after[n]) for n in before.keys() - projector)
 
 
 def test_resume_loads_the_checkpoints_experts(tiny_qwen3_omni_dir, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers import RECIPE, ROOT, make_parquet, make_trainer
 
-from r1_aqa.callbacks import NO_SIGNAL_LOGS
+from r1_aqa.callbacks import NO_SIGNAL_LOGS, SignalWatch
 from r1_aqa.cli import main
 
 MESSAGE = "GRPO has lost its learning signal"
@@ -55,6 +55,26 @@ def test_a_learning_run_stays_quiet(tiny_model_dir, tmp_path, capsys):
     assert MESSAGE not in err
     rows = [json.loads(line) for line in (tmp_path / "learns" / "metrics.jsonl").read_text().splitlines()]
     assert any(r.get("frac_reward_zero_std", 1.0) < 1.0 for r in rows)
+
+
+def _watched(shares: list[float], accuracy: float, capsys) -> str:
+    """What SignalWatch prints over logs of these no-signal shares, each with this accuracy reward."""
+    from transformers import TrainerControl, TrainerState
+
+    watch, state = SignalWatch(), TrainerState()
+    for step, share in enumerate(shares, start=1):
+        state.global_step = step
+        watch.on_log(None, state, TrainerControl(),
+                     logs={"frac_reward_zero_std": share, "rewards/accuracy_reward/mean": accuracy})
+    return capsys.readouterr().err
+
+
+def test_the_message_needs_most_groups_without_signal_on_an_unsolved_task(capsys):
+    assert _watched([0.9] * NO_SIGNAL_LOGS, 0.5, capsys).count(MESSAGE) == 1
+    assert MESSAGE not in _watched([0.9] * (NO_SIGNAL_LOGS - 1) + [0.89], 0.5, capsys)  # 0.9 of the groups at least
+    assert MESSAGE not in _watched([0.6] * 3 * NO_SIGNAL_LOGS, 0.5, capsys)  # a run with some signal
+    # A solved task: every completion right, every group alike — success, not lost signal.
+    assert MESSAGE not in _watched([1.0] * 3 * NO_SIGNAL_LOGS, 0.95, capsys)
 
 
 def _adaptive_run(tiny_model_dir, tmp_path, name: str, **entropy):

@@ -107,6 +107,16 @@ def test_stand_in_clips_for_a_real_benchmark_file(benchmark, tiny_model_dir, tmp
     assert len(json.loads(pred.read_text())) == 2
 
 
+def test_stand_ins_are_as_long_as_asked(tmp_path, capsys):
+    questions = tmp_path / "q.json"
+    questions.write_text(json.dumps([{"id": f"q{i}", "audio_id": f"./test-mini-audios/q{i}.wav", "question": "Which?",
+                                      "choices": ["x", "y"], "answer": "x"} for i in range(3)]))
+    clips = tmp_path / "clips"
+    assert main(["synth", str(clips), "--like", str(questions), "--seconds", "0.25"]) == 0
+    assert f"wrote 3 stand-in clips under {clips}" in capsys.readouterr().out
+    assert [sf.info(clips / "test-mini-audios" / f"q{i}.wav").frames for i in range(3)] == [4_000] * 3
+
+
 def test_stand_ins_stay_inside_the_audio_dir(tmp_path, capsys):
     questions = tmp_path / "q.json"
     questions.write_text(json.dumps([{"id": "a", "audio_id": "../../etc/x.wav", "question": "Which?",

@@ -141,12 +141,15 @@ def test_policy_never_samples_the_audio_token(tiny_model_dir, tmp_path):
     assert counts and set(counts) <= prompt_counts
 
 
-def test_logprobs_are_of_the_distribution_the_rollouts_sample_from(tiny_model_dir, tmp_path):
-    """The rollouts never sample <|AUDIO|>, so every log-prob pass scores completions under the distribution without
-    it: with a head that favours <|AUDIO|>, the log-probs equal a log-softmax over the other tokens."""
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_logprobs_are_of_the_distribution_the_rollouts_sample_from(temperature, tiny_model_dir, tmp_path):
+    """The rollouts never sample <|AUDIO|> and sample at the recipe's temperature, so every log-prob pass scores
+    completions under that distribution: with a head that favours <|AUDIO|>, the log-probs equal a log-softmax of
+    logits / temperature over the other tokens."""
     from r1_aqa.audio import load_audio
 
-    trainer = make_trainer(tiny_model_dir, make_parquet(tmp_path), tmp_path / "out", max_steps=1)
+    trainer = make_trainer(tiny_model_dir, make_parquet(tmp_path), tmp_path / "out", max_steps=1,
+                           temperature=temperature)
     model, audio_id, processor = trainer.model.eval(), trainer.audio_token_id, trainer.processing_class
     favour_token(model, audio_id)
     row = trainer.train_dataset[0]
@@ -158,7 +161,7 @@ def test_logprobs_are_of_the_distribution_the_rollouts_sample_from(tiny_model_di
     trainer._audio_keys = list(features)
     with torch.no_grad(), trainer._audio_for({**features, "audio_clip": torch.tensor([0])}):
         logps, _, _ = trainer._get_per_token_logps_and_entropies(model, enc["input_ids"], enc["attention_mask"], k)
-        logits = model(**enc).logits[:, -k - 1 : -1]
+        logits = model(**enc).logits[:, -k - 1 : -1] / temperature
     targets = enc["input_ids"][:, -k:]
     full = logits.log_softmax(-1).gather(-1, targets[..., None])[..., 0]
     without = logits.index_fill(-1, torch.tensor([audio_id]), float("-inf")).log_softmax(-1)

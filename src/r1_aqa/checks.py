@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 TRAINING_COLUMNS = ("question", "choices", "solution", "audio")  # what ``stages.build_dataset`` reads
+VLLM_WINDOW_SECONDS = 30  # the audio window vLLM's audio models are built for
 _SHOWN = 5
 
 
@@ -105,7 +106,9 @@ def check_stage_inputs(config: str | None, argv: Sequence[str], config_class: tu
     values = {**read_recipe(config, known), **flag_values(argv, known)}
     check_stage_values(values)
     check_model_path(values["model_name_or_path"], "--model_name_or_path")
-    skip_bad = str(values.get("skip_bad_audio", False)).lower() in ("true", "1", "yes")
+    if _true(values.get("use_vllm")):
+        check_vllm_window(values["model_name_or_path"])
+    skip_bad = _true(values.get("skip_bad_audio", False))
     columns = [*TRAINING_COLUMNS, *([values["reasoning_column"]] if values.get("reasoning_column") else [])]
     for key in ("dataset_path", "eval_dataset_path"):
         if values.get(key):
@@ -128,18 +131,57 @@ def check_stage_values(values: dict) -> None:
                       ("output_dir", "in the recipe or on the command line")):
         if not values.get(key):
             raise ValueError(f"--{key} is required ({what})")
-    for key, low in (("max_steps", -1), ("max_train_samples", 1), ("max_nonfinite_steps", 0)):
+    epochs = values.get("max_steps") in (None, -1, "-1")  # -1 (TrainingArguments' default): num_train_epochs counts
+    for key, kind, low, zero in (("max_steps", int, -1, False), ("max_train_samples", int, 1, True),
+                                 ("max_nonfinite_steps", int, 0, True), ("learning_rate", float, 0, True),
+                                 ("num_train_epochs", float, 0, not epochs)):
         value = values.get(key)
         if value is None:
             continue
         try:
-            number = int(value)
+            number = kind(value)
         except (TypeError, ValueError):
-            raise ValueError(f"--{key} {value}: not an integer") from None
-        if number < low or (key == "max_steps" and number == 0):
-            rule = ("a step count >= 1, or -1 to train num_train_epochs epochs" if key == "max_steps"
-                    else f"an integer >= {low}")
+            raise ValueError(f"--{key} {value}: not {'an integer' if kind is int else 'a number'}") from None
+        if number < low or (number == 0 and not zero):
+            rule = {"max_steps": "a step count >= 1, or -1 to train num_train_epochs epochs",
+                    "num_train_epochs": "> 0 (or set --max_steps)" if epochs else ">= 0"}.get(
+                key, f"{'an integer ' * (kind is int)}>= {low}")
             raise ValueError(f"--{key} {value}: must be {rule}")
+    output_dir = Path(str(values["output_dir"])).expanduser()
+    if output_dir.exists() and not output_dir.is_dir():
+        raise NotADirectoryError(f"--output_dir {values['output_dir']}: a file, not a directory")
+
+
+def _true(value) -> bool:
+    """A boolean recipe value or flag as TRL reads it (``true``, ``1``, ``yes``; a bare flag is ``True``)."""
+    return str(value).lower() in ("true", "1", "yes")
+
+
+def audio_window_seconds(model: str | os.PathLike) -> float | None:
+    """The audio window (the feature extractor's ``chunk_length``) of a local model directory, read from its
+    ``processor_config.json`` or ``preprocessor_config.json``; ``None`` where neither says (a hub id, no processor)."""
+    import json
+
+    for name, nested in (("processor_config.json", True), ("preprocessor_config.json", False)):
+        path = Path(model).expanduser() / name
+        try:
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        extractor = config.get("feature_extractor", {}) if nested else config
+        if isinstance(extractor, dict) and isinstance(extractor.get("chunk_length"), (int, float)):
+            return float(extractor["chunk_length"])
+    return None
+
+
+def check_vllm_window(model: str | os.PathLike) -> None:
+    """Refuse vLLM rollouts for a model whose audio window is under vLLM's 30 s (vLLM pads every clip to 30 s and
+    fails at the first rollout)."""
+    window = audio_window_seconds(model)
+    if window is not None and window < VLLM_WINDOW_SECONDS:
+        raise ValueError(f"--use_vllm true: {model} has a {window:g} s audio window and vLLM needs "
+                         f"{VLLM_WINDOW_SECONDS} s: build the tiny model with `r1-aqa tiny-model DIR "
+                         f"--window-seconds {VLLM_WINDOW_SECONDS}`, or roll out with HF generate (--use_vllm false)")
 
 
 def read_recipe(path: str | None, known: set[str] | None) -> dict:

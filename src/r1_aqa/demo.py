@@ -141,7 +141,7 @@ def _synthesize(data: Path, seed: int, n_train: int, n_eval: int) -> None:
     for task in ("pitch", "count"):
         for split, (n, split_seed, balanced) in sets.items():
             _cli(cli, ["synth", str(data / f"{task}_{split}"), "--n", str(n), "--seed", str(split_seed),
-                       "--task", task, "--seconds", str(CLIP_SECONDS), *balanced])
+                       "--task", task, "--seconds", str(CLIP_SECONDS), "--overwrite", *balanced])
             _cli(cli, ["prepare", "avqa", "--input", str(data / f"{task}_{split}" / f"{task}.jsonl"),
                        "--output", str(data / f"{task}_{split}.parquet")])
 

@@ -46,12 +46,7 @@ class DynamicSampling:
         if getattr(trainer, "multi_objective_aggregation", "sum_then_normalize") != "sum_then_normalize":
             raise ValueError("dynamic sampling needs multi_objective_aggregation: sum_then_normalize (group-centred "
                              "advantages, zero exactly when a group's rewards are all equal)")
-        local_rows = args.per_device_train_batch_size * args.steps_per_generation
-        if local_rows % trainer.num_generations:
-            raise ValueError(
-                f"dynamic sampling refills whole groups on each process: per_device_train_batch_size x "
-                f"steps_per_generation ({local_rows}) must be a multiple of num_generations "
-                f"({trainer.num_generations})")
+        check_whole_groups(args.per_device_train_batch_size, args.steps_per_generation, trainer.num_generations)
         self.trainer = trainer
         self.max_extra = max_extra
 
@@ -97,6 +92,16 @@ class DynamicSampling:
         order = torch.randperm(len(dataset), generator=generator)
         picks = [int(order[i % len(dataset)]) for i in range(groups)]
         return [dataset[i] for i in picks for _ in range(trainer.num_generations)]
+
+
+def check_whole_groups(per_device_train_batch_size: int, steps_per_generation: int, num_generations: int) -> None:
+    """Refuse a generation batch whose groups would straddle processes: each process refills its own whole groups.
+    (With one process TRL refuses such a batch first; with several, its global check alone lets it through.)"""
+    local_rows = per_device_train_batch_size * steps_per_generation
+    if local_rows % num_generations:
+        raise ValueError(
+            f"dynamic sampling refills whole groups on each process: per_device_train_batch_size x "
+            f"steps_per_generation ({local_rows}) must be a multiple of num_generations ({num_generations})")
 
 
 def has_signal(advantages: torch.Tensor, size: int) -> torch.Tensor:

@@ -162,7 +162,9 @@ def check_stage_args(script_args, training_args, model_args) -> bool | str | Non
     check_stage_values({"model_name_or_path": model_args.model_name_or_path, "dataset_path": script_args.dataset_path,
                         "output_dir": training_args.output_dir, "max_steps": training_args.max_steps,
                         "max_train_samples": script_args.max_train_samples,
-                        "max_nonfinite_steps": script_args.max_nonfinite_steps})
+                        "max_nonfinite_steps": script_args.max_nonfinite_steps,
+                        "learning_rate": training_args.learning_rate,
+                        "num_train_epochs": training_args.num_train_epochs})
     resume = training_args.resume_from_checkpoint
     if isinstance(resume, str) and resume.lower() in ("true", "last"):
         return True

@@ -22,9 +22,13 @@ def load_mmau(path: str | os.PathLike, audio_dir: str | os.PathLike | None = Non
 
     Raises ``ValueError`` naming the file when it is not valid JSON or not a list of objects.
     """
-    if Path(path).is_dir() or Path(path).suffix == ".parquet":
-        raise ValueError(f"{path}: not an MMAU JSON file (MMSU data? that is `prepare mmsu` / `eval --benchmark "
-                         "mmsu`)")
+    mmsu = " (MMSU data? that is `prepare mmsu` / `eval --benchmark mmsu`)"
+    if Path(path).is_dir():  # MMSU's HF format is parquet files or a save_to_disk directory
+        held = any(Path(path).glob("*.parquet")) or any((Path(path) / f).is_file()
+                                                         for f in ("dataset_dict.json", "state.json"))
+        raise IsADirectoryError(f"{path}: is a directory, not an MMAU JSON file{mmsu if held else ''}")
+    if Path(path).suffix == ".parquet":
+        raise ValueError(f"{path}: not an MMAU JSON file{mmsu}")
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:

@@ -82,10 +82,12 @@ def make_item(task: str, index: int, seed: int, seconds: float, balanced: bool =
 
 
 def synthesize(out_dir: str | os.PathLike, n: int = 200, seed: int = 0, task: str = "pitch",
-               seconds: float = 1.0, balanced: bool = False) -> Path:
+               seconds: float = 1.0, balanced: bool = False, overwrite: bool = False) -> Path:
     """Write ``n`` items of ``task`` to ``out_dir/<task>.jsonl`` and ``out_dir/audio/<id>.wav``; return the JSONL path.
 
-    ``audio_path`` in the JSONL is relative to ``out_dir`` (``prepare avqa --audio-dir out_dir`` resolves it).
+    ``audio_path`` in the JSONL is relative to ``out_dir`` (``prepare avqa --audio-dir out_dir`` resolves it). A
+    folder that already holds a task is refused unless ``overwrite``, which first removes that task's JSONL and the
+    clips it lists (so no stale clip of a larger or other set stays behind).
     """
     import soundfile as sf
     from tqdm import tqdm
@@ -95,6 +97,7 @@ def synthesize(out_dir: str | os.PathLike, n: int = 200, seed: int = 0, task: st
     if n < 1 or seconds <= 0:
         raise ValueError(f"need n >= 1 and seconds > 0, got n={n}, seconds={seconds}")
     out_dir = Path(out_dir)
+    _clear_tasks(out_dir, overwrite)
     (out_dir / "audio").mkdir(parents=True, exist_ok=True)
     lines = []
     for i in tqdm(range(n), desc=f"synth {task}", unit="clip"):
@@ -106,6 +109,26 @@ def synthesize(out_dir: str | os.PathLike, n: int = 200, seed: int = 0, task: st
     path = out_dir / f"{task}.jsonl"
     write_text(path, "\n".join(lines) + "\n")
     return path
+
+
+def _clear_tasks(out_dir: Path, overwrite: bool) -> None:
+    """Refuse ``out_dir`` when it holds a task (a ``<task>.jsonl``) unless ``overwrite``; then remove each such JSONL
+    and the clips it lists."""
+    from ..files import read_jsonl
+
+    held = [out_dir / f"{task}.jsonl" for task in TASKS if (out_dir / f"{task}.jsonl").is_file()]
+    if not held:
+        return
+    if not overwrite:
+        raise ValueError(f"{out_dir} already holds a task ({', '.join(p.name for p in held)}): pass --overwrite to "
+                         "replace it (its clips are removed), or choose another folder")
+    root = out_dir.resolve()
+    for jsonl in held:
+        for row in read_jsonl(jsonl):
+            clip = (root / str(row.get("audio_path", ""))).resolve()
+            if clip.is_relative_to(root / "audio") and clip.is_file():
+                clip.unlink()
+        jsonl.unlink()
 
 
 def stand_ins(benchmark_file: str | os.PathLike, out_dir: str | os.PathLike, seconds: float = 1.0,
@@ -159,6 +182,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=1.0, help="clip length in seconds")
     parser.add_argument("--balanced", action="store_true",
                         help="labels cycle through the options (equal shares; for held-out sets)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the task OUT_DIR already holds (its JSONL and clips are removed first)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -169,6 +194,6 @@ def run(args: argparse.Namespace) -> int:
               f"{kind} --input {args.like} --audio-dir {args.out_dir} --output OUT.parquet)")
         return 0
     path = synthesize(args.out_dir, n=args.n, seed=args.seed, task=args.task, seconds=args.seconds,
-                      balanced=args.balanced)
+                      balanced=args.balanced, overwrite=args.overwrite)
     print(f"wrote {args.n} {args.task} items to {path} (clips in {path.parent / 'audio'})")
     return 0

@@ -36,7 +36,14 @@ def _read_items(benchmark: str, data: Path, audio_dir: str | os.PathLike | None)
     if _is_prepared(data):
         import pandas as pd
 
-        return [_plain(r) for r in pd.read_parquet(data).to_dict("records")]
+        from .scoring import detect_benchmark
+
+        records = [_plain(r) for r in pd.read_parquet(data).to_dict("records")]
+        found = detect_benchmark(records)
+        if found is not None and found != benchmark:
+            raise ValueError(f"{data}: prepared from {found.upper()} data, not {benchmark.upper()}: use --benchmark "
+                             f"{found}")
+        return records
     _check_format(data, benchmark)
     if benchmark == "mmau":
         from ..data.mmau import load_mmau
