@@ -5,6 +5,8 @@ only knowable from the audio; its position is uniform over the four slots. Tasks
 
 - ``pitch``: one tone at 220 / 440 / 880 / 1760 Hz -> "low" / "mid" / "high" / "top".
 - ``count``: one to four short beeps -> "one" / "two" / "three" / "four".
+- ``open``: an open-ended stand-in (no options, ``open.jsonl`` for ``prepare open``): a pitch clip, the question
+  what the audio holds, a reference answer ("One steady high tone.") and two weighted rubric lines.
 
 Everything is a function of (seed, task, item index), so a seed gives the same files byte for byte. With
 ``balanced`` the labels cycle through the option words (item ``i`` has label ``i mod 4``), so every label has the same
@@ -30,6 +32,8 @@ TASKS = {
     "pitch": ("Which pitch is the tone in the audio?", list(PITCHES_HZ)),
     "count": ("How many beeps are in the audio?", list(COUNTS)),
 }
+OPEN_QUESTION = "What do you hear in the audio? Describe the sound and how high it is."
+OPEN_RUBRIC_WEIGHTS = [1.0, 2.0]  # the tone's kind, then its pitch (what needs listening) counts double
 _FADE_S = 0.005
 
 
@@ -67,6 +71,8 @@ def render(task: str, label: int, seconds: float, rng: np.random.Generator, sr: 
 
 def make_item(task: str, index: int, seed: int, seconds: float, balanced: bool = False) -> tuple[dict, np.ndarray]:
     """Item ``index`` of ``task`` for ``seed``: its JSONL row (without ``audio_path``) and its clip."""
+    if task == "open":
+        return open_item(index, seed, seconds)
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {sorted(TASKS)}")
     question, words = TASKS[task]
@@ -79,6 +85,18 @@ def make_item(task: str, index: int, seed: int, seconds: float, balanced: bool =
     row = {"id": f"synth-{task}-{seed}-{index:05d}", "question_text": question, "multi_choice": choices,
            "answer": position, "dataset_name": f"synth-{task}", "task": task}
     return row, render(task, label, seconds, rng)
+
+
+def open_item(index: int, seed: int, seconds: float) -> tuple[dict, np.ndarray]:
+    """Open-ended item ``index`` for ``seed``: a pitch clip with its reference answer and weighted rubric lines."""
+    rng = np.random.default_rng([seed, len(TASKS), index])
+    label = int(rng.integers(len(PITCHES_HZ)))
+    word = list(PITCHES_HZ)[label]
+    row = {"id": f"synth-open-{seed}-{index:05d}", "question": OPEN_QUESTION,
+           "reference": f"One steady {word} tone ({PITCHES_HZ[word]:.0f} Hz).",
+           "rubric": ["The answer says the audio holds one steady tone.", f"The answer says the tone is {word}."],
+           "rubric_weights": OPEN_RUBRIC_WEIGHTS, "dataset_name": "synth-open", "task": "open"}
+    return row, render("pitch", label, seconds, rng)
 
 
 def synthesize(out_dir: str | os.PathLike, n: int = 200, seed: int = 0, task: str = "pitch",
@@ -154,8 +172,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "the real clips (scores on them mean nothing)")
     parser.add_argument("--n", type=int, default=200, help="number of items")
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
-    parser.add_argument("--task", default="pitch", choices=sorted(TASKS),
-                        help="pitch: which of 4 tones; count: how many beeps (1-4)")
+    parser.add_argument("--task", default="pitch", choices=[*sorted(TASKS), "open"],
+                        help="pitch: which of 4 tones; count: how many beeps (1-4); open: open-ended questions "
+                        "with a reference answer and rubric lines (open.jsonl, for `prepare open`)")
     parser.add_argument("--seconds", type=float, default=1.0, help="clip length in seconds")
     parser.add_argument("--balanced", action="store_true",
                         help="labels cycle through the options (equal shares; for held-out sets)")
@@ -170,5 +189,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     path = synthesize(args.out_dir, n=args.n, seed=args.seed, task=args.task, seconds=args.seconds,
                       balanced=args.balanced)
-    print(f"wrote {args.n} {args.task} items to {path} (clips in {path.parent / 'audio'})")
+    print(f"wrote {args.n} {args.task} items to {path} (clips in {path.parent / 'audio'}); next: r1-aqa prepare "
+          f"{'open' if args.task == 'open' else 'avqa'} --input {path} --output OUT.parquet")
     return 0

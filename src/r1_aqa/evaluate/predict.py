@@ -203,15 +203,8 @@ def _model_name(model: str | os.PathLike) -> str:
 
 
 def _model_files(model: str | os.PathLike) -> str | None:
-    """A fingerprint of a local model's weight files (names, sizes, modification times): a model trained again into
-    the same directory is another model. ``None`` for a hub id."""
-    import hashlib
-
-    if not Path(model).is_dir():
-        return None
-    files = sorted(p for p in Path(model).iterdir() if p.suffix in (".safetensors", ".bin"))
-    stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
-    return hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]
+    """A fingerprint of a local model's weight files (``files.weights_fingerprint``); ``None`` for a hub id."""
+    return files.weights_fingerprint(model) if Path(model).is_dir() else None
 
 
 def _finished(output: Path, settings: dict) -> dict[tuple, dict]:
