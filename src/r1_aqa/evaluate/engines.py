@@ -1,7 +1,8 @@
 """Greedy generation engines for evaluation: transformers (``hf``) and vLLM (``vllm``).
 
-Both take the same inputs — the user prompt text (without chat markup) and a float32 16 kHz clip per item — build
-the same chat-template prompt (audio first), decode greedily and return the raw responses, in order. Neither ever
+Both take the same inputs — the user prompt text (without chat markup) and a float32 16 kHz clip per item (``hf``:
+or a list of clips, e.g. MMAU-Pro's multi-clip items, one audio placeholder each) — build the same chat-template
+prompt (audio first), decode greedily and return the raw responses, in order. Neither ever
 generates the family's audio placeholder (``<|AUDIO|>``, ``<sound>``, ...), as in training: GRPO rollouts never
 sample it, so nothing holds its logit down, and after GRPO it can be the greedy pick (measured on the demo's tiny
 model: 150 of 200 held-out answers were ``<answer`` followed by placeholders).
@@ -41,6 +42,17 @@ class Engine(Protocol):
 def greedy_settings(max_new_tokens: int) -> dict:
     """The decoding settings every evaluation uses (recorded in the run's metadata)."""
     return {"do_sample": False, "temperature": 0.0, "num_beams": 1, "max_new_tokens": max_new_tokens}
+
+
+def item_prompts(processor, prompts: Sequence[str], audios: Sequence) -> tuple[list[str], list[np.ndarray]]:
+    """The chat-template texts of items (one audio placeholder per clip; an item's audio is a clip or a list of
+    clips) and their clips flattened in placeholder order, as the processor takes them."""
+    texts, flat = [], []
+    for prompt, audio in zip(prompts, audios, strict=True):
+        clips = audio if isinstance(audio, list) else [audio]
+        texts.append(chat_prompt(processor, prompt, clips=len(clips)))
+        flat += clips
+    return texts, flat
 
 
 def hf_batch(processor, texts: Sequence[str], audios: Sequence[np.ndarray]) -> BatchFeature:
@@ -95,8 +107,9 @@ class HFEngine:
 
         responses: list[str] = []
         for start in range(0, len(prompts), self.batch_size):
-            texts = [chat_prompt(self.processor, p) for p in prompts[start : start + self.batch_size]]
-            inputs = hf_batch(self.processor, texts, audios[start : start + self.batch_size]).to(self.device)
+            texts, clips = item_prompts(self.processor, prompts[start : start + self.batch_size],
+                                        audios[start : start + self.batch_size])
+            inputs = hf_batch(self.processor, texts, clips).to(self.device)
             if "input_features" in inputs:
                 inputs["input_features"] = inputs["input_features"].to(self.dtype)
             with torch.inference_mode():
@@ -115,7 +128,7 @@ class HFEngine:
         config.update(do_sample=True, temperature=temperature, num_return_sequences=n)
         responses = []
         for prompt, audio, seed in zip(prompts, audios, seeds, strict=True):
-            inputs = hf_batch(self.processor, [chat_prompt(self.processor, prompt)], [audio]).to(self.device)
+            inputs = hf_batch(self.processor, *item_prompts(self.processor, [prompt], [audio])).to(self.device)
             if "input_features" in inputs:
                 inputs["input_features"] = inputs["input_features"].to(self.dtype)
             torch.manual_seed(seed)
@@ -160,10 +173,7 @@ class VLLMEngine:
 
     def generate(self, prompts: Sequence[str], audios: Sequence[np.ndarray]) -> list[str]:
         """Raw responses for user prompts and their clips, in order (vLLM schedules the batch itself)."""
-        from ..vllm_audio import audio_request
-
-        requests = [audio_request(chat_prompt(self.processor, p), a, self.audio_token)
-                    for p, a in zip(prompts, audios, strict=True)]
+        requests = self._requests(prompts, audios)
         outputs = self.llm.generate(requests, self.sampling, use_tqdm=False)
         return self.processor.batch_decode([list(o.outputs[0].token_ids) for o in outputs], skip_special_tokens=True)
 
@@ -172,15 +182,22 @@ class VLLMEngine:
         """``n`` sampled responses per item (plain temperature sampling), each request under its own seed."""
         from vllm import SamplingParams
 
-        from ..vllm_audio import audio_request
-
-        requests = [audio_request(chat_prompt(self.processor, p), a, self.audio_token)
-                    for p, a in zip(prompts, audios, strict=True)]
+        requests = self._requests(prompts, audios)
         params = [SamplingParams(n=n, temperature=temperature, seed=seed, max_tokens=self.sampling.max_tokens,
                                  detokenize=False, bad_words=[self.audio_token]) for seed in seeds]
         outputs = self.llm.generate(requests, params, use_tqdm=False)
         return [self.processor.batch_decode([list(o.token_ids) for o in out.outputs], skip_special_tokens=True)
                 for out in outputs]
+
+    def _requests(self, prompts: Sequence[str], audios: Sequence) -> list[dict]:
+        from ..vllm_audio import audio_request
+
+        audios = [a[0] if isinstance(a, list) and len(a) == 1 else a for a in audios]
+        if any(isinstance(a, list) for a in audios):
+            raise ValueError("items with several clips (MMAU-Pro) are evaluated with --engine hf; the vllm engine "
+                             "takes one clip per item")
+        return [audio_request(chat_prompt(self.processor, p), a, self.audio_token)
+                for p, a in zip(prompts, audios, strict=True)]
 
     def close(self) -> None:
         """Shut the engine down and free its memory (before loading the next checkpoint of a sweep)."""

@@ -43,7 +43,10 @@ def prediction_fields(response: str, benchmark: str = "mmau", template: str = "d
 
 def output_record(item: dict, response: str, benchmark: str, template: str) -> dict:
     """An input item with its model fields (:func:`prediction_fields`); decoded audio is left out."""
-    record = {k: v for k, v in item.items() if not (k == "audio" and not isinstance(v, str))}
+    paths = item.get("audio")
+    paths = paths if isinstance(paths, str) or (isinstance(paths, list) and all(isinstance(a, str) for a in paths)) \
+        else None
+    record = {k: v for k, v in item.items() if k != "audio" or paths is not None}
     return {**record, **prediction_fields(response, benchmark, template)}
 
 
