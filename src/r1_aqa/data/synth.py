@@ -128,10 +128,10 @@ def synthesize(out_dir: str | os.PathLike, n: int = 200, seed: int = 0, task: st
 
 def stand_ins(benchmark_file: str | os.PathLike, out_dir: str | os.PathLike, seconds: float = 1.0,
               seed: int = 0) -> tuple[int, str]:
-    """Write a stand-in clip (a tone of ``seconds``, its pitch drawn from the item's id) at the audio path of every
-    item of an MMAU JSON or MMAR JSONL question file, under ``out_dir``, so that ``prepare``/``eval --audio-dir
-    out_dir`` run on it before the real clips are downloaded. Returns the number of clips written and the benchmark
-    ("mmau" or "mmar")."""
+    """Write a stand-in clip (a tone of ``seconds``, its pitch drawn from the item's id and path) at the audio path of
+    every item of an MMAU JSON, MMAR JSONL or MMAU-Pro question file (every clip of a multi-clip item), under
+    ``out_dir``, so that ``prepare``/``eval --audio-dir out_dir`` run on it before the real clips are downloaded.
+    Returns the number of clips written and the benchmark ("mmau", "mmar" or "mmau-pro")."""
     import soundfile as sf
     from tqdm import tqdm
 
@@ -141,23 +141,29 @@ def stand_ins(benchmark_file: str | os.PathLike, out_dir: str | os.PathLike, sec
 
     if seconds <= 0:
         raise ValueError(f"--seconds must be > 0, got {seconds}")
+    from ..evaluate.mmau_pro import is_mmau_pro, load_mmau_pro
+
     with open(benchmark_file, "rb") as f:
         kind = {b"[": "mmau", b"{": "mmar"}.get(f.read(64).lstrip()[:1])
     if kind is None:
-        raise ValueError(f"--like {benchmark_file}: neither an MMAU JSON list nor MMAR JSON lines")
-    records = load_mmau(benchmark_file, out_dir) if kind == "mmau" else load_mmar(benchmark_file, out_dir)
+        raise ValueError(f"--like {benchmark_file}: neither an MMAU JSON list, MMAR JSON lines nor MMAU-Pro records")
+    if is_mmau_pro(benchmark_file):
+        kind, records = "mmau-pro", load_mmau_pro(benchmark_file, out_dir)
+    else:
+        records = load_mmau(benchmark_file, out_dir) if kind == "mmau" else load_mmar(benchmark_file, out_dir)
     field = "audio_id" if kind == "mmau" else "audio_path"
     root = Path(out_dir).resolve()
     clips = {}
     for record in records:
-        target = (root / record[field]).resolve()
-        if not target.is_relative_to(root):
-            raise ValueError(f"--like {benchmark_file}: item {record['id']}: {record[field]!r} points outside "
-                             f"{out_dir}")
-        clips.setdefault(target, str(record["id"]))
-    for i, (target, item_id) in enumerate(tqdm(clips.items(), desc="stand-in clips", unit="clip")):
+        paths = record[field] if isinstance(record[field], list) else [record[field]]  # MMAU-Pro: several
+        for path in paths:
+            target = (root / path).resolve()
+            if not target.is_relative_to(root):
+                raise ValueError(f"--like {benchmark_file}: item {record['id']}: {path!r} points outside {out_dir}")
+            clips.setdefault(target, str(record["id"]) if len(paths) == 1 else f"{record['id']}/{path}")
+    for i, (target, name) in enumerate(tqdm(clips.items(), desc="stand-in clips", unit="clip")):
         rng = np.random.default_rng([seed, i])
-        wav = render("pitch", zlib.crc32(item_id.encode()) % len(PITCHES_HZ), seconds, rng)
+        wav = render("pitch", zlib.crc32(name.encode()) % len(PITCHES_HZ), seconds, rng)
         with atomic_path(target) as tmp:
             sf.write(str(tmp), wav, SAMPLE_RATE, format="WAV", subtype="PCM_16")
     return len(clips), kind
@@ -183,9 +189,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.like is not None:
         n, kind = stand_ins(args.like, args.out_dir, seconds=args.seconds, seed=args.seed)
+        prepare = "" if kind == "mmau-pro" else (f" (or r1-aqa prepare {kind} --input {args.like} --audio-dir "
+                                                 f"{args.out_dir} --output OUT.parquet)")
         print(f"wrote {n} stand-in clips under {args.out_dir} for {args.like}; next: r1-aqa eval --benchmark {kind} "
-              f"--data {args.like} --audio-dir {args.out_dir} --model MODEL --output PRED.json (or r1-aqa prepare "
-              f"{kind} --input {args.like} --audio-dir {args.out_dir} --output OUT.parquet)")
+              f"--data {args.like} --audio-dir {args.out_dir} --model MODEL --output PRED.json{prepare}")
         return 0
     path = synthesize(args.out_dir, n=args.n, seed=args.seed, task=args.task, seconds=args.seconds,
                       balanced=args.balanced)
