@@ -88,7 +88,7 @@ class JudgedReward:
     def score(self, answers: list[str], columns: dict) -> list[float]:
         from .judge.grading import or_unparsable, rubric_share
 
-        questions = columns["question"]
+        questions = columns.get("question")
         if self.__name__ == "judge":  # against the reference answer (else the solution's answer text)
             references = columns.get("reference") or [extract_answer(s) for s in columns["solution"]]
             return [or_unparsable(g) for g in self.judge.grade(questions, references, answers)]
