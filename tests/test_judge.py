@@ -35,6 +35,18 @@ def open_data(tmp_path_factory) -> Path:
     return root / "open.parquet"
 
 
+def test_tiny_judge_command_writes_the_same_judge_for_a_seed(tiny_judge_dir, tmp_path, capsys):
+    from r1_aqa.files import weights_fingerprint
+
+    assert main(["tiny-judge", str(tmp_path / "judge")]) == 0
+    assert "wrote a tiny judge" in capsys.readouterr().out
+    from safetensors.numpy import load_file
+
+    ours, fixture = load_file(tmp_path / "judge" / "model.safetensors"), load_file(tiny_judge_dir / "model.safetensors")
+    assert ours.keys() == fixture.keys() and all((ours[k] == fixture[k]).all() for k in ours)
+    assert weights_fingerprint(tmp_path / "judge")  # what names a local judge in cache keys
+
+
 # --------------------------------------------------------------------------------------------------- grading rules
 @pytest.mark.parametrize("reply, grade", [("GRADE: 7", 0.7), ("grade:10 because", 1.0), ("GRADE: 0", 0.0),
                                           ("GRADE: 11", None), ("seven out of ten", None), ("", None)])

@@ -85,7 +85,10 @@ def run(args) -> int:
                 score_and_report(output, opts.benchmark, table=not sweep, shown=shown)
             if opts.silence:
                 compare_listening(output, silence_path(output), opts.benchmark)
-    if sweep:
+    if sweep and opts.benchmark in JUDGED:  # each checkpoint's judged score is its own PRED.checkpoint-N.score.*
+        print(f"{len(outputs)} checkpoints evaluated; a judged benchmark has no sweep table: each checkpoint's score "
+              "is beside its predictions", file=sys.stderr)
+    elif sweep:
         status = max(status, finish_sweep(Path(opts.output), checkpoints, outputs))
     return status
 

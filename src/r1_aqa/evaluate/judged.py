@@ -55,7 +55,8 @@ def make_judge(benchmark: str, predictions: Path, judge_model: str | None, embed
     tokens = max_new_tokens or (512 if benchmark == "mmau-pro" else 64)
     cache = cache or predictions.with_name(f"{predictions.name.rsplit('.', 1)[0]}.judge_cache.sqlite")
     return Judge(judge_model, cache, embed_model=embed_model,
-                 sampling={"temperature": temperature, "max_new_tokens": tokens})
+                 sampling={"temperature": temperature, "max_new_tokens": tokens},
+                 trust_remote_code=embed_model == OFFICIAL_EMBEDDER)
 
 
 def score_open(records: Sequence[dict], judge, key: str = "model_output") -> dict:

@@ -54,10 +54,10 @@ def load_chat(spec: str, batch_size: int = 8, timeout: float = 120.0, retries: i
 
 
 def load_embedder(spec: str, batch_size: int = 8, timeout: float = 120.0, retries: int = 3,
-                  dtype: str = "auto") -> Embedder:
+                  dtype: str = "auto", trust_remote_code: bool = False) -> Embedder:
     if is_url(spec):
         return HTTPEmbedder(spec, concurrency=batch_size, timeout=timeout, retries=retries)
-    return TransformersEmbedder(spec, batch_size=batch_size, dtype=dtype)
+    return TransformersEmbedder(spec, batch_size=batch_size, dtype=dtype, trust_remote_code=trust_remote_code)
 
 
 def _device() -> str:
@@ -66,23 +66,27 @@ def _device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _check_dir(spec: str, what: str) -> None:
+def _tokenizer(path: str | os.PathLike, side: str, flag: str):
+    """The tokenizer of a local judge or embedder (checked to exist first), padding on ``side``."""
+    from transformers import AutoTokenizer
+
     from ..checks import check_model_path
 
-    check_model_path(spec, what)
+    check_model_path(str(path), flag)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.padding_side = side
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 class TransformersChat:
     """A local causal LM: the tokenizer's chat template, left-padded batches, greedy unless ``temperature`` > 0."""
 
     def __init__(self, path: str | os.PathLike, batch_size: int = 8, dtype: str = "auto"):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
-        _check_dir(str(path), "--judge-model")
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer = _tokenizer(path, "left", "--judge-model")
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval().to(_device())
         self.batch_size = batch_size
 
@@ -114,18 +118,15 @@ class TransformersChat:
 
 class TransformersEmbedder:
     """A local text encoder: its own ``encode`` (NV-Embed-v2, empty instruction) or the mask-averaged last hidden
-    state, L2-normalised."""
+    state, L2-normalised. ``trust_remote_code``: run the model's own code (NV-Embed-v2 ships it)."""
 
-    def __init__(self, path: str | os.PathLike, batch_size: int = 8, dtype: str = "auto"):
-        from transformers import AutoModel, AutoTokenizer
+    def __init__(self, path: str | os.PathLike, batch_size: int = 8, dtype: str = "auto",
+                 trust_remote_code: bool = False):
+        from transformers import AutoModel
 
-        _check_dir(str(path), "--embed-model")
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.tokenizer.padding_side = "right"
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        # NV-Embed-v2 (MMAU-Pro's embedder) ships its own model code
-        self.model = AutoModel.from_pretrained(path, dtype=dtype, trust_remote_code=True).eval().to(_device())
+        self.tokenizer = _tokenizer(path, "right", "--embed-model")
+        self.model = AutoModel.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
+        self.model = self.model.eval().to(_device())
         self.batch_size = batch_size
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:

@@ -39,14 +39,16 @@ class JudgeStats:
 class Judge:
     """An LLM judge (``model``: a directory, hub id or ``http(s)://`` endpoint) and an embedder (``embed_model``, the
     same spec kinds), behind one cache file (``cache``). ``sampling``: ``temperature`` (0: greedy), ``max_new_tokens``
-    and ``seed`` of every reply; they are part of each cache key."""
+    and ``seed`` of every reply; they are part of each cache key. ``trust_remote_code``: a local embedder may run its
+    own model code (NV-Embed-v2, MMAU-Pro's official embedder, ships it)."""
 
     def __init__(self, model: str | None, cache: str | os.PathLike, embed_model: str | None = None,
                  sampling: dict | None = None, batch_size: int = 8, timeout: float = 120.0, retries: int = 3,
-                 dtype: str = "auto"):
+                 dtype: str = "auto", trust_remote_code: bool = False):
         self.specs = {"chat": model, "embed": embed_model}
         self.sampling = {**GREEDY, **(sampling or {})}
         self.options = dict(batch_size=batch_size, timeout=timeout, retries=retries, dtype=dtype)
+        self.trust_remote_code = trust_remote_code
         self.cache = JudgeCache(cache)
         self.stats = JudgeStats()
         self._backends: dict[str, object] = {}
@@ -136,8 +138,11 @@ class Judge:
 
     def _backend(self, kind: str):
         if kind not in self._backends:
-            load = load_chat if kind == "chat" else load_embedder
-            self._backends[kind] = load(self.specs[kind], **self.options)
+            if kind == "chat":
+                self._backends[kind] = load_chat(self.specs[kind], **self.options)
+            else:
+                self._backends[kind] = load_embedder(self.specs[kind], **self.options,
+                                                     trust_remote_code=self.trust_remote_code)
             self.stats.loaded.append(kind)
         return self._backends[kind]
 
