@@ -286,3 +286,16 @@ def test_an_http_judge_on_vllm_serve_equals_the_in_process_judge(tiny_judge_dir,
             os.killpg(server.pid, 15)
             server.wait(timeout=60)
         log.close()
+
+
+@pytest.mark.vllm
+def test_an_in_process_vllm_judge_equals_the_transformers_judge(tiny_judge_dir, tmp_path):
+    chats = [reference_messages("What is it?", r, a) for r, a in (("One high tone.", "a high tone"), ("Rain.", "a cat"))]
+    local = Judge(str(tiny_judge_dir), tmp_path / "cache.sqlite", sampling={"max_new_tokens": 16})
+    engine = Judge(f"vllm:{tiny_judge_dir}", tmp_path / "cache.sqlite", sampling={"max_new_tokens": 16})
+    try:
+        replies = local.complete(chats)
+        assert engine.complete(chats) == replies and all(replies)
+        assert engine.stats.calls == 2  # another engine is another judge in the cache
+    finally:
+        engine.close()

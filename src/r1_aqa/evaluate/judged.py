@@ -28,7 +28,8 @@ JUDGED = ("open", "mmau-pro")
 def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
     """The judge flags of ``score`` (``eval`` has the same as fields of its arguments)."""
     parser.add_argument("--judge-model", default=None, metavar="DIR_OR_URL",
-                        help="open / mmau-pro: the LLM judge, a text LM directory or hub id (run here) or an "
+                        help="open / mmau-pro: the LLM judge, a text LM directory or hub id (run here; vllm:DIR on a vLLM "
+                        "engine) or an "
                         "OpenAI-compatible endpoint http(s)://HOST:PORT/v1[#MODEL]; mmau-pro default: "
                         "Qwen/Qwen2.5-7B-Instruct (the official one)")
     parser.add_argument("--embed-model", default=None, metavar="DIR_OR_URL",

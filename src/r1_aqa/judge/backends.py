@@ -1,6 +1,7 @@
 """Where a judge runs: a local transformers model or an OpenAI-compatible HTTP endpoint, for chat replies and for
 embeddings. ``load_chat``/``load_embedder`` pick one from a spec: ``http://``/``https://`` URLs (``URL#MODEL`` names
-the served model, else the endpoint's first) are endpoints, anything else a model directory or hub id.
+the served model, else the endpoint's first) are endpoints; ``vllm:MODEL`` runs a chat judge on an in-process vLLM
+engine; anything else is a model directory or hub id run by transformers.
 
 Endpoints: every request has a timeout; a connection error, a timeout, 429 or a 5xx answer is retried with growing
 pauses, ``retries`` times at most; what still fails raises :class:`JudgeUnavailable` (one line naming the endpoint
@@ -18,6 +19,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 GREEDY = {"temperature": 0.0, "max_new_tokens": 64, "seed": 0}
+VLLM_PREFIX = "vllm:"
 
 
 class JudgeUnavailable(ConnectionError):
@@ -50,6 +52,8 @@ def split_url(spec: str) -> tuple[str, str | None]:
 def load_chat(spec: str, batch_size: int = 8, timeout: float = 120.0, retries: int = 3, dtype: str = "auto") -> Chat:
     if is_url(spec):
         return HTTPChat(spec, concurrency=batch_size, timeout=timeout, retries=retries)
+    if str(spec).startswith(VLLM_PREFIX):
+        return VLLMChat(str(spec)[len(VLLM_PREFIX):], dtype=dtype)
     return TransformersChat(spec, batch_size=batch_size, dtype=dtype)
 
 
@@ -114,6 +118,37 @@ class TransformersChat:
                 out = self.model.generate(**inputs, generation_config=config)
             replies += self.tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         return replies
+
+
+class VLLMChat:
+    """A local causal LM on an in-process vLLM engine (``LLM.chat``: the tokenizer's chat template; greedy unless
+    ``temperature`` > 0). On a GPU shared with training, mind its memory share (``gpu_memory_utilization`` 0.3)."""
+
+    def __init__(self, path: str | os.PathLike, dtype: str = "auto", max_model_len: int = 4096):
+        from vllm import LLM
+
+        from ..checks import check_model_path
+        from ..vllm_audio import configure_cpu_env, on_cpu
+
+        check_model_path(str(path), "--judge-model")
+        configure_cpu_env()
+        extra = {} if on_cpu() else {"gpu_memory_utilization": 0.3}
+        self.llm = LLM(str(path), dtype=dtype, enforce_eager=on_cpu(), max_model_len=max_model_len, seed=0,
+                       generation_config="vllm", **extra)
+
+    def complete(self, chats: Sequence[list[dict]], sampling: dict) -> list[str]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(temperature=sampling["temperature"], max_tokens=sampling["max_new_tokens"],
+                                seed=sampling["seed"])
+        return [out.outputs[0].text for out in self.llm.chat(list(chats), params, use_tqdm=False)]
+
+    def close(self) -> None:
+        from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+        self.llm.llm_engine.engine_core.shutdown()
+        del self.llm
+        cleanup_dist_env_and_memory()
 
 
 class TransformersEmbedder:
@@ -222,11 +257,14 @@ class HTTPEmbedder(_Endpoint):
 
 
 def model_identity(spec: str) -> tuple[str, str | None]:
-    """``(name, local directory or None)``: a URL as given, a local directory resolved, a hub id as given."""
+    """``(name, local directory or None)``: a URL as given, a local directory resolved (``vllm:`` kept: another
+    engine is another judge), a hub id as given."""
     from ..checks import looks_local
 
     spec = str(spec)
-    if not is_url(spec) and (Path(spec).expanduser().is_dir() or looks_local(spec)):
-        resolved = str(Path(spec).expanduser().resolve())
-        return resolved, resolved
+    engine = VLLM_PREFIX if spec.startswith(VLLM_PREFIX) else ""
+    path = spec[len(engine):]
+    if not is_url(spec) and (Path(path).expanduser().is_dir() or looks_local(path)):
+        resolved = str(Path(path).expanduser().resolve())
+        return engine + resolved, resolved
     return spec, None

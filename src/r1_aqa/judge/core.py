@@ -37,7 +37,7 @@ class JudgeStats:
 
 
 class Judge:
-    """An LLM judge (``model``: a directory, hub id or ``http(s)://`` endpoint) and an embedder (``embed_model``, the
+    """An LLM judge (``model``: a directory, hub id, ``vllm:DIR`` or ``http(s)://`` endpoint) and an embedder (``embed_model``, the
     same spec kinds), behind one cache file (``cache``). ``sampling``: ``temperature`` (0: greedy), ``max_new_tokens``
     and ``seed`` of every reply; they are part of each cache key. ``trust_remote_code``: a local embedder may run its
     own model code (NV-Embed-v2, MMAU-Pro's official embedder, ships it)."""
@@ -151,5 +151,8 @@ class Judge:
         return values
 
     def close(self) -> None:
+        """Free the backends (an in-process vLLM engine is shut down) and close the cache."""
+        for backend in self._backends.values():
+            getattr(backend, "close", lambda: None)()
         self._backends.clear()
         self.cache.close()
