@@ -104,7 +104,8 @@ def test_the_rubric_reward_is_the_weighted_share_of_lines_met(tiny_judge_dir, tm
                              for line, reply in zip(lines, ["VERDICT: YES", "VERDICT: NO"])})
     reward = resolve_reward("rubric", judge)
     completions = [[{"role": "assistant", "content": f"<answer>{answer}</answer>"}]] * 2
-    values = reward(completions, question=[question] * 2, rubric=[lines, lines], rubric_weights=[[1.0, 3.0], [3.0, 1.0]])
+    values = reward(completions, question=[question] * 2, rubric=[lines, lines],
+                    rubric_weights=[[1.0, 3.0], [3.0, 1.0]])
     assert values == [0.25, 0.75]
     assert judge.stats.calls == 0 and "chat" not in judge.stats.loaded  # every verdict came from the cache
 
@@ -290,7 +291,8 @@ def test_an_http_judge_on_vllm_serve_equals_the_in_process_judge(tiny_judge_dir,
 
 @pytest.mark.vllm
 def test_an_in_process_vllm_judge_equals_the_transformers_judge(tiny_judge_dir, tmp_path):
-    chats = [reference_messages("What is it?", r, a) for r, a in (("One high tone.", "a high tone"), ("Rain.", "a cat"))]
+    chats = [reference_messages("What is it?", r, a)
+             for r, a in (("One high tone.", "a high tone"), ("Rain.", "a cat"))]
     local = Judge(str(tiny_judge_dir), tmp_path / "cache.sqlite", sampling={"max_new_tokens": 16})
     engine = Judge(f"vllm:{tiny_judge_dir}", tmp_path / "cache.sqlite", sampling={"max_new_tokens": 16})
     try:

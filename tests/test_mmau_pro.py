@@ -201,6 +201,12 @@ def test_open_replies_parse_as_the_official_script_does(reply, overall):
     assert parse_open(reply)["overall"] == overall == official_overall(reply)
 
 
+def test_the_open_judge_prompt_is_the_official_one():
+    chat = mmau_pro.open_messages("What?", "A dog.", "a cat")
+    assert chat[0] == {"role": "system", "content": "You are a helpful and objective evaluator."}
+    assert chat[1]["content"] == OFFICIAL_PROMPT.format(q="What?", a="A dog.", r="a cat")
+
+
 def test_scores_equal_an_independent_implementation_of_the_official_script(tiny_judge_dir, tmp_path):
     from r1_aqa.judge.backends import TransformersChat, TransformersEmbedder
 

@@ -85,7 +85,8 @@ class AudioGRPOScriptArguments(AudioScriptArguments):
     judge_model: str | None = field(
         default=None,
         metadata={"help": "The judge of the judge/rubric/embed_match rewards: a text LM directory or hub id (run "
-                  "here by transformers, greedy; vllm:DIR on a vLLM engine), or an OpenAI-compatible endpoint http(s)://HOST:PORT/v1[#MODEL] (e.g. `vllm serve`)."},
+                  "here by transformers, greedy; vllm:DIR on a vLLM engine), or an OpenAI-compatible endpoint "
+                  "http(s)://HOST:PORT/v1[#MODEL] (e.g. `vllm serve`)."},
     )
     judge_embed_model: str | None = field(
         default=None, metadata={"help": "The embedder of embed_match (same kinds as judge_model); unset: judge_model."})

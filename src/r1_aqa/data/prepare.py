@@ -21,7 +21,8 @@ from .mmsu import read_mmsu
 from .open import read_open
 from .records import AudioSource, Item, Skip
 
-HELP = "Prepare AVQA, MMAU, MMSU, MMAR or open-ended items as a parquet of validated rows with probed audio, plus a skip report."
+HELP = ("Prepare AVQA, MMAU, MMSU, MMAR or open-ended items as a parquet of validated rows with probed audio, plus a "
+        "skip report.")
 
 # Parquet columns every prepared dataset has, in order; readers may add columns (``Item.extra``) after them.
 COLUMNS = ("id", "question", "choices", "answer", "answer_idx", "solution", "prompt", "audio", "duration_s",

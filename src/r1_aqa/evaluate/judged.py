@@ -28,15 +28,15 @@ JUDGED = ("open", "mmau-pro")
 def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
     """The judge flags of ``score`` (``eval`` has the same as fields of its arguments)."""
     parser.add_argument("--judge-model", default=None, metavar="DIR_OR_URL",
-                        help="open / mmau-pro: the LLM judge, a text LM directory or hub id (run here; vllm:DIR on a vLLM "
-                        "engine) or an "
-                        "OpenAI-compatible endpoint http(s)://HOST:PORT/v1[#MODEL]; mmau-pro default: "
-                        "Qwen/Qwen2.5-7B-Instruct (the official one)")
+                        help="open / mmau-pro: the LLM judge, a text LM directory or hub id (run here; vllm:DIR on "
+                        "a vLLM engine) or an OpenAI-compatible endpoint http(s)://HOST:PORT/v1[#MODEL]; mmau-pro "
+                        "default: Qwen/Qwen2.5-7B-Instruct (the official one)")
     parser.add_argument("--embed-model", default=None, metavar="DIR_OR_URL",
                         help="mmau-pro: the embedder matching closed-ended answers to their choices; default: "
                         "nvidia/NV-Embed-v2 (the official one)")
     parser.add_argument("--judge-cache", default=None, type=Path, metavar="FILE",
-                        help="the judge's reply cache (SQLite); default: PRED.judge_cache.sqlite beside the predictions")
+                        help="the judge's reply cache (SQLite); default: PRED.judge_cache.sqlite beside the "
+                        "predictions")
     parser.add_argument("--judge-temperature", default=0.0, type=float,
                         help="judge sampling temperature (0: greedy; the official MMAU-Pro script samples at 0.1)")
     parser.add_argument("--judge-max-new-tokens", default=None, type=int,

@@ -37,8 +37,8 @@ class JudgeStats:
 
 
 class Judge:
-    """An LLM judge (``model``: a directory, hub id, ``vllm:DIR`` or ``http(s)://`` endpoint) and an embedder (``embed_model``, the
-    same spec kinds), behind one cache file (``cache``). ``sampling``: ``temperature`` (0: greedy), ``max_new_tokens``
+    """An LLM judge (``model``: a directory, hub id, ``vllm:DIR`` or ``http(s)://`` endpoint) and an embedder
+    (``embed_model``, the same spec kinds but ``vllm:``), behind one cache file (``cache``). ``sampling``: ``temperature`` (0: greedy), ``max_new_tokens``
     and ``seed`` of every reply; they are part of each cache key. ``trust_remote_code``: a local embedder may run its
     own model code (NV-Embed-v2, MMAU-Pro's official embedder, ships it)."""
 
