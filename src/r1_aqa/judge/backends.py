@@ -211,7 +211,7 @@ class _Endpoint:
             if answer.status_code != 429 and answer.status_code < 500:
                 raise JudgeUnavailable(f"judge endpoint {url} refused the request ({error})")
         raise JudgeUnavailable(f"judge endpoint {url} failed {self.retries} times in a row (last: {error}); is the "
-                               "server up? Nothing was scored")
+                               "server up?")
 
     def model_name(self) -> str:
         """The model to ask: the one named in the spec, else the endpoint's first."""
