@@ -262,6 +262,19 @@ def test_eval_feeds_every_clip_of_a_multi_clip_item(tiny_model_dir, tiny_judge_d
     assert (tmp_path / "pred.score.png").stat().st_size > 0
 
 
+def test_a_missing_clip_of_a_multi_clip_item_is_named_before_the_model_loads(tiny_model_dir, tmp_path, capsys):
+    from r1_aqa.cli import main
+
+    questions = tmp_path / "mmau-pro.json"
+    shutil.copy(FIXTURE, questions)
+    assert main(["synth", str(tmp_path / "clips"), "--like", str(questions), "--seconds", "0.2"]) == 0
+    (tmp_path / "clips" / "audios" / "c3b.wav").unlink()  # the second of c3's three clips
+    assert main(["eval", "--benchmark", "mmau-pro", "--data", str(questions), "--audio-dir", str(tmp_path / "clips"),
+                 "--model", str(tiny_model_dir), "--output", str(tmp_path / "pred.json")]) == 2
+    err = capsys.readouterr().err
+    assert "1 of 35 audio clips are missing" in err and "c3: audios/c3b.wav: file not found" in err
+
+
 def test_loader_names_a_record_without_its_fields(tmp_path):
     bad = tmp_path / "q.json"
     bad.write_text(json.dumps([{"id": "x", "audio_path": ["a.wav"], "question": "q", "category": "sound"}]))

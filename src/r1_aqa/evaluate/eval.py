@@ -79,10 +79,10 @@ def run(args) -> int:
             continue
         failure_path(output).unlink(missing_ok=True)
         if any(records is not None for records in merged):  # this worker finished the checkpoint's last output
-            if opts.benchmark in JUDGED:
+            if opts.benchmark in JUDGED:  # a silence run is kept (PRED.silence.json): score it like any other
                 score_judged_output(output, opts)
-            else:
-                score_and_report(output, opts.benchmark, table=not sweep, shown=shown)
+                continue
+            score_and_report(output, opts.benchmark, table=not sweep, shown=shown)
             if opts.silence:
                 compare_listening(output, silence_path(output), opts.benchmark)
     if sweep and opts.benchmark in JUDGED:  # each checkpoint's judged score is its own PRED.checkpoint-N.score.*
