@@ -168,8 +168,9 @@ def test_score_again_asks_the_judge_nothing_and_needs_no_judge(open_data, tiny_m
     assert again["judge"]["asked"] == 0 and again["judge"]["loaded"] == []
     assert again["judge"]["from_cache"] == first["judge"]["asked"] + first["judge"]["from_cache"]
     assert again["items"] == first["items"] and again["total"] == first["total"]
-    for suffix in ("json", "md", "png"):
-        assert (tmp_path / f"pred.score.{suffix}").is_file()
+    for name in ("pred.score.json", "pred.score.md", "pred.score.png", "pred.report.html"):
+        assert (tmp_path / name).is_file()
+    assert (tmp_path / "pred.report.html").read_text().count("<audio") == 4
 
 
 class _Failing(BaseHTTPRequestHandler):

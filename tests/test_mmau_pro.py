@@ -260,6 +260,12 @@ def test_eval_feeds_every_clip_of_a_multi_clip_item(tiny_model_dir, tiny_judge_d
     assert set(score["category"]) >= {"music", "sound", "open", "instruction following", "multi-audio"}
     assert "## By type" in (tmp_path / "pred.score.md").read_text()
     assert (tmp_path / "pred.score.png").stat().st_size > 0
+    page = (tmp_path / "pred.report.html").read_text()
+    rows = re.findall(r"<tr><td>([^<]+)</td><td>[^<]*</td><td>(.*?)</td>", page.split('id="item-table"')[1])
+    players = {item: cell.count("<audio") for item, cell in rows}
+    assert len(players) == len(predictions) and players["c3"] == 3 and players["c1"] == 1
+    assert all((tmp_path / src).is_file() for src in re.findall(r'<audio controls preload="none" src="([^"]+)"',
+                                                                  page))
 
 
 def test_a_missing_clip_of_a_multi_clip_item_is_named_before_the_model_loads(tiny_model_dir, tmp_path, capsys):

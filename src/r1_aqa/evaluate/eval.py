@@ -79,7 +79,7 @@ def run(args) -> int:
             continue
         failure_path(output).unlink(missing_ok=True)
         if any(records is not None for records in merged):  # this worker finished the checkpoint's last output
-            if opts.benchmark in JUDGED:  # a silence run is kept (PRED.silence.json): score it like any other
+            if opts.benchmark in JUDGED:  # a silence run stays in PRED.silence.json, for `score` to judge
                 score_judged_output(output, opts)
                 continue
             score_and_report(output, opts.benchmark, table=not sweep, shown=shown)

@@ -4,7 +4,8 @@ the LLM judge against its reference answer, and its rubric lines judged) and ``m
 ``eval`` and ``score`` hand these benchmarks here (:func:`score_file`): the judge (``--judge-model``, and
 ``--embed-model`` for MMAU-Pro's closed items) is built with its cache beside the predictions
 (``PRED.judge_cache.sqlite``, or ``--judge-cache``), so the same command run again asks the judge nothing and loads
-no model; the score goes to ``PRED.score.{json,md,png}``.
+no model; the score goes to ``PRED.score.{json,md,png}`` and the page ``PRED.report.html`` (overview, a table per
+breakdown, every item with its clips, question, reference, answer, score and the judge's reply or matched choice).
 
 ``open``: an item's score is its reference grade (0-10 from the judge, as a share; :mod:`r1_aqa.judge.grading`), or
 its weighted rubric share when it has rubric lines and no reference; an unparsable reply counts
@@ -165,11 +166,47 @@ def judged_figure(score: dict):
     return fig
 
 
+def judged_page(score: dict, records: Sequence[dict], page: Path) -> str:
+    """The HTML page of a judged score: the overview and plot, a table per breakdown, then one row per item with its
+    audio players (clips referenced by their path relative to the page)."""
+    from .html_report import _e, _page, _png, _relative_url, _table
+
+    judge = score["judge"]
+    facts = [("total (0-100)", fmt(score["total"])), ("scored", f"{score['n']} of {score['records']}"),
+             ("rule", score["rule"]), ("judge", judge["model"]), ("embedder", judge["embedder"]),
+             ("sampling", judge["sampling"]), ("asked / from the cache", f"{judge['asked']} / {judge['from_cache']}")]
+    overview = ("<section id=\"overview\"><h2>Overview</h2><div class=\"split\"><ul>"
+                + "".join(f"<li><b>{_e(k)}</b>: <span data-stat=\"{_e(k)}\">{_e(v)}</span></li>" for k, v in facts
+                          if v is not None)
+                + "".join(f'<li class="warn">{_e(w)}</li>' for w in score["warnings"])
+                + f'</ul><img alt="scores" src="{_png(judged_figure(score))}"></div></section>')
+    tables = "".join(f"<h3>by {_e(group)}</h3>" + _table([group, "score (0-100)", "n"],
+                                                         [[k, fmt(score[group][k]), n] for k, (_, n) in entries.items()])
+                     for group, entries in score["counts"].items())
+    rows = []
+    for record, item in zip(records, score["items"], strict=True):
+        clips = record.get("audio") if isinstance(record.get("audio"), list) else [record.get("audio")]
+        players = "".join(f'<audio controls preload="none" src="{_relative_url(Path(c), page.parent)}"></audio>'
+                          for c in clips if isinstance(c, str))
+        target = record.get("reference") or record.get("answer") or "; ".join(record.get("rubric") or [])
+        detail = item.get("judge_reply") or item.get("matched") or item.get("verdicts") or ""
+        rows.append([item["id"], record.get("category") or record.get("dataset_name") or "", ("html", players),
+                     record.get("question", ""), target, record.get(score["key"]) or "",
+                     "—" if item["score"] is None else f"{item['score']:.2f}", str(detail)[:600]])
+    items = _table(["id", "group", "audio", "question", "reference", "answer", "score", "judge"], rows,
+                   ' id="item-table"')
+    body = (overview + f'<section id="categories"><h2>Breakdowns</h2>{tables}</section>'
+            f'<section id="items"><h2>Items</h2>{items}</section>')
+    nav = "".join(f'<a href="#{s}">{s.capitalize()}</a>' for s in ("overview", "categories", "items"))
+    return _page(f"{score['benchmark'].upper()} — {page.name}", nav, body, None)
+
+
 def score_file(benchmark: str, predictions: str | os.PathLike, judge_args: dict, key: str = "model_output",
                report: bool = True, records: list[dict] | None = None) -> dict:
     """Score a judged benchmark's predictions file and (``report``) write ``PRED.score.{json,md,png}``; the
     paths written are listed on stderr. ``judge_args``: :func:`make_judge`'s keyword arguments."""
     from ..files import write_json, write_text
+    from .html_report import page_path
     from .reports import save_figure
     from .scoring import load_predictions
 
@@ -183,8 +220,10 @@ def score_file(benchmark: str, predictions: str | os.PathLike, judge_args: dict,
     if report:
         stem = f"{predictions.name.rsplit('.', 1)[0]}.score"
         paths = [predictions.parent / f"{stem}.{suffix}" for suffix in ("json", "md", "png")]
+        paths.append(page_path(predictions))
         write_json(paths[0], score)
         write_text(paths[1], judged_markdown(score))
         save_figure(judged_figure(score), paths[2])
+        write_text(paths[3], judged_page(score, records, paths[3]))
         print("report: " + ", ".join(map(str, paths)), file=sys.stderr)
     return score
