@@ -121,9 +121,14 @@ def test_embed_match_rewards_the_nearest_option(tiny_judge_dir, tmp_path):
     assert values[1] == float(["drum", "piano"][index] == "drum")
 
 
-def test_a_judged_reward_without_a_judge_is_refused():
+def test_a_judged_reward_without_a_judge_is_refused(open_data, tiny_model_dir, tmp_path, capsys):
     with pytest.raises(ValueError, match="--judge_model"):
         resolve_reward("rubric")
+    assert main(["train", "--config", RECIPE, "--model_name_or_path", str(tiny_model_dir), "--dataset_path",
+                 str(open_data), "--output_dir", str(tmp_path / "run"), "--reward_funcs", "rubric", "format"]) == 2
+    assert capsys.readouterr().err.strip() == ("r1-aqa train: error: reward(s) ['rubric'] are graded by a judge: give "
+                                               "--judge_model DIR_OR_URL")
+    assert not (tmp_path / "run").exists()
 
 
 # -------------------------------------------------------------------------------------------------- data preparation

@@ -32,7 +32,8 @@ def parse_trl_args(argv: list[str]):
 def run(args) -> int:
     from .configs import AudioGRPOScriptArguments
 
-    check_inputs(args, ("trl.trainer.grpo_config", "GRPOConfig"), AudioGRPOScriptArguments)
+    values = check_inputs(args, ("trl.trainer.grpo_config", "GRPOConfig"), AudioGRPOScriptArguments)
+    check_judge_flags(values)
     return run_stage("train", lambda: train(*parse_trl_args(stage_argv(args))))
 
 
@@ -83,6 +84,16 @@ def train(script_args, training_args, model_args):
 
 
 
+def check_judge_flags(values: dict) -> None:
+    """Judged rewards need ``judge_model``: refused before TRL loads (the recipe's and command line's values)."""
+    from .rewards import JUDGED_REWARDS
+
+    names = values.get("reward_funcs") or []
+    judged = [n for n in ([names] if isinstance(names, str) else names) if n in JUDGED_REWARDS]
+    if judged and not values.get("judge_model"):
+        raise ValueError(f"reward(s) {judged} are graded by a judge: give --judge_model DIR_OR_URL")
+
+
 def load_judge(script_args, training_args, reward_names: list[str]):
     """The judge of the run's judged rewards (``None`` when it has none); its cache defaults to
     ``OUTPUT_DIR/judge_cache.sqlite``. Nothing loads before the first reward call."""
@@ -93,9 +104,7 @@ def load_judge(script_args, training_args, reward_names: list[str]):
 
     if not any(n in JUDGED_REWARDS for n in reward_names):
         return None
-    if not script_args.judge_model:
-        judged = [n for n in reward_names if n in JUDGED_REWARDS]
-        raise ValueError(f"reward(s) {judged} are graded by a judge: give --judge_model DIR_OR_URL")
+    check_judge_flags({"reward_funcs": reward_names, "judge_model": script_args.judge_model})
     cache = script_args.judge_cache or Path(training_args.output_dir) / CACHE_NAME
     return Judge(script_args.judge_model, cache, embed_model=script_args.judge_embed_model or script_args.judge_model,
                  sampling={"max_new_tokens": script_args.judge_max_new_tokens})
