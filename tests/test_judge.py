@@ -83,6 +83,16 @@ def test_an_unparsable_judge_reply_earns_nothing(tiny_judge_dir, tmp_path):
     assert logged["judge/judge/unparsable"] == 2.0 and logged["judge/judge/calls"] == 2.0
 
 
+def test_a_row_without_a_reference_is_judged_against_its_solution(tiny_judge_dir, tmp_path):
+    judge = Judge(str(tiny_judge_dir), tmp_path / "cache.sqlite")
+    completions = [[{"role": "assistant", "content": "<answer>a violin</answer>"}]] * 2
+    resolve_reward("judge", judge)(completions, question=["Which?"] * 2, reference=[None, "A cello."],
+                                   solution=["<answer>violin</answer>", "<answer>cello</answer>"])
+    asked = judge.stats.calls
+    judge.grade(["Which?", "Which?"], ["violin", "A cello."], ["a violin", "a violin"])  # what the reward asked
+    assert asked == 2 and judge.stats.calls == 2 and judge.stats.hits == 2
+
+
 def test_the_cache_key_holds_the_reference_answer(tiny_judge_dir, tmp_path):
     judge = Judge(str(tiny_judge_dir), tmp_path / "cache.sqlite")
     judge.grade(["What is it?"], ["One high tone."], ["a tone"])

@@ -90,9 +90,9 @@ class JudgedReward:
 
         questions = columns.get("question")
         if self.__name__ == "judge":  # against the reference answer (else the solution's answer text)
-            references = columns.get("reference") or [extract_answer(s) for s in columns["solution"]]
+            references = _references(columns, len(answers))
             return [or_unparsable(g) for g in self.judge.grade(questions, references, answers)]
-        if self.__name__ == "rubric":  # every rubric line of every completion in one judge call
+        if self.__name__ == "rubric":  # every rubric line of every completion in one judge call; none: 0
             rubrics, weights = columns["rubric"], columns.get("rubric_weights") or [None] * len(answers)
             asked = [(q, line, a) for q, lines, a in zip(questions, rubrics, answers, strict=True) for line in lines]
             verdicts = iter(self.judge.verdicts(*zip(*asked)) if asked else [])
@@ -101,11 +101,18 @@ class JudgedReward:
         # embed_match: with options, 1.0 iff the nearest option is the answer; without, the cosine similarity to the
         # reference answer (0 when negative)
         choices = columns.get("choices") or [[]] * len(answers)
-        targets = columns.get("reference") or [extract_answer(s) for s in columns["solution"]]
+        targets = _references(columns, len(answers))
         groups = [list(c) if len(c) else [t] for c, t in zip(choices, targets, strict=True)]
         matched = self.judge.nearest(answers, groups)
         return [float(g[i] == t) if len(c) else max(0.0, sim)
                 for (i, sim), g, c, t in zip(matched, groups, choices, targets, strict=True)]
+
+
+def _references(columns: dict, n: int) -> list[str]:
+    """Each row's reference answer: its ``reference``, else the answer text of its ``solution``."""
+    references = columns.get("reference") or [None] * n
+    solutions = columns.get("solution") or [""] * n
+    return [r or extract_answer(s) for r, s in zip(references, solutions, strict=True)]
 
 
 REWARD_FUNCS = {"accuracy": accuracy_reward, "format": format_reward, "think_format": think_format_reward}

@@ -82,8 +82,6 @@ def train(script_args, training_args, model_args):
     return trainer
 
 
-
-
 def check_judge_flags(values: dict) -> None:
     """Judged rewards need ``judge_model``: refused before TRL loads (the recipe's and command line's values)."""
     from .rewards import JUDGED_REWARDS
