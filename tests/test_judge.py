@@ -188,6 +188,19 @@ def test_score_again_asks_the_judge_nothing_and_needs_no_judge(open_data, tiny_m
     assert (tmp_path / "pred.report.html").read_text().count("<audio") == 4
 
 
+def test_any_prepared_parquet_scores_open_ended_with_its_answer_as_reference(tiny_judge_dir, tmp_path):
+    from r1_aqa.evaluate.judged import score_open
+
+    judge = Judge(str(tiny_judge_dir), tmp_path / "cache.sqlite")
+    score = score_open([{"id": "a", "question": "Which?", "choices": ["violin", "drum"], "answer": "violin",
+                         "model_output": "a violin"}], judge)
+    assert score["n"] == 1 and score["total"] == 0.0 and score["unparsable"] == 1  # the tiny judge never grades
+    judge.grade(["Which?"], ["violin"], ["a violin"])
+    assert judge.stats.calls == 1 and judge.stats.hits == 1  # the answer was the reference asked about
+    with pytest.raises(ValueError, match="record b: neither a reference answer nor rubric lines"):
+        score_open([{"id": "b", "question": "Which?", "answer": "", "model_output": "x"}], judge)
+
+
 class _Failing(BaseHTTPRequestHandler):
     hits = 0
 

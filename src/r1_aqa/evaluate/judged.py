@@ -7,7 +7,8 @@ the LLM judge against its reference answer, and its rubric lines judged) and ``m
 no model; the score goes to ``PRED.score.{json,md,png}`` and the page ``PRED.report.html`` (overview, a table per
 breakdown, every item with its clips, question, reference, answer, score and the judge's reply or matched choice).
 
-``open``: an item's score is its reference grade (0-10 from the judge, as a share; :mod:`r1_aqa.judge.grading`), or
+``open``: any prepared parquet (``prepare open`` writes ``reference`` and ``rubric``; elsewhere the item's ``answer``
+is the reference). An item's score is its reference grade (0-10 from the judge, as a share; :mod:`r1_aqa.judge.grading`), or
 its weighted rubric share when it has rubric lines and no reference; an unparsable reply counts
 ``grading.UNPARSABLE`` (0) and is counted. The total is the mean in percent, with tables by ``dataset_name`` and
 ``task``; the rubric share is reported beside it where items have rubric lines.
@@ -66,15 +67,16 @@ def score_open(records: Sequence[dict], judge, key: str = "model_output") -> dic
     from ..judge.grading import UNPARSABLE, rubric_share
 
     records = list(records)
+    references = [r.get("reference") or r.get("answer") for r in records]  # answer: any prepared parquet's
     for i, r in enumerate(records):
-        if not r.get("reference") and not len(r.get("rubric") or []):
+        if not references[i] and not len(r.get("rubric") or []):
             raise ValueError(f"record {r.get('id', i)}: neither a reference answer nor rubric lines (prepare it with "
                              "`r1-aqa prepare open`)")
     answers = ["" if r.get(key) is None else str(r[key]) for r in records]
     missing = sum(key not in r for r in records)
-    with_reference = [i for i, r in enumerate(records) if r.get("reference")]
+    with_reference = [i for i in range(len(records)) if references[i]]
     grades = dict(zip(with_reference, judge.grade([str(records[i]["question"]) for i in with_reference],
-                                                   [str(records[i]["reference"]) for i in with_reference],
+                                                   [str(references[i]) for i in with_reference],
                                                    [answers[i] for i in with_reference])))
     asked = [(i, line) for i, r in enumerate(records) for line in (r.get("rubric") or [])]
     verdicts = judge.verdicts([str(records[i]["question"]) for i, _ in asked], [line for _, line in asked],
