@@ -268,6 +268,25 @@ def test_eval_feeds_every_clip_of_a_multi_clip_item(tiny_model_dir, tiny_judge_d
                                                                   page))
 
 
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_vllm_answers_multi_clip_items_as_hf_does(tiny_model_dir, tmp_path):
+    from r1_aqa.cli import main
+
+    questions = tmp_path / "mmau-pro.json"
+    shutil.copy(FIXTURE, questions)
+    assert main(["synth", str(tmp_path / "clips"), "--like", str(questions), "--seconds", "1"]) == 0
+    outputs = {}
+    for engine in ("hf", "vllm"):
+        outputs[engine] = tmp_path / f"{engine}.json"
+        assert main(["eval", "--benchmark", "mmau-pro", "--data", str(questions), "--audio-dir", str(tmp_path / "clips"),
+                     "--model", str(tiny_model_dir), "--engine", engine, "--limit", "4", "--max-new-tokens", "6",
+                     "--output", str(outputs[engine])]) == 0
+    hf, vllm = (json.loads(outputs[e].read_text()) for e in ("hf", "vllm"))
+    assert [len(r["audio"]) for r in hf] == [1, 1, 3, 1]
+    assert [r["model_response"] for r in vllm] == [r["model_response"] for r in hf]
+
+
 def test_a_missing_clip_of_a_multi_clip_item_is_named_before_the_model_loads(tiny_model_dir, tmp_path, capsys):
     from r1_aqa.cli import main
 

@@ -1,7 +1,7 @@
 """Greedy generation engines for evaluation: transformers (``hf``) and vLLM (``vllm``).
 
-Both take the same inputs — the user prompt text (without chat markup) and a float32 16 kHz clip per item (``hf``:
-or a list of clips, e.g. MMAU-Pro's multi-clip items, one audio placeholder each) — build the same chat-template
+Both take the same inputs — the user prompt text (without chat markup) and a float32 16 kHz clip per item (or a
+list of clips, e.g. MMAU-Pro's multi-clip items, one audio placeholder each) — build the same chat-template
 prompt (audio first), decode greedily and return the raw responses, in order. Neither ever
 generates the family's audio placeholder (``<|AUDIO|>``, ``<sound>``, ...), as in training: GRPO rollouts never
 sample it, so nothing holds its logit down, and after GRPO it can be the greedy pick (measured on the demo's tiny
@@ -44,15 +44,15 @@ def greedy_settings(max_new_tokens: int) -> dict:
     return {"do_sample": False, "temperature": 0.0, "num_beams": 1, "max_new_tokens": max_new_tokens}
 
 
-def item_prompts(processor, prompts: Sequence[str], audios: Sequence) -> tuple[list[str], list[np.ndarray]]:
+def item_prompts(processor, prompts: Sequence[str], audios: Sequence, flat: bool = True) -> tuple[list[str], list]:
     """The chat-template texts of items (one audio placeholder per clip; an item's audio is a clip or a list of
-    clips) and their clips flattened in placeholder order, as the processor takes them."""
-    texts, flat = [], []
+    clips) and their clips: flattened in placeholder order, as the processor takes them, or (``flat=False``) as
+    given."""
+    texts, clips = [], []
     for prompt, audio in zip(prompts, audios, strict=True):
-        clips = audio if isinstance(audio, list) else [audio]
-        texts.append(chat_prompt(processor, prompt, clips=len(clips)))
-        flat += clips
-    return texts, flat
+        texts.append(chat_prompt(processor, prompt, clips=len(audio) if isinstance(audio, list) else 1))
+        clips += (audio if isinstance(audio, list) else [audio]) if flat else [audio]
+    return texts, clips
 
 
 def hf_batch(processor, texts: Sequence[str], audios: Sequence[np.ndarray]) -> BatchFeature:
@@ -148,7 +148,7 @@ class VLLMEngine:
     """An in-process vLLM engine (one clip per request, ``multi_modal_data={"audio": (array, 16000)}``)."""
 
     def __init__(self, model_path: str | os.PathLike, max_new_tokens: int = 256, dtype=None,
-                 max_model_len: int = 4096, gpu_memory_utilization: float = 0.85, seed: int = 0):
+                 max_model_len: int = 4096, gpu_memory_utilization: float = 0.85, seed: int = 0, max_clips: int = 1):
         from vllm import LLM, SamplingParams
 
         from ..families import family_of
@@ -158,7 +158,7 @@ class VLLMEngine:
         family = family_of(model_path)
         family.check_vllm(model_path)
         configure_cpu_env()
-        engine_kwargs = {"limit_mm_per_prompt": {"audio": 1}, **family.vllm_engine_kwargs(model_path)}
+        engine_kwargs = {"limit_mm_per_prompt": {"audio": max_clips}, **family.vllm_engine_kwargs(model_path)}
         self.audio_token = family.audio_token
         self.processor = load_processor(model_path)
         self.dtype = dtype or default_dtype("cpu" if on_cpu() else "cuda")
@@ -192,12 +192,8 @@ class VLLMEngine:
     def _requests(self, prompts: Sequence[str], audios: Sequence) -> list[dict]:
         from ..vllm_audio import audio_request
 
-        audios = [a[0] if isinstance(a, list) and len(a) == 1 else a for a in audios]
-        if any(isinstance(a, list) for a in audios):
-            raise ValueError("items with several clips (MMAU-Pro) are evaluated with --engine hf; the vllm engine "
-                             "takes one clip per item")
-        return [audio_request(chat_prompt(self.processor, p), a, self.audio_token)
-                for p, a in zip(prompts, audios, strict=True)]
+        return [audio_request(text, clips, self.audio_token) for text, clips in zip(
+            *item_prompts(self.processor, prompts, audios, flat=False), strict=True)]
 
     def close(self) -> None:
         """Shut the engine down and free its memory (before loading the next checkpoint of a sweep)."""
@@ -218,10 +214,11 @@ def _free_memory() -> None:
 
 
 def load_engine(name: str, model_path: str | os.PathLike, max_new_tokens: int = 256, batch_size: int = 8,
-                dtype=None) -> Engine:
-    """Build the ``hf`` or ``vllm`` engine for a model directory (dtype: bf16 on GPU, float32 on CPU by default)."""
+                dtype=None, max_clips: int = 1) -> Engine:
+    """Build the ``hf`` or ``vllm`` engine for a model directory (dtype: bf16 on GPU, float32 on CPU by default);
+    ``max_clips``: the most clips one item has (vLLM sizes its requests by it)."""
     if name == "hf":
         return HFEngine(model_path, max_new_tokens=max_new_tokens, batch_size=batch_size, dtype=dtype)
     if name == "vllm":
-        return VLLMEngine(model_path, max_new_tokens=max_new_tokens, dtype=dtype)
+        return VLLMEngine(model_path, max_new_tokens=max_new_tokens, dtype=dtype, max_clips=max_clips)
     raise ValueError(f"unknown engine {name!r}; choose one of {ENGINES}")

@@ -190,8 +190,9 @@ def _predict_share(mine: list[dict], model: str | os.PathLike, opts: EvalArgumen
     requests = Requests(clip=lambda r: clip(r["audio"], cap, silence),
                         prompt=lambda r: format_prompt(r["question"], r["choices"], opts.template),
                         record=lambda r, answers: output_record(r, answers[0], opts.benchmark, opts.template))
+    max_clips = max(len(r["audio"]) if isinstance(r["audio"], list) else 1 for r in todo)
     eng = load_engine(opts.engine, model, max_new_tokens=opts.max_new_tokens, batch_size=settings["batch_size"],
-                      dtype=settings["dtype"])
+                      dtype=settings["dtype"], max_clips=max_clips)
     desc = (f"eval {Path(model).name}" + (" (silence)" if silence else "")
             + (f" [{share.shard + 1}/{share.shards}]" if share.shards > 1 else ""))
     with partial, tqdm(total=len(mine), initial=len(mine) - len(todo), unit="item", desc=desc,
