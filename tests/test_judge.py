@@ -199,6 +199,8 @@ def test_any_prepared_parquet_scores_open_ended_with_its_answer_as_reference(tin
     assert judge.stats.calls == 1 and judge.stats.hits == 1  # the answer was the reference asked about
     with pytest.raises(ValueError, match="record b: neither a reference answer nor rubric lines"):
         score_open([{"id": "b", "question": "Which?", "answer": "", "model_output": "x"}], judge)
+    assert main(["score", "--benchmark", "open", "--predictions", str(tmp_path / "p.json"), "--judge-model",
+                 str(tiny_judge_dir), "--silence-predictions", str(tmp_path / "s.json")]) == 2  # refused, not ignored
 
 
 class _Failing(BaseHTTPRequestHandler):

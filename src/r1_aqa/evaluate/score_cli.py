@@ -96,6 +96,9 @@ def _run_judged(args: argparse.Namespace, key: str) -> int:
     """``score`` of a judged benchmark (``judged.score_file``): its table, or one JSON object with ``--json``."""
     from .judged import judged_markdown, score_file
 
+    if args.silence_predictions is not None:
+        raise ValueError(f"--silence-predictions: no listening gap for {args.benchmark} yet; score "
+                         f"{args.silence_predictions} on its own (`score --predictions {args.silence_predictions}`)")
     check_made_for(args.predictions, args.benchmark)
     records = load_predictions(args.predictions)
     if args.data is not None:
