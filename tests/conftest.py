@@ -32,6 +32,14 @@ def tiny_model_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_judge_dir(tmp_path_factory):
+    """A tiny random text LM standing in for an LLM judge and an embedder (`r1-aqa tiny-judge`)."""
+    from r1_aqa.judge.tiny import build_tiny_judge
+
+    return build_tiny_judge(tmp_path_factory.mktemp("tiny-judge"), seed=0)
+
+
+@pytest.fixture(scope="session")
 def tiny_omni_dir(tmp_path_factory):
     """A tiny random Qwen2.5-Omni thinker directory."""
     from r1_aqa.tiny import build_tiny_model

@@ -343,5 +343,46 @@ def install(trainer, max_nonfinite_steps: int, chance: float | None = None) -> P
     if max_nonfinite_steps > 0 and trainer.accelerator.state.deepspeed_plugin is None:
         callbacks.insert(0, NonFiniteGuard(max_nonfinite_steps))  # first: its log entry reaches report_to
     handler = trainer.callback_handler
-    handler.callbacks[1:1] = callbacks  # after DefaultFlowCallback, before the report_to integrations
+    # callbacks that add entries to the logs (``adds_to_logs``) go first, so that the console, metrics.jsonl and the
+    # report_to integrations see those entries
+    adders = [c for c in handler.callbacks if getattr(c, "adds_to_logs", False)]
+    for callback in adders:
+        handler.callbacks.remove(callback)
+    handler.callbacks[1:1] = adders + callbacks  # after DefaultFlowCallback, before the report_to integrations
     return preemption
+
+
+class JudgeTiming(TrainerCallback):
+    """The judge's share of the step time: each log gets ``judge/step_share`` (seconds the judge spent over the steps'
+    wall time since the last log; the judge runs inside the reward step, once per generation batch), and the run ends
+    with one line of totals (replies asked, cache hits, seconds, share)."""
+
+    adds_to_logs = True
+
+    def __init__(self, judge) -> None:
+        self.judge = judge
+        self._step_start = (0.0, 0.0)
+        self._window = [0.0, 0.0]  # judge seconds, step seconds since the last log
+        self._total = [0.0, 0.0]
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._step_start = (time.monotonic(), self.judge.stats.seconds)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        t0, j0 = self._step_start
+        spent = (self.judge.stats.seconds - j0, time.monotonic() - t0)
+        for totals in (self._window, self._total):
+            totals[0] += spent[0]
+            totals[1] += spent[1]
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is not None and "loss" in logs and self._window[1] > 0:
+            logs["judge/step_share"] = self._window[0] / self._window[1]
+            self._window = [0.0, 0.0]
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and self._total[1] > 0:
+            stats = self.judge.stats
+            print(f"r1-aqa train: judge: {stats.calls} replies asked, {stats.hits} from the cache, "
+                  f"{self._total[0]:.1f} s = {100 * self._total[0] / self._total[1]:.1f}% of the step time",
+                  file=sys.stderr)

@@ -20,6 +20,7 @@ import warnings
 
 COMMANDS = {
     "tiny-model": "r1_aqa.tiny",
+    "tiny-judge": "r1_aqa.judge.tiny",
     "omni-layout": "r1_aqa.omni",
     "synth": "r1_aqa.data.synth",
     "prepare": "r1_aqa.data.prepare",

@@ -94,8 +94,23 @@ class AudioGRPOScriptArguments(AudioScriptArguments):
         default=None,
         metadata={"help": "Reward names from r1_aqa.rewards, or module.function import paths of your own (weighted "
                   "by reward_weights, else summed); default: "
-                  "accuracy + format (+ think_format instead of format for the think template)."},
+                  "accuracy + format (+ think_format instead of format for the think template). judge, rubric "
+                  "and embed_match are graded by --judge_model."},
     )
+    judge_model: str | None = field(
+        default=None,
+        metadata={"help": "The judge of the judge/rubric/embed_match rewards: a text LM directory or hub id (run "
+                  "here by transformers, greedy; vllm:DIR on a vLLM engine), or an OpenAI-compatible endpoint "
+                  "http(s)://HOST:PORT/v1[#MODEL] (e.g. `vllm serve`)."},
+    )
+    judge_embed_model: str | None = field(
+        default=None, metadata={"help": "The embedder of embed_match (same kinds as judge_model); unset: judge_model."})
+    judge_cache: str | None = field(
+        default=None,
+        metadata={"help": "The judge's reply cache (SQLite; keyed by the exact judge input, so a resumed run asks "
+                  "nothing twice); unset: OUTPUT_DIR/judge_cache.sqlite."},
+    )
+    judge_max_new_tokens: int = field(default=64, metadata={"help": "Tokens per judge reply, at most."})
 
 
 @dataclass

@@ -62,6 +62,16 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
             yield lineno, row
 
 
+def weights_fingerprint(directory: str | os.PathLike) -> str:
+    """A fingerprint of a model directory's weight files (names, sizes, modification times): a model trained again
+    into the same directory is another model."""
+    import hashlib
+
+    files = sorted(p for p in Path(directory).iterdir() if p.suffix in (".safetensors", ".bin"))
+    stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    return hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """Read a JSON-lines file; a line that is not a JSON object raises ``ValueError`` naming file and line."""
     return [row for _, row in iter_jsonl(path)]

@@ -65,17 +65,18 @@ def build_dataset(path: str, template: str, max_rows: int | None = None, columns
     return Dataset.from_dict(data)
 
 
-def check_inputs(args, config_class: tuple[str, str], script_class) -> None:
+def check_inputs(args, config_class: tuple[str, str], script_class) -> dict:
     """The checks a training stage makes before TRL loads (``checks.check_stage_inputs``), then the one that needs
-    torch: bf16 (the default of TRL's configs) asked for on a machine without a GPU."""
+    torch: bf16 (the default of TRL's configs) asked for on a machine without a GPU. Returns the values the recipe and
+    the command line set."""
     if args.trl_help:
-        return
+        return {}
     from .checks import check_stage_inputs
 
     values = check_stage_inputs(args.config, args.extra_args, config_class, script_class)
     bf16, use_cpu = (str(values.get(k, "")).lower() for k in ("bf16", "use_cpu"))
     if bf16 in ("false", "0", "no") or values.get("fp16") or use_cpu in ("true", "1", "yes"):
-        return
+        return values
     from transformers.utils import is_torch_bf16_gpu_available
 
     if not is_torch_bf16_gpu_available():
@@ -83,6 +84,7 @@ def check_inputs(args, config_class: tuple[str, str], script_class) -> None:
         raise ValueError(f"{source}, which needs a GPU, and this machine has none: this recipe is for GPUs. To run it "
                          "here anyway, add --bf16 false --use_cpu true (float32 on the CPU); the CPU recipes are "
                          "examples/r1_aqa/recipes/tiny_grpo.yaml and tiny_sft.yaml (tiny models)")
+    return values
 
 
 def run_stage(command: str, stage) -> int:

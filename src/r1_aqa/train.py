@@ -32,7 +32,8 @@ def parse_trl_args(argv: list[str]):
 def run(args) -> int:
     from .configs import AudioGRPOScriptArguments
 
-    check_inputs(args, ("trl.trainer.grpo_config", "GRPOConfig"), AudioGRPOScriptArguments)
+    values = check_inputs(args, ("trl.trainer.grpo_config", "GRPOConfig"), AudioGRPOScriptArguments)
+    check_judge_flags(values)
     return run_stage("train", lambda: train(*parse_trl_args(stage_argv(args))))
 
 
@@ -44,10 +45,12 @@ def train(script_args, training_args, model_args):
 
     resume = check_stage_args(script_args, training_args, model_args)
     names = script_args.reward_funcs or rewards.default_rewards(script_args.template)
-    reward_funcs = [rewards.resolve_reward(n) for n in names]
+    judge = load_judge(script_args, training_args, names)
+    reward_funcs = [rewards.resolve_reward(n, judge) for n in names]
     # The data is read (and an empty set refused) before the model loads.
+    columns = (*shuffle_columns(script_args), *judged_columns(script_args.dataset_path, names))
     train_dataset = build_dataset(script_args.dataset_path, script_args.template, script_args.max_train_samples,
-                                  shuffle_columns(script_args))
+                                  tuple(dict.fromkeys(columns)))
     eval_dataset = (
         build_dataset(script_args.eval_dataset_path, script_args.template) if script_args.eval_dataset_path else None
     )
@@ -58,6 +61,10 @@ def train(script_args, training_args, model_args):
         from .callbacks import SolvedStop
 
         callbacks.append(SolvedStop(script_args.stop_at_accuracy, script_args.stop_after_logs))
+    if judge is not None:
+        from .callbacks import JudgeTiming
+
+        callbacks.append(JudgeTiming(judge))
     model = load_policy(model_args)
     trainer = AudioGRPOTrainer(
         model=model,
@@ -80,3 +87,42 @@ def train(script_args, training_args, model_args):
     return trainer
 
 
+def check_judge_flags(values: dict) -> None:
+    """Judged rewards need ``judge_model``: refused before TRL loads (the recipe's and command line's values)."""
+    from .rewards import JUDGED_REWARDS
+
+    names = values.get("reward_funcs") or []
+    judged = [n for n in ([names] if isinstance(names, str) else names) if n in JUDGED_REWARDS]
+    if judged and not values.get("judge_model"):
+        raise ValueError(f"reward(s) {judged} are graded by a judge: give --judge_model DIR_OR_URL")
+
+
+def load_judge(script_args, training_args, reward_names: list[str]):
+    """The judge of the run's judged rewards (``None`` when it has none); its cache defaults to
+    ``OUTPUT_DIR/judge_cache.sqlite``. Nothing loads before the first reward call."""
+    from pathlib import Path
+
+    from .judge.core import CACHE_NAME, Judge
+    from .rewards import JUDGED_REWARDS
+
+    if not any(n in JUDGED_REWARDS for n in reward_names):
+        return None
+    check_judge_flags({"reward_funcs": reward_names, "judge_model": script_args.judge_model})
+    cache = script_args.judge_cache or Path(training_args.output_dir) / CACHE_NAME
+    return Judge(script_args.judge_model, cache, embed_model=script_args.judge_embed_model or script_args.judge_model,
+                 sampling={"max_new_tokens": script_args.judge_max_new_tokens})
+
+
+def judged_columns(dataset_path: str, reward_names: list[str]) -> list[str]:
+    """The parquet columns the judged rewards read (``reference`` only where present: the solution's answer stands
+    in); a missing ``rubric`` column for the rubric reward raises ``ValueError``."""
+    import pyarrow.parquet as pq
+
+    from .rewards import JUDGED_REWARDS
+
+    present = set(pq.read_schema(dataset_path).names)
+    wanted = [c for n in reward_names for c in JUDGED_REWARDS.get(n, ())]
+    if "rubric" in wanted and "rubric" not in present:
+        raise ValueError(f"{dataset_path}: the rubric reward needs a 'rubric' column (one list of lines per item; "
+                         "`r1-aqa prepare open` writes it)")
+    return [c for c in dict.fromkeys(wanted) if c in present]

@@ -46,11 +46,13 @@ def collapse_audio_tokens(token_ids: Sequence[int], audio_token_id: int) -> list
     return out
 
 
-def audio_request(prompt: str | Sequence[int], audio: np.ndarray, placeholder: str = AUDIO_TOKEN) -> dict:
-    """A vLLM request for one clip; ``prompt`` (text or token ids) must hold exactly one audio ``placeholder`` (the
-    family's ``audio_token``)."""
+def audio_request(prompt: str | Sequence[int], audio: np.ndarray | list[np.ndarray],
+                  placeholder: str = AUDIO_TOKEN) -> dict:
+    """A vLLM request for one clip, or for several (a list: one audio ``placeholder``, the family's ``audio_token``,
+    per clip in order); a text ``prompt`` must hold exactly as many placeholders as clips."""
     key = "prompt" if isinstance(prompt, str) else "prompt_token_ids"
-    if isinstance(prompt, str) and prompt.count(placeholder) != 1:
-        raise ValueError(f"prompt must hold exactly one {placeholder}, found {prompt.count(placeholder)}")
+    clips = [(np.asarray(a, dtype=np.float32), SAMPLE_RATE) for a in (audio if isinstance(audio, list) else [audio])]
+    if isinstance(prompt, str) and prompt.count(placeholder) != len(clips):
+        raise ValueError(f"prompt must hold exactly {len(clips)} {placeholder}, found {prompt.count(placeholder)}")
     return {key: prompt if isinstance(prompt, str) else list(prompt),
-            "multi_modal_data": {"audio": (np.asarray(audio, dtype=np.float32), SAMPLE_RATE)}}
+            "multi_modal_data": {"audio": clips if isinstance(audio, list) else clips[0]}}

@@ -18,9 +18,11 @@ from .avqa import HF_LAYOUT, read_avqa_hf, read_avqa_jsonl
 from .mmar import read_mmar
 from .mmau import read_mmau
 from .mmsu import read_mmsu
+from .open import read_open
 from .records import AudioSource, Item, Skip
 
-HELP = "Prepare AVQA, MMAU, MMSU or MMAR as a parquet of validated rows with probed audio, plus a skip report."
+HELP = ("Prepare AVQA, MMAU, MMSU, MMAR or open-ended items as a parquet of validated rows with probed audio, plus a "
+        "skip report.")
 
 # Parquet columns every prepared dataset has, in order; readers may add columns (``Item.extra``) after them.
 COLUMNS = ("id", "question", "choices", "answer", "answer_idx", "solution", "prompt", "audio", "duration_s",
@@ -163,7 +165,7 @@ def prepare(
             skipped.append(Skip(it.line, it.id, result))
             continue
         path, duration_s, sample_rate = result
-        answer = it.choices[it.answer_idx]
+        answer = it.choices[it.answer_idx] if it.answer_idx is not None else it.extra.get("reference") or ""
         records.append({
             **it.extra,  # original fields first, so that the standard columns win
             "id": it.id, "question": it.question, "choices": it.choices, "answer": answer,
@@ -232,6 +234,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--audio-dir", type=Path, default=None, metavar="DIR",
                    help="directory holding audio/ (clips are audio_path under it); None: the JSONL's dir")
 
+    p = sub.add_parser("open", parents=[common], formatter_class=fmt,
+                       help="open-ended items (JSONL: question, audio_path, reference and/or rubric)",
+                       description="Open-ended items, no options (as `r1-aqa synth --task open` writes them): id, "
+                                   "question, audio_path, a reference answer and/or rubric lines (rubric_weights: one "
+                                   "number >= 0 per line, 1 each by default); the judged rewards and `eval/score "
+                                   "--benchmark open` read them. A malformed line stops with its line number; items "
+                                   "whose clip is missing are skipped and reported.")
+    p.add_argument("--input", type=Path, required=True, metavar="JSONL", help="open-ended JSONL file")
+    p.add_argument("--audio-dir", type=Path, default=None, metavar="DIR",
+                   help="where clips live: tries DIR/audio_path, audio_path, DIR/basename; None: the JSONL's dir")
+
 
 def run(args: argparse.Namespace) -> int:
     if args.dataset == "avqa":
@@ -241,6 +254,8 @@ def run(args: argparse.Namespace) -> int:
         rows, rows_in = read_mmau(args.input, args.audio_dir)
     elif args.dataset == "mmar":
         rows, rows_in = read_mmar(args.input, args.audio_dir)
+    elif args.dataset == "open":
+        rows, rows_in = read_open(args.input, args.audio_dir)
     else:
         rows, rows_in = read_mmsu(args.input, args.split)
     report = prepare(rows, rows_in, args.output, template=args.template, workers=args.workers)

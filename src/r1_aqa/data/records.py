@@ -23,8 +23,8 @@ class Item:
     line: int
     id: str
     question: str
-    choices: list[str]
-    answer_idx: int
+    choices: list[str]  # empty for an open-ended item
+    answer_idx: int | None  # None for an open-ended item (its answer is ``extra["reference"]``)
     dataset_name: str
     audio: AudioSource | None  # None once handed to the prober
     clip: str

@@ -5,6 +5,8 @@ only knowable from the audio; its position is uniform over the four slots. Tasks
 
 - ``pitch``: one tone at 220 / 440 / 880 / 1760 Hz -> "low" / "mid" / "high" / "top".
 - ``count``: one to four short beeps -> "one" / "two" / "three" / "four".
+- ``open``: an open-ended stand-in (no options, ``open.jsonl`` for ``prepare open``): a pitch clip, the question
+  what the audio holds, a reference answer ("One steady high tone.") and two weighted rubric lines.
 
 Everything is a function of (seed, task, item index), so a seed gives the same files byte for byte. With
 ``balanced`` the labels cycle through the option words (item ``i`` has label ``i mod 4``), so every label has the same
@@ -30,6 +32,8 @@ TASKS = {
     "pitch": ("Which pitch is the tone in the audio?", list(PITCHES_HZ)),
     "count": ("How many beeps are in the audio?", list(COUNTS)),
 }
+OPEN_QUESTION = "What do you hear in the audio? Describe the sound and how high it is."
+OPEN_RUBRIC_WEIGHTS = [1.0, 2.0]  # the tone's kind, then its pitch (what needs listening) counts double
 _FADE_S = 0.005
 
 
@@ -67,6 +71,8 @@ def render(task: str, label: int, seconds: float, rng: np.random.Generator, sr: 
 
 def make_item(task: str, index: int, seed: int, seconds: float, balanced: bool = False) -> tuple[dict, np.ndarray]:
     """Item ``index`` of ``task`` for ``seed``: its JSONL row (without ``audio_path``) and its clip."""
+    if task == "open":
+        return open_item(index, seed, seconds)
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {sorted(TASKS)}")
     question, words = TASKS[task]
@@ -79,6 +85,18 @@ def make_item(task: str, index: int, seed: int, seconds: float, balanced: bool =
     row = {"id": f"synth-{task}-{seed}-{index:05d}", "question_text": question, "multi_choice": choices,
            "answer": position, "dataset_name": f"synth-{task}", "task": task}
     return row, render(task, label, seconds, rng)
+
+
+def open_item(index: int, seed: int, seconds: float) -> tuple[dict, np.ndarray]:
+    """Open-ended item ``index`` for ``seed``: a pitch clip with its reference answer and weighted rubric lines."""
+    rng = np.random.default_rng([seed, len(TASKS), index])
+    label = int(rng.integers(len(PITCHES_HZ)))
+    word = list(PITCHES_HZ)[label]
+    row = {"id": f"synth-open-{seed}-{index:05d}", "question": OPEN_QUESTION,
+           "reference": f"One steady {word} tone ({PITCHES_HZ[word]:.0f} Hz).",
+           "rubric": ["The answer says the audio holds one steady tone.", f"The answer says the tone is {word}."],
+           "rubric_weights": OPEN_RUBRIC_WEIGHTS, "dataset_name": "synth-open", "task": "open"}
+    return row, render("pitch", label, seconds, rng)
 
 
 def synthesize(out_dir: str | os.PathLike, n: int = 200, seed: int = 0, task: str = "pitch",
@@ -116,7 +134,7 @@ def _clear_tasks(out_dir: Path, overwrite: bool) -> None:
     and the clips it lists."""
     from ..files import read_jsonl
 
-    held = [out_dir / f"{task}.jsonl" for task in TASKS if (out_dir / f"{task}.jsonl").is_file()]
+    held = [out_dir / f"{task}.jsonl" for task in (*TASKS, "open") if (out_dir / f"{task}.jsonl").is_file()]
     if not held:
         return
     if not overwrite:
@@ -133,10 +151,10 @@ def _clear_tasks(out_dir: Path, overwrite: bool) -> None:
 
 def stand_ins(benchmark_file: str | os.PathLike, out_dir: str | os.PathLike, seconds: float = 1.0,
               seed: int = 0) -> tuple[int, str]:
-    """Write a stand-in clip (a tone of ``seconds``, its pitch drawn from the item's id) at the audio path of every
-    item of an MMAU JSON or MMAR JSONL question file, under ``out_dir``, so that ``prepare``/``eval --audio-dir
-    out_dir`` run on it before the real clips are downloaded. Returns the number of clips written and the benchmark
-    ("mmau" or "mmar")."""
+    """Write a stand-in clip (a tone of ``seconds``, its pitch drawn from the item's id and path) at the audio path of
+    every item of an MMAU JSON, MMAR JSONL or MMAU-Pro question file (every clip of a multi-clip item), under
+    ``out_dir``, so that ``prepare``/``eval --audio-dir out_dir`` run on it before the real clips are downloaded.
+    Returns the number of clips written and the benchmark ("mmau", "mmar" or "mmau-pro")."""
     import soundfile as sf
     from tqdm import tqdm
 
@@ -146,23 +164,29 @@ def stand_ins(benchmark_file: str | os.PathLike, out_dir: str | os.PathLike, sec
 
     if seconds <= 0:
         raise ValueError(f"--seconds must be > 0, got {seconds}")
+    from ..evaluate.mmau_pro import is_mmau_pro, load_mmau_pro
+
     with open(benchmark_file, "rb") as f:
         kind = {b"[": "mmau", b"{": "mmar"}.get(f.read(64).lstrip()[:1])
     if kind is None:
-        raise ValueError(f"--like {benchmark_file}: neither an MMAU JSON list nor MMAR JSON lines")
-    records = load_mmau(benchmark_file, out_dir) if kind == "mmau" else load_mmar(benchmark_file, out_dir)
+        raise ValueError(f"--like {benchmark_file}: neither an MMAU JSON list, MMAR JSON lines nor MMAU-Pro records")
+    if is_mmau_pro(benchmark_file):
+        kind, records = "mmau-pro", load_mmau_pro(benchmark_file, out_dir)
+    else:
+        records = load_mmau(benchmark_file, out_dir) if kind == "mmau" else load_mmar(benchmark_file, out_dir)
     field = "audio_id" if kind == "mmau" else "audio_path"
     root = Path(out_dir).resolve()
     clips = {}
     for record in records:
-        target = (root / record[field]).resolve()
-        if not target.is_relative_to(root):
-            raise ValueError(f"--like {benchmark_file}: item {record['id']}: {record[field]!r} points outside "
-                             f"{out_dir}")
-        clips.setdefault(target, str(record["id"]))
-    for i, (target, item_id) in enumerate(tqdm(clips.items(), desc="stand-in clips", unit="clip")):
+        paths = record[field] if isinstance(record[field], list) else [record[field]]  # MMAU-Pro: several
+        for path in paths:
+            target = (root / path).resolve()
+            if not target.is_relative_to(root):
+                raise ValueError(f"--like {benchmark_file}: item {record['id']}: {path!r} points outside {out_dir}")
+            clips.setdefault(target, str(record["id"]) if len(paths) == 1 else f"{record['id']}/{path}")
+    for i, (target, name) in enumerate(tqdm(clips.items(), desc="stand-in clips", unit="clip")):
         rng = np.random.default_rng([seed, i])
-        wav = render("pitch", zlib.crc32(item_id.encode()) % len(PITCHES_HZ), seconds, rng)
+        wav = render("pitch", zlib.crc32(name.encode()) % len(PITCHES_HZ), seconds, rng)
         with atomic_path(target) as tmp:
             sf.write(str(tmp), wav, SAMPLE_RATE, format="WAV", subtype="PCM_16")
     return len(clips), kind
@@ -177,8 +201,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "the real clips (scores on them mean nothing)")
     parser.add_argument("--n", type=int, default=200, help="number of items")
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
-    parser.add_argument("--task", default="pitch", choices=sorted(TASKS),
-                        help="pitch: which of 4 tones; count: how many beeps (1-4)")
+    parser.add_argument("--task", default="pitch", choices=[*sorted(TASKS), "open"],
+                        help="pitch: which of 4 tones; count: how many beeps (1-4); open: open-ended questions "
+                        "with a reference answer and rubric lines (open.jsonl, for `prepare open`)")
     parser.add_argument("--seconds", type=float, default=1.0, help="clip length in seconds")
     parser.add_argument("--balanced", action="store_true",
                         help="labels cycle through the options (equal shares; for held-out sets)")
@@ -189,11 +214,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.like is not None:
         n, kind = stand_ins(args.like, args.out_dir, seconds=args.seconds, seed=args.seed)
+        prepare = "" if kind == "mmau-pro" else (f" (or r1-aqa prepare {kind} --input {args.like} --audio-dir "
+                                                 f"{args.out_dir} --output OUT.parquet)")
         print(f"wrote {n} stand-in clips under {args.out_dir} for {args.like}; next: r1-aqa eval --benchmark {kind} "
-              f"--data {args.like} --audio-dir {args.out_dir} --model MODEL --output PRED.json (or r1-aqa prepare "
-              f"{kind} --input {args.like} --audio-dir {args.out_dir} --output OUT.parquet)")
+              f"--data {args.like} --audio-dir {args.out_dir} --model MODEL --output PRED.json{prepare}")
         return 0
     path = synthesize(args.out_dir, n=args.n, seed=args.seed, task=args.task, seconds=args.seconds,
                       balanced=args.balanced, overwrite=args.overwrite)
-    print(f"wrote {args.n} {args.task} items to {path} (clips in {path.parent / 'audio'})")
+    print(f"wrote {args.n} {args.task} items to {path} (clips in {path.parent / 'audio'}); next: r1-aqa prepare "
+          f"{'open' if args.task == 'open' else 'avqa'} --input {path} --output OUT.parquet")
     return 0

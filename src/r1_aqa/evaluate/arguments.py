@@ -85,6 +85,13 @@ class EvalArguments(GenerationArguments):
         "resume": True,
         "help": "also evaluate with each clip replaced by silence of its length (PRED.silence.json) and report "
         "accuracy, silence accuracy and the listening gap (PRED.listening.{json,md,png})"})
+    judge_model: str | None = field(default=None, metadata={
+        "metavar": "DIR_OR_URL", "help": "open / mmau-pro: score the predictions at the end with this LLM judge (a "
+        "text LM directory, hub id, vllm:DIR or OpenAI-compatible endpoint http(s)://HOST:PORT/v1[#MODEL]); unset: "
+        "`r1-aqa score --judge-model` scores them later"})
+    embed_model: str | None = field(default=None, metadata={
+        "metavar": "DIR_OR_URL",
+        "help": "mmau-pro: the embedder of closed-ended answers (default: nvidia/NV-Embed-v2)"})
     num_workers: int = field(default=1, metadata={
         "type": positive_int, "help": "worker processes (one GPU each where there are GPUs), started through "
         "torchrun; under torchrun/accelerate launch every rank is a worker already"})

@@ -33,17 +33,23 @@ def load_items(benchmark: str, data: str | os.PathLike, audio_dir: str | os.Path
 
 
 def _read_items(benchmark: str, data: Path, audio_dir: str | os.PathLike | None) -> list[dict]:
+    if benchmark == "mmau-pro":
+        from .mmau_pro import load_mmau_pro
+
+        return load_mmau_pro(data, audio_dir)
     if _is_prepared(data):
         import pandas as pd
 
         from .scoring import detect_benchmark
 
         records = [_plain(r) for r in pd.read_parquet(data).to_dict("records")]
-        found = detect_benchmark(records)
+        found = None if benchmark == "open" else detect_benchmark(records)  # any prepared parquet can be judged
         if found is not None and found != benchmark:
             raise ValueError(f"{data}: prepared from {found.upper()} data, not {benchmark.upper()}: use --benchmark "
                              f"{found}")
         return records
+    if benchmark == "open":
+        raise ValueError(f"{data}: --benchmark open takes a parquet from `r1-aqa prepare open`")
     _check_format(data, benchmark)
     if benchmark == "mmau":
         from ..data.mmau import load_mmau
@@ -148,13 +154,15 @@ def check_audio(items: Sequence[dict], audio_dir: str | os.PathLike | None = Non
     from ..audio import probe_audio
 
     def problem(record: dict) -> str | None:
-        audio = record["audio"]
-        if audio is None or (isinstance(audio, str) and not os.path.isfile(audio)):
-            return f"{record.get('audio_id') or record.get('audio_path') or audio}: file not found"
-        try:
-            probe_audio(encoded(audio))
-        except ValueError as e:  # AudioError names the clip and the reason
-            return str(e)
+        clips = record["audio"] if isinstance(record["audio"], list) else [record["audio"]]  # MMAU-Pro: several
+        for k, audio in enumerate(clips):
+            if audio is None or (isinstance(audio, str) and not os.path.isfile(audio)):
+                named = record.get("audio_id") or record.get("audio_path")
+                return f"{named[k] if isinstance(named, list) else named or audio}: file not found"
+            try:
+                probe_audio(encoded(audio))
+            except ValueError as e:  # AudioError names the clip and the reason
+                return str(e)
         return None
 
     with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
@@ -197,9 +205,11 @@ def expand(items: Sequence[dict], permutations: int) -> list[dict]:
 
 def clip(audio, max_seconds: float | None, silence: bool = False):
     """An item's clip as the engines take it (float32, 16 kHz, cut at ``max_seconds``); with ``silence``, zeros of
-    the same length."""
+    the same length. An item with several clips (a list) gives a list of them, in order."""
     import numpy as np
 
+    if isinstance(audio, list):
+        return [clip(a, max_seconds, silence) for a in audio]
     from ..audio import load_audio
 
     wav = load_audio(encoded(audio), max_seconds=max_seconds)

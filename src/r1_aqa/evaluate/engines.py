@@ -1,7 +1,8 @@
 """Greedy generation engines for evaluation: transformers (``hf``) and vLLM (``vllm``).
 
-Both take the same inputs — the user prompt text (without chat markup) and a float32 16 kHz clip per item — build
-the same chat-template prompt (audio first), decode greedily and return the raw responses, in order. Neither ever
+Both take the same inputs — the user prompt text (without chat markup) and a float32 16 kHz clip per item (or a
+list of clips, e.g. MMAU-Pro's multi-clip items, one audio placeholder each) — build the same chat-template
+prompt (audio first), decode greedily and return the raw responses, in order. Neither ever
 generates the family's audio placeholder (``<|AUDIO|>``, ``<sound>``, ...), as in training: GRPO rollouts never
 sample it, so nothing holds its logit down, and after GRPO it can be the greedy pick (measured on the demo's tiny
 model: 150 of 200 held-out answers were ``<answer`` followed by placeholders).
@@ -41,6 +42,17 @@ class Engine(Protocol):
 def greedy_settings(max_new_tokens: int) -> dict:
     """The decoding settings every evaluation uses (recorded in the run's metadata)."""
     return {"do_sample": False, "temperature": 0.0, "num_beams": 1, "max_new_tokens": max_new_tokens}
+
+
+def item_prompts(processor, prompts: Sequence[str], audios: Sequence, flat: bool = True) -> tuple[list[str], list]:
+    """The chat-template texts of items (one audio placeholder per clip; an item's audio is a clip or a list of
+    clips) and their clips: flattened in placeholder order, as the processor takes them, or (``flat=False``) as
+    given."""
+    texts, clips = [], []
+    for prompt, audio in zip(prompts, audios, strict=True):
+        texts.append(chat_prompt(processor, prompt, clips=len(audio) if isinstance(audio, list) else 1))
+        clips += (audio if isinstance(audio, list) else [audio]) if flat else [audio]
+    return texts, clips
 
 
 def hf_batch(processor, texts: Sequence[str], audios: Sequence[np.ndarray]) -> BatchFeature:
@@ -95,8 +107,9 @@ class HFEngine:
 
         responses: list[str] = []
         for start in range(0, len(prompts), self.batch_size):
-            texts = [chat_prompt(self.processor, p) for p in prompts[start : start + self.batch_size]]
-            inputs = hf_batch(self.processor, texts, audios[start : start + self.batch_size]).to(self.device)
+            texts, clips = item_prompts(self.processor, prompts[start : start + self.batch_size],
+                                        audios[start : start + self.batch_size])
+            inputs = hf_batch(self.processor, texts, clips).to(self.device)
             if "input_features" in inputs:
                 inputs["input_features"] = inputs["input_features"].to(self.dtype)
             with torch.inference_mode():
@@ -115,7 +128,7 @@ class HFEngine:
         config.update(do_sample=True, temperature=temperature, num_return_sequences=n)
         responses = []
         for prompt, audio, seed in zip(prompts, audios, seeds, strict=True):
-            inputs = hf_batch(self.processor, [chat_prompt(self.processor, prompt)], [audio]).to(self.device)
+            inputs = hf_batch(self.processor, *item_prompts(self.processor, [prompt], [audio])).to(self.device)
             if "input_features" in inputs:
                 inputs["input_features"] = inputs["input_features"].to(self.dtype)
             torch.manual_seed(seed)
@@ -135,7 +148,7 @@ class VLLMEngine:
     """An in-process vLLM engine (one clip per request, ``multi_modal_data={"audio": (array, 16000)}``)."""
 
     def __init__(self, model_path: str | os.PathLike, max_new_tokens: int = 256, dtype=None,
-                 max_model_len: int = 4096, gpu_memory_utilization: float = 0.85, seed: int = 0):
+                 max_model_len: int = 4096, gpu_memory_utilization: float = 0.85, seed: int = 0, max_clips: int = 1):
         from vllm import LLM, SamplingParams
 
         from ..families import family_of
@@ -145,7 +158,7 @@ class VLLMEngine:
         family = family_of(model_path)
         family.check_vllm(model_path)
         configure_cpu_env()
-        engine_kwargs = {"limit_mm_per_prompt": {"audio": 1}, **family.vllm_engine_kwargs(model_path)}
+        engine_kwargs = {"limit_mm_per_prompt": {"audio": max_clips}, **family.vllm_engine_kwargs(model_path)}
         self.audio_token = family.audio_token
         self.processor = load_processor(model_path)
         self.dtype = dtype or default_dtype("cpu" if on_cpu() else "cuda")
@@ -160,10 +173,7 @@ class VLLMEngine:
 
     def generate(self, prompts: Sequence[str], audios: Sequence[np.ndarray]) -> list[str]:
         """Raw responses for user prompts and their clips, in order (vLLM schedules the batch itself)."""
-        from ..vllm_audio import audio_request
-
-        requests = [audio_request(chat_prompt(self.processor, p), a, self.audio_token)
-                    for p, a in zip(prompts, audios, strict=True)]
+        requests = self._requests(prompts, audios)
         outputs = self.llm.generate(requests, self.sampling, use_tqdm=False)
         return self.processor.batch_decode([list(o.outputs[0].token_ids) for o in outputs], skip_special_tokens=True)
 
@@ -172,15 +182,18 @@ class VLLMEngine:
         """``n`` sampled responses per item (plain temperature sampling), each request under its own seed."""
         from vllm import SamplingParams
 
-        from ..vllm_audio import audio_request
-
-        requests = [audio_request(chat_prompt(self.processor, p), a, self.audio_token)
-                    for p, a in zip(prompts, audios, strict=True)]
+        requests = self._requests(prompts, audios)
         params = [SamplingParams(n=n, temperature=temperature, seed=seed, max_tokens=self.sampling.max_tokens,
                                  detokenize=False, bad_words=[self.audio_token]) for seed in seeds]
         outputs = self.llm.generate(requests, params, use_tqdm=False)
         return [self.processor.batch_decode([list(o.token_ids) for o in out.outputs], skip_special_tokens=True)
                 for out in outputs]
+
+    def _requests(self, prompts: Sequence[str], audios: Sequence) -> list[dict]:
+        from ..vllm_audio import audio_request
+
+        return [audio_request(text, clips, self.audio_token) for text, clips in zip(
+            *item_prompts(self.processor, prompts, audios, flat=False), strict=True)]
 
     def close(self) -> None:
         """Shut the engine down and free its memory (before loading the next checkpoint of a sweep)."""
@@ -201,10 +214,11 @@ def _free_memory() -> None:
 
 
 def load_engine(name: str, model_path: str | os.PathLike, max_new_tokens: int = 256, batch_size: int = 8,
-                dtype=None) -> Engine:
-    """Build the ``hf`` or ``vllm`` engine for a model directory (dtype: bf16 on GPU, float32 on CPU by default)."""
+                dtype=None, max_clips: int = 1) -> Engine:
+    """Build the ``hf`` or ``vllm`` engine for a model directory (dtype: bf16 on GPU, float32 on CPU by default);
+    ``max_clips``: the most clips one item has (vLLM sizes its requests by it)."""
     if name == "hf":
         return HFEngine(model_path, max_new_tokens=max_new_tokens, batch_size=batch_size, dtype=dtype)
     if name == "vllm":
-        return VLLMEngine(model_path, max_new_tokens=max_new_tokens, dtype=dtype)
+        return VLLMEngine(model_path, max_new_tokens=max_new_tokens, dtype=dtype, max_clips=max_clips)
     raise ValueError(f"unknown engine {name!r}; choose one of {ENGINES}")

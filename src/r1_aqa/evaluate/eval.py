@@ -22,13 +22,14 @@ import sys
 from pathlib import Path
 
 from .benchmarks import check_audio, check_permutations, load_items
+from .judged import JUDGED
 from .arguments import EvalArguments, add_dataclass_arguments, from_namespace
 from .predict import evaluate
 from .sweep import check_output_kind, checkpoint_output, failure_path, find_checkpoints, finish_sweep
 from .workers import Share, isolate_worker, launcher_rank, spawn_workers, worker_units
 
-HELP = ("Evaluate a model, or every checkpoint-* of a run, on MMAU test-mini, MMSU or MMAR (greedy, hf or vLLM "
-        "engine).")
+HELP = ("Evaluate a model, or every checkpoint-* of a run, on MMAU test-mini, MMSU, MMAR, MMAU-Pro or open-ended "
+        "items (greedy, hf or vLLM engine).")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,10 +79,16 @@ def run(args) -> int:
             continue
         failure_path(output).unlink(missing_ok=True)
         if any(records is not None for records in merged):  # this worker finished the checkpoint's last output
+            if opts.benchmark in JUDGED:  # a silence run stays in PRED.silence.json, for `score` to judge
+                score_judged_output(output, opts)
+                continue
             score_and_report(output, opts.benchmark, table=not sweep, shown=shown)
             if opts.silence:
                 compare_listening(output, silence_path(output), opts.benchmark)
-    if sweep:
+    if sweep and opts.benchmark in JUDGED:  # each checkpoint's judged score is its own PRED.checkpoint-N.score.*
+        print(f"{len(outputs)} checkpoints evaluated; a judged benchmark has no sweep table: each checkpoint's score "
+              "is beside its predictions", file=sys.stderr)
+    elif sweep:
         status = max(status, finish_sweep(Path(opts.output), checkpoints, outputs))
     return status
 
@@ -93,6 +100,18 @@ def checked_inputs(opts: EvalArguments) -> tuple[list[Path], list[dict]]:
     check_permutations(items, opts.permutations)
     check_audio(items, opts.audio_dir or (Path(opts.data).parent if opts.benchmark != "mmsu" else None))
     return checkpoints, items
+
+
+def score_judged_output(output: Path, opts: EvalArguments) -> None:
+    """Score a judged benchmark's predictions when ``--judge-model`` is given; else say how to score them."""
+    from .judged import judged_markdown, score_file
+
+    if not opts.judge_model:
+        print(f"{output.name}: scored by a judge: r1-aqa score --benchmark {opts.benchmark} --predictions {output} "
+              "--judge-model DIR_OR_URL", file=sys.stderr)
+        return
+    score = score_file(opts.benchmark, output, {"judge_model": opts.judge_model, "embed_model": opts.embed_model})
+    print(judged_markdown(score))
 
 
 def score_and_report(output: Path, benchmark: str, table: bool = True, shown: set[str] | None = None) -> dict:

@@ -43,7 +43,10 @@ def prediction_fields(response: str, benchmark: str = "mmau", template: str = "d
 
 def output_record(item: dict, response: str, benchmark: str, template: str) -> dict:
     """An input item with its model fields (:func:`prediction_fields`); decoded audio is left out."""
-    record = {k: v for k, v in item.items() if not (k == "audio" and not isinstance(v, str))}
+    paths = item.get("audio")
+    paths = paths if isinstance(paths, str) or (isinstance(paths, list) and all(isinstance(a, str) for a in paths)) \
+        else None
+    record = {k: v for k, v in item.items() if k != "audio" or paths is not None}
     return {**record, **prediction_fields(response, benchmark, template)}
 
 
@@ -187,8 +190,9 @@ def _predict_share(mine: list[dict], model: str | os.PathLike, opts: EvalArgumen
     requests = Requests(clip=lambda r: clip(r["audio"], cap, silence),
                         prompt=lambda r: format_prompt(r["question"], r["choices"], opts.template),
                         record=lambda r, answers: output_record(r, answers[0], opts.benchmark, opts.template))
+    max_clips = max(len(r["audio"]) if isinstance(r["audio"], list) else 1 for r in todo)
     eng = load_engine(opts.engine, model, max_new_tokens=opts.max_new_tokens, batch_size=settings["batch_size"],
-                      dtype=settings["dtype"])
+                      dtype=settings["dtype"], max_clips=max_clips)
     desc = (f"eval {Path(model).name}" + (" (silence)" if silence else "")
             + (f" [{share.shard + 1}/{share.shards}]" if share.shards > 1 else ""))
     with partial, tqdm(total=len(mine), initial=len(mine) - len(todo), unit="item", desc=desc,
@@ -203,15 +207,8 @@ def _model_name(model: str | os.PathLike) -> str:
 
 
 def _model_files(model: str | os.PathLike) -> str | None:
-    """A fingerprint of a local model's weight files (names, sizes, modification times): a model trained again into
-    the same directory is another model. ``None`` for a hub id."""
-    import hashlib
-
-    if not Path(model).is_dir():
-        return None
-    files = sorted(p for p in Path(model).iterdir() if p.suffix in (".safetensors", ".bin"))
-    stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
-    return hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]
+    """A fingerprint of a local model's weight files (``files.weights_fingerprint``); ``None`` for a hub id."""
+    return files.weights_fingerprint(model) if Path(model).is_dir() else None
 
 
 def _finished(output: Path, settings: dict) -> dict[tuple, dict]:

@@ -8,11 +8,13 @@ import json
 import sys
 from pathlib import Path
 
+from .judged import JUDGED, add_judge_arguments
 from .reports import compare_listening
 from .scoring import (BENCHMARKS, DEFAULT_KEY, LEGACY_KEY, MMAR_KEY, attach_questions, default_key,
                       load_predictions, same_items, score_records)
 
-HELP = "Score an MMAU, MMSU or MMAR prediction file: the official-compatible numbers plus stricter views."
+HELP = ("Score an MMAU, MMSU or MMAR prediction file (the official-compatible numbers plus stricter views), or an "
+        "open-ended or MMAU-Pro one with a judge.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     parser.add_argument("--no-report", action="store_true",
                         help="do not write PRED.score.{json,md,png} and PRED.report.html next to the predictions")
+    add_judge_arguments(parser)
 
 
 def check_made_for(predictions: Path, benchmark: str) -> None:
@@ -50,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
     from .reports import score_markdown, write_score_report
 
     key = args.key or default_key(args.benchmark)
+    if args.benchmark in JUDGED:
+        return _run_judged(args, key)
     try:
         check_made_for(args.predictions, args.benchmark)
         records = load_predictions(args.predictions)
@@ -85,3 +90,28 @@ def run(args: argparse.Namespace) -> int:
         compare_listening(args.predictions, args.silence_predictions, args.benchmark, key, report=not args.no_report,
                           questions=args.data)
     return 0
+
+
+def _run_judged(args: argparse.Namespace, key: str) -> int:
+    """``score`` of a judged benchmark (``judged.score_file``): its table, or one JSON object with ``--json``."""
+    from .judged import judged_markdown, score_file
+
+    if args.silence_predictions is not None:
+        raise ValueError(f"--silence-predictions: no listening gap for {args.benchmark} yet; score "
+                         f"{args.silence_predictions} on its own (`score --predictions {args.silence_predictions}`)")
+    check_made_for(args.predictions, args.benchmark)
+    records = load_predictions(args.predictions)
+    if args.data is not None:
+        records = attach_questions(records, load_predictions(args.data), str(args.predictions), str(args.data))
+    score = score_file(args.benchmark, args.predictions, judge_options(args), key, report=not args.no_report,
+                       records=records)
+    for warning in score["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(json.dumps(score, ensure_ascii=False) if args.json else judged_markdown(score))
+    return 0
+
+
+def judge_options(args) -> dict:
+    """``judged.make_judge``'s keyword arguments from the judge flags."""
+    return {"judge_model": args.judge_model, "embed_model": args.embed_model, "cache": args.judge_cache,
+            "temperature": args.judge_temperature, "max_new_tokens": args.judge_max_new_tokens}

@@ -32,7 +32,7 @@ from typing import Callable, Iterable, Sequence, TypedDict
 from .formatting import pct, points
 
 
-BENCHMARKS = ("mmau", "mmsu", "mmar")
+BENCHMARKS = ("mmau", "mmsu", "mmar", "open", "mmau-pro")  # the last two are scored by a judge (``judged.py``)
 DEFAULT_KEY = "model_output"
 MMAR_KEY = "answer_prediction"  # what MMAR's scorer reads
 LEGACY_KEY = "model_prediction"  # what the MMAU scorer read before 2025-01; the eval runner writes both
@@ -532,6 +532,9 @@ def score_records(benchmark: str, records: Iterable[dict], key: str | None = Non
     """Dispatch to :func:`score_mmau`, :func:`score_mmsu` or :func:`score_mmar` (``key``: the benchmark's own);
     records of another benchmark raise ``ValueError`` naming the right one."""
     scorers = {"mmau": score_mmau, "mmsu": score_mmsu, "mmar": score_mmar}
+    if benchmark in BENCHMARKS and benchmark not in scorers:
+        raise ValueError(f"{benchmark} is scored by a judge: `r1-aqa score --benchmark {benchmark} --predictions PRED "
+                         "--judge-model DIR_OR_URL`")
     if benchmark not in scorers:
         raise ValueError(f"unknown benchmark {benchmark!r}; choose from {', '.join(BENCHMARKS)}")
     records = list(records)
