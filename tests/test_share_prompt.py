@@ -1,0 +1,80 @@
+"""Each prompt once per group in the log-prob passes (``share_prompt``), on every family's tiny model with real TRL:
+log-probs, entropies, the MoE router aux loss and gradients equal the unshared pass's, and every pass packs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import FIXTURES, make_parquet, make_trainer, write_tone
+
+from r1_aqa.audio import load_audio
+from r1_aqa.trainer import _BatchAudio
+
+# Rows of one chunked pass: (question, clip, clip index, completion length). Two clip lengths and two questions give
+# prompts of three lengths (left-padded); q1/tone0 holds 3 rows, split across the two chunks of 4; q1/tone2 has the
+# prompt ids of q1/tone0 (a clip of the same length) but another clip, as a refill round's group: it must not join.
+ROWS = [("q0", 1, 0, 5), ("q1", 0, 1, 7), ("q0", 1, 0, 2), ("q1", 2, 3, 7),
+        ("q1", 0, 1, 0), ("q1", 2, 3, 4), ("q0", 1, 0, 6), ("q1", 0, 1, 3)]
+COMPLETION = 7
+
+
+def batch(trainer, tmp_path):
+    """Prompt + completion ids, mask, audio features and clip indices of ``ROWS`` as the trainer builds them."""
+    clips = [write_tone(tmp_path / f"tone{i}.wav", freq=300.0 + 170 * i, seconds=s)
+             for i, s in enumerate((1.0, 1.5, 1.0))]
+    questions = {"q0": "Which tone is it?", "q1": "Is the tone low, middle or high? Answer with one word."}
+    prompts = [[{"role": "user", "content": [{"type": "audio"}, {"type": "text", "text": questions[q]}]}]
+               for q, *_ in ROWS]
+    sources = [str(clips[c]) for _, c, _, _ in ROWS]
+    trainer._batch_audio = _BatchAudio(sources=sources, waveforms=[load_audio(s) for s in sources])
+    prompt_ids, _, features = trainer._tokenize_prompts(prompts)
+    trainer._batch_audio = None
+    width = max(map(len, prompt_ids))
+    pad, audio = trainer._tokenizer.pad_token_id, trainer.audio_token_id
+    generator = torch.Generator().manual_seed(0)
+    vocab = trainer.model.get_input_embeddings().weight.size(0)
+    ids, mask = [], []
+    for prompt, (_, _, _, n) in zip(prompt_ids, ROWS, strict=True):
+        completion = torch.randint(0, vocab, (COMPLETION,), generator=generator)
+        completion[completion == audio] = 0
+        completion[n:] = pad
+        ids.append([pad] * (width - len(prompt)) + prompt + completion.tolist())
+        mask.append([0] * (width - len(prompt)) + [1] * len(prompt) + [1] * n + [0] * (COMPLETION - n))
+    clip_index = torch.tensor([c for *_, c, _ in ROWS])
+    return torch.tensor(ids), torch.tensor(mask), features, clip_index
+
+
+def logprob_pass(trainer, ids, mask, features, clips, aux: bool):
+    """Log-probs, entropies, aux loss and the gradients of a weighted sum of them, in chunks of 4 rows."""
+    model = trainer.model
+    model.zero_grad()
+    with trainer._audio_for({**features, "audio_clip": clips}):
+        logps, entropies, aux_loss = trainer._get_per_token_logps_and_entropies(
+            model, ids, mask, COMPLETION, batch_size=4, compute_entropy=True, compute_aux_loss=aux)
+    kept = mask[:, -COMPLETION:].bool()
+    weights = torch.linspace(0.5, 1.5, kept.numel()).view_as(kept)
+    objective = (logps * weights)[kept].sum() + 0.3 * (entropies * weights)[kept].sum()
+    (objective + (aux_loss if aux else 0.0)).backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return logps.detach()[kept], entropies.detach()[kept], aux_loss, grads
+
+
+@pytest.mark.parametrize("family", list(FIXTURES))
+def test_shared_prompt_pass_equals_the_unshared_one(family, request, tmp_path):
+    trainer = make_trainer(request.getfixturevalue(FIXTURES[family]), make_parquet(tmp_path), tmp_path / "out")
+    assert trainer.share_prompt, trainer.share_prompt_reason
+    ids, mask, features, clips = batch(trainer, tmp_path)
+    aux = trainer.aux_loss_enabled
+    assert aux == (family == "qwen3-omni")
+    shared = logprob_pass(trainer, ids, mask, features, clips, aux)
+    trainer.share_prompt = False
+    unshared = logprob_pass(trainer, ids, mask, features, clips, aux)
+    for name, a, b in zip(("log-probs", "entropies"), shared, unshared):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=2e-5, msg=lambda m, name=name: f"{family} {name}: {m}")
+    if aux:
+        torch.testing.assert_close(shared[2], unshared[2], rtol=1e-6, atol=1e-7)
+    grads, want = shared[3], unshared[3]
+    assert set(grads) == set(want) and any("audio_tower" in n for n in want)
+    for name in want:
+        torch.testing.assert_close(grads[name], want[name], rtol=1e-4, atol=1e-5,
+                                   msg=lambda m, name=name: f"{family} {name}: {m}")
