@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import FIXTURES, make_parquet, make_trainer, write_tone
+from helpers import FIXTURES, SPLIT, make_parquet, make_trainer, record_step, write_tone
 
 from r1_aqa.audio import load_audio
 from r1_aqa.trainer import _BatchAudio
@@ -78,3 +78,44 @@ def test_shared_prompt_pass_equals_the_unshared_one(family, request, tmp_path):
     for name in want:
         torch.testing.assert_close(grads[name], want[name], rtol=1e-4, atol=1e-5,
                                    msg=lambda m, name=name: f"{family} {name}: {m}")
+
+
+def decoder_rows(trainer) -> dict[str, list[int]]:
+    """Per model (policy, reference), the rows each log-prob forward feeds its language model."""
+    seen: dict[str, list[int]] = {"policy": [], "reference": []}
+    for name, model in (("policy", trainer.model), ("reference", trainer.ref_model)):
+        def count(module, args, kwargs, name=name):
+            if kwargs.get("use_cache") is False:  # a log-prob pass, not HF generate
+                tokens = kwargs.get("input_ids")
+                seen[name].append((tokens if tokens is not None else kwargs["inputs_embeds"]).size(0))
+        trainer.family.decoder(model).register_forward_pre_hook(count, with_kwargs=True)
+    return seen
+
+
+@pytest.mark.parametrize("family_dir, checkpointing", [("tiny_model_dir", False), ("tiny_omni_dir", True)])
+def test_a_training_step_with_shared_prompts_equals_the_unshared_one(family_dir, checkpointing, request, tmp_path):
+    """2 prompts x 4 completions, shuffled by TRL into 2 micro-batches of 4 (groups split across them), the old pass
+    (num_iterations 2) and the reference pass in chunks of 4: the same log-probs, losses and gradients; every
+    log-prob forward of the policy and of the reference feeds one packed row per group."""
+    model_dir = request.getfixturevalue(family_dir)
+    parquet = make_parquet(tmp_path, n=2)
+    runs, rows = {}, {}
+    for share in (True, False):
+        trainer = make_trainer(model_dir, parquet, tmp_path / str(share), max_steps=1, max_grad_norm=1e9,
+                               gradient_checkpointing=checkpointing, trainer_kwargs=dict(share_prompt=share), **SPLIT)
+        rows[share] = decoder_rows(trainer)
+        runs[share] = record_step(trainer)
+    base, run = runs[False], runs[True]
+    assert torch.equal(run["batch"]["completion_ids"], base["batch"]["completion_ids"])
+    for key in ("old_per_token_logps", "ref_per_token_logps"):
+        kept = base["batch"]["completion_mask"].bool()
+        torch.testing.assert_close(run["batch"][key][kept], base["batch"][key][kept], rtol=1e-5, atol=1e-5, msg=key)
+    torch.testing.assert_close(torch.stack(run["loss"]), torch.stack(base["loss"]), rtol=1e-5, atol=1e-6)
+    assert set(run["grads"]) == set(base["grads"])
+    for name in base["grads"]:
+        torch.testing.assert_close(run["grads"][name], base["grads"][name], rtol=1e-4, atol=1e-6,
+                                   msg=lambda m, name=name: f"{name}: {m}")
+    # unshared: 4 rows per forward; shared: the old and reference chunks hold one group, a micro-batch at most two
+    assert rows[False] == {"policy": [4] * 4, "reference": [4, 4]}, rows[False]
+    assert rows[True]["reference"] == [1, 1] and rows[True]["policy"][:2] == [1, 1], rows[True]
+    assert all(n <= 2 for n in rows[True]["policy"]) and len(rows[True]["policy"]) == 4, rows[True]
