@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import FIXTURES, SPLIT, make_parquet, make_trainer, record_step, write_tone
+from helpers import FIXTURES, ROOT, SPLIT, make_parquet, make_trainer, record_step, write_tone
 
 from r1_aqa.audio import load_audio
 from r1_aqa.trainer import _BatchAudio
@@ -119,3 +119,38 @@ def test_a_training_step_with_shared_prompts_equals_the_unshared_one(family_dir,
     assert rows[False] == {"policy": [4] * 4, "reference": [4, 4]}, rows[False]
     assert rows[True]["reference"] == [1, 1] and rows[True]["policy"][:2] == [1, 1], rows[True]
     assert all(n <= 2 for n in rows[True]["policy"]) and len(rows[True]["policy"]) == 4, rows[True]
+
+
+def test_eager_attention_takes_an_additive_mask_and_equals_the_unshared_pass(tiny_omni_dir, tmp_path):
+    from r1_aqa.models import load_model
+
+    model = type(load_model(tiny_omni_dir)).from_pretrained(tiny_omni_dir, attn_implementation="eager")
+    trainer = make_trainer(tiny_omni_dir, make_parquet(tmp_path), tmp_path / "out", model=model)
+    assert trainer.share_prompt and model.config.get_text_config()._attn_implementation == "eager"
+    ids, mask, features, clips = batch(trainer, tmp_path)
+    shared = logprob_pass(trainer, ids, mask, features, clips, aux=False)
+    trainer.share_prompt = False
+    unshared = logprob_pass(trainer, ids, mask, features, clips, aux=False)
+    torch.testing.assert_close(shared[0], unshared[0], rtol=1e-5, atol=2e-5)
+    for name in unshared[3]:
+        torch.testing.assert_close(shared[3][name], unshared[3][name], rtol=1e-4, atol=1e-5)
+
+
+def test_an_attention_without_custom_masks_falls_back_with_its_reason(tiny_model_dir, tmp_path, capfd):
+    from r1_aqa.models import load_model
+
+    model = type(load_model(tiny_model_dir)).from_pretrained(tiny_model_dir, attn_implementation={"text_config": "flex_attention", "audio_config": "sdpa", "": "sdpa"})
+    trainer = make_trainer(tiny_model_dir, make_parquet(tmp_path), tmp_path / "out", model=model)
+    assert not trainer.share_prompt
+    err = capfd.readouterr().err
+    assert "share_prompt off: the flex_attention attention takes no custom 4D mask" in err, err
+    off = make_trainer(tiny_model_dir, make_parquet(tmp_path), tmp_path / "off", trainer_kwargs=dict(share_prompt=False))
+    assert not off.share_prompt and off.share_prompt_reason is None and "share_prompt" not in capfd.readouterr().err
+
+
+def test_the_recipe_key_and_flag(tmp_path):
+    from r1_aqa.train import parse_trl_args
+
+    recipe = str(ROOT / "examples/r1_aqa/recipes/tiny_grpo.yaml")
+    assert parse_trl_args(["--config", recipe])[0].share_prompt is True
+    assert parse_trl_args(["--config", recipe, "--share_prompt", "false"])[0].share_prompt is False
