@@ -81,13 +81,17 @@ def test_shared_prompt_pass_equals_the_unshared_one(family, request, tmp_path):
 
 
 def decoder_rows(trainer) -> dict[str, list[int]]:
-    """Per model (policy, reference), the rows each log-prob forward feeds its language model."""
-    seen: dict[str, list[int]] = {"policy": [], "reference": []}
+    """Per model (policy, reference), the rows each log-prob forward feeds its language model; and the rows of HF
+    generate's prefills (its forwards of more than one position)."""
+    seen: dict[str, list[int]] = {"policy": [], "reference": [], "prefill": []}
     for name, model in (("policy", trainer.model), ("reference", trainer.ref_model)):
         def count(module, args, kwargs, name=name):
-            if kwargs.get("use_cache") is False:  # a log-prob pass, not HF generate
-                tokens = kwargs.get("input_ids")
-                seen[name].append((tokens if tokens is not None else kwargs["inputs_embeds"]).size(0))
+            tokens = kwargs.get("input_ids")
+            shape = (tokens if tokens is not None else kwargs["inputs_embeds"]).shape
+            if kwargs.get("use_cache") is False:  # a log-prob pass
+                seen[name].append(shape[0])
+            elif shape[1] > 1:
+                seen["prefill"].append(shape[0])
         trainer.family.decoder(model).register_forward_pre_hook(count, with_kwargs=True)
     return seen
 
@@ -95,8 +99,9 @@ def decoder_rows(trainer) -> dict[str, list[int]]:
 @pytest.mark.parametrize("family_dir, checkpointing", [("tiny_model_dir", False), ("tiny_omni_dir", True)])
 def test_a_training_step_with_shared_prompts_equals_the_unshared_one(family_dir, checkpointing, request, tmp_path):
     """2 prompts x 4 completions, shuffled by TRL into 2 micro-batches of 4 (groups split across them), the old pass
-    (num_iterations 2) and the reference pass in chunks of 4: the same log-probs, losses and gradients; every
-    log-prob forward of the policy and of the reference feeds one packed row per group."""
+    (num_iterations 2) and the reference pass in chunks of 4: the same rollouts (HF generate prefills each prompt
+    once), log-probs, losses and gradients; every log-prob forward of the policy and of the reference feeds one
+    packed row per group."""
     model_dir = request.getfixturevalue(family_dir)
     parquet = make_parquet(tmp_path, n=2)
     runs, rows = {}, {}
@@ -107,6 +112,8 @@ def test_a_training_step_with_shared_prompts_equals_the_unshared_one(family_dir,
         runs[share] = record_step(trainer)
     base, run = runs[False], runs[True]
     assert torch.equal(run["batch"]["completion_ids"], base["batch"]["completion_ids"])
+    for logits, want in zip(run["generate"], base["generate"], strict=True):  # prefill (gathered back) and decoding
+        torch.testing.assert_close(logits, want, rtol=1e-5, atol=1e-5)
     for key in ("old_per_token_logps", "ref_per_token_logps"):
         kept = base["batch"]["completion_mask"].bool()
         torch.testing.assert_close(run["batch"][key][kept], base["batch"][key][kept], rtol=1e-5, atol=1e-5, msg=key)
@@ -116,7 +123,8 @@ def test_a_training_step_with_shared_prompts_equals_the_unshared_one(family_dir,
         torch.testing.assert_close(run["grads"][name], base["grads"][name], rtol=1e-4, atol=1e-6,
                                    msg=lambda m, name=name: f"{name}: {m}")
     # unshared: 4 rows per forward; shared: the old and reference chunks hold one group, a micro-batch at most two
-    assert rows[False] == {"policy": [4] * 4, "reference": [4, 4]}, rows[False]
+    assert rows[False] == {"policy": [4] * 4, "reference": [4, 4], "prefill": [8]}, rows[False]
+    assert rows[True]["prefill"] == [2], rows[True]  # HF generate: each prompt's prefill once
     assert rows[True]["reference"] == [1, 1] and rows[True]["policy"][:2] == [1, 1], rows[True]
     assert all(n <= 2 for n in rows[True]["policy"]) and len(rows[True]["policy"]) == 4, rows[True]
 

@@ -17,10 +17,15 @@ its group, each kept completion token by 1 and padding by 0: the unshared pass's
 
 Exact only where the attention honours an arbitrary 4D mask over all layers: ``blocker`` names what is not
 (flash-attention kernels, sliding-window layers).
+
+Rollouts with HF generate (``prefill_once``): the prefill runs one row per group and its KV cache and last logits
+are gathered back to one row per completion before the first token is sampled; the decode steps, the sampling and
+its random numbers are generate's own, unchanged.
 """
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -90,20 +95,30 @@ class Packing:
         return flat[..., self.source.flatten()].reshape(*unshared.shape[:-2], *self.source.shape)
 
 
+def group_rows(keys: list) -> tuple[list[int], list[int]]:
+    """The first row of each distinct key, and each row's group (the index of its key's first row among them)."""
+    first: dict = {}
+    groups = [first.setdefault(key, len(first)) for key in keys]
+    rows = {}
+    for r, g in enumerate(groups):
+        rows.setdefault(g, r)
+    return list(rows.values()), groups
+
+
 def pack(input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_length: int, clips: torch.Tensor,
          pad_id: int) -> Packing:
     """Group the rows of ``input_ids`` (prompt + ``completion_length`` completion columns) by prompt and clip."""
     rows, width = input_ids.shape
     prompt_width = width - completion_length
     ids, mask = input_ids.tolist(), attention_mask.bool().tolist()
-    groups: dict[tuple, list[int]] = {}
-    starts = []
-    for r in range(rows):
-        starts.append(next((c for c in range(prompt_width) if mask[r][c]), prompt_width))
-        if starts[r] == prompt_width:
-            raise ValueError(f"row {r} of a log-prob pass has no prompt token")
-        key = (tuple(ids[r][starts[r]:prompt_width]), tuple(mask[r][starts[r]:prompt_width]), int(clips[r]))
-        groups.setdefault(key, []).append(r)
+    starts = [next((c for c in range(prompt_width) if mask[r][c]), prompt_width) for r in range(rows)]
+    if prompt_width in starts:
+        raise ValueError(f"row {starts.index(prompt_width)} of a log-prob pass has no prompt token")
+    _, group = group_rows([(tuple(ids[r][starts[r]:prompt_width]), tuple(mask[r][starts[r]:prompt_width]),
+                            int(clips[r])) for r in range(rows)])
+    groups: dict[int, list[int]] = {}
+    for r, g in enumerate(group):
+        groups.setdefault(g, []).append(r)
     packed = []  # per group: source, segment, keys, weights
     reads = [[(0, 0)] * completion_length for _ in range(rows)]  # (group, index in its packed row)
     scored = [[False] * completion_length for _ in range(rows)]
@@ -171,3 +186,42 @@ def recording(modules: list[torch.nn.Module]):
     finally:
         for handle in handles:
             handle.remove()
+
+
+@contextmanager
+def prefill_once(model: torch.nn.Module, group: list[int], first: list[int], batch_keys: tuple[str, ...], encoding):
+    """Within the block, HF generate's prefill of ``model`` (its call with an empty cache and one row per completion)
+    runs the rows ``first`` only (one per group) and hands every row its group's KV cache and logits (``group[b]``:
+    row b's group). ``batch_keys``: the per-row inputs to select; ``encoding(rows)``: the context in which the
+    audio tower sees those rows."""
+    from transformers import DynamicCache
+
+    index = torch.tensor(group, device=model.device)
+    rows = torch.tensor(first, device=model.device)
+    own = model.__dict__.get("forward")
+    original = model.forward
+
+    @functools.wraps(original)  # generate checks its inputs against the forward's signature
+    def forward(*args, **kwargs):
+        cache, ids = kwargs.get("past_key_values"), kwargs.get("input_ids")
+        if (args or not isinstance(cache, DynamicCache) or cache.get_seq_length() or ids is None
+                or ids.size(0) != index.numel()):
+            return original(*args, **kwargs)
+        for key in batch_keys:
+            value = kwargs.get(key)
+            if isinstance(value, torch.Tensor):  # multimodal RoPE position ids are [k, B, L]
+                kwargs[key] = value.index_select(1 if key == "position_ids" and value.dim() == 3 else 0, rows)
+        with encoding(rows):
+            out = original(**kwargs)
+        cache.batch_select_indices(index)
+        out.logits = out.logits.index_select(0, index)
+        return out
+
+    model.forward = forward
+    try:
+        yield
+    finally:
+        if own is None:
+            del model.forward
+        else:
+            model.forward = own

@@ -227,6 +227,7 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
             reason = f"the router aux loss of {type(core).__name__} is not available to a packed pass"
         self.share_prompt = wanted and reason is None
         self.share_prompt_reason = reason
+        self._prefill_once = wanted  # generate's causal mask needs no custom one
         if reason is not None and self.accelerator.is_main_process:
             print(f"r1-aqa: share_prompt off: {reason}; each prompt runs once per completion", file=sys.stderr)
 
@@ -446,7 +447,8 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         if not self.use_vllm:
-            with self._encoding(self.model, self._batch_audio.clips), self._last_positions(self.model, 1):
+            with (self._encoding(self.model, self._batch_audio.clips), self._last_positions(self.model, 1),
+                  self._prefilled_once(prompt_ids)):
                 return super()._generate_single_turn(
                     prompt_ids, images, multimodal_fields, num_generations, has_tool_images
                 )
@@ -471,6 +473,16 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
         completion_ids = [list(o.token_ids) for out in outputs for o in out.outputs]
         logprobs, _ = extract_logprobs(outputs)
         return completion_ids, [[lp[0] for lp in seq] for seq in logprobs]
+
+    def _prefilled_once(self, prompt_ids: list[list[int]]):
+        """HF generate prefills each group's prompt once (``share_prompt.prefill_once``), where rows share one."""
+        clips = self._batch_audio.clips
+        first, group = shared.group_rows(list(zip(map(tuple, prompt_ids), clips.tolist(), strict=True)))
+        if not self._prefill_once or len(first) == len(group):
+            return nullcontext()
+        keys = ("input_ids", "attention_mask", "position_ids", *self._audio_keys)
+        return shared.prefill_once(self._core(self.model), group, first, keys,
+                                   lambda rows: self._encoding(self.model, clips[rows]))
 
     def _vllm_sampling_params(self):
         from vllm import SamplingParams
