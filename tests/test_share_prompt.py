@@ -96,7 +96,9 @@ def decoder_rows(trainer) -> dict[str, list[int]]:
     return seen
 
 
-@pytest.mark.parametrize("family_dir, checkpointing", [("tiny_model_dir", False), ("tiny_omni_dir", True)])
+@pytest.mark.parametrize("family_dir, checkpointing", [("tiny_model_dir", False), ("tiny_omni_dir", True),
+                                                       ("tiny_af3_dir", False), ("tiny_qwen3_omni_dir", True),
+                                                       ("tiny_voxtral_dir", False)])
 def test_a_training_step_with_shared_prompts_equals_the_unshared_one(family_dir, checkpointing, request, tmp_path):
     """2 prompts x 4 completions, shuffled by TRL into 2 micro-batches of 4 (groups split across them), the old pass
     (num_iterations 2) and the reference pass in chunks of 4: the same rollouts (HF generate prefills each prompt
