@@ -65,6 +65,16 @@ CONFIGS_7B = {
 }
 
 
+# The language models of the recipes (hub config.json), for the shared-prompt FLOP table; Qwen3-Omni-30B-A3B's MoE
+# counts the 8 active experts of 128 (768 wide each) as its MLP. Audio tokens of a 30 s clip: 750 (25/s) or 390 (13/s).
+LMS = {
+    "Qwen2-Audio-7B": (750, CONFIGS_7B["Qwen2-Audio-7B"]["lm"]),
+    "Qwen2.5-Omni-7B": (750, CONFIGS_7B["Qwen2.5-Omni-7B"]["lm"]),
+    "Qwen3-Omni-30B-A3B": (390, dict(layers=48, hidden=2048, intermediate=8 * 768, heads=32, kv_heads=4,
+                                     head_dim=128, vocab=152064)),
+}
+
+
 def _sync():
     import torch
 
@@ -274,6 +284,44 @@ def lm_flops(layers: int, hidden: int, intermediate: int, heads: int, kv_heads: 
     return 2 * weights * tokens + 4 * layers * hidden * tokens * tokens / 2 + 2 * hidden * vocab * completion
 
 
+def lm_cost(lm: dict, tokens: float, pairs: float, scored: float) -> float:
+    """Forward FLOPs of a language model over ``tokens`` positions, ``pairs`` attended (query, key) pairs and an LM
+    head on ``scored`` positions."""
+    head_dim = lm.get("head_dim", lm["hidden"] // lm["heads"])
+    per_layer = 2 * lm["hidden"] * head_dim * (lm["heads"] + lm["kv_heads"]) + 3 * lm["hidden"] * lm["intermediate"]
+    return (2 * lm["layers"] * per_layer * tokens + 4 * lm["layers"] * lm["heads"] * head_dim * pairs
+            + 2 * lm["hidden"] * lm["vocab"] * scored)
+
+
+def shared_prompt_flops(lm: dict, prompt: int, completion: int, group: int) -> dict[str, tuple[float, float]]:
+    """One group's LM FLOPs per pass, (each prompt once per completion, once per group): a log-prob forward, and the
+    HF rollout (prefill + decoding, whose cost does not change)."""
+    row = lm_cost(lm, prompt + completion, (prompt + completion) ** 2 / 2, completion)
+    packed = lm_cost(lm, prompt + group * completion, prompt ** 2 / 2 + group * (completion * prompt + completion ** 2 / 2),
+                     group * completion)
+    prefill = lm_cost(lm, prompt, prompt ** 2 / 2, 1)
+    decode = group * lm_cost(lm, completion, completion * prompt + completion ** 2 / 2, completion)
+    return {"logprob": (group * row, packed), "rollout": (group * prefill + decode, prefill + decode)}
+
+
+def share_flop_table(text_tokens: int, completions: tuple[int, ...], rows: int, group: int) -> list[str]:
+    """Markdown: LM TFLOPs of a GRPO step per GPU with share_prompt off and on, per pass, for the recipes' models."""
+    lines = ["| model | prompt + answer tokens | reference pass | policy forward + backward | HF rollout | step "
+             "(TFLOP, off -> on) | on / off |", "|---|---|---|---|---|---|---|"]
+    for name, (audio, lm) in LMS.items():
+        for completion in completions:
+            cost = shared_prompt_flops(lm, audio + text_tokens, completion, group)
+            groups = rows // group
+            parts = {"reference": [groups * c for c in cost["logprob"]],
+                     "policy": [3 * groups * c for c in cost["logprob"]],
+                     "rollout": [groups * c for c in cost["rollout"]]}
+            off, on = (sum(p[i] for p in parts.values()) for i in (0, 1))
+            cells = " | ".join(f"{p[0] / 1e12:.0f} -> {p[1] / 1e12:.0f}" for p in parts.values())
+            lines.append(f"| {name} | {audio + text_tokens} + {completion} | {cells} | {off / 1e12:.0f} -> "
+                         f"{on / 1e12:.0f} | {on / off:.2f} |")
+    return lines
+
+
 def encodings_per_step(mode: str, rows: int, group: int, micro: int) -> dict[str, float]:
     """Encoder forward passes in one generation batch of ``rows`` rows (groups of ``group`` completions sharing a
     clip), micro-batches of ``micro`` rows: HF rollout over the whole batch, reference pass in consecutive chunks,
@@ -369,6 +417,10 @@ def main(argv: list[str] | None = None) -> None:
           f"completions, micro-batches of {micro}, HF rollout, reference pass, no old pass; 30 s clips, "
           f"{args.flop_text_tokens} text + {args.flop_completion_tokens} completion tokens; backward = 2x forward)\n")
     print("\n".join(flop_table(args.flop_text_tokens, args.flop_completion_tokens, rows, group, micro)))
+    print(f"\nLM FLOPs of the same step with share_prompt off -> on ({rows // group} groups of {group}; the "
+          "reference pass, the policy's forward and backward (3x a forward), the HF rollout's prefill and decoding; "
+          "no old pass)\n")
+    print("\n".join(share_flop_table(args.flop_text_tokens, (32, 128), rows, group)))
     print("\n" + "\n".join(check_configs()))
 
 

@@ -75,7 +75,9 @@ def count_encodings(tower, n_window: int | None) -> list[tuple[int, int, int]]:
 @pytest.mark.parametrize("family_dir", ["tiny_model_dir", "tiny_omni_dir"])
 def test_the_encoder_runs_once_per_distinct_clip_in_each_forward(family_dir, request, tmp_path):
     model_dir = request.getfixturevalue(family_dir)
-    trainer = make_trainer(model_dir, make_parquet(tmp_path, n=4), tmp_path / "out", max_steps=2, **SPLIT)
+    # Each row in full (with share_prompt every forward already hands the tower one row per group)
+    trainer = make_trainer(model_dir, make_parquet(tmp_path, n=4), tmp_path / "out", max_steps=2, **SPLIT,
+                           trainer_kwargs=dict(share_prompt=False))
     assert trainer.ref_model is not None
     n_window = getattr(trainer.model.config.audio_config, "n_window", None)
     policy = count_encodings(audio_towers(trainer.model)[0], n_window)

@@ -15,6 +15,9 @@ old/reference/policy log-prob passes, so an audio model trains without ever seei
 * with ``freeze_audio_tower`` encodes each distinct clip once per generation batch and reuses it in generation and in
   every log-prob pass of that batch (the reference model too, when its tower provably holds the same frozen weights);
   ``freeze_audio_projector`` freezes the layer that maps the encoder's output to the LM width;
+* runs each group's prompt once in every log-prob pass (policy, old policy, reference: one packed row per group, a
+  4D mask, the unshared layout's position ids) and in HF generate's prefill (``r1_aqa.share_prompt``;
+  ``share_prompt=False`` runs every row in full);
 * forbids the audio placeholder token in completions, in both generate paths, and scores completions under the
   distribution without it (the one the rollouts sample from);
 * in vLLM colocate mode, sends one audio placeholder per request with the waveform (vLLM expands it itself), syncs
