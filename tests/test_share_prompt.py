@@ -44,13 +44,13 @@ def batch(trainer, tmp_path):
     return torch.tensor(ids), torch.tensor(mask), features, clip_index
 
 
-def logprob_pass(trainer, ids, mask, features, clips, aux: bool):
-    """Log-probs, entropies, aux loss and the gradients of a weighted sum of them, in chunks of 4 rows."""
+def logprob_pass(trainer, ids, mask, features, clips, aux: bool, chunk: int = 4):
+    """Log-probs, entropies, aux loss and the gradients of a weighted sum of them, in chunks of ``chunk`` rows."""
     model = trainer.model
     model.zero_grad()
     with trainer._audio_for({**features, "audio_clip": clips}):
         logps, entropies, aux_loss = trainer._get_per_token_logps_and_entropies(
-            model, ids, mask, COMPLETION, batch_size=4, compute_entropy=True, compute_aux_loss=aux)
+            model, ids, mask, COMPLETION, batch_size=chunk, compute_entropy=True, compute_aux_loss=aux)
     kept = mask[:, -COMPLETION:].bool()
     weights = torch.linspace(0.5, 1.5, kept.numel()).view_as(kept)
     objective = (logps * weights)[kept].sum() + 0.3 * (entropies * weights)[kept].sum()
@@ -59,16 +59,25 @@ def logprob_pass(trainer, ids, mask, features, clips, aux: bool):
     return logps.detach()[kept], entropies.detach()[kept], aux_loss, grads
 
 
-@pytest.mark.parametrize("family", list(FIXTURES))
-def test_shared_prompt_pass_equals_the_unshared_one(family, request, tmp_path):
+@pytest.mark.parametrize("family, split", [*((f, False) for f in FIXTURES), ("qwen2-audio", True),
+                                           ("qwen3-omni", True)])
+def test_shared_prompt_pass_equals_the_unshared_one(family, split, request, tmp_path, monkeypatch):
+    """Also with each group's completions split over packed rows of at most 2, in one chunk of 8 (groups of 3 rows
+    become packed rows of 2 and 1, each with its own prompt copy; the router aux loss weighs each copy's tokens by
+    its rows)."""
+    from r1_aqa import share_prompt
+
+    if split:
+        monkeypatch.setattr(share_prompt, "completions_per_row", lambda *args: 2)
     trainer = make_trainer(request.getfixturevalue(FIXTURES[family]), make_parquet(tmp_path), tmp_path / "out")
     assert trainer.share_prompt, trainer.share_prompt_reason
     ids, mask, features, clips = batch(trainer, tmp_path)
     aux = trainer.aux_loss_enabled
     assert aux == (family == "qwen3-omni")
-    shared = logprob_pass(trainer, ids, mask, features, clips, aux)
+    chunk = 8 if split else 4
+    shared = logprob_pass(trainer, ids, mask, features, clips, aux, chunk)
     trainer.share_prompt = False
-    unshared = logprob_pass(trainer, ids, mask, features, clips, aux)
+    unshared = logprob_pass(trainer, ids, mask, features, clips, aux, chunk)
     for name, a, b in zip(("log-probs", "entropies"), shared, unshared):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=2e-5, msg=lambda m, name=name: f"{family} {name}: {m}")
     if aux:
@@ -85,6 +94,8 @@ def decoder_rows(trainer) -> dict[str, list[int]]:
     generate's prefills (its forwards of more than one position)."""
     seen: dict[str, list[int]] = {"policy": [], "reference": [], "prefill": []}
     for name, model in (("policy", trainer.model), ("reference", trainer.ref_model)):
+        if model is None:  # PEFT: the reference pass is the policy without its adapter
+            continue
         def count(module, args, kwargs, name=name):
             tokens = kwargs.get("input_ids")
             shape = (tokens if tokens is not None else kwargs["inputs_embeds"]).shape
@@ -92,24 +103,32 @@ def decoder_rows(trainer) -> dict[str, list[int]]:
                 seen[name].append(shape[0])
             elif shape[1] > 1:
                 seen["prefill"].append(shape[0])
-        trainer.family.decoder(model).register_forward_pre_hook(count, with_kwargs=True)
+        trainer.family.decoder(trainer._core(model)).register_forward_pre_hook(count, with_kwargs=True)
     return seen
 
 
-@pytest.mark.parametrize("family_dir, checkpointing", [("tiny_model_dir", False), ("tiny_omni_dir", True),
-                                                       ("tiny_af3_dir", False), ("tiny_qwen3_omni_dir", True),
-                                                       ("tiny_voxtral_dir", False)])
-def test_a_training_step_with_shared_prompts_equals_the_unshared_one(family_dir, checkpointing, request, tmp_path):
+@pytest.mark.parametrize("family_dir, checkpointing, variant", [
+    ("tiny_model_dir", False, None), ("tiny_omni_dir", True, None), ("tiny_af3_dir", False, None),
+    ("tiny_qwen3_omni_dir", True, None), ("tiny_voxtral_dir", False, None), ("tiny_model_dir", True, "lora"),
+    ("tiny_model_dir", False, "frozen"),
+])
+def test_a_training_step_with_shared_prompts_equals_the_unshared_one(family_dir, checkpointing, variant, request,
+                                                                     tmp_path):
     """2 prompts x 4 completions, shuffled by TRL into 2 micro-batches of 4 (groups split across them), the old pass
     (num_iterations 2) and the reference pass in chunks of 4: the same rollouts (HF generate prefills each prompt
     once), log-probs, losses and gradients; every log-prob forward of the policy and of the reference feeds one
-    packed row per group."""
+    packed row per group. Also with LoRA everywhere (the reference pass is the policy without its adapter) and with
+    a frozen encoder (the generation batch's cached encodings)."""
+    from peft import LoraConfig
+
+    extra = {"lora": dict(peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear")),
+             "frozen": dict(freeze_audio_tower=True), None: {}}[variant]
     model_dir = request.getfixturevalue(family_dir)
     parquet = make_parquet(tmp_path, n=2)
     runs, rows = {}, {}
     for share in (True, False):
         trainer = make_trainer(model_dir, parquet, tmp_path / str(share), max_steps=1, max_grad_norm=1e9,
-                               gradient_checkpointing=checkpointing, trainer_kwargs=dict(share_prompt=share), **SPLIT)
+                               gradient_checkpointing=checkpointing, trainer_kwargs=dict(extra, share_prompt=share), **SPLIT)
         rows[share] = decoder_rows(trainer)
         runs[share] = record_step(trainer)
     base, run = runs[False], runs[True]
@@ -124,6 +143,11 @@ def test_a_training_step_with_shared_prompts_equals_the_unshared_one(family_dir,
     for name in base["grads"]:
         torch.testing.assert_close(run["grads"][name], base["grads"][name], rtol=1e-4, atol=1e-6,
                                    msg=lambda m, name=name: f"{name}: {m}")
+    if variant == "lora":  # the reference pass is the policy's (adapter off): reference and old chunks, 4 loss passes
+        policy = rows[True]["policy"]
+        assert set(rows[False]["policy"]) == {4} and len(rows[False]["policy"]) == len(policy) > 4, rows
+        assert policy[:-4] == [1] * (len(policy) - 4) and max(policy) <= 2, rows
+        return
     # unshared: 4 rows per forward; shared: the old and reference chunks hold one group, a micro-batch at most two
     assert rows[False] == {"policy": [4] * 4, "reference": [4, 4], "prefill": [8]}, rows[False]
     assert rows[True]["prefill"] == [2], rows[True]  # HF generate: each prompt's prefill once
@@ -164,3 +188,12 @@ def test_the_recipe_key_and_flag(tmp_path):
     recipe = str(ROOT / "examples/r1_aqa/recipes/tiny_grpo.yaml")
     assert parse_trl_args(["--config", recipe])[0].share_prompt is True
     assert parse_trl_args(["--config", recipe, "--share_prompt", "false"])[0].share_prompt is False
+
+
+def test_completions_per_row_follows_the_flops():
+    from r1_aqa.share_prompt import completions_per_row
+
+    assert completions_per_row(830, 128, 8, 4096) == 8  # a 7B model at 30 s: the whole group behind one prompt
+    assert completions_per_row(780, 32, 8, 64) == 8  # the tiny model at 30 s
+    assert completions_per_row(70, 128, 8, 64) <= 2  # the tiny model at 2 s with long answers
+    assert completions_per_row(70, 8, 1, 64) == 1

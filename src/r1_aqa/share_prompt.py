@@ -3,7 +3,9 @@
 A log-prob pass gets rows of prompt (left-padded) + completion (right-padded), TRL's layout; every completion of a
 group repeats the same prompt (~800 tokens for a 30 s clip against ~30-128 answer tokens). ``pack`` turns a chunk of
 rows into one packed row per group (rows with the same prompt tokens and clip): the prompt once, then each
-completion up to its last kept token, right-padded to the longest packed row. A 4D attention mask lets each
+completion up to its last kept token, right-padded to the longest packed row (a tiny model with long answers, whose
+dense attention over the packed row would cost more than the prompt copies it saves, packs fewer completions per
+row: ``completions_per_row``). A 4D attention mask lets each
 completion token see the prompt and its own completion's earlier tokens, nothing else (a masked token of the unshared
 layout stays masked as a key). Every packed token keeps the position id it has in the unshared layout
 (``Family.position_ids``: the column index for a plain RoPE LM, the multimodal RoPE index of the Omni thinkers), so
@@ -61,7 +63,7 @@ class Packing:
     ``scored``: which of those the packing holds (a row's tokens after its last kept one get 0).
     """
 
-    first: torch.Tensor  # [G] one row of each group: its prompt, clip and audio features
+    first: torch.Tensor  # [G] one row of each packed row's group: its prompt, clip and audio features
     input_ids: torch.Tensor  # [G, T]
     source: torch.Tensor  # [G, T]
     segment: torch.Tensor  # [G, T] 0: prompt, s > 0: the group's s-th completion, -1: padding
@@ -105,9 +107,24 @@ def group_rows(keys: list) -> tuple[list[int], list[int]]:
     return list(rows.values()), groups
 
 
+def completions_per_row(prompt: int, completion: int, group: int, hidden: int) -> int:
+    """How many of a group's completions to pack behind one copy of its prompt, for the fewest FLOPs: per layer a
+    token's projections cost ~24 x hidden^2 and each (query, key) pair of the row 4 x hidden (the 4D mask makes the
+    attention dense), so a row of T tokens costs ~ 6 x hidden x T + T^2. A 7B model packs a whole group; a tiny one
+    with long answers packs few."""
+
+    def cost(n: int) -> tuple[int, int]:
+        tokens = prompt + n * completion
+        return -(-group // n) * (6 * hidden * tokens + tokens * tokens), -n
+
+    return min(range(1, group + 1), key=cost)
+
+
 def pack(input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_length: int, clips: torch.Tensor,
-         pad_id: int) -> Packing:
-    """Group the rows of ``input_ids`` (prompt + ``completion_length`` completion columns) by prompt and clip."""
+         pad_id: int, hidden: int) -> Packing:
+    """Group the rows of ``input_ids`` (prompt + ``completion_length`` completion columns) by prompt and clip, and
+    pack each group's completions behind its prompt, as many per packed row as ``completions_per_row`` gives for a
+    language model of width ``hidden``."""
     rows, width = input_ids.shape
     prompt_width = width - completion_length
     ids, mask = input_ids.tolist(), attention_mask.bool().tolist()
@@ -119,10 +136,17 @@ def pack(input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_lengt
     groups: dict[int, list[int]] = {}
     for r, g in enumerate(group):
         groups.setdefault(g, []).append(r)
+    spans = [max((j for j in range(completion_length) if mask[r][prompt_width + j]), default=-1) + 1
+             for r in range(rows)]
+    packs = []
+    for members in groups.values():
+        n = completions_per_row(prompt_width - starts[members[0]], max(spans[r] for r in members), len(members),
+                                hidden)
+        packs += [members[i : i + n] for i in range(0, len(members), n)]
     packed = []  # per group: source, segment, keys, weights
     reads = [[(0, 0)] * completion_length for _ in range(rows)]  # (group, index in its packed row)
     scored = [[False] * completion_length for _ in range(rows)]
-    for g, members in enumerate(groups.values()):
+    for g, members in enumerate(packs):
         lead = members[0]
         columns = range(starts[lead], prompt_width)
         source = [lead * width + c for c in columns]
@@ -130,8 +154,7 @@ def pack(input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_lengt
         weights = [float(len(members)) if k else 0.0 for k in keys]
         segment = [0] * len(source)
         for s, r in enumerate(members, start=1):
-            completion = mask[r][prompt_width:]
-            span = max((j for j in range(completion_length) if completion[j]), default=-1) + 1
+            completion, span = mask[r][prompt_width:], spans[r]
             previous = len(columns) - 1  # the prompt's last token predicts the first completion token
             for j in range(min(span + 1, completion_length)):
                 reads[r][j], scored[r][j] = (g, previous), True
@@ -150,7 +173,7 @@ def pack(input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_lengt
 
     source, segment = padded(0, 0), padded(1, -1)
     return Packing(
-        first=torch.tensor([m[0] for m in groups.values()], device=device),
+        first=torch.tensor([m[0] for m in packs], device=device),
         input_ids=torch.where(segment >= 0, input_ids.flatten()[source], pad_id), source=source, segment=segment,
         keys=padded(2, False), weights=padded(3, 0.0),
         reads=torch.tensor([[g * length + i for g, i in row] for row in reads], device=device),

@@ -231,6 +231,7 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
         self.share_prompt = wanted and reason is None
         self.share_prompt_reason = reason
         self._prefill_once = wanted  # generate's causal mask needs no custom one
+        self._pack_width = core.config.get_text_config().hidden_size  # how many completions a packed row holds
         if reason is not None and self.accelerator.is_main_process:
             print(f"r1-aqa: share_prompt off: {reason}; each prompt runs once per completion", file=sys.stderr)
 
@@ -413,7 +414,7 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
         """The forward of one chunk with each group's prompt once (``r1_aqa.share_prompt``): the logits of the
         completion tokens ``[B, C, V]``, which of them were computed, and the router aux loss (or None)."""
         core = self._core(model)
-        packing = shared.pack(ids, mask, logits_to_keep, clips, self._tokenizer.pad_token_id)
+        packing = shared.pack(ids, mask, logits_to_keep, clips, self._tokenizer.pad_token_id, self._pack_width)
         dtype = shared.additive_mask_dtype(core.config, core.get_input_embeddings().weight.dtype)
         model_inputs = {
             "input_ids": packing.input_ids, "attention_mask": packing.attention_mask(dtype),
