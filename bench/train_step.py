@@ -297,8 +297,8 @@ def shared_prompt_flops(lm: dict, prompt: int, completion: int, group: int) -> d
     """One group's LM FLOPs per pass, (each prompt once per completion, once per group): a log-prob forward, and the
     HF rollout (prefill + decoding, whose cost does not change)."""
     row = lm_cost(lm, prompt + completion, (prompt + completion) ** 2 / 2, completion)
-    packed = lm_cost(lm, prompt + group * completion, prompt ** 2 / 2 + group * (completion * prompt + completion ** 2 / 2),
-                     group * completion)
+    pairs = prompt ** 2 / 2 + group * (completion * prompt + completion ** 2 / 2)
+    packed = lm_cost(lm, prompt + group * completion, pairs, group * completion)
     prefill = lm_cost(lm, prompt, prompt ** 2 / 2, 1)
     decode = group * lm_cost(lm, completion, completion * prompt + completion ** 2 / 2, completion)
     return {"logprob": (group * row, packed), "rollout": (group * prefill + decode, prefill + decode)}

@@ -239,7 +239,8 @@ def test_zero3_shared_prompts_train_as_the_unshared_run(tiny_model_dir, data, tm
     moved = [n for n in weights_off if not torch.allclose(weights_off[n], before[n], atol=1e-4)]
     assert len(moved) > 20, "SGD at this rate should move most tensors"
     for name, want in weights_off.items():
-        torch.testing.assert_close(weights_on[name], want, rtol=1e-4, atol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
+        torch.testing.assert_close(weights_on[name], want, rtol=1e-4, atol=1e-5,
+                                   msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_launch_script_zero3_then_resume(tiny_model_dir, data, tmp_path):

@@ -128,7 +128,8 @@ def test_a_training_step_with_shared_prompts_equals_the_unshared_one(family_dir,
     runs, rows = {}, {}
     for share in (True, False):
         trainer = make_trainer(model_dir, parquet, tmp_path / str(share), max_steps=1, max_grad_norm=1e9,
-                               gradient_checkpointing=checkpointing, trainer_kwargs=dict(extra, share_prompt=share), **SPLIT)
+                               gradient_checkpointing=checkpointing, trainer_kwargs=dict(extra, share_prompt=share),
+                               **SPLIT)
         rows[share] = decoder_rows(trainer)
         runs[share] = record_step(trainer)
     base, run = runs[False], runs[True]
@@ -173,12 +174,14 @@ def test_eager_attention_takes_an_additive_mask_and_equals_the_unshared_pass(tin
 def test_an_attention_without_custom_masks_falls_back_with_its_reason(tiny_model_dir, tmp_path, capfd):
     from r1_aqa.models import load_model
 
-    model = type(load_model(tiny_model_dir)).from_pretrained(tiny_model_dir, attn_implementation={"text_config": "flex_attention", "audio_config": "sdpa", "": "sdpa"})
+    flex = {"text_config": "flex_attention", "audio_config": "sdpa", "": "sdpa"}  # flex in the language model only
+    model = type(load_model(tiny_model_dir)).from_pretrained(tiny_model_dir, attn_implementation=flex)
     trainer = make_trainer(tiny_model_dir, make_parquet(tmp_path), tmp_path / "out", model=model)
     assert not trainer.share_prompt
     err = capfd.readouterr().err
     assert "share_prompt off: the flex_attention attention takes no custom 4D mask" in err, err
-    off = make_trainer(tiny_model_dir, make_parquet(tmp_path), tmp_path / "off", trainer_kwargs=dict(share_prompt=False))
+    off = make_trainer(tiny_model_dir, make_parquet(tmp_path), tmp_path / "off",
+                       trainer_kwargs=dict(share_prompt=False))
     assert not off.share_prompt and off.share_prompt_reason is None and "share_prompt" not in capfd.readouterr().err
 
 

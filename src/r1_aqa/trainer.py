@@ -41,12 +41,12 @@ from trl import GRPOTrainer
 from trl.extras.profiling import profiling_context
 from trl.trainer.utils import selective_log_softmax_and_entropy
 
+from . import share_prompt as shared
 from .audio import SAMPLE_RATE, load_audio_capped
 from .dynamic_sampling import DynamicSampling
 from .encoder import ClipEncoder, audio_towers, same_weights
 from .families import family_of
 from .models import HubNamedCheckpoints, audio_token_id, load_processor, without_router_logits
-from . import share_prompt as shared
 from .vllm_audio import audio_request, collapse_audio_tokens, configure_cpu_env, on_cpu
 
 # The batch key of each row's clip index within its generation batch (not a model input).
