@@ -5,12 +5,12 @@ group repeats the same prompt (~800 tokens for a 30 s clip against ~30-128 answe
 rows into one packed row per group (rows with the same prompt tokens and clip): the prompt once, then each
 completion up to its last kept token, right-padded to the longest packed row (a tiny model with long answers, whose
 dense attention over the packed row would cost more than the prompt copies it saves, packs fewer completions per
-row: ``completions_per_row``). A 4D attention mask lets each
-completion token see the prompt and its own completion's earlier tokens, nothing else (a masked token of the unshared
-layout stays masked as a key). Every packed token keeps the position id it has in the unshared layout
-(``Family.position_ids``: the column index for a plain RoPE LM, the multimodal RoPE index of the Omni thinkers), so
-each token's attention scores and values are the unshared pass's, up to floating-point rounding (Prefix Grouper,
-arXiv 2506.05433: exact under causal attention, gradients included).
+row: ``completions_per_row``). A 4D attention mask lets each completion token see the prompt and its own
+completion's earlier tokens, nothing else (a masked token of the unshared layout stays masked as a key). Every packed
+token keeps the position id it has in the unshared layout (``Family.position_ids``: the column index for a plain
+RoPE LM, the multimodal RoPE index of the Omni thinkers), so each token's attention scores and values are the
+unshared pass's, up to floating-point rounding (Prefix Grouper, arXiv 2506.05433: exact under causal attention,
+gradients included).
 
 The LM head then reads, for completion token j of a row, the hidden state of its token j - 1 (j = 0: the prompt's
 last token), ``B x C`` positions as in the unshared pass. MoE: the router aux loss is the model's own
@@ -72,11 +72,6 @@ class Packing:
     reads: torch.Tensor  # [B, C]
     scored: torch.Tensor  # [B, C] bool
 
-    @property
-    def tokens(self) -> int:
-        """Positions the language model computes (padding included)."""
-        return self.input_ids.numel()
-
     def attention_mask(self, additive: torch.dtype | None = None) -> torch.Tensor:
         """``[G, 1, T, T]``: query q sees key k <= q of the prompt or of its own completion. Boolean (True: attend),
         or with ``additive`` a dtype, 0 or its minimum."""
@@ -98,13 +93,13 @@ class Packing:
 
 
 def group_rows(keys: list) -> tuple[list[int], list[int]]:
-    """The first row of each distinct key, and each row's group (the index of its key's first row among them)."""
-    first: dict = {}
-    groups = [first.setdefault(key, len(first)) for key in keys]
-    rows = {}
+    """The first row of each distinct key, and each row's group (its key's number, in order of first appearance)."""
+    numbers: dict = {}
+    groups = [numbers.setdefault(key, len(numbers)) for key in keys]
+    first: dict[int, int] = {}
     for r, g in enumerate(groups):
-        rows.setdefault(g, r)
-    return list(rows.values()), groups
+        first.setdefault(g, r)
+    return list(first.values()), groups
 
 
 def completions_per_row(prompt: int, completion: int, group: int, hidden: int) -> int:

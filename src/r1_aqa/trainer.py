@@ -230,7 +230,7 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
             reason = f"the router aux loss of {type(core).__name__} is not available to a packed pass"
         self.share_prompt = wanted and reason is None
         self.share_prompt_reason = reason
-        self._prefill_once = wanted  # generate's causal mask needs no custom one
+        self._share_prefill = wanted  # generate's causal mask needs no custom one
         self._pack_width = core.config.get_text_config().hidden_size  # how many completions a packed row holds
         if reason is not None and self.accelerator.is_main_process:
             print(f"r1-aqa: share_prompt off: {reason}; each prompt runs once per completion", file=sys.stderr)
@@ -482,7 +482,7 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
         """HF generate prefills each group's prompt once (``share_prompt.prefill_once``), where rows share one."""
         clips = self._batch_audio.clips
         first, group = shared.group_rows(list(zip(map(tuple, prompt_ids), clips.tolist(), strict=True)))
-        if not self._prefill_once or len(first) == len(group):
+        if not self._share_prefill or len(first) == len(group):
             return nullcontext()
         keys = ("input_ids", "attention_mask", "position_ids", *self._audio_keys)
         return shared.prefill_once(self._core(self.model), group, first, keys,
