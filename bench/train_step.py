@@ -11,9 +11,12 @@
 
 Encodings (``--modes``): ``per_row`` (the model's own path: every row's clip through the encoder in every forward),
 ``per_clip`` (one pass per distinct clip per forward, the default) and ``frozen`` (``freeze_audio_tower``: one pass per
-clip per generation batch). Every completion is forced to --completion-tokens tokens so all runs do the same work.
+clip per generation batch). ``--share-prompt on,off``: each prompt once per group in the log-prob passes (the
+default) or once per completion. Every completion is forced to --completion-tokens tokens so all runs do the same work.
 Prints a markdown table (seconds per optimizer step, the median of --steps steps after one warm-up step, per phase,
-with the speed-up over per_row), and the FLOP table of the real 7B configurations (encoder share of a step's FLOPs).
+with the speed-up over per_row and over share_prompt off; the positions the language model computes per step in the
+log-prob passes and in the rollout), and the FLOP tables of the real 7B/30B configurations (encoder share of a step's
+FLOPs; a step's LM FLOPs with and without shared prompts).
 """
 
 from __future__ import annotations
@@ -62,6 +65,16 @@ CONFIGS_7B = {
 }
 
 
+# The language models of the recipes (hub config.json), for the shared-prompt FLOP table; Qwen3-Omni-30B-A3B's MoE
+# counts the 8 active experts of 128 (768 wide each) as its MLP. Audio tokens of a 30 s clip: 750 (25/s) or 390 (13/s).
+LMS = {
+    "Qwen2-Audio-7B": (750, CONFIGS_7B["Qwen2-Audio-7B"]["lm"]),
+    "Qwen2.5-Omni-7B": (750, CONFIGS_7B["Qwen2.5-Omni-7B"]["lm"]),
+    "Qwen3-Omni-30B-A3B": (390, dict(layers=48, hidden=2048, intermediate=8 * 768, heads=32, kv_heads=4,
+                                     head_dim=128, vocab=152064)),
+}
+
+
 def _sync():
     import torch
 
@@ -93,6 +106,18 @@ def timed_trainer_class():
 
         def _calculate_rewards(self, *args):
             return self._timed("reward", super()._calculate_rewards, *args)
+
+        def count_tokens(self):
+            """Positions each forward feeds the language model: log-prob passes vs rollout (HF generate)."""
+            def count(module, args, kwargs):
+                embeds = kwargs.get("inputs_embeds")
+                shape = (embeds if embeds is not None else kwargs["input_ids"]).shape[:2]
+                part = "logprob_tokens" if kwargs.get("use_cache") is False else "rollout_tokens"
+                self.times[part] += shape[0] * shape[1]
+
+            models = [self.model] + ([self.ref_model] if self.ref_model is not None else [])
+            for model in models:
+                self.family.decoder(self._core(model)).register_forward_pre_hook(count, with_kwargs=True)
 
         def _get_per_token_logps_and_entropies(self, *args, **kwargs):
             if torch.is_grad_enabled():  # the policy forward of the loss is timed by _compute_loss
@@ -175,7 +200,7 @@ def build_model(model_dir: Path, shape: str, device: str, save_for_vllm: bool):
     return model.train()
 
 
-def run_mode(backend: str, mode: str, args, model_dir: Path, data: Path, tmp: Path) -> dict:
+def run_mode(backend: str, mode: str, share: bool, args, model_dir: Path, data: Path, tmp: Path) -> dict:
     """Train --steps + 1 steps; per phase and for the whole step, the median over the steps after the first."""
     import torch
 
@@ -186,7 +211,7 @@ def run_mode(backend: str, mode: str, args, model_dir: Path, data: Path, tmp: Pa
     on_gpu = args.device == "cuda"
     flags = [
         "--config", args.recipe, "--model_name_or_path", str(model_dir), "--dataset_path", str(data),
-        "--output_dir", str(tmp / f"out-{backend}-{mode}"), "--max_steps", str(args.steps + 1),
+        "--output_dir", str(tmp / f"out-{backend}-{mode}-{share}"), "--max_steps", str(args.steps + 1),
         "--save_strategy", "no", "--report_to", "none", "--logging_steps", "1",
         "--max_completion_length", str(args.completion_tokens), "--per_device_train_batch_size", str(args.batch),
         "--num_generations", str(args.generations), "--gradient_accumulation_steps", "1",
@@ -201,8 +226,9 @@ def run_mode(backend: str, mode: str, args, model_dir: Path, data: Path, tmp: Pa
     trainer = timed_trainer_class()(
         model=model, reward_funcs=[accuracy_reward, format_reward], args=training_args,
         train_dataset=build_dataset(str(data), script_args.template), peft_config=peft_config(model_args),
-        max_audio_seconds=script_args.max_audio_seconds, **MODES[mode],
+        max_audio_seconds=script_args.max_audio_seconds, share_prompt=share, **MODES[mode],
     )
+    trainer.count_tokens()
     if on_gpu:
         torch.cuda.reset_peak_memory_stats()
     steps: list[dict] = []
@@ -222,7 +248,8 @@ def run_mode(backend: str, mode: str, args, model_dir: Path, data: Path, tmp: Pa
             per["prep_other"] = spent["prepare"] - per["rollout"] - per["reward"] - per["logprob"]
             per["backward"] = spent["training_step"] - spent["prepare"] - per["loss_forward"]
             per["rest"] = total - spent["training_step"]
-            steps.append(dict(per, total=total))
+            tokens = {p: spent.get(p, 0) for p in ("logprob_tokens", "rollout_tokens")}
+            steps.append(dict(per, **tokens, total=total))
 
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -231,12 +258,12 @@ def run_mode(backend: str, mode: str, args, model_dir: Path, data: Path, tmp: Pa
     trainer.add_callback(StepClock())
     trainer.train()
     timed = steps[1:]  # the first step warms up (engine/kernels start-up, first weight sync)
-    row = {p: float(np.median([s[p] for s in timed])) for p in [*PARTS, "total"]}
+    row = {p: float(np.median([s[p] for s in timed])) for p in [*PARTS, "total", "logprob_tokens", "rollout_tokens"]}
     peak = torch.cuda.max_memory_allocated() / 2**30 if on_gpu else None
     gap = [e["sampling/sampling_logp_difference/mean"] for e in trainer.state.log_history
            if "sampling/sampling_logp_difference/mean" in e]
     del trainer, model
-    return dict(row, backend=backend, mode=mode, peak=peak, gap=gap[-1] if gap else None)
+    return dict(row, backend=backend, mode=mode, share=share, peak=peak, gap=gap[-1] if gap else None)
 
 
 def encoder_flops(layers: int, d_model: int, ffn: int, mel_bins: int, frames: int, window_frames: int | None) -> float:
@@ -255,6 +282,44 @@ def lm_flops(layers: int, hidden: int, intermediate: int, heads: int, kv_heads: 
     weights = layers * (2 * hidden * hidden + kv + 3 * hidden * intermediate)
     tokens = prompt + completion
     return 2 * weights * tokens + 4 * layers * hidden * tokens * tokens / 2 + 2 * hidden * vocab * completion
+
+
+def lm_cost(lm: dict, tokens: float, pairs: float, scored: float) -> float:
+    """Forward FLOPs of a language model over ``tokens`` positions, ``pairs`` attended (query, key) pairs and an LM
+    head on ``scored`` positions."""
+    head_dim = lm.get("head_dim", lm["hidden"] // lm["heads"])
+    per_layer = 2 * lm["hidden"] * head_dim * (lm["heads"] + lm["kv_heads"]) + 3 * lm["hidden"] * lm["intermediate"]
+    return (2 * lm["layers"] * per_layer * tokens + 4 * lm["layers"] * lm["heads"] * head_dim * pairs
+            + 2 * lm["hidden"] * lm["vocab"] * scored)
+
+
+def shared_prompt_flops(lm: dict, prompt: int, completion: int, group: int) -> dict[str, tuple[float, float]]:
+    """One group's LM FLOPs per pass, (each prompt once per completion, once per group): a log-prob forward, and the
+    HF rollout (prefill + decoding, whose cost does not change)."""
+    row = lm_cost(lm, prompt + completion, (prompt + completion) ** 2 / 2, completion)
+    pairs = prompt ** 2 / 2 + group * (completion * prompt + completion ** 2 / 2)
+    packed = lm_cost(lm, prompt + group * completion, pairs, group * completion)
+    prefill = lm_cost(lm, prompt, prompt ** 2 / 2, 1)
+    decode = group * lm_cost(lm, completion, completion * prompt + completion ** 2 / 2, completion)
+    return {"logprob": (group * row, packed), "rollout": (group * prefill + decode, prefill + decode)}
+
+
+def share_flop_table(text_tokens: int, completions: tuple[int, ...], rows: int, group: int) -> list[str]:
+    """Markdown: LM TFLOPs of a GRPO step per GPU with share_prompt off and on, per pass, for the recipes' models."""
+    lines = ["| model | prompt + answer tokens | reference pass | policy forward + backward | HF rollout | step "
+             "(TFLOP, off -> on) | on / off |", "|---|---|---|---|---|---|---|"]
+    for name, (audio, lm) in LMS.items():
+        for completion in completions:
+            cost = shared_prompt_flops(lm, audio + text_tokens, completion, group)
+            groups = rows // group
+            parts = {"reference": [groups * c for c in cost["logprob"]],
+                     "policy": [3 * groups * c for c in cost["logprob"]],
+                     "rollout": [groups * c for c in cost["rollout"]]}
+            off, on = (sum(p[i] for p in parts.values()) for i in (0, 1))
+            cells = " | ".join(f"{p[0] / 1e12:.0f} -> {p[1] / 1e12:.0f}" for p in parts.values())
+            lines.append(f"| {name} | {audio + text_tokens} + {completion} | {cells} | {off / 1e12:.0f} -> "
+                         f"{on / 1e12:.0f} | {on / off:.2f} |")
+    return lines
 
 
 def encodings_per_step(mode: str, rows: int, group: int, micro: int) -> dict[str, float]:
@@ -323,11 +388,12 @@ def check_configs() -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", choices=["tiny", "7b"], default="tiny")
-    parser.add_argument("--family", choices=["qwen2-audio", "qwen2.5-omni"], default="qwen2-audio",
+    parser.add_argument("--family", choices=["qwen2-audio", "qwen2.5-omni", "qwen3-omni"], default="qwen2-audio",
                         help="tiny model family (--shape 7b: Qwen2-Audio)")
     parser.add_argument("--recipe", default=None, help="default: tiny_grpo.yaml (tiny) or the 1-GPU dry-run (7b)")
     parser.add_argument("--backends", default="hf", help="comma list of hf,vllm")
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma list of {','.join(MODES)}")
+    parser.add_argument("--share-prompt", default="on,off", help="comma list of on,off")
     parser.add_argument("--steps", type=int, default=5, help="timed optimizer steps after one warm-up step")
     parser.add_argument("--batch", type=int, default=8, help="completions per micro-step")
     parser.add_argument("--generations", type=int, default=8)
@@ -351,6 +417,10 @@ def main(argv: list[str] | None = None) -> None:
           f"completions, micro-batches of {micro}, HF rollout, reference pass, no old pass; 30 s clips, "
           f"{args.flop_text_tokens} text + {args.flop_completion_tokens} completion tokens; backward = 2x forward)\n")
     print("\n".join(flop_table(args.flop_text_tokens, args.flop_completion_tokens, rows, group, micro)))
+    print(f"\nLM FLOPs of the same step with share_prompt off -> on ({rows // group} groups of {group}; the "
+          "reference pass, the policy's forward and backward (3x a forward), the HF rollout's prefill and decoding; "
+          "no old pass)\n")
+    print("\n".join(share_flop_table(args.flop_text_tokens, (32, 128), rows, group)))
     print("\n" + "\n".join(check_configs()))
 
 
@@ -371,22 +441,29 @@ def print_timings(args) -> None:
         data = make_data(tmp, max(4, args.batch // args.generations * 2), args.audio_seconds)
         for backend in args.backends.split(","):
             for mode in args.modes.split(","):
-                rows.append(run_mode(backend, mode, args, model_dir, data, tmp))
+                for share in args.share_prompt.split(","):
+                    rows.append(run_mode(backend, mode, share == "on", args, model_dir, data, tmp))
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({os.cpu_count()} cores)"
     print(f"\nGRPO step, {args.shape} {args.family} on {device}: {args.batch} completions/step "
           f"({args.batch // args.generations} prompts x {args.generations}), {args.completion_tokens} tokens each, "
           f"{args.audio_seconds:g} s clips in the {args.window_seconds} s window; {args.clock} seconds, median of "
           f"{args.steps} steps after a warm-up (each column its own median)\n")
     extra = " peak GPU GiB |" if args.device == "cuda" else ""
-    print("| backend | encoding | s/step | speed-up vs per_row | " + " | ".join(PARTS) + f" |{extra} logp gap |")
-    print("|" + "---|" * (len(PARTS) + 5 + bool(extra)))
+    print("| backend | encoding | share_prompt | LM tokens/step: log-prob passes | rollout | s/step | speed-up vs "
+          "per_row | vs share_prompt off | " + " | ".join(PARTS) + f" |{extra} logp gap |")
+    print("|" + "---|" * (len(PARTS) + 9 + bool(extra)))
+
+    def speedup(r, **same) -> str:
+        base = next((b for b in rows if b["backend"] == r["backend"]
+                     and all(b[k] == v for k, v in {"mode": r["mode"], "share": r["share"], **same}.items())), None)
+        return f"{base['total'] / r['total']:.2f}x" if base else "-"
+
     for r in rows:
-        base = next((b for b in rows if b["backend"] == r["backend"] and b["mode"] == "per_row"), None)
-        ratio = f"{base['total'] / r['total']:.2f}x" if base else "-"
         gap = f"{r['gap']:.1e}" if r["gap"] is not None else "-"
         peak = f" {r['peak']:.2f} |" if extra else ""
-        print(f"| {r['backend']} | {r['mode']} | {r['total']:.3f} | {ratio} | "
-              + " | ".join(f"{r[p]:.3f}" for p in PARTS) + f" |{peak} {gap} |")
+        print(f"| {r['backend']} | {r['mode']} | {'on' if r['share'] else 'off'} | {r['logprob_tokens']:,.0f} | "
+              f"{r['rollout_tokens']:,.0f} | {r['total']:.3f} | {speedup(r, mode='per_row')} | "
+              f"{speedup(r, share=False)} | " + " | ".join(f"{r[p]:.3f}" for p in PARTS) + f" |{peak} {gap} |")
 
 
 if __name__ == "__main__":

@@ -84,6 +84,7 @@ def _install(record_path: str) -> None:
             "batches": _batches,
             "digests": _digests(model),
             "trainable": [n for n, p in model.named_parameters() if p.requires_grad],
+            "share_prompt": self.share_prompt,
             "log_history": self.state.log_history,
             "vllm_greedy": _vllm_greedy(self) if self.use_vllm else None,
         }

@@ -110,6 +110,44 @@ def make_trainer(tiny_model_dir, parquet, out_dir, trainer_kwargs: dict | None =
     )
 
 
+# A generation batch of 8 rows (2 prompts x 4 completions) split by TRL, after its shuffle, into 2 micro-batches of
+# 4: every micro-batch mixes rows of both groups. num_iterations 2 makes TRL compute the old log-probs as well.
+SPLIT = dict(per_device_train_batch_size=4, num_generations=4, steps_per_generation=2, gradient_accumulation_steps=2,
+             num_iterations=2)
+
+
+def record_step(trainer) -> dict:
+    """Train one optimizer step; return the generation batch, generate's logits, each micro-batch's loss and the
+    gradients."""
+    from transformers import TrainerCallback
+
+    record: dict = {"loss": [], "generate": []}
+    generate, compute_loss = trainer._generate_and_score_completions, trainer.compute_loss
+
+    def generated(inputs):
+        record["batch"] = out = generate(inputs)
+        return out
+
+    def loss(*args, **kwargs):
+        value = compute_loss(*args, **kwargs)
+        record["loss"].append(value.detach().clone())
+        return value
+
+    class Grads(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, **kwargs):
+            record["grads"] = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+
+    def generate_step(module, args, kwargs, output):
+        if kwargs.get("use_cache") is not False:  # HF generate, not a log-prob pass
+            record["generate"].append(output.logits.detach().clone())
+
+    trainer._generate_and_score_completions, trainer.compute_loss = generated, loss
+    trainer.model.register_forward_hook(generate_step, with_kwargs=True)
+    trainer.add_callback(Grads())
+    trainer.train()
+    return record
+
+
 def audio_params(model) -> dict[str, torch.Tensor]:
     """The audio encoder's and projector's tensors (names with ``audio_tower`` or ``multi_modal_projector``)."""
     names = ("audio_tower", "multi_modal_projector")

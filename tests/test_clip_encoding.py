@@ -8,47 +8,9 @@ import math
 
 import pytest
 import torch
-from helpers import audio_params, make_parquet, make_trainer
+from helpers import SPLIT, audio_params, make_parquet, make_trainer, record_step
 
 from r1_aqa.encoder import audio_towers
-
-# A generation batch of 8 rows (2 prompts x 4 completions) split by TRL, after its shuffle, into 2 micro-batches of
-# 4: every micro-batch mixes rows of both groups. num_iterations 2 makes TRL compute the old log-probs as well.
-SPLIT = dict(per_device_train_batch_size=4, num_generations=4, steps_per_generation=2, gradient_accumulation_steps=2,
-             num_iterations=2)
-
-
-def record_step(trainer) -> dict:
-    """Train one optimizer step; return the generation batch, generate's logits, each micro-batch's loss and the
-    gradients."""
-    from transformers import TrainerCallback
-
-    record: dict = {"loss": [], "generate": []}
-    generate, compute_loss = trainer._generate_and_score_completions, trainer.compute_loss
-
-    def generated(inputs):
-        record["batch"] = out = generate(inputs)
-        return out
-
-    def loss(*args, **kwargs):
-        value = compute_loss(*args, **kwargs)
-        record["loss"].append(value.detach().clone())
-        return value
-
-    class Grads(TrainerCallback):
-        def on_pre_optimizer_step(self, args, state, control, **kwargs):
-            record["grads"] = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
-
-    def generate_step(module, args, kwargs, output):
-        if kwargs.get("use_cache") is not False:  # HF generate, not a log-prob pass
-            record["generate"].append(output.logits.detach().clone())
-
-    trainer._generate_and_score_completions, trainer.compute_loss = generated, loss
-    trainer.model.register_forward_hook(generate_step, with_kwargs=True)
-    trainer.add_callback(Grads())
-    trainer.train()
-    return record
-
 
 @pytest.mark.parametrize("family_dir, checkpointing", [("tiny_model_dir", False), ("tiny_omni_dir", True)])
 def test_one_pass_per_clip_and_frozen_give_the_per_row_loss_and_gradients(family_dir, checkpointing, request, tmp_path):
@@ -113,7 +75,9 @@ def count_encodings(tower, n_window: int | None) -> list[tuple[int, int, int]]:
 @pytest.mark.parametrize("family_dir", ["tiny_model_dir", "tiny_omni_dir"])
 def test_the_encoder_runs_once_per_distinct_clip_in_each_forward(family_dir, request, tmp_path):
     model_dir = request.getfixturevalue(family_dir)
-    trainer = make_trainer(model_dir, make_parquet(tmp_path, n=4), tmp_path / "out", max_steps=2, **SPLIT)
+    # Each row in full (with share_prompt every forward already hands the tower one row per group)
+    trainer = make_trainer(model_dir, make_parquet(tmp_path, n=4), tmp_path / "out", max_steps=2, **SPLIT,
+                           trainer_kwargs=dict(share_prompt=False))
     assert trainer.ref_model is not None
     n_window = getattr(trainer.model.config.audio_config, "n_window", None)
     policy = count_encodings(audio_towers(trainer.model)[0], n_window)

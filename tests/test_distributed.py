@@ -212,6 +212,37 @@ def test_zero3_other_families(fixture, data, tmp_path, request):
         assert digests(load_model(folder, device="cpu")) == records[0]["digests"], f"{folder} is not the trained model"
 
 
+def test_zero3_shared_prompts_train_as_the_unshared_run(tiny_model_dir, data, tmp_path):
+    """ZeRO-3, 2 processes, 2 steps, groups split across the ranks (3 rows each, 2 completions per prompt): with
+    share_prompt on and off the same rollouts, losses and (SGD, whose update follows the gradient's rounding) weights
+    within floating-point tolerance; the run on shares every prompt."""
+    from r1_aqa.models import load_model
+
+    runs = {}
+    for share in ("true", "false"):
+        out = tmp_path / f"out-{share}"
+        train_args = [
+            "--config", RECIPE, "--model_name_or_path", str(tiny_model_dir), "--dataset_path", str(data),
+            "--output_dir", str(out), "--per_device_train_batch_size", "3", "--max_steps", "2",
+            "--save_strategy", "no", "--optim", "sgd", "--learning_rate", "0.5", "--share_prompt", share,
+        ]
+        (tmp_path / share).mkdir()
+        records = zero3_records(train_args, tmp_path / share)
+        assert {r["share_prompt"] for r in records} == {share == "true"}
+        runs[share] = records, dict(load_model(out, device="cpu").named_parameters())
+    (on, weights_on), (off, weights_off) = runs["true"], runs["false"]
+    for rank_on, rank_off in zip(on, off, strict=True):
+        assert [b["rewards"] for b in rank_on["batches"]] == [b["rewards"] for b in rank_off["batches"]]
+    losses = [[e["loss"] for e in r[0]["log_history"] if "loss" in e] for r in (on, off)]
+    assert len(losses[0]) == 2 and torch.allclose(torch.tensor(losses[0]), torch.tensor(losses[1]), atol=1e-5)
+    before = dict(load_model(tiny_model_dir, device="cpu").named_parameters())
+    moved = [n for n in weights_off if not torch.allclose(weights_off[n], before[n], atol=1e-4)]
+    assert len(moved) > 20, "SGD at this rate should move most tensors"
+    for name, want in weights_off.items():
+        torch.testing.assert_close(weights_on[name], want, rtol=1e-4, atol=1e-5,
+                                   msg=lambda m, name=name: f"{name}: {m}")
+
+
 def test_launch_script_zero3_then_resume(tiny_model_dir, data, tmp_path):
     """The shipped launch script, as a user runs it: the recipe's output_dir wins unless OUT is set; the script's
     accumulation arithmetic reaches the trainer; a ZeRO-3 checkpoint resumes; every run exits 0."""

@@ -213,8 +213,10 @@ def test_faithful_recipe_matches_r1_aqa():
 
 def test_omni_lm_head_runs_on_the_read_positions_only(tiny_omni_dir, tmp_path):
     """The Omni thinker takes no ``logits_to_keep``: generate's prefill reads 1 position and a log-prob pass the
-    completion's, so the LM head gets only those; the log-probs equal the model's own full-length logits."""
-    trainer = make_trainer(tiny_omni_dir, make_parquet(tmp_path), tmp_path / "out", max_steps=1, learning_rate=0.0)
+    completion's, so the LM head gets only those; the log-probs equal the model's own full-length logits (each row in
+    full: a shared-prompt pass reads its packed rows' positions, tests/test_share_prompt.py)."""
+    trainer = make_trainer(tiny_omni_dir, make_parquet(tmp_path), tmp_path / "out", max_steps=1, learning_rate=0.0,
+                           trainer_kwargs=dict(share_prompt=False))
     model, calls = trainer.model, []
 
     def on_forward(module, args, kwargs, output):

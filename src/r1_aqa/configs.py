@@ -64,6 +64,13 @@ class AudioGRPOScriptArguments(AudioScriptArguments):
         metadata={"help": "Do not train the layer mapping encoder outputs to the LM width (Qwen2-Audio's "
                   "multi_modal_projector; the Omni thinker's audio_tower.proj)."},
     )
+    share_prompt: bool = field(
+        default=True,
+        metadata={"help": "Run each prompt once per group in the log-prob passes (policy, old policy, reference): "
+                  "one packed row per group, every completion attending to the shared prompt; equal to the "
+                  "unshared passes up to rounding. Where that cannot be exact (an attention without custom 4D "
+                  "masks, sliding-window layers) the run says why and runs each row in full. false: always in full."},
+    )
     dynamic_sampling: bool = field(
         default=False,
         metadata={"help": "DAPO's dynamic sampling: groups whose rewards are all equal (no signal) are dropped from "

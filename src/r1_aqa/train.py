@@ -77,6 +77,7 @@ def train(script_args, training_args, model_args):
         max_audio_seconds=script_args.max_audio_seconds,
         freeze_audio_tower=script_args.freeze_audio_tower,
         freeze_audio_projector=script_args.freeze_audio_projector,
+        share_prompt=script_args.share_prompt,
         dynamic_sampling_max_extra=script_args.dynamic_sampling_max_extra if script_args.dynamic_sampling else None,
         min_signal_share=script_args.min_signal_share,
         callbacks=callbacks,

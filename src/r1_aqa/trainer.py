@@ -15,6 +15,9 @@ old/reference/policy log-prob passes, so an audio model trains without ever seei
 * with ``freeze_audio_tower`` encodes each distinct clip once per generation batch and reuses it in generation and in
   every log-prob pass of that batch (the reference model too, when its tower provably holds the same frozen weights);
   ``freeze_audio_projector`` freezes the layer that maps the encoder's output to the LM width;
+* runs each group's prompt once in every log-prob pass (policy, old policy, reference: one packed row per group, a
+  4D mask, the unshared layout's position ids) and in HF generate's prefill (``r1_aqa.share_prompt``;
+  ``share_prompt=False`` runs every row in full);
 * forbids the audio placeholder token in completions, in both generate paths, and scores completions under the
   distribution without it (the one the rollouts sample from);
 * in vLLM colocate mode, sends one audio placeholder per request with the waveform (vLLM expands it itself), syncs
@@ -33,6 +36,7 @@ at most ``MAX_ANSWER_CLASSES`` distinct answers). TRL itself logs
 from __future__ import annotations
 
 import os
+import sys
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 
@@ -42,6 +46,7 @@ from trl import GRPOTrainer
 from trl.extras.profiling import profiling_context
 from trl.trainer.utils import selective_log_softmax_and_entropy
 
+from . import share_prompt as shared
 from .audio import SAMPLE_RATE, load_audio_capped
 from .dynamic_sampling import DynamicSampling
 from .encoder import ClipEncoder, audio_towers, same_weights
@@ -116,11 +121,12 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
     encoded bytes) per row. Other columns (e.g. ``solution``) reach the reward functions as TRL passes them.
     """
 
-    def __init__(  # TRL's three positional parameters, then our options (keyword-only): 10 parameters
+    def __init__(  # TRL's three positional parameters, then our options (keyword-only): 11 parameters
         self, model, reward_funcs=None, args=None, *, audio_column: str = "audio",
         max_audio_seconds: float | None = 30.0, freeze_audio_tower: bool = False,
         freeze_audio_projector: bool = False, share_clip_encodings: bool = True,
-        dynamic_sampling_max_extra: float | None = None, min_signal_share: float = 0.5, **kwargs,
+        dynamic_sampling_max_extra: float | None = None, min_signal_share: float = 0.5, share_prompt: bool = True,
+        **kwargs,
     ):
         _refuse_unsupported(args, kwargs)
         if isinstance(model, (str, os.PathLike)):
@@ -161,6 +167,7 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
         self._unsampled_tokens = torch.tensor([self.audio_token_id], device=self.accelerator.device)
         self._decoder = self.family.decoder(core)  # what the LM head reads
         self._setup_audio_encoding(core, freeze_audio_tower, freeze_audio_projector, share_clip_encodings)
+        self._setup_share_prompt(core, share_prompt)
         # DAPO's dynamic sampling (r1_aqa.dynamic_sampling); None: off. Its refill rounds number their clips on
         # from the previous rounds' (_clip_base), so one generation batch's clip indices and cache stay distinct.
         self._dynamic_sampling = (None if dynamic_sampling_max_extra is None
@@ -235,6 +242,24 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
             ref_tower = audio_towers(self.ref_model)[0]
             self._ref_encoder = ClipEncoder.of(ref_tower, self.family)
             self._ref_shares_cache = freeze_tower and same_weights(tower, ref_tower)
+
+    def _setup_share_prompt(self, core, wanted: bool) -> None:
+        """Each prompt once per group in the log-prob passes (``r1_aqa.share_prompt``) where that is exact; where it
+        is not, one line says why and every pass runs each row in full."""
+        reason = shared.blocker(core.config) if wanted else None
+        if reason is None and wanted and self.aux_loss_enabled and not self.family.router_modules(core):
+            reason = f"the router aux loss of {type(core).__name__} is not available to a packed pass"
+        self.share_prompt = wanted and reason is None
+        self.share_prompt_reason = reason
+        self._share_prefill = wanted  # generate's causal mask needs no custom one
+        self._pack_width = core.config.get_text_config().hidden_size  # how many completions a packed row holds
+        if reason is not None and self.accelerator.is_main_process:
+            print(f"r1-aqa: share_prompt off: {reason}; each prompt runs once per completion", file=sys.stderr)
+
+    def _core(self, model):
+        """The transformers model inside ``model`` (through DDP, DeepSpeed and PEFT wrappers)."""
+        core = self.accelerator.unwrap_model(model)
+        return core.get_base_model() if hasattr(core, "get_base_model") else core
 
     def _encoding(self, model, clips: torch.Tensor):
         """The context of a forward of ``model`` whose audio rows hold ``clips`` (see ``r1_aqa.encoder``)."""
@@ -399,29 +424,55 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
         for start in range(0, input_ids.size(0), batch_size):
             end = start + batch_size
             ids, mask = input_ids[start:end], attention_mask[start:end]
-            model_inputs = {"input_ids": ids, "attention_mask": mask}
-            model_inputs.update({k: v[start:end] for k, v in audio.items()})
-            if compute_aux_loss:
-                model_inputs["output_router_logits"] = True
-            with (self.accelerator.autocast(), self._encoding(model, clips[start:end]),
-                  self._last_positions(model, logits_to_keep + 1)):
-                outputs = model(**model_inputs, use_cache=False)
-            logits = outputs.logits[:, -logits_to_keep - 1 : -1] / self.temperature
+            features = {k: v[start:end] for k, v in audio.items()}
+            if self.share_prompt:
+                logits, scored, aux = self._shared_prompt_forward(
+                    model, ids, mask, logits_to_keep, features, clips[start:end], compute_aux_loss)
+            else:
+                model_inputs = {"input_ids": ids, "attention_mask": mask, **features}
+                if compute_aux_loss:
+                    model_inputs["output_router_logits"] = True
+                with (self.accelerator.autocast(), self._encoding(model, clips[start:end]),
+                      self._last_positions(model, logits_to_keep + 1)):
+                    outputs = model(**model_inputs, use_cache=False)
+                logits, scored = outputs.logits[:, -logits_to_keep - 1 : -1], None
+                aux = outputs.aux_loss if compute_aux_loss else None
+            logits = logits / self.temperature
             # The rollouts never sample <|AUDIO|> (suppressed in both generate paths), so the policy is the
             # distribution without it: with its mass left in, a negative advantage lowers a sampled token's
             # log-prob most cheaply by raising <|AUDIO|>, which the sampler never shows, until greedy decoding
             # emits it (measured on the demo: held-out accuracy 0.00 after 1000 steps, KL to the reference 1e9).
             logits = logits.index_fill(-1, self._unsampled_tokens, torch.finfo(logits.dtype).min)
             logps, entropies = selective_log_softmax_and_entropy(logits, ids[:, -logits_to_keep:])
+            if scored is not None:  # a packed pass computes no token after a row's last kept one (masked anyway)
+                logps, entropies = logps.masked_fill(~scored, 0.0), entropies.masked_fill(~scored, 0.0)
             all_logps.append(logps)
             if compute_entropy:
                 all_entropies.append(entropies)
             if compute_aux_loss:
-                all_aux.append(outputs.aux_loss)
+                all_aux.append(aux)
         logps = torch.cat(all_logps, dim=0)
         entropies = torch.cat(all_entropies, dim=0) if compute_entropy else None
         aux_loss = torch.stack(all_aux).mean() if compute_aux_loss else None
         return logps, entropies, aux_loss
+
+    def _shared_prompt_forward(self, model, ids, mask, logits_to_keep, features, clips, compute_aux_loss):
+        """The forward of one chunk with each group's prompt once (``r1_aqa.share_prompt``): the logits of the
+        completion tokens ``[B, C, V]``, which of them were computed, and the router aux loss (or None)."""
+        core = self._core(model)
+        packing = shared.pack(ids, mask, logits_to_keep, clips, self._tokenizer.pad_token_id, self._pack_width)
+        dtype = shared.additive_mask_dtype(core.config, core.get_input_embeddings().weight.dtype)
+        model_inputs = {
+            "input_ids": packing.input_ids, "attention_mask": packing.attention_mask(dtype),
+            "position_ids": packing.positions(self.family.position_ids(core, ids, mask, features)),
+            **{k: v[packing.first] for k, v in features.items()},
+        }
+        routers = self.family.router_modules(core) if compute_aux_loss else []
+        with (self.accelerator.autocast(), self._encoding(model, clips[packing.first]),
+              shared.reading(self.family.decoder(core), packing.reads), shared.recording(routers) as router_logits):
+            logits = model(**model_inputs, use_cache=False).logits
+        aux = self.family.router_aux_loss(core, router_logits, packing.weights) if compute_aux_loss else None
+        return logits, packing.scored, aux
 
     @contextmanager
     def _last_positions(self, model, k: int):
@@ -446,7 +497,8 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         if not self.use_vllm:
-            with self._encoding(self.model, self._batch_audio.clips), self._last_positions(self.model, 1):
+            with (self._encoding(self.model, self._batch_audio.clips), self._last_positions(self.model, 1),
+                  self._prefilled_once(prompt_ids)):
                 return super()._generate_single_turn(
                     prompt_ids, images, multimodal_fields, num_generations, has_tool_images
                 )
@@ -471,6 +523,16 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
         completion_ids = [list(o.token_ids) for out in outputs for o in out.outputs]
         logprobs, _ = extract_logprobs(outputs)
         return completion_ids, [[lp[0] for lp in seq] for seq in logprobs]
+
+    def _prefilled_once(self, prompt_ids: list[list[int]]):
+        """HF generate prefills each group's prompt once (``share_prompt.prefill_once``), where rows share one."""
+        clips = self._batch_audio.clips
+        first, group = shared.group_rows(list(zip(map(tuple, prompt_ids), clips.tolist(), strict=True)))
+        if not self._share_prefill or len(first) == len(group):
+            return nullcontext()
+        keys = ("input_ids", "attention_mask", "position_ids", *self._audio_keys)
+        return shared.prefill_once(self._core(self.model), group, first, keys,
+                                   lambda rows: self._encoding(self.model, clips[rows]))
 
     def _vllm_sampling_params(self):
         from vllm import SamplingParams

@@ -81,6 +81,22 @@ class Family:
         """Per clip, the rows of a packed tower output (towers called with ``feature_lens``)."""
         return tower._get_feat_extract_output_lengths(feature_lens)[1].tolist()
 
+    def position_ids(self, model, input_ids, attention_mask, features: dict):
+        """The position ids ``model``'s forward gives a batch when given none (what a shared-prompt pass gathers
+        into its packed rows): each column's index, ``[B, L]``, for a plain RoPE language model."""
+        import torch
+
+        return torch.arange(input_ids.size(1), device=input_ids.device).expand_as(input_ids)
+
+    def router_modules(self, model) -> list:
+        """The MoE routers whose first output is a layer's router logits (none: not an MoE model)."""
+        return []
+
+    def router_aux_loss(self, model, router_logits: list, token_weights):
+        """The model's router load-balancing loss over the routers' logits of ``[B, L]`` tokens weighted by
+        ``token_weights`` (the unshared forward weighs each token by its attention mask)."""
+        raise NotImplementedError(f"{self.title} has no MoE router")
+
     def encode_audio(self, model, tower, features: dict) -> None:
         """Run ``tower`` on one row per clip of ``features`` as the model's forward would (fills a clip cache)."""
         raise NotImplementedError

@@ -79,6 +79,11 @@ class OmniFamily(Family):
     def audio_projectors(self, model) -> list:
         return [model.audio_tower.proj]  # the thinker's encoder ends in its projection to the LM width
 
+    def position_ids(self, model, input_ids, attention_mask, features: dict):
+        # The multimodal RoPE index [3, B, L] the thinker computes from the prompt and the clips' lengths.
+        lengths = features["feature_attention_mask"].sum(-1)
+        return model.get_rope_index(input_ids, None, None, attention_mask, False, lengths)[0]
+
     def encode_audio(self, model, tower, features: dict) -> None:
         # The thinker packs the clips itself.
         model.get_audio_features(features["input_features"], feature_attention_mask=features["feature_attention_mask"])

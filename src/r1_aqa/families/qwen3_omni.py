@@ -69,6 +69,16 @@ class Qwen3Omni(OmniFamily):
     def packed_lengths(self, tower, feature_lens) -> list[int]:
         return [_output_lengths(int(n), tower.config.n_window) for n in feature_lens]
 
+    def router_modules(self, model) -> list:
+        return [m for m in model.modules() if type(m).__name__ == "Qwen3OmniMoeThinkerTextTopKRouter"]
+
+    def router_aux_loss(self, model, router_logits: list, token_weights):
+        from transformers.models.qwen3_omni_moe.modeling_qwen3_omni_moe import load_balancing_loss_func
+
+        # The thinker's own loss; it reads its attention mask as per-token weights.
+        return load_balancing_loss_func(tuple(router_logits), model.num_experts, model.num_experts_per_tok,
+                                        token_weights)
+
     def check_vllm(self, path) -> None:
         raise ValueError(
             f"{path}: vLLM rollouts and --engine vllm are not available for {self.title}: vllm 0.32's in-place weight "
