@@ -245,6 +245,15 @@ def vllm_and_hf_greedy(trainer, prompt, clip, n: int = 8):
     return list(out.outputs[0].token_ids), hf[0, enc["input_ids"].size(1):].tolist(), out, enc
 
 
+def engine_tensors(llm) -> dict[str, torch.Tensor]:
+    """A copy of every parameter of an in-process vLLM engine's model, as its kernels read them (e.g. repacked)."""
+
+    def copy(worker):
+        return {n: p.detach().clone() for n, p in worker.model_runner.model.named_parameters()}
+
+    return llm.collective_rpc(copy)[0]
+
+
 def perturb_params(model, part: str, scale: float, seed: int) -> None:
     """Add seeded noise to every parameter whose name contains ``part`` (and to nothing else)."""
     import torch

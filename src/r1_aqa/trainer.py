@@ -18,8 +18,9 @@ old/reference/policy log-prob passes, so an audio model trains without ever seei
 * forbids the audio placeholder token in completions, in both generate paths, and scores completions under the
   distribution without it (the one the rollouts sample from);
 * in vLLM colocate mode, sends one audio placeholder per request with the waveform (vLLM expands it itself), syncs
-  weights under the checkpoint's names with ``reload_weights`` and resets vLLM's encoder and prefix caches after
-  every sync (``_generate_single_turn``).
+  weights under the checkpoint's names in place, leaving the engine as a fresh load would (MoE experts repacked;
+  proved once at construction by a round trip), and resets vLLM's encoder and prefix caches after every sync
+  (``_generate_single_turn``).
 
 Logged beyond TRL's metrics: ``audio/cut_at_cap_ratio`` (share of clips cut at the cap). TRL itself logs
 ``sampling/sampling_logp_difference/mean`` (vLLM vs trainer log-probs; ~1e-3 when weight sync works) in vLLM mode.
@@ -42,7 +43,8 @@ from .dynamic_sampling import DynamicSampling
 from .encoder import ClipEncoder, audio_towers, same_weights
 from .families import family_of
 from .models import HubNamedCheckpoints, audio_token_id, load_processor, without_router_logits
-from .vllm_audio import audio_request, collapse_audio_tokens, configure_cpu_env, on_cpu
+from .vllm_audio import audio_request, check_sync_round_trip, collapse_audio_tokens, configure_cpu_env, on_cpu, \
+    sync_weights
 
 # The batch key of each row's clip index within its generation batch (not a model input).
 _CLIP_KEY = "audio_clip"
@@ -149,7 +151,9 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
         self._dynamic_sampling = (None if dynamic_sampling_max_extra is None
                                   else DynamicSampling(self, dynamic_sampling_max_extra))
         self._clip_base = 0
-        if not self.use_vllm:
+        if self.use_vllm:
+            check_sync_round_trip(self.vllm_generation.llm, self._vllm_weights())
+        else:
             suppress = sorted({*(self.generation_kwargs.get("suppress_tokens") or []), self.audio_token_id})
             self.generation_kwargs["suppress_tokens"] = suppress
             self.generation_config.suppress_tokens = suppress
@@ -450,14 +454,15 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
     def sync_vllm_weights(self) -> None:
         """Push the policy's weights into the colocated vLLM engine and drop everything computed with the old ones.
 
-        Names are mapped to the checkpoint's (what vLLM loads); ``reload_weights`` handles packed parameters on every
-        backend. vLLM caches audio-encoder outputs per clip, so its encoder cache is reset as well as its prefix cache.
+        Names are mapped to the checkpoint's (what vLLM loads); ``vllm_audio.sync_weights`` leaves the engine as a
+        fresh load of the same weights would (MoE experts repacked as at load) and resets its encoder and prefix
+        caches. ``__init__`` proved that on this build once, before any rollout (``check_sync_round_trip``).
         """
-        llm = self.vllm_generation.llm
-        weights = (
+        sync_weights(self.vllm_generation.llm, self._vllm_weights())
+
+    def _vllm_weights(self):
+        """The policy's weights under the checkpoint's names (what vLLM loads), one tensor at a time."""
+        return (
             (self.family.checkpoint_name(name), param)
             for name, param in self.vllm_generation._iter_named_params()  # gathers ZeRO-3 shards, merges LoRA
         )
-        llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
-        llm.llm_engine.reset_encoder_cache()
-        llm.reset_prefix_cache()

@@ -1,10 +1,10 @@
 """vLLM glue for audio prompts, shared by the eval engine and colocated training rollouts (any family: its
-placeholder, expanded by vLLM)."""
+placeholder, expanded by vLLM), and the in-place weight sync of a colocated engine."""
 
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -54,3 +54,69 @@ def audio_request(prompt: str | Sequence[int], audio: np.ndarray, placeholder: s
         raise ValueError(f"prompt must hold exactly one {placeholder}, found {prompt.count(placeholder)}")
     return {key: prompt if isinstance(prompt, str) else list(prompt),
             "multi_modal_data": {"audio": (np.asarray(audio, dtype=np.float32), SAMPLE_RATE)}}
+
+
+def sync_weights(llm, weights: Iterable) -> None:
+    """Load ``weights`` (``(name, tensor)`` pairs under the checkpoint's names and layout) into a running engine in
+    place, leaving it as a fresh load of the same weights would, and drop everything computed with the old ones.
+
+    ``reload_weights`` re-runs each layer's weight processing, but a fused-MoE layer's expert kernel step only on
+    the first load (vllm 0.32: ``UnquantizedFusedMoEMethod._setup_kernel``); on CPU that step repacks the expert
+    tensors into the grouped-GEMM layout, so after a bare reload they hold the checkpoint's layout where the kernel
+    reads the repacked one (``repack_experts`` runs it again). vLLM caches audio-encoder outputs per clip and KV blocks
+    per prefix: both are reset.
+    """
+    llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
+    llm.collective_rpc(repack_experts)
+    llm.llm_engine.reset_encoder_cache()
+    llm.reset_prefix_cache()
+
+
+def repack_experts(worker) -> int:
+    """On a vLLM worker after ``reload_weights``: run each fused-MoE layer's expert-kernel weight step (a no-op in
+    vLLM's base class, the repacking on CPU) as a load does; returns how many layers it ran on."""
+    from vllm.model_executor.layers.fused_moe.modular_kernel import FusedMoEExperts
+
+    count = 0
+    for module in worker.model_runner.model.modules():
+        experts = getattr(getattr(getattr(module, "quant_method", None), "moe_kernel", None), "fused_experts", None)
+        if experts is not None and (type(experts).process_weights_after_loading
+                                    is not FusedMoEExperts.process_weights_after_loading):
+            experts.process_weights_after_loading(module)
+            count += 1
+    return count
+
+
+def check_sync_round_trip(llm, weights: Iterable) -> None:
+    """Sync ``weights`` (the ones the engine loaded) into ``llm`` and raise ``ValueError`` unless every engine tensor
+    is bit for bit as before: a build whose in-place sync does not leave the engine as a fresh load would roll out
+    from wrong weights after every later sync. Compares per-tensor fingerprints, not copies (no extra memory)."""
+    before = llm.collective_rpc(_fingerprints)
+    sync_weights(llm, weights)
+    after = llm.collective_rpc(_fingerprints)
+    changed = sorted({name for b, a in zip(before, after, strict=True) for name in b if b[name] != a.get(name)})
+    if changed:
+        import vllm
+
+        raise ValueError(
+            f"vLLM {vllm.__version__}: an in-place weight sync of the weights the engine loaded changes "
+            f"{len(changed)} of its tensors (e.g. {', '.join(changed[:3])}), so rollouts after a sync would come from "
+            "other weights than the policy's. Use HF generate (use_vllm: false)")
+
+
+def _fingerprints(worker, chunk: int = 1 << 24) -> dict[str, tuple[float, float]]:
+    """Per parameter of a worker's model: its sum and a position-weighted sum (a layout change alters the second)."""
+    import torch
+
+    out = {}
+    with torch.no_grad():
+        for name, param in worker.model_runner.model.named_parameters():
+            flat = param.detach().reshape(-1)
+            total = weighted = 0.0
+            for start in range(0, flat.numel(), chunk):
+                part = flat[start : start + chunk].double()
+                index = torch.arange(start, start + part.numel(), dtype=torch.float64, device=part.device)
+                total += part.sum().item()
+                weighted += (part * torch.sin(index)).sum().item()
+            out[name] = (total, weighted)
+    return out
