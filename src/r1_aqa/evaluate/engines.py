@@ -140,13 +140,14 @@ class VLLMEngine:
 
         from ..families import family_of
         from ..models import default_dtype, load_processor
-        from ..vllm_audio import configure_cpu_env, on_cpu
+        from ..vllm_audio import configure_cpu_env, on_cpu, without_audio_token
 
         family = family_of(model_path)
         family.check_vllm(model_path)
         configure_cpu_env()
         engine_kwargs = {"limit_mm_per_prompt": {"audio": 1}, **family.vllm_engine_kwargs(model_path)}
         self.audio_token = family.audio_token
+        self.expands_audio = family.vllm_expands_audio
         self.processor = load_processor(model_path)
         self.dtype = dtype or default_dtype("cpu" if on_cpu() else "cuda")
         if not on_cpu():
@@ -155,16 +156,14 @@ class VLLMEngine:
                        max_model_len=max_model_len, seed=seed, **engine_kwargs)
         # Token ids are decoded by the processor, as in the hf engine: vLLM's incremental detokenizer holds back a
         # trailing incomplete UTF-8 sequence, which would make equal token ids give different text.
+        self.no_audio_token = without_audio_token(self.llm, self.audio_token,
+                                                  self.processor.tokenizer.convert_tokens_to_ids(self.audio_token))
         self.sampling = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, detokenize=False,
-                                       bad_words=[self.audio_token])
+                                       **self.no_audio_token)
 
     def generate(self, prompts: Sequence[str], audios: Sequence[np.ndarray]) -> list[str]:
         """Raw responses for user prompts and their clips, in order (vLLM schedules the batch itself)."""
-        from ..vllm_audio import audio_request
-
-        requests = [audio_request(chat_prompt(self.processor, p), a, self.audio_token)
-                    for p, a in zip(prompts, audios, strict=True)]
-        outputs = self.llm.generate(requests, self.sampling, use_tqdm=False)
+        outputs = self.llm.generate(self._requests(prompts, audios), self.sampling, use_tqdm=False)
         return self.processor.batch_decode([list(o.outputs[0].token_ids) for o in outputs], skip_special_tokens=True)
 
     def sample(self, prompts: Sequence[str], audios: Sequence[np.ndarray], n: int, temperature: float,
@@ -172,15 +171,24 @@ class VLLMEngine:
         """``n`` sampled responses per item (plain temperature sampling), each request under its own seed."""
         from vllm import SamplingParams
 
-        from ..vllm_audio import audio_request
-
-        requests = [audio_request(chat_prompt(self.processor, p), a, self.audio_token)
-                    for p, a in zip(prompts, audios, strict=True)]
+        requests = self._requests(prompts, audios)
         params = [SamplingParams(n=n, temperature=temperature, seed=seed, max_tokens=self.sampling.max_tokens,
-                                 detokenize=False, bad_words=[self.audio_token]) for seed in seeds]
+                                 detokenize=False, **self.no_audio_token) for seed in seeds]
         outputs = self.llm.generate(requests, params, use_tqdm=False)
         return [self.processor.batch_decode([list(o.token_ids) for o in out.outputs], skip_special_tokens=True)
                 for out in outputs]
+
+    def _requests(self, prompts: Sequence[str], audios: Sequence[np.ndarray]) -> list[dict]:
+        """One request per item: the chat prompt with one placeholder, or, where the family's vLLM takes them
+        expanded, the processor's token ids."""
+        from ..audio import SAMPLE_RATE
+        from ..vllm_audio import audio_request
+
+        texts = [chat_prompt(self.processor, p) for p in prompts]
+        if self.expands_audio:
+            return [audio_request(t, a, self.audio_token) for t, a in zip(texts, audios, strict=True)]
+        return [audio_request(self.processor(text=[t], audio=[a], sampling_rate=SAMPLE_RATE)["input_ids"][0].tolist(),
+                              a) for t, a in zip(texts, audios, strict=True)]
 
     def close(self) -> None:
         """Shut the engine down and free its memory (before loading the next checkpoint of a sweep)."""

@@ -43,6 +43,10 @@ class Family:
     max_audio_seconds: ClassVar[float] = 0.0
     has_full_layout: ClassVar[bool] = False  # a thinker that the hub ships inside a larger "full" checkpoint
     end_of_turn: ClassVar[str] = "<|im_end|>"  # the text that ends an assistant turn (sft appends it to targets)
+    vllm_expands_audio: ClassVar[bool] = True  # vLLM expands one placeholder per clip (else: send them expanded)
+    # Checkpoint name -> vLLM parameter, for tensors vLLM's loader writes past reload_weights (a sync copies them).
+    vllm_copied: ClassVar[dict[str, str]] = {}
+    vllm_computed: ClassVar[tuple[str, ...]] = ()  # vLLM parameters it computes instead of loading
 
     def model_class(self):
         """The transformers class that trains and generates text."""
@@ -96,6 +100,11 @@ class Family:
     def vllm_engine_kwargs(self, path: str | os.PathLike) -> dict:
         """Arguments for ``vllm.LLM`` beyond the model, dtype and cache settings (applies the family's shims)."""
         return {"limit_mm_per_prompt": {"audio": 1}}
+
+    def vllm_weights(self, config, weights):
+        """The policy's ``(name, tensor)`` pairs (transformers names; ``config``: the model's config) as an engine
+        loads them from the checkpoint vLLM reads: its names and layout. Default: the hub's names."""
+        return ((self.checkpoint_name(name), tensor) for name, tensor in weights)
 
     def tiny_tokenizer(self):
         """The tiny model's tokenizer (trained here), with the family's special tokens and chat template."""
