@@ -7,6 +7,7 @@ session."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -17,6 +18,7 @@ from helpers import (
     audio_params,
     make_parquet,
     make_trainer,
+    perturb_params,
     sft_argv,
     unused_audio_params,
     write_tone,
@@ -252,3 +254,57 @@ def test_vllm_needs_voxtrals_mistral_format(tiny_voxtral_dir, tmp_path):
         make_trainer(directory, make_parquet(tmp_path), tmp_path / "out", use_vllm=True, vllm_mode="colocate")
     with pytest.raises(ValueError, match="--engine hf"):
         VLLMEngine(directory)
+
+
+@pytest.mark.vllm
+def test_voxtral_mistral_format_is_what_vllm_maps_back(tiny_voxtral_dir):
+    """Every tensor of the Mistral format (the tiny model's ``consolidated.safetensors`` and the weight sync: one map)
+    goes back to its HF tensor through vLLM's own Mistral loader mapping: the LM's names and the rotary order of its
+    query and key rows (vLLM's ``maybe_remap_mistral``), the encoder's names (``mistral_remapping``), the projector's
+    (``load_weights``' rules); each HF tensor but the sinusoids vLLM computes is used once."""
+    from types import SimpleNamespace
+
+    from safetensors.torch import load_file
+    from vllm.model_executor.models.mistral import MistralForCausalLM
+    from vllm.model_executor.models.voxtral import VoxtralEncoderModel
+
+    from r1_aqa.families.voxtral import COMPUTED_BY_VLLM
+    from r1_aqa.models import load_model
+
+    family = get_family("voxtral")
+    model = load_model(tiny_voxtral_dir, device="cpu")
+    mistral = dict(family.vllm_weights(model.config, model.state_dict().items()))
+    saved = load_file(str(tiny_voxtral_dir / "consolidated.safetensors"))
+    assert saved.keys() == mistral.keys() and all(torch.equal(saved[k], mistral[k]) for k in saved)
+    perturb_params(model, ".", scale=0.1, seed=0)  # no two tensors alike (the norms start as ones)
+    hub = {family.checkpoint_name(n): t for n, t in model.state_dict().items()}
+    mistral = dict(family.vllm_weights(model.config, model.state_dict().items()))
+    text = model.config.text_config
+    lm = SimpleNamespace(config=text, mistral_mapping=MistralForCausalLM.mistral_mapping)
+    # vLLM's names of the HF encoder's layers (its Whisper layers keep fc1/fc2 under mlp.).
+    whisper = [(r"audio_tower\.layers\.(\d+)\.fc([12])\.", r"whisper_encoder.layers.\1.mlp.fc\2."),
+               (r"audio_tower\.", "whisper_encoder.")]
+    projector = {"audio_language_projection.0.weight": "multi_modal_projector.linear_1.weight",
+                 "audio_language_projection.2.weight": "multi_modal_projector.linear_2.weight"}
+    used = []
+    for name, tensor in mistral.items():
+        inner = name.removeprefix("mm_whisper_embeddings.")
+        if inner.startswith("whisper_encoder."):
+            for pattern, replacement in VoxtralEncoderModel.mistral_remapping:
+                if re.fullmatch(pattern, inner):
+                    inner = re.sub(pattern, replacement, inner)
+            hf = next(n for n in hub if _renamed(n, whisper) == inner)
+        elif inner in projector:
+            hf = projector[inner]
+        else:  # the LM (its embeddings sit under mm_whisper_embeddings. in the Mistral format)
+            vllm_name, tensor = MistralForCausalLM.maybe_remap_mistral(lm, inner, tensor)
+            hf = "language_model." + vllm_name
+        assert torch.equal(tensor, hub[hf]), (name, hf)
+        used.append(hf)
+    assert sorted(used) == sorted(set(hub) - {COMPUTED_BY_VLLM})
+
+
+def _renamed(name: str, rules: list[tuple[str, str]]) -> str:
+    for pattern, replacement in rules:
+        name = re.sub(pattern, replacement, name)
+    return name
