@@ -270,9 +270,10 @@ def perturb_params(model, part: str, scale: float, seed: int) -> None:
 
 
 def weight_names(folder) -> list[str]:
-    """The tensor names of every ``*.safetensors`` file in ``folder``, file by file in name order."""
+    """The tensor names of the HF-format weight files in ``folder`` (``model*.safetensors``; a Voxtral checkpoint
+    also holds the Mistral format), file by file in name order."""
     names = []
-    for file in sorted(folder.glob("*.safetensors")):
+    for file in sorted(folder.glob("model*.safetensors")):
         with safe_open(str(file), "pt") as f:
             names += list(f.keys())
     return names

@@ -31,8 +31,9 @@ HUB_NAMED = ["audioflamingo3", "voxtral"]  # transformers 5.17 saves these under
 
 
 def weight_names(folder) -> set[str]:
+    """The tensor names of the HF-format weight files (a Voxtral checkpoint also holds the Mistral format)."""
     names: set[str] = set()
-    for file in folder.glob("*.safetensors"):
+    for file in folder.glob("model*.safetensors"):
         with safe_open(str(file), "pt") as f:
             names |= set(f.keys())
     return names
@@ -308,3 +309,19 @@ def _renamed(name: str, rules: list[tuple[str, str]]) -> str:
     for pattern, replacement in rules:
         name = re.sub(pattern, replacement, name)
     return name
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_vllm_tensor_parallel_must_divide_the_audio_encoders_heads(name, request, tmp_path):
+    """Colocated vLLM with tensor parallelism is refused before any engine starts where the size does not divide the
+    attention heads of the audio encoder (or of the LM), naming the numbers; a divisor passes the check."""
+    from r1_aqa.models import load_model
+    from r1_aqa.vllm_audio import check_tensor_parallel
+
+    directory = request.getfixturevalue(FIXTURES[name])
+    config = load_model(directory, device="cpu").config
+    check_tensor_parallel(config, 2)
+    with pytest.raises(ValueError, match=r"vllm_tensor_parallel_size 3 does not divide the audio encoder's 2 attention "
+                                         r"heads or the language model's 2 attention heads: choose a divisor of 2"):
+        make_trainer(directory, make_parquet(tmp_path), tmp_path / "out", use_vllm=True, vllm_mode="colocate",
+                     vllm_tensor_parallel_size=3)

@@ -191,6 +191,51 @@ def test_a_sync_that_is_not_a_fresh_load_is_refused_before_step_one(tiny_qwen3_o
     from r1_aqa import vllm_audio
 
     monkeypatch.setattr(vllm_audio, "repack_experts", lambda worker: 0)
-    with pytest.raises(ValueError, match=r"in-place weight sync .* changes \d+ of its tensors \(e\.g\. .*experts"):
+    with pytest.raises(ValueError, match=r"in-place weight sync, \d+ engine tensors differ from a fresh load .*\(e\.g\. .*experts"):
         make_trainer(tiny_qwen3_omni_dir, make_parquet(tmp_path), tmp_path / "out", use_vllm=True,
                      vllm_mode="colocate", vllm_max_model_length=1024)
+
+
+@pytest.mark.slow
+def test_lora_on_the_moe_thinker_rolls_out_from_merged_weights(tiny_qwen3_omni_dir, tmp_path):
+    """PEFT LoRA on the Qwen3-Omni thinker's LM attention and on its fused expert tensors (``target_parameters``):
+    only adapter tensors train, the expert adapters among them; colocated vLLM rolls out from the merged weights
+    (greedy equal to the policy with its adapter, after GRPO steps) and each sync leaves the policy unmerged; the
+    saved adapter reloads onto the base model and gives the policy's greedy output."""
+    from peft import LoraConfig, PeftModel
+
+    from r1_aqa.models import load_model
+
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=r".*model\.layers\.\d+\.self_attn\.(q|k|v|o)_proj",
+                      target_parameters=["mlp.experts.gate_up_proj", "mlp.experts.down_proj"])
+    out = tmp_path / "out"
+    trainer = make_trainer(tiny_qwen3_omni_dir, make_parquet(tmp_path), out, trainer_kwargs=dict(peft_config=lora),
+                           use_vllm=True, vllm_mode="colocate", vllm_max_model_length=1024, learning_rate=5e-2,
+                           max_steps=2, save_strategy="steps", save_steps=2)
+    policy = trainer.model
+    trainable = {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}
+    frozen = {n: p.detach().clone() for n, p in policy.named_parameters() if not p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    assert {"experts", "self_attn"} <= {part for n in trainable for part in ("experts", "self_attn") if part in n}
+    trainer.train()
+    key = "sampling/sampling_logp_difference/mean"
+    gaps = [e[key] for e in trainer.state.log_history if key in e]
+    assert len(gaps) == 2 and gaps[-1] < 0.02, gaps  # step 2 rolled out from the merged step-1 policy
+    params = dict(policy.named_parameters())
+    assert [n for n in trainable if ".experts." in n and not torch.equal(trainable[n], params[n])]
+    trainer.sync_vllm_weights()
+    for name, before in frozen.items():  # merged for the sync, unmerged after it (up to rounding)
+        torch.testing.assert_close(params[name], before, rtol=0, atol=1e-6, msg=f"{name} stayed merged")
+    row = trainer.train_dataset[0]
+    clip = load_audio(row["audio"])
+    vllm_now, hf_now, _, enc = vllm_and_hf_greedy(trainer, row["prompt"], clip)
+    assert vllm_now == hf_now
+    del trainer
+
+    checkpoint = out / "checkpoint-2"
+    assert (checkpoint / "adapter_model.safetensors").exists()
+    reloaded = PeftModel.from_pretrained(load_model(tiny_qwen3_omni_dir, device="cpu"), checkpoint).eval()
+    with torch.no_grad():
+        again = reloaded.generate(**enc, do_sample=False, max_new_tokens=len(hf_now),
+                                  suppress_tokens=[reloaded.config.audio_token_id])
+    assert again[0, enc["input_ids"].size(1):].tolist() == hf_now

@@ -43,8 +43,8 @@ from .dynamic_sampling import DynamicSampling
 from .encoder import ClipEncoder, audio_towers, same_weights
 from .families import family_of
 from .models import HubNamedCheckpoints, audio_token_id, load_processor, without_router_logits
-from .vllm_audio import audio_request, check_sync_round_trip, collapse_audio_tokens, configure_cpu_env, on_cpu, \
-    sync_weights, without_audio_token
+from .vllm_audio import audio_request, check_sync_round_trip, check_tensor_parallel, collapse_audio_tokens, \
+    configure_cpu_env, on_cpu, sync_weights, without_audio_token
 
 # The batch key of each row's clip index within its generation batch (not a model input).
 _CLIP_KEY = "audio_clip"
@@ -116,8 +116,10 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
         if args is not None and args.use_vllm:
             if args.vllm_mode != "colocate":
                 raise ValueError("AudioGRPOTrainer supports vLLM in colocate mode only (vllm_mode: colocate)")
-            if args.vllm_tensor_parallel_size != 1 or args.vllm_enable_sleep_mode:
-                raise ValueError("AudioGRPOTrainer's vLLM rollouts need vllm_tensor_parallel_size 1 and no sleep mode")
+            if args.vllm_enable_sleep_mode:
+                raise ValueError("AudioGRPOTrainer's vLLM rollouts need vllm_enable_sleep_mode off (the in-place sync "
+                                 "and its round-trip check write into the engine's live weights)")
+            check_tensor_parallel(model.config, args.vllm_tensor_parallel_size)
             self.family.check_vllm(model.name_or_path)
             configure_cpu_env()  # float32-capable eager engine with a fixed KV cache on CPU; no-op on GPU
         if kwargs.get("processing_class") is None:
@@ -415,14 +417,21 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
             with profiling_context(self, "sync_weights"):
                 self.sync_vllm_weights()
             self._last_loaded_step = self.state.global_step
-        llm = self.vllm_generation.llm
+        gen = self.vllm_generation
         expands = self.family.vllm_expands_audio
         requests = [
             audio_request(collapse_audio_tokens(ids, self.audio_token_id) if expands else ids, wav)
             for ids, wav in zip(prompt_ids, self._batch_audio.waveforms, strict=True)
         ]
+        if gen.tensor_parallel_size > 1:  # as TRL's colocate TP: each rank of a group serves the group's requests
+            gathered = [None] * gen.tensor_parallel_size
+            torch.distributed.all_gather_object(gathered, requests, group=gen.tp_group)
+            mine = torch.distributed.get_rank(group=gen.tp_group) * len(requests)
+            requests = [r for group in gathered for r in group]
         with profiling_context(self, "vLLM.generate"):
-            outputs = llm.generate(requests, sampling_params=self._vllm_sampling_params(), use_tqdm=False)
+            outputs = gen.llm.generate(requests, sampling_params=self._vllm_sampling_params(), use_tqdm=False)
+        if gen.tensor_parallel_size > 1:
+            outputs = outputs[mine : mine + len(prompt_ids)]  # this rank's share
         for out, ids in zip(outputs, prompt_ids, strict=True):
             if list(out.prompt_token_ids) != list(ids):
                 raise RuntimeError(

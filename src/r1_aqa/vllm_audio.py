@@ -3,6 +3,7 @@ placeholder, expanded by vLLM), and the in-place weight sync of a colocated engi
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Callable, Iterable, Sequence
 
@@ -165,3 +166,15 @@ def without_audio_token(llm, audio_token: str, audio_token_id: int) -> dict:
         return {"bad_words": [audio_token]}
     vocab = llm.llm_engine.model_config.get_vocab_size()
     return {"allowed_token_ids": [i for i in range(vocab) if i != audio_token_id]}
+
+
+def check_tensor_parallel(config, size: int) -> None:
+    """Raise ``ValueError`` (with the numbers) before any engine starts where vLLM's tensor parallel ``size`` cannot
+    split the model: it must divide the attention heads of the audio encoder and of the LM."""
+    audio, text = config.audio_config, getattr(config, "text_config", config)
+    heads = {"audio encoder": getattr(audio, "encoder_attention_heads", None) or audio.num_attention_heads,
+             "language model": text.num_attention_heads}
+    bad = [f"the {part}'s {n} attention heads" for part, n in heads.items() if n % size]
+    if size < 1 or bad:
+        raise ValueError(f"vllm_tensor_parallel_size {size} does not divide {' or '.join(bad) or 'anything'}: "
+                         f"choose a divisor of {math.gcd(*heads.values())}")

@@ -154,7 +154,7 @@ def family_of(path: str | os.PathLike) -> Family:
 
 
 def rename_weights(directory: str | os.PathLike, rename) -> None:
-    """Rename every tensor of a checkpoint directory (each ``*.safetensors`` file and the shard index) by
+    """Rename every tensor of a checkpoint directory (each HF-format ``model*.safetensors`` file and the shard index) by
     ``rename(name) -> name``, each file replaced atomically."""
     from safetensors import safe_open
     from safetensors.torch import save_file
@@ -162,7 +162,7 @@ def rename_weights(directory: str | os.PathLike, rename) -> None:
     from ..files import atomic_path, write_json
 
     directory = Path(directory)
-    for file in sorted(directory.glob("*.safetensors")):
+    for file in sorted(directory.glob("model*.safetensors")):
         with safe_open(str(file), "pt") as f:
             state = {rename(k): f.get_tensor(k) for k in f.keys()}
             metadata = f.metadata()
