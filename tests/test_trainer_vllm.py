@@ -206,7 +206,9 @@ def test_lora_on_the_moe_thinker_rolls_out_from_merged_weights(tiny_qwen3_omni_d
 
     from r1_aqa.models import load_model
 
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules=r".*model\.layers\.\d+\.self_attn\.(q|k|v|o)_proj",
+    # The LM only: a string pattern over the LM attention also wraps the audio tower q/k/v here (peft 0.22).
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                      exclude_modules=r".*(audio_tower|visual).*",
                       target_parameters=["mlp.experts.gate_up_proj", "mlp.experts.down_proj"])
     out = tmp_path / "out"
     trainer = make_trainer(tiny_qwen3_omni_dir, make_parquet(tmp_path), out, trainer_kwargs=dict(peft_config=lora),
@@ -217,6 +219,7 @@ def test_lora_on_the_moe_thinker_rolls_out_from_merged_weights(tiny_qwen3_omni_d
     frozen = {n: p.detach().clone() for n, p in policy.named_parameters() if not p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)
     assert {"experts", "self_attn"} <= {part for n in trainable for part in ("experts", "self_attn") if part in n}
+    assert not [n for n in trainable if "audio_tower" in n]
     trainer.train()
     key = "sampling/sampling_logp_difference/mean"
     gaps = [e[key] for e in trainer.state.log_history if key in e]
