@@ -203,7 +203,7 @@ def test_voxtral_tiny_model_is_the_hubs_layout(tiny_voxtral_dir, tmp_path):
     frozen in a trainer."""
     from safetensors.torch import load_file
 
-    from r1_aqa.families.voxtral import sinusoids
+    from r1_aqa.families import sinusoids
     from r1_aqa.models import load_processor
     from r1_aqa.prompts import chat_prompt
 
@@ -325,3 +325,27 @@ def test_vllm_tensor_parallel_must_divide_the_audio_encoders_heads(name, request
                                          r"heads or the language model's 2 attention heads: choose a divisor of 2"):
         make_trainer(directory, make_parquet(tmp_path), tmp_path / "out", use_vllm=True, vllm_mode="colocate",
                      vllm_tensor_parallel_size=3)
+
+
+@pytest.mark.parametrize("name", ["qwen2-audio", "audioflamingo3"])
+def test_grpo_trains_the_position_table_only_where_it_is_not_the_fixed_sinusoid(name, request, tmp_path):
+    """``from_pretrained`` leaves a Whisper-style encoder's ``embed_positions`` trainable, and the forward gives it a
+    gradient, so GRPO trains it (the tiny model's random table); holding the sinusoid of the released models it is
+    frozen by ``Family.prepare_model`` and the optimizer never sees it."""
+    from r1_aqa.families import sinusoids
+    from r1_aqa.models import load_model
+
+    directory = request.getfixturevalue(FIXTURES[name])
+    parquet = make_parquet(tmp_path)
+    for fixed in (False, True):
+        model = load_model(directory, device="cpu")
+        table = model.model.audio_tower.embed_positions.weight
+        assert table.requires_grad  # as from_pretrained leaves it
+        if fixed:
+            with torch.no_grad():
+                table.copy_(sinusoids(*table.shape).to(torch.bfloat16))  # a bf16 checkpoint's sinusoid
+        trainer = make_trainer(directory, parquet, tmp_path / f"out-{fixed}", model=model)
+        trained = {p for group in trainer.create_optimizer().param_groups for p in group["params"]}
+        assert (table in trained) is not fixed and table.requires_grad is not fixed
+        if not fixed:
+            assert "model.audio_tower.embed_positions.weight" not in unused_audio_params(trainer)  # it has a gradient

@@ -53,7 +53,20 @@ class Family:
         raise NotImplementedError
 
     def prepare_model(self, model) -> None:
-        """Before training: restore what ``from_pretrained`` does not keep (e.g. a tensor the model freezes)."""
+        """Before training: restore what ``from_pretrained`` does not keep (e.g. a tensor the model freezes).
+
+        A Whisper-style encoder's position table (``audio_tower.embed_positions``, Qwen2-Audio's, Audio Flamingo 3's,
+        Voxtral's) is the fixed sinusoid in the released models: their classes freeze it when they build it, and
+        ``from_pretrained`` makes it trainable again, so GRPO would train it. Where it holds the sinusoid (to bf16
+        precision) it is frozen again; a table that is not the sinusoid (a tiny random model's) is left trainable.
+        """
+        import torch
+
+        for name, param in model.named_parameters():
+            if name.endswith("audio_tower.embed_positions.weight") and param.requires_grad:
+                table = param.detach().float().cpu()
+                if torch.allclose(table, sinusoids(*table.shape), atol=1e-2, rtol=0):
+                    param.requires_grad_(False)
 
     def load_processor(self, path: str | os.PathLike):
         """The checkpoint's processor (the caller sets the padding side)."""
@@ -114,6 +127,19 @@ class Family:
         """Write the tiny offline model (weights, config, processor, generation config) into ``out``; ``layout``
         "full" (only where ``has_full_layout``) writes the hub's full layout, "thinker" the trained model alone."""
         raise NotImplementedError
+
+
+def sinusoids(length: int, channels: int, max_timescale: float = 10_000):
+    """Whisper's sinusoidal position table: the fixed positions of the released Whisper-style encoders (vLLM
+    computes it for Voxtral's instead of loading it)."""
+    import math
+
+    import torch
+
+    increment = math.log(max_timescale) / (channels // 2 - 1)
+    inv_timescales = torch.exp(-increment * torch.arange(channels // 2))
+    scaled = torch.arange(length)[:, None] * inv_timescales[None, :]
+    return torch.cat([scaled.sin(), scaled.cos()], dim=1)
 
 
 def read_config(path: str | os.PathLike) -> tuple[dict, str]:

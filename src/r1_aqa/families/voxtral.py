@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 
 from ..audio import SAMPLE_RATE
-from . import Family
+from . import Family, sinusoids
 from ._tiny import AUDIO, TEXT, feature_extractor, save_with_checkpoint_names, tokenizer_corpus
 from .audioflamingo3 import AudioFlamingo3
 from .qwen2_audio import FAMILY as QWEN2_AUDIO
@@ -233,18 +233,6 @@ def write_mistral_format(directory: Path) -> None:
     with atomic_path(directory / "consolidated.safetensors") as tmp:
         save_file(state, str(tmp), metadata={"format": "pt"})
     write_json(directory / "params.json", mistral_params(config))
-
-
-def sinusoids(length: int, channels: int, max_timescale: float = 10_000):
-    """Whisper's sinusoidal position table (what vLLM computes for the Voxtral encoder instead of loading it)."""
-    import math
-
-    import torch
-
-    increment = math.log(max_timescale) / (channels // 2 - 1)
-    inv_timescales = torch.exp(-increment * torch.arange(channels // 2))
-    scaled = torch.arange(length)[:, None] * inv_timescales[None, :]
-    return torch.cat([scaled.sin(), scaled.cos()], dim=1)
 
 
 def write_tekken(out: Path, window_seconds: int) -> None:
