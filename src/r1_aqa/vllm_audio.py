@@ -178,7 +178,7 @@ def check_tensor_parallel(config, size: int) -> None:
     audio, text = config.audio_config, getattr(config, "text_config", config)
     heads = {"audio encoder": getattr(audio, "encoder_attention_heads", None) or audio.num_attention_heads,
              "language model": text.num_attention_heads}
-    bad = [f"the {part}'s {n} attention heads" for part, n in heads.items() if n % size]
-    if size < 1 or bad:
-        raise ValueError(f"vllm_tensor_parallel_size {size} does not divide {' or '.join(bad) or 'anything'}: "
-                         f"choose a divisor of {math.gcd(*heads.values())}")
+    bad = [f"the {part}'s {n} attention heads" for part, n in heads.items() if size < 1 or n % size]
+    if bad:
+        raise ValueError(f"vllm_tensor_parallel_size {size} does not divide {' or '.join(bad)}: choose a divisor of "
+                         f"{math.gcd(*heads.values())}")
