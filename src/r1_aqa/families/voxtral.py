@@ -116,7 +116,8 @@ class Voxtral(Family):
         write_mistral_format(Path(directory))
 
     def check_vllm(self, path) -> None:
-        missing = [f for f in ("params.json", "consolidated.safetensors", "tekken.json") if not (Path(path) / f).exists()]
+        files = ("params.json", "consolidated.safetensors", "tekken.json")
+        missing = [f for f in files if not (Path(path) / f).exists()]
         if missing:
             raise ValueError(
                 f"{path}: no {', '.join(missing)}: vLLM loads {self.title} only in the Mistral format, which the hub's "
