@@ -83,7 +83,8 @@ def moe_model_dir(out: Path, tiny: bool) -> Path:
 def build_moe_model(out: Path, tiny: bool, layers: int = 4) -> None:
     """The tiny Qwen3-Omni, or its thinker with Qwen3-Omni-30B-A3B's per-layer shape (128 experts, 8 per token, the
     full audio encoder) but ``layers`` of its 48 LM layers and the tiny vocabulary: random, bf16, built on the GPU.
-    Per-layer time and memory scale to the real model; the states of the other 44 layers do not fit one GPU."""
+    Per-layer time and memory scale to the real model; the states of the other 44 layers do not fit one GPU. Both in
+    the hub's full layout, which vLLM loads."""
     import torch
     from transformers import Qwen3OmniMoeThinkerConfig
 
@@ -91,9 +92,10 @@ def build_moe_model(out: Path, tiny: bool, layers: int = 4) -> None:
     from r1_aqa.tiny import build_tiny_model
 
     start = time.perf_counter()
-    path = build_tiny_model(moe_model_dir(out, tiny), family="qwen3-omni")
+    path = build_tiny_model(moe_model_dir(out, tiny), family="qwen3-omni", layout="full")
     if not tiny:
-        config = json.loads((path / "config.json").read_text())
+        full = json.loads((path / "config.json").read_text())
+        config = full["thinker_config"]
         config["text_config"].update(MOE_TEXT, num_hidden_layers=layers)
         config["audio_config"].update(MOE_AUDIO)
         torch.manual_seed(0)
@@ -102,7 +104,10 @@ def build_moe_model(out: Path, tiny: bool, layers: int = 4) -> None:
             model = get_family("qwen3-omni").model_class()(Qwen3OmniMoeThinkerConfig.from_dict(config)).eval()
         torch.set_default_dtype(torch.float32)
         model.config.dtype = "bfloat16"
+        for stale in path.glob("model*.safetensors"):  # the tiny thinker, talker and code2wav
+            stale.unlink()
         model.save_pretrained(path)
+        get_family("qwen3-omni").write_full_layout(path, full)
     print(f"built {path} in {time.perf_counter() - start:.0f} s")
 
 
@@ -206,11 +211,14 @@ def report(out: Path) -> None:
             f"{', '.join(f'{s:.1f}' for s in r['rollout_s'])} s; peak "
             + (f"{r['peak_gib']:.1f} GiB" if r["peak_gib"] is not None else "n/a (CPU)"))
         row(step, what, result)
-    r = load("moe")
-    row("moe", "GRPO, Qwen3-Omni-30B-A3B thinker shape (4 of 48 LM layers), its recipe per GPU, 2 steps", "—" if r is None
-        else f"s/step {', '.join(f'{s:.1f}' for s in r['step_s'])}; rollout "
-        f"{', '.join(f'{s:.1f}' for s in r['rollout_s'])} s; peak "
-        + (f"{r['peak_gib']:.1f} GiB" if r["peak_gib"] is not None else "n/a (CPU)"))
+    shape = "Qwen3-Omni-30B-A3B thinker shape (4 of 48 LM layers), 2 steps"
+    for step, what in (("moe", f"GRPO, {shape}, its recipe per GPU, HF generate"),
+                       ("moe-vllm", f"GRPO, {shape}, colocated vLLM (expert sync proved before step 1)"),
+                       ("moe-lora", f"GRPO, {shape}, the 8-GPU LoRA recipe (attention and experts)")):
+        r = load(step)
+        row(step, what, "—" if r is None else f"s/step {', '.join(f'{s:.1f}' for s in r['step_s'])}; rollout "
+            f"{', '.join(f'{s:.1f}' for s in r['rollout_s'])} s; peak "
+            + (f"{r['peak_gib']:.1f} GiB" if r["peak_gib"] is not None else "n/a (CPU)"))
     row("eval", "eval throughput, hf engine, batch 8, 32 new tokens",
         "—" if eval_info is None else f"{eval_info['items_per_s']:.2f} items/s over {eval_info['items']} clips")
     device = env_info.get("device", "?")
@@ -224,7 +232,8 @@ def report(out: Path) -> None:
     write_text(out / "acceptance.md", "\n".join(lines) + "\n")
     _write(out / "acceptance.json", {"env": env_info, "status": {k: {"exit": c, "seconds": s} for k, (c, s) in
                                                                  status.items()},
-                                     **{k: load(k) for k in ("grpo", "dryrun", "moe", "eval")}})
+                                     **{k: load(k) for k in ("grpo", "dryrun", "moe", "moe-vllm", "moe-lora",
+                                                             "eval")}})
     print("\n".join(lines))
 
 

@@ -10,6 +10,8 @@
 #   dryrun  the 1-GPU dry-run recipe (LoRA), 2 steps
 #   moe     2 GRPO steps of a Qwen3-Omni-30B-A3B-shaped thinker (4 of its 48 MoE layers, the full audio encoder)
 #           with its recipe's per-GPU settings: time per step and rollout, peak memory
+#   moe-vllm  the same with colocated vLLM rollouts (needs vllm; the trainer proves the expert sync before step 1)
+#   moe-lora  the same with the 8-GPU LoRA recipe (adapters on attention and on the fused experts)
 #   eval    eval throughput of the hf engine on the 7B-shaped model
 # and writes OUT/acceptance.md (one table) and OUT/acceptance.json (OUT: $OUT, else acceptance_out/).
 #   bash bench/gpu_acceptance.sh             # on the GPU machine
@@ -58,6 +60,8 @@ step() {
 }
 
 RECIPES=examples/r1_aqa/recipes/qwen2_audio_7b
+MOE=examples/r1_aqa/recipes/qwen3_omni_30b_a3b
+moe_vllm=(--use_vllm true --vllm_mode colocate --vllm_max_model_length 2048)
 if (( DRY )); then
   tiny=(--tiny)
   step env 60 "$PY" bench/gpu_acceptance.py env "$OUT"
@@ -69,8 +73,12 @@ if (( DRY )); then
   step dryrun 300 "$PY" bench/gpu_acceptance.py grpo "$OUT" "$RECIPES/grpo_dry_run_1gpu.yaml" dryrun "${tiny[@]}" \
     --max_steps 1 --gradient_accumulation_steps 1
   step moe-model 120 "$PY" bench/gpu_acceptance.py moe-model "$OUT" "${tiny[@]}"
-  step moe 300 "$PY" bench/gpu_acceptance.py grpo "$OUT" examples/r1_aqa/recipes/qwen3_omni_30b_a3b/grpo_r1_aqa.yaml \
+  step moe 300 "$PY" bench/gpu_acceptance.py grpo "$OUT" "$MOE/grpo_r1_aqa.yaml" \
     moe "${tiny[@]}" --model_name_or_path "$OUT/moe-tiny" --max_steps 1
+  step moe-vllm 300 "$PY" bench/gpu_acceptance.py grpo "$OUT" "$MOE/grpo_r1_aqa.yaml" moe-vllm "${tiny[@]}" \
+    --model_name_or_path "$OUT/moe-tiny" --max_steps 2 "${moe_vllm[@]}"
+  step moe-lora 300 "$PY" bench/gpu_acceptance.py grpo "$OUT" "$MOE/grpo_lora_8gpu.yaml" moe-lora "${tiny[@]}" \
+    --model_name_or_path "$OUT/moe-tiny" --max_steps 1 --gradient_accumulation_steps 1
   step eval 120 "$PY" bench/gpu_acceptance.py eval "$OUT" "${tiny[@]}"
 else
   step env 60 "$PY" bench/gpu_acceptance.py env "$OUT"
@@ -84,8 +92,12 @@ else
     --max_steps 2 --gradient_accumulation_steps 1
   step eval 80 "$PY" bench/gpu_acceptance.py eval "$OUT"
   step moe-model 60 "$PY" bench/gpu_acceptance.py moe-model "$OUT"
-  step moe 150 "$PY" bench/gpu_acceptance.py grpo "$OUT" examples/r1_aqa/recipes/qwen3_omni_30b_a3b/grpo_r1_aqa.yaml \
+  step moe 150 "$PY" bench/gpu_acceptance.py grpo "$OUT" "$MOE/grpo_r1_aqa.yaml" \
     moe --model_name_or_path "$OUT/moe-shape" --max_steps 2
+  step moe-vllm 150 "$PY" bench/gpu_acceptance.py grpo "$OUT" "$MOE/grpo_r1_aqa.yaml" moe-vllm \
+    --model_name_or_path "$OUT/moe-shape" --max_steps 2 "${moe_vllm[@]}" --vllm_gpu_memory_utilization 0.3
+  step moe-lora 150 "$PY" bench/gpu_acceptance.py grpo "$OUT" "$MOE/grpo_lora_8gpu.yaml" moe-lora \
+    --model_name_or_path "$OUT/moe-shape" --max_steps 2 --gradient_accumulation_steps 1
 fi
 grep -E "passed|failed|error" "$OUT/tests.log" | tail -n 1 > "$OUT/tests.txt"
 "$PY" bench/gpu_acceptance.py report "$OUT"

@@ -268,14 +268,15 @@ def vllm_and_hf_greedy(trainer, prompt, clip, n: int = 8):
     import torch
     from vllm import SamplingParams
 
-    from r1_aqa.vllm_audio import audio_request, collapse_audio_tokens
+    from r1_aqa.vllm_audio import audio_request, collapse_audio_tokens, without_audio_token
 
-    processor, audio_id = trainer.processing_class, trainer.audio_token_id
+    processor, audio_id, llm = trainer.processing_class, trainer.audio_token_id, trainer.vllm_generation.llm
     text = processor.apply_chat_template([prompt], add_generation_prompt=True, tokenize=False)[0]
     enc = processor(text=[text], audio=[clip], sampling_rate=16_000, return_tensors="pt")
-    params = SamplingParams(temperature=0.0, max_tokens=n, bad_words=[processor.audio_token])
-    request = audio_request(collapse_audio_tokens(enc["input_ids"][0].tolist(), audio_id), clip)
-    out = trainer.vllm_generation.llm.generate([request], sampling_params=params, use_tqdm=False)[0]
+    params = SamplingParams(temperature=0.0, max_tokens=n, **without_audio_token(llm, processor.audio_token, audio_id))
+    ids = enc["input_ids"][0].tolist()
+    request = audio_request(collapse_audio_tokens(ids, audio_id) if trainer.family.vllm_expands_audio else ids, clip)
+    out = llm.generate([request], sampling_params=params, use_tqdm=False)[0]
     model = trainer.accelerator.unwrap_model(trainer.model).eval()
     with torch.no_grad():
         hf = model.generate(**enc, do_sample=False, max_new_tokens=n, suppress_tokens=[audio_id])
@@ -283,14 +284,23 @@ def vllm_and_hf_greedy(trainer, prompt, clip, n: int = 8):
     return list(out.outputs[0].token_ids), hf[0, enc["input_ids"].size(1):].tolist(), out, enc
 
 
+def engine_tensors(llm) -> dict[str, torch.Tensor]:
+    """A copy of every parameter of an in-process vLLM engine's model, as its kernels read them (e.g. repacked)."""
+
+    def copy(worker):
+        return {n: p.detach().clone() for n, p in worker.model_runner.model.named_parameters()}
+
+    return llm.collective_rpc(copy)[0]
+
+
 def perturb_params(model, part: str, scale: float, seed: int) -> None:
-    """Add seeded noise to every parameter whose name contains ``part`` (and to nothing else)."""
+    """Add seeded noise to every trainable parameter whose name contains ``part`` (and to nothing else)."""
     import torch
 
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if part in name:
+            if part in name and param.requires_grad:
                 param.add_(scale * torch.randn(param.shape, generator=generator, dtype=param.dtype))
 
 
@@ -298,9 +308,10 @@ def perturb_params(model, part: str, scale: float, seed: int) -> None:
 
 
 def weight_names(folder) -> list[str]:
-    """The tensor names of every ``*.safetensors`` file in ``folder``, file by file in name order."""
+    """The tensor names of the HF-format weight files in ``folder`` (``model*.safetensors``; a Voxtral checkpoint
+    also holds the Mistral format), file by file in name order."""
     names = []
-    for file in sorted(folder.glob("*.safetensors")):
+    for file in sorted(folder.glob("model*.safetensors")):
         with safe_open(str(file), "pt") as f:
             names += list(f.keys())
     return names

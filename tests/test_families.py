@@ -7,6 +7,7 @@ session."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -17,6 +18,7 @@ from helpers import (
     audio_params,
     make_parquet,
     make_trainer,
+    perturb_params,
     sft_argv,
     unused_audio_params,
     write_tone,
@@ -29,8 +31,9 @@ HUB_NAMED = ["audioflamingo3", "voxtral"]  # transformers 5.17 saves these under
 
 
 def weight_names(folder) -> set[str]:
+    """The tensor names of the HF-format weight files (a Voxtral checkpoint also holds the Mistral format)."""
     names: set[str] = set()
-    for file in folder.glob("*.safetensors"):
+    for file in folder.glob("model*.safetensors"):
         with safe_open(str(file), "pt") as f:
             names |= set(f.keys())
     return names
@@ -200,7 +203,7 @@ def test_voxtral_tiny_model_is_the_hubs_layout(tiny_voxtral_dir, tmp_path):
     frozen in a trainer."""
     from safetensors.torch import load_file
 
-    from r1_aqa.families.voxtral import sinusoids
+    from r1_aqa.families import sinusoids
     from r1_aqa.models import load_processor
     from r1_aqa.prompts import chat_prompt
 
@@ -237,12 +240,112 @@ def test_voxtral_sft_targets_end_with_mistrals_end_of_turn(tiny_voxtral_dir, tmp
         assert target[-1] == processor.tokenizer.eos_token_id and target.count(target[-1]) == 1
 
 
-@pytest.mark.parametrize(("name", "reason"), [("qwen3-omni", "MoE expert"), ("voxtral", "Mistral format")])
-def test_vllm_is_refused_before_any_engine_starts(name, reason, request, tmp_path):
+def test_vllm_needs_voxtrals_mistral_format(tiny_voxtral_dir, tmp_path):
+    """vLLM loads Voxtral from the Mistral-format files the tiny model (and every saved checkpoint) holds beside the
+    HF ones; a directory without them is refused, naming them, before any engine starts."""
+    import shutil
+
     from r1_aqa.evaluate.engines import VLLMEngine
 
-    directory = request.getfixturevalue(FIXTURES[name])
-    with pytest.raises(ValueError, match=f"not available for {get_family(name).title}.*{reason}"):
+    assert {"params.json", "consolidated.safetensors", "tekken.json"} <= {p.name for p in tiny_voxtral_dir.iterdir()}
+    directory = tmp_path / "hf-only"
+    shutil.copytree(tiny_voxtral_dir, directory, ignore=shutil.ignore_patterns("params.json", "consolidated.*"))
+    with pytest.raises(ValueError, match=r"no params\.json, consolidated\.safetensors: vLLM loads Voxtral only in the "
+                                         r"Mistral format.*--engine hf"):
         make_trainer(directory, make_parquet(tmp_path), tmp_path / "out", use_vllm=True, vllm_mode="colocate")
     with pytest.raises(ValueError, match="--engine hf"):
         VLLMEngine(directory)
+
+
+@pytest.mark.vllm
+def test_voxtral_mistral_format_is_what_vllm_maps_back(tiny_voxtral_dir):
+    """Every tensor of the Mistral format (the tiny model's ``consolidated.safetensors`` and the weight sync: one map)
+    goes back to its HF tensor through vLLM's own Mistral loader mapping: the LM's names and the rotary order of its
+    query and key rows (vLLM's ``maybe_remap_mistral``), the encoder's names (``mistral_remapping``), the projector's
+    (``load_weights``' rules); each HF tensor but the sinusoids vLLM computes is used once."""
+    from types import SimpleNamespace
+
+    from safetensors.torch import load_file
+    from vllm.model_executor.models.mistral import MistralForCausalLM
+    from vllm.model_executor.models.voxtral import VoxtralEncoderModel
+
+    from r1_aqa.families.voxtral import COMPUTED_BY_VLLM
+    from r1_aqa.models import load_model
+
+    family = get_family("voxtral")
+    model = load_model(tiny_voxtral_dir, device="cpu")
+    mistral = dict(family.vllm_weights(model.config, model.state_dict().items()))
+    saved = load_file(str(tiny_voxtral_dir / "consolidated.safetensors"))
+    assert saved.keys() == mistral.keys() and all(torch.equal(saved[k], mistral[k]) for k in saved)
+    perturb_params(model, ".", scale=0.1, seed=0)  # no two tensors alike (the norms start as ones)
+    hub = {family.checkpoint_name(n): t for n, t in model.state_dict().items()}
+    mistral = dict(family.vllm_weights(model.config, model.state_dict().items()))
+    text = model.config.text_config
+    lm = SimpleNamespace(config=text, mistral_mapping=MistralForCausalLM.mistral_mapping)
+    # vLLM's names of the HF encoder's layers (its Whisper layers keep fc1/fc2 under mlp.).
+    whisper = [(r"audio_tower\.layers\.(\d+)\.fc([12])\.", r"whisper_encoder.layers.\1.mlp.fc\2."),
+               (r"audio_tower\.", "whisper_encoder.")]
+    projector = {"audio_language_projection.0.weight": "multi_modal_projector.linear_1.weight",
+                 "audio_language_projection.2.weight": "multi_modal_projector.linear_2.weight"}
+    used = []
+    for name, tensor in mistral.items():
+        inner = name.removeprefix("mm_whisper_embeddings.")
+        if inner.startswith("whisper_encoder."):
+            for pattern, replacement in VoxtralEncoderModel.mistral_remapping:
+                if re.fullmatch(pattern, inner):
+                    inner = re.sub(pattern, replacement, inner)
+            hf = next(n for n in hub if _renamed(n, whisper) == inner)
+        elif inner in projector:
+            hf = projector[inner]
+        else:  # the LM (its embeddings sit under mm_whisper_embeddings. in the Mistral format)
+            vllm_name, tensor = MistralForCausalLM.maybe_remap_mistral(lm, inner, tensor)
+            hf = "language_model." + vllm_name
+        assert torch.equal(tensor, hub[hf]), (name, hf)
+        used.append(hf)
+    assert sorted(used) == sorted(set(hub) - {COMPUTED_BY_VLLM})
+
+
+def _renamed(name: str, rules: list[tuple[str, str]]) -> str:
+    for pattern, replacement in rules:
+        name = re.sub(pattern, replacement, name)
+    return name
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_vllm_tensor_parallel_must_divide_the_audio_encoders_heads(name, request, tmp_path):
+    """Colocated vLLM with tensor parallelism is refused before any engine starts where the size does not divide the
+    attention heads of the audio encoder (or of the LM), naming the numbers; a divisor passes the check."""
+    from r1_aqa.models import load_model
+    from r1_aqa.vllm_audio import check_tensor_parallel
+
+    directory = request.getfixturevalue(FIXTURES[name])
+    config = load_model(directory, device="cpu").config
+    check_tensor_parallel(config, 2)
+    with pytest.raises(ValueError, match=r"vllm_tensor_parallel_size 3 does not divide the audio encoder's 2 attention "
+                                         r"heads or the language model's 2 attention heads: choose a divisor of 2"):
+        make_trainer(directory, make_parquet(tmp_path), tmp_path / "out", use_vllm=True, vllm_mode="colocate",
+                     vllm_tensor_parallel_size=3)
+
+
+@pytest.mark.parametrize("name", ["qwen2-audio", "audioflamingo3"])
+def test_grpo_trains_the_position_table_only_where_it_is_not_the_fixed_sinusoid(name, request, tmp_path):
+    """``from_pretrained`` leaves a Whisper-style encoder's ``embed_positions`` trainable, and the forward gives it a
+    gradient, so GRPO trains it (the tiny model's random table); holding the sinusoid of the released models it is
+    frozen by ``Family.prepare_model`` and the optimizer never sees it."""
+    from r1_aqa.families import sinusoids
+    from r1_aqa.models import load_model
+
+    directory = request.getfixturevalue(FIXTURES[name])
+    parquet = make_parquet(tmp_path)
+    for fixed in (False, True):
+        model = load_model(directory, device="cpu")
+        table = model.model.audio_tower.embed_positions.weight
+        assert table.requires_grad  # as from_pretrained leaves it
+        if fixed:
+            with torch.no_grad():
+                table.copy_(sinusoids(*table.shape).to(torch.bfloat16))  # a bf16 checkpoint's sinusoid
+        trainer = make_trainer(directory, parquet, tmp_path / f"out-{fixed}", model=model)
+        trained = {p for group in trainer.create_optimizer().param_groups for p in group["params"]}
+        assert (table in trained) is not fixed and table.requires_grad is not fixed
+        if not fixed:
+            assert "model.audio_tower.embed_positions.weight" not in unused_audio_params(trainer)  # it has a gradient

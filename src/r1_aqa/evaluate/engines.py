@@ -153,13 +153,14 @@ class VLLMEngine:
 
         from ..families import family_of
         from ..models import default_dtype, load_processor
-        from ..vllm_audio import configure_cpu_env, on_cpu
+        from ..vllm_audio import configure_cpu_env, on_cpu, without_audio_token
 
         family = family_of(model_path)
         family.check_vllm(model_path)
         configure_cpu_env()
         engine_kwargs = {"limit_mm_per_prompt": {"audio": max_clips}, **family.vllm_engine_kwargs(model_path)}
         self.audio_token = family.audio_token
+        self.expands_audio = family.vllm_expands_audio
         self.processor = load_processor(model_path)
         self.dtype = dtype or default_dtype("cpu" if on_cpu() else "cuda")
         if not on_cpu():
@@ -168,13 +169,14 @@ class VLLMEngine:
                        max_model_len=max_model_len, seed=seed, **engine_kwargs)
         # Token ids are decoded by the processor, as in the hf engine: vLLM's incremental detokenizer holds back a
         # trailing incomplete UTF-8 sequence, which would make equal token ids give different text.
+        self.no_audio_token = without_audio_token(self.llm, self.audio_token,
+                                                  self.processor.tokenizer.convert_tokens_to_ids(self.audio_token))
         self.sampling = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, detokenize=False,
-                                       bad_words=[self.audio_token])
+                                       **self.no_audio_token)
 
     def generate(self, prompts: Sequence[str], audios: Sequence[np.ndarray]) -> list[str]:
         """Raw responses for user prompts and their clips, in order (vLLM schedules the batch itself)."""
-        requests = self._requests(prompts, audios)
-        outputs = self.llm.generate(requests, self.sampling, use_tqdm=False)
+        outputs = self.llm.generate(self._requests(prompts, audios), self.sampling, use_tqdm=False)
         return self.processor.batch_decode([list(o.outputs[0].token_ids) for o in outputs], skip_special_tokens=True)
 
     def sample(self, prompts: Sequence[str], audios: Sequence[np.ndarray], n: int, temperature: float,
@@ -184,16 +186,23 @@ class VLLMEngine:
 
         requests = self._requests(prompts, audios)
         params = [SamplingParams(n=n, temperature=temperature, seed=seed, max_tokens=self.sampling.max_tokens,
-                                 detokenize=False, bad_words=[self.audio_token]) for seed in seeds]
+                                 detokenize=False, **self.no_audio_token) for seed in seeds]
         outputs = self.llm.generate(requests, params, use_tqdm=False)
         return [self.processor.batch_decode([list(o.token_ids) for o in out.outputs], skip_special_tokens=True)
                 for out in outputs]
 
     def _requests(self, prompts: Sequence[str], audios: Sequence) -> list[dict]:
+        """One request per item (an item's audio is a clip or a list of clips): the chat prompt with one placeholder
+        per clip, or, where the family's vLLM takes them expanded, the processor's token ids."""
+        from ..audio import SAMPLE_RATE
         from ..vllm_audio import audio_request
 
-        return [audio_request(text, clips, self.audio_token) for text, clips in zip(
-            *item_prompts(self.processor, prompts, audios, flat=False), strict=True)]
+        texts, clips = item_prompts(self.processor, prompts, audios, flat=False)
+        if self.expands_audio:
+            return [audio_request(t, c, self.audio_token) for t, c in zip(texts, clips, strict=True)]
+        return [audio_request(self.processor(text=[t], audio=c if isinstance(c, list) else [c],
+                                             sampling_rate=SAMPLE_RATE)["input_ids"][0].tolist(), c)
+                for t, c in zip(texts, clips, strict=True)]
 
     def close(self) -> None:
         """Shut the engine down and free its memory (before loading the next checkpoint of a sweep)."""

