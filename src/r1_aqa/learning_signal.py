@@ -54,11 +54,12 @@ class SignalScaledSteps(TrainerCallback):
         self._unscaled: list[float] | None = None  # the param groups' learning rates while scaled
 
     def observe(self, advantages: torch.Tensor, group_size: int, accelerator) -> tuple[float, float]:
-        """The share of this generation's groups with signal over all processes, and the steps' lr factor."""
-        signal = has_signal(advantages, group_size)
-        counts = torch.tensor([float(signal.sum()), float(signal.numel())], device=accelerator.device)
-        with_signal, groups = accelerator.reduce(counts, reduction="sum").tolist()
-        share = with_signal / groups
+        """The share of this generation's groups with signal over all processes, and the steps' lr factor.
+
+        ``advantages``: this process's rows; they are gathered first, since a group may span processes (TRL's
+        generation batch is split across them in order)."""
+        signal = has_signal(accelerator.gather(advantages), group_size)
+        share = float(signal.float().mean())
         self.scale = step_scale(share, self.min_signal_share)
         return share, self.scale
 
