@@ -31,7 +31,7 @@ assert not torch.version.cuda, (
 }
 
 done_next() {
-  echo "r1-aqa setup: done ($1). Next: $1/bin/r1-aqa demo --out demo_out (~5-7 min), the first-day path in README.md, or $1/bin/python -m pytest -q"
+  echo "r1-aqa setup: done ($1). Next: $1/bin/r1-aqa demo --out demo_out (~3-5 min), the first-day path in README.md, or $1/bin/python -m pytest -q"
 }
 
 main() {
