@@ -130,7 +130,7 @@ def _diagnosed(tmp_path, said: dict[str, list[str]], shares: list[float]) -> str
     (tmp_path / "eval" / "after.json").write_text(json.dumps(records))
     (tmp_path / "model" / "grpo").mkdir(parents=True)
     (tmp_path / "model" / "grpo" / "metrics.jsonl").write_text(
-        "".join(json.dumps({"step": i, "signal/share": s}) + "\n" for i, s in enumerate(shares)))
+        "".join(json.dumps({"step": i, "loss": 0.0, "signal/share": s}) + "\n" for i, s in enumerate(shares)))
     return demo.diagnose(tmp_path)
 
 

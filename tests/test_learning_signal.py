@@ -16,6 +16,7 @@ from r1_aqa.callbacks import SolvedStop
 from r1_aqa.cli import main
 from r1_aqa.configs import AudioGRPOScriptArguments
 from r1_aqa.learning_signal import accuracy_by_answer, step_scale
+from r1_aqa.plot import read_run
 from r1_aqa.trainer import AudioGRPOTrainer
 
 LR = 1e-3
@@ -135,6 +136,8 @@ def test_a_solved_run_stops_early_and_logs_accuracy_per_answer(tiny_model_dir, t
     logged = {k: v for r in rows for k, v in r.items() if k.startswith("accuracy_by_answer/")}
     assert logged and set(logged) <= {f"accuracy_by_answer/{a}" for a in ("low", "high", "middle")}
     assert set(logged.values()) == {1.0}
+    _, info = read_run(out)  # the plots' chance line: a random one of the 3 options
+    assert [r["chance_accuracy"] for r in info if "chance_accuracy" in r] == [0.3333]
 
 
 def test_the_solved_streak_restarts_after_a_log_below_the_threshold():

@@ -218,6 +218,8 @@ def diagnose(out: Path) -> str:
     import json
     from collections import Counter
 
+    from .plot import read_metrics
+
     records = json.loads((out / "eval" / "after.json").read_text(encoding="utf-8"))
     said = Counter(r["model_output"] for r in records)
     top, count = said.most_common(1)[0]
@@ -234,8 +236,7 @@ def diagnose(out: Path) -> str:
         words.append(f"it learned {len(accuracy) - len(missed)} of {len(accuracy)} answers; items of "
                      + ", ".join(f"{a!r} ({v:.2f})" for a, v in missed.items())
                      + f" are mostly answered {merged!r} (classes merged)")
-    metrics = out / "model" / "grpo" / "metrics.jsonl"
-    shares = [row["signal/share"] for row in map(json.loads, metrics.read_text().splitlines()) if "signal/share" in row]
+    shares = [row["signal/share"] for row in read_metrics(out / "model" / "grpo") if "signal/share" in row]
     if shares and sum(shares[-3:]) / len(shares[-3:]) < 0.2:
         words.append(f"GRPO had almost no signal at the end (groups with signal: {shares[-1]:.0%})")
     return "; ".join(words)

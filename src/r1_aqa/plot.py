@@ -48,12 +48,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_metrics(run_dir: str | os.PathLike, info: bool = False) -> list[dict]:
-    """The training log lines of ``RUN_DIR/metrics.jsonl`` (those with a step and a loss or reward), by step;
-    ``info``: the other lines instead (what the run said about itself, e.g. its chance accuracy), in file order.
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """The training log lines of ``RUN_DIR/metrics.jsonl`` (those with a step and a loss or reward), by step.
 
     A later line for the same step wins; a torn last line (a run killed mid-write) is ignored.
     """
+    return read_run(run_dir)[0]
+
+
+def read_run(run_dir: str | os.PathLike) -> tuple[list[dict], list[dict]]:
+    """``RUN_DIR/metrics.jsonl`` in one read: the training log lines as :func:`read_metrics` gives them, and the
+    other lines (what the run said about itself, e.g. its chance accuracy), in file order."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (train and sft write it into their output_dir)")
@@ -73,11 +78,9 @@ def read_metrics(run_dir: str | os.PathLike, info: bool = False) -> list[dict]:
             rows[int(row["step"])] = row
         elif isinstance(row, dict):
             others.append(row)
-    if info:
-        return others
     if not rows:
         raise ValueError(f"{path}: no training log lines")
-    return [rows[s] for s in sorted(rows)]
+    return [rows[s] for s in sorted(rows)], others
 
 
 def _series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
@@ -113,8 +116,7 @@ def plot_run(run_dir: str | os.PathLike) -> list[Path]:
     from .evaluate.reports import save_figure
     from .files import write_text
 
-    rows = read_metrics(run_dir)
-    info = read_metrics(run_dir, info=True)
+    rows, info = read_run(run_dir)
     out = Path(run_dir) / "plots"
     window = max(1, len(rows) // 20)
     paths = []

@@ -166,8 +166,7 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
         finally:
             if lent:
                 del config.image_token_id
-        core = self.accelerator.unwrap_model(self.model)
-        core = core.get_base_model() if hasattr(core, "get_base_model") else core
+        core = self._core(self.model)
         self._unsampled_tokens = torch.tensor([self.audio_token_id], device=self.accelerator.device)
         self._decoder = self.family.decoder(core)  # what the LM head reads
         self._setup_audio_encoding(core, freeze_audio_tower, freeze_audio_projector, share_clip_encodings)
@@ -375,8 +374,7 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
         self._audio_inputs, self._audio_clips = features, batch.clips
         if self._encoder is not None and self.freeze_audio_tower:
             firsts = torch.tensor([clips.index(c) for c in range(len(clip_of))], device=device)
-            core = self.accelerator.unwrap_model(self.model)
-            core = core.get_base_model() if hasattr(core, "get_base_model") else core
+            core = self._core(self.model)
             cache = self._encoder.encode_clips(core, {k: v[firsts] for k, v in features.items()})
             mode = "train" if self.model.training else "eval"
             previous = self._clip_caches[mode] if base else {}  # the earlier rounds' clips of this generation batch
