@@ -220,13 +220,14 @@ def run_mode(backend: str, mode: str, share: bool, args, model_dir: Path, data: 
     if not on_gpu:
         flags += ["--use_cpu", "true", "--bf16", "false"]
     script_args, training_args, model_args = parse_trl_args(flags)
+    for option, value in {"share_prompt": share, **MODES[mode]}.items():  # AudioGRPOConfig's audio options
+        setattr(training_args, option, value)
     key = "min_tokens" if backend == "vllm" else "min_new_tokens"
     training_args.generation_kwargs = {key: args.completion_tokens}
     model = build_model(model_dir, args.shape, args.device, save_for_vllm=backend == "vllm" and args.shape != "tiny")
     trainer = timed_trainer_class()(
         model=model, reward_funcs=[accuracy_reward, format_reward], args=training_args,
         train_dataset=build_dataset(str(data), script_args.template), peft_config=peft_config(model_args),
-        max_audio_seconds=script_args.max_audio_seconds, share_prompt=share, **MODES[mode],
     )
     trainer.count_tokens()
     if on_gpu:

@@ -90,12 +90,12 @@ def length_reward(completions, **kwargs) -> list[float]:
 
 
 def make_trainer(tiny_model_dir, parquet, out_dir, trainer_kwargs: dict | None = None, model=None, **overrides):
-    """An AudioGRPOTrainer on ``tiny_model_dir`` (or ``model``) and ``parquet``: 2 steps, TRL settings ``overrides``."""
-    from trl import GRPOConfig
-
+    """An AudioGRPOTrainer on ``tiny_model_dir`` (or ``model``) and ``parquet``: 2 steps, ``AudioGRPOConfig`` settings
+    ``overrides`` (TRL's and the audio options), further trainer arguments ``trainer_kwargs`` (e.g. ``peft_config``)."""
     from r1_aqa.models import load_model
     from r1_aqa.stages import build_dataset
     from r1_aqa.trainer import AudioGRPOTrainer
+    from r1_aqa.trl_configs import AudioGRPOConfig
 
     settings = dict(
         output_dir=str(out_dir), per_device_train_batch_size=2, num_generations=2, max_completion_length=6,
@@ -105,7 +105,7 @@ def make_trainer(tiny_model_dir, parquet, out_dir, trainer_kwargs: dict | None =
     settings.update(overrides)
     model = (model or load_model(tiny_model_dir, device=DEVICE)).train()
     return AudioGRPOTrainer(
-        model=model, reward_funcs=[accuracy_reward, format_reward, length_reward], args=GRPOConfig(**settings),
+        model=model, reward_funcs=[accuracy_reward, format_reward, length_reward], args=AudioGRPOConfig(**settings),
         train_dataset=build_dataset(str(parquet), "default"), **(trainer_kwargs or {}),
     )
 
@@ -217,25 +217,23 @@ def planted_reward(completions: list, id: list[str], **kwargs) -> list[float]:  
     return [1.0 if i == PLANTED else float(k) for k, i in enumerate(id)]
 
 
-def dynamic_sampling_trainer(tiny_model_dir, tmp_path, trainer_kwargs: dict | None = None, max_extra: float = 1.0,
-                             **overrides):
+def dynamic_sampling_trainer(tiny_model_dir, tmp_path, max_extra: float = 1.0, **overrides):
     """A dynamic-sampling AudioGRPOTrainer with ``planted_reward`` on 4 prompts: one step of 8 rows."""
-    from trl import GRPOConfig
-
     from r1_aqa.models import load_model
     from r1_aqa.stages import build_dataset
     from r1_aqa.trainer import AudioGRPOTrainer
+    from r1_aqa.trl_configs import AudioGRPOConfig
 
     settings = dict(
         output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, num_generations=2, max_completion_length=6,
         learning_rate=1e-3, beta=0.04, max_steps=1, logging_steps=1, save_strategy="no", report_to="none",
         use_cpu=DEVICE == "cpu", bf16=False, gradient_checkpointing=False, seed=0, dataloader_num_workers=0,
+        dynamic_sampling=True, dynamic_sampling_max_extra=max_extra,
     )
     settings.update(overrides)
     return AudioGRPOTrainer(
         model=load_model(tiny_model_dir, device=DEVICE).train(), reward_funcs=[planted_reward],
-        args=GRPOConfig(**settings), train_dataset=build_dataset(str(make_parquet(tmp_path, n=4)), "default"),
-        dynamic_sampling_max_extra=max_extra, **(trainer_kwargs or {}),
+        args=AudioGRPOConfig(**settings), train_dataset=build_dataset(str(make_parquet(tmp_path, n=4)), "default"),
     )
 
 

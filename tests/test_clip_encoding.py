@@ -19,7 +19,7 @@ def test_one_pass_per_clip_and_frozen_give_the_per_row_loss_and_gradients(family
     modes = {"per_row": dict(share_clip_encodings=False), "per_clip": {}, "frozen": dict(freeze_audio_tower=True)}
     runs = {}
     for mode, kwargs in modes.items():
-        trainer = make_trainer(model_dir, parquet, tmp_path / mode, trainer_kwargs=kwargs, max_steps=1,
+        trainer = make_trainer(model_dir, parquet, tmp_path / mode, **kwargs, max_steps=1,
                                gradient_checkpointing=checkpointing, max_grad_norm=1e9, **SPLIT)  # unclipped
         runs[mode] = record_step(trainer)
     base = runs["per_row"]
@@ -77,7 +77,7 @@ def test_the_encoder_runs_once_per_distinct_clip_in_each_forward(family_dir, req
     model_dir = request.getfixturevalue(family_dir)
     # Each row in full (with share_prompt every forward already hands the tower one row per group)
     trainer = make_trainer(model_dir, make_parquet(tmp_path, n=4), tmp_path / "out", max_steps=2, **SPLIT,
-                           trainer_kwargs=dict(share_prompt=False))
+                           share_prompt=False)
     assert trainer.ref_model is not None
     n_window = getattr(trainer.model.config.audio_config, "n_window", None)
     policy = count_encodings(audio_towers(trainer.model)[0], n_window)
@@ -95,7 +95,7 @@ def test_the_encoder_runs_once_per_distinct_clip_in_each_forward(family_dir, req
 def test_a_frozen_encoder_is_unchanged_and_runs_once_per_generation_batch(family_dir, request, tmp_path):
     model_dir = request.getfixturevalue(family_dir)
     trainer = make_trainer(model_dir, make_parquet(tmp_path, n=4), tmp_path / "out", max_steps=4,
-                           trainer_kwargs=dict(freeze_audio_tower=True), **SPLIT)
+                           freeze_audio_tower=True, **SPLIT)
     n_window = getattr(trainer.model.config.audio_config, "n_window", None)
     policy = count_encodings(audio_towers(trainer.model)[0], n_window)
     reference = count_encodings(audio_towers(trainer.ref_model)[0], n_window)
@@ -121,7 +121,7 @@ def test_a_reference_whose_encoder_differs_encodes_its_own_clips(tiny_model_dir,
     with torch.no_grad():
         audio_towers(model)[0].conv1.weight.add_(0.1)  # the policy starts from another encoder than the reference
     trainer = make_trainer(tiny_model_dir, make_parquet(tmp_path, n=4), tmp_path / "out", model=model, max_steps=2,
-                           trainer_kwargs=dict(freeze_audio_tower=True), **SPLIT)
+                           freeze_audio_tower=True, **SPLIT)
     reference = count_encodings(audio_towers(trainer.ref_model)[0], None)
     trainer.train()
     assert len(reference) == 2 and all(encoded == distinct for _, distinct, encoded in reference), reference
@@ -136,7 +136,7 @@ def test_lora_one_pass_per_clip_and_frozen(tiny_model_dir, tmp_path):
     runs = {}
     for mode, share in (("per_row", False), ("per_clip", True)):
         trainer = make_trainer(tiny_model_dir, parquet, tmp_path / mode, max_steps=1, max_grad_norm=1e9, **SPLIT,
-                               trainer_kwargs=dict(peft_config=everywhere, share_clip_encodings=share))
+                               trainer_kwargs=dict(peft_config=everywhere), share_clip_encodings=share)
         runs[mode] = record_step(trainer)
     base, run = runs["per_row"], runs["per_clip"]
     assert trainer.ref_model is None and any("audio_tower" in n and "lora_" in n for n in base["grads"])
@@ -150,10 +150,10 @@ def test_lora_one_pass_per_clip_and_frozen(tiny_model_dir, tmp_path):
 
     frozen = dict(freeze_audio_tower=True)
     with pytest.raises(ValueError, match="inside the audio tower"):
-        make_trainer(tiny_model_dir, parquet, tmp_path / "bad", trainer_kwargs=dict(frozen, peft_config=everywhere))
+        make_trainer(tiny_model_dir, parquet, tmp_path / "bad", trainer_kwargs=dict(peft_config=everywhere), **frozen)
     text_only = LoraConfig(r=4, lora_alpha=8, target_modules=r".*language_model.*\.(q_proj|v_proj)")
     trainer = make_trainer(tiny_model_dir, parquet, tmp_path / "frozen", max_steps=2, **SPLIT,
-                           trainer_kwargs=dict(frozen, peft_config=text_only))
+                           trainer_kwargs=dict(peft_config=text_only), **frozen)
     calls = count_encodings(audio_towers(trainer.model)[0], None)
     trainer.train()
     # one generation batch: encoded once; generate, old, reference (adapter off) and loss passes reuse it
@@ -162,7 +162,7 @@ def test_lora_one_pass_per_clip_and_frozen(tiny_model_dir, tmp_path):
 
 def test_a_frozen_projector_alone_keeps_training_the_encoder(tiny_model_dir, tmp_path):
     trainer = make_trainer(tiny_model_dir, make_parquet(tmp_path), tmp_path / "out",
-                           trainer_kwargs=dict(freeze_audio_projector=True))
+                           freeze_audio_projector=True)
     before = audio_params(trainer.model)
     trainer.train()
     after = audio_params(trainer.model)

@@ -69,7 +69,7 @@ def test_recipe_is_a_valid_trl_config():
                                       "--dataset_path", "d.parquet", "--output_dir", "o"])
     assert grpo.max_steps == recipe["max_steps"] and grpo.num_generations == recipe["num_generations"]
     assert grpo.per_device_train_batch_size % grpo.num_generations == 0
-    assert script.max_audio_seconds == demo.WINDOW_SECONDS
+    assert grpo.max_audio_seconds == demo.WINDOW_SECONDS
 
 
 def test_format_warm_start_targets_carry_no_answer(tmp_path):

@@ -135,7 +135,7 @@ def test_a_negative_cap_is_refused(tiny_model_dir, tmp_path):
 
 
 def test_composes_with_steps_per_generation_accumulation_and_a_frozen_tower(tiny_model_dir, tmp_path):
-    trainer = dynamic_sampling_trainer(tiny_model_dir, tmp_path, {"freeze_audio_tower": True},
+    trainer = dynamic_sampling_trainer(tiny_model_dir, tmp_path, freeze_audio_tower=True,
                                        per_device_train_batch_size=4, steps_per_generation=2,
                                        gradient_accumulation_steps=2, max_steps=2)
     rounds, batches = record_dynamic_sampling(trainer)

@@ -145,9 +145,9 @@ def test_dashed_flags_are_read_as_trl_reads_them():
     known = {"max_audio_seconds", "learning_rate", "gradient_checkpointing", "max_steps"}
     assert flag_values(argv, known) == {"max_audio_seconds": "2", "learning_rate": "0.5",
                                         "gradient_checkpointing": False, "max_steps": "3"}
-    script, training, _ = parse_trl_args(["--model_name_or_path", ".", "--dataset_path", ".", "--output_dir", "o",
+    _, training, _ = parse_trl_args(["--model_name_or_path", ".", "--dataset_path", ".", "--output_dir", "o",
                                           "--use_cpu", "true", "--bf16", "false", *argv])
-    assert (script.max_audio_seconds, training.learning_rate, training.gradient_checkpointing,
+    assert (training.max_audio_seconds, training.learning_rate, training.gradient_checkpointing,
             training.max_steps) == (2.0, 0.5, False, 3)
 
 

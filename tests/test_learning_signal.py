@@ -3,7 +3,6 @@ and the stop once the task is solved; on the tiny model with real TRL steps."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 
@@ -14,10 +13,8 @@ from transformers import TrainerCallback, TrainerControl, TrainerState
 
 from r1_aqa.callbacks import SolvedStop
 from r1_aqa.cli import main
-from r1_aqa.configs import AudioGRPOScriptArguments
 from r1_aqa.learning_signal import accuracy_by_answer, step_scale
 from r1_aqa.plot import read_run
-from r1_aqa.trainer import AudioGRPOTrainer
 
 LR = 1e-3
 
@@ -61,7 +58,7 @@ def one_signal_group(completions, id: list[str], **kwargs) -> list[float]:  # no
 
 def _trainer(tiny_model_dir, tmp_path, reward, min_signal_share: float, **overrides):
     trainer = make_trainer(tiny_model_dir, make_parquet(tmp_path, n=4), tmp_path / "out",
-                           trainer_kwargs={"min_signal_share": min_signal_share}, learning_rate=LR, **overrides)
+                           min_signal_share=min_signal_share, learning_rate=LR, **overrides)
     trainer.reward_funcs, trainer.reward_func_names = [reward], [reward.__name__]
     trainer.reward_weights = torch.ones(1)
     trainer.reward_processing_classes = [None]
@@ -105,11 +102,6 @@ def test_step_scale():
     assert step_scale(0.5, 0.5) == 1.0
     assert step_scale(0.9, 0.5) == 1.0
     assert step_scale(0.0, 0.0) == 1.0  # off: TRL's step
-
-
-def test_the_command_line_and_the_trainer_share_the_default():
-    default = inspect.signature(AudioGRPOTrainer.__init__).parameters["min_signal_share"].default
-    assert AudioGRPOScriptArguments().min_signal_share == default == 0.5
 
 
 def test_accuracy_by_answer_counts_each_answers_completions():

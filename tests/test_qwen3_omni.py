@@ -146,7 +146,7 @@ def test_a_frozen_projector_is_both_projection_layers(tiny_qwen3_omni_dir, tmp_p
     """Qwen3-Omni's projector is the end of its audio encoder, ``proj1`` and ``proj2`` (to the LM width): frozen,
     neither changes while the rest of the encoder trains."""
     trainer = make_trainer(tiny_qwen3_omni_dir, make_parquet(tmp_path), tmp_path / "out", max_steps=1,
-                           trainer_kwargs=dict(freeze_audio_projector=True))
+                           freeze_audio_projector=True)
     before = audio_params(trainer.model)
     trainer.train()
     after = audio_params(trainer.model)

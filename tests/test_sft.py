@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import torch
 from helpers import RECIPE, make_parquet, sft_argv
 
 from r1_aqa.cli import main
@@ -44,9 +45,12 @@ def test_sft_learns_and_its_checkpoint_loads_in_train_and_eval(tiny_model_dir, t
     parquet = make_parquet(tmp_path, n=4)
     out = tmp_path / "sft"
     trainer = sft(*parse_sft_args(sft_argv(tiny_model_dir, parquet, out, "--max_steps", "30", "--learning_rate", "1e-2",
-                                           "--per_device_train_batch_size", "4")))
+                                           "--per_device_train_batch_size", "4", "--max_audio_seconds", "2.5")))
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     assert losses[-1] < 0.2 * losses[0], losses
+    saved = torch.load(out / "training_args.bin", weights_only=False)  # the audio options, saved with the model
+    assert type(saved).__name__ == "AudioSFTConfig" and saved.max_audio_seconds == 2.5
+    assert trainer.data_collator.max_audio_seconds == 2.5
     del trainer
 
     # eval (hf) reads the checkpoint; the random model now answers in the taught format, with one of the options

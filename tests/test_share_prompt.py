@@ -121,14 +121,14 @@ def test_a_training_step_with_shared_prompts_equals_the_unshared_one(family_dir,
     a frozen encoder (the generation batch's cached encodings)."""
     from peft import LoraConfig
 
-    extra = {"lora": dict(peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear")),
+    extra = {"lora": dict(trainer_kwargs=dict(peft_config=LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))),
              "frozen": dict(freeze_audio_tower=True), None: {}}[variant]
     model_dir = request.getfixturevalue(family_dir)
     parquet = make_parquet(tmp_path, n=2)
     runs, rows = {}, {}
     for share in (True, False):
         trainer = make_trainer(model_dir, parquet, tmp_path / str(share), max_steps=1, max_grad_norm=1e9,
-                               gradient_checkpointing=checkpointing, trainer_kwargs=dict(extra, share_prompt=share),
+                               gradient_checkpointing=checkpointing, **extra, share_prompt=share,
                                **SPLIT)
         rows[share] = decoder_rows(trainer)
         runs[share] = record_step(trainer)
@@ -181,7 +181,7 @@ def test_an_attention_without_custom_masks_falls_back_with_its_reason(tiny_model
     err = capfd.readouterr().err
     assert "share_prompt off: the flex_attention attention takes no custom 4D mask" in err, err
     off = make_trainer(tiny_model_dir, make_parquet(tmp_path), tmp_path / "off",
-                       trainer_kwargs=dict(share_prompt=False))
+                       share_prompt=False)
     assert not off.share_prompt and off.share_prompt_reason is None and "share_prompt" not in capfd.readouterr().err
 
 

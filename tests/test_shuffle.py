@@ -49,11 +49,11 @@ def test_the_seed_picks_the_orders(tmp_path):
     from r1_aqa.stages import build_dataset, stage_callbacks
 
     parquet = str(make_parquet(tmp_path, n=4))
-    script_args = SimpleNamespace(shuffle_choices=True, template="default")
+    script_args = SimpleNamespace(template="default")
 
     def orders(seed: int) -> list[tuple]:
         dataset = build_dataset(parquet, "default", columns=COLUMNS)
-        (callback,) = stage_callbacks(script_args, SimpleNamespace(seed=seed), dataset)
+        (callback,) = stage_callbacks(script_args, SimpleNamespace(seed=seed, shuffle_choices=True), dataset)
         seen = []
         for epoch in range(4):
             callback.shuffle.epoch = epoch
@@ -164,7 +164,7 @@ def test_sft_shuffles_per_epoch_and_keeps_the_target(tiny_model_dir, tmp_path):
         "--output_dir", str(tmp_path / "o"), "--max_steps", "3", "--per_device_train_batch_size", "4",
         "--save_strategy", "no", "--shuffle_choices", "true"])
     processor = load_processor(tiny_model_dir)
-    dataset = sft_dataset(str(parquet), script.template, columns=shuffle_columns(script))
+    dataset = sft_dataset(str(parquet), script.template, columns=shuffle_columns(training))
     model = load_model(tiny_model_dir, device="cpu").train()
     seen = []
     model.register_forward_pre_hook(lambda m, a, kw: seen.append((kw["input_ids"], kw["labels"])), with_kwargs=True)

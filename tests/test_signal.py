@@ -108,8 +108,8 @@ def test_recipes_state_their_exploration_levers():
     root = ROOT / "examples/r1_aqa/recipes"
 
     def parse(path):
-        script, args, _ = parse_trl_args(["--config", str(path), "--use_cpu", "true"])
-        return script.dynamic_sampling, args.use_adaptive_entropy, args.temperature, args.top_k
+        _, args, _ = parse_trl_args(["--config", str(path), "--use_cpu", "true"])
+        return args.dynamic_sampling, args.use_adaptive_entropy, args.temperature, args.top_k
 
     for model in ("qwen2_audio_7b", "qwen2_5_omni_7b"):
         assert parse(root / model / "grpo_r1_aqa.yaml") == (False, False, 1.0, 0)  # R1-AQA's, unchanged

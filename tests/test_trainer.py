@@ -98,7 +98,12 @@ def test_cli_train_saves_loadable_checkpoints_and_resumes(tiny_model_dir, tmp_pa
     out = tmp_path / "out"
     args = ["--config", RECIPE, "--model_name_or_path", str(tiny_model_dir), "--dataset_path", str(parquet),
             "--output_dir", str(out)]
-    assert main(["train", *args, "--max_steps", "2"]) == 0
+    # The audio options travel in the trainer's config (AudioGRPOConfig) and each checkpoint records them.
+    assert main(["train", *args, "--max_steps", "2", "--max_audio_seconds", "1.25", "--min_signal_share", "0.25",
+                 "--share_prompt", "false"]) == 0
+    saved = torch.load(out / "checkpoint-2" / "training_args.bin", weights_only=False)
+    assert type(saved).__name__ == "AudioGRPOConfig"
+    assert (saved.max_audio_seconds, saved.min_signal_share, saved.share_prompt) == (1.25, 0.25, False)
     for folder in (out, out / "checkpoint-2"):
         model = load_model(folder, device="cpu")  # transformers; and the hub's weight names, which vLLM reads
         assert type(model).__name__ == "Qwen2AudioForConditionalGeneration"
@@ -193,7 +198,7 @@ def test_weak_to_strong_recipes_carry_audiomcqs_settings(model):
     assert (args.num_generations, args.beta, args.learning_rate, args.lr_scheduler_type) == (8, 0.001, 1e-6, "cosine")
     assert (args.temperature, args.top_k, args.max_completion_length, args.max_steps) == (1.5, 4, 128, 2000)
     assert script.reward_funcs == ["accuracy", "format"] and args.reward_weights == [2.0, 0.5]
-    assert args.per_device_train_batch_size == 8 and not script.freeze_audio_tower and script.template == "default"
+    assert args.per_device_train_batch_size == 8 and not args.freeze_audio_tower and script.template == "default"
     sft_script, sft_args, _ = parse_sft_args(["--config", str(recipes / "sft_weak.yaml"), "--use_cpu", "true"])
     assert sft_script.reasoning_column is None and sft_args.bf16 and sft_args.max_length >= 1024
 
@@ -216,7 +221,7 @@ def test_omni_lm_head_runs_on_the_read_positions_only(tiny_omni_dir, tmp_path):
     completion's, so the LM head gets only those; the log-probs equal the model's own full-length logits (each row in
     full: a shared-prompt pass reads its packed rows' positions, tests/test_share_prompt.py)."""
     trainer = make_trainer(tiny_omni_dir, make_parquet(tmp_path), tmp_path / "out", max_steps=1, learning_rate=0.0,
-                           trainer_kwargs=dict(share_prompt=False))
+                           share_prompt=False)
     model, calls = trainer.model, []
 
     def on_forward(module, args, kwargs, output):

@@ -11,11 +11,10 @@ from r1_aqa.rewards import accuracy_reward
 
 
 def _trainer(tiny_model_dir, tmp_path, max_audio_seconds, rollout_func=None, **overrides):
-    from trl import GRPOConfig
-
     from r1_aqa.models import load_model
     from r1_aqa.stages import build_dataset
     from r1_aqa.trainer import AudioGRPOTrainer
+    from r1_aqa.trl_configs import AudioGRPOConfig
 
     settings = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, num_generations=2,
                     max_completion_length=4, max_steps=1, logging_steps=1, save_strategy="no", report_to="none",
@@ -23,9 +22,8 @@ def _trainer(tiny_model_dir, tmp_path, max_audio_seconds, rollout_func=None, **o
     extra = {"rollout_func": rollout_func} if rollout_func is not None else {}
     return AudioGRPOTrainer(
         model=load_model(tiny_model_dir, device="cpu").train(), reward_funcs=[accuracy_reward, length_reward],
-        args=GRPOConfig(**{**settings, **overrides}), train_dataset=build_dataset(str(make_parquet(tmp_path)),
-                                                                                  "default"),
-        max_audio_seconds=max_audio_seconds, **extra)
+        args=AudioGRPOConfig(**settings, **overrides, max_audio_seconds=max_audio_seconds),
+        train_dataset=build_dataset(str(make_parquet(tmp_path)), "default"), **extra)
 
 
 @pytest.mark.parametrize("cap", [None, 0.5])

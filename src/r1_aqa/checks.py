@@ -91,9 +91,10 @@ def missing_clips(path: str | os.PathLike, column: str = "audio") -> tuple[list[
 # --- train / sft command lines -------------------------------------------------------------------------------------
 
 
-def check_stage_inputs(config: str | None, argv: Sequence[str], config_class: tuple[str, str], script_class) -> dict:
-    """Check a ``train``/``sft`` command line before TRL loads: the recipe and every flag name a field (of
-    ``script_class``, of TRL's ``config_class`` given as ``(module, class)``, or of ``ModelConfig``), the values
+def check_stage_inputs(config: str | None, argv: Sequence[str], config_class: tuple[str, str],
+                       script_classes: Sequence[type]) -> dict:
+    """Check a ``train``/``sft`` command line before TRL loads: the recipe and every flag name a field (of the
+    ``script_classes``, of TRL's ``config_class`` given as ``(module, class)``, or of ``ModelConfig``), the values
     :func:`check_stage_values` checks, the model path, the datasets (parquet, columns, rows) and their clips.
     Returns the values set by the recipe and the command line (``{field: value}``, command-line values as text)."""
     from dataclasses import fields
@@ -102,7 +103,7 @@ def check_stage_inputs(config: str | None, argv: Sequence[str], config_class: tu
 
     known = source_fields(*config_class)
     if known is not None:  # the library's source could not be read: its own parser checks the names later
-        known |= {f.name for f in fields(script_class)} | {f.name for f in fields(ModelConfig)}
+        known |= {f.name for c in (*script_classes, ModelConfig) for f in fields(c)}
     values = {**read_recipe(config, known), **flag_values(argv, known)}
     check_stage_values(values)
     check_model_path(values["model_name_or_path"], "--model_name_or_path")

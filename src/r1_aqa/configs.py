@@ -1,7 +1,9 @@
-"""Script arguments of ``r1-aqa train`` and ``r1-aqa sft``, parsed by TRL's ``TrlParser`` next to the trainer's
-config (``GRPOConfig`` / ``SFTConfig``) and ``ModelConfig``.
+"""The arguments of ``r1-aqa train`` and ``r1-aqa sft`` beside TRL's: the script arguments (data, prompt, rewards)
+and the audio training options, which ``r1_aqa.trl_configs`` adds to TRL's configs (``AudioGRPOConfig``,
+``AudioSFTConfig``) so each checkpoint's ``training_args.bin`` records them. TRL's ``TrlParser`` reads them next to
+``ModelConfig``; every field can be set in a recipe YAML (``--config``) and overridden on the command line.
 
-Every field can be set in a recipe YAML (``--config``) and overridden on the command line.
+Nothing here imports torch: the checks before a stage loads read these fields.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from trl import ScriptArguments
 
 @dataclass
 class AudioScriptArguments(ScriptArguments):
-    """Data and prompt settings every audio training stage shares (TRL's ``ScriptArguments`` plus the audio ones)."""
+    """Data and prompt settings every audio training stage shares (TRL's ``ScriptArguments`` plus the data ones)."""
 
     dataset_path: str | None = field(
         default=None,
@@ -21,28 +23,13 @@ class AudioScriptArguments(ScriptArguments):
     )
     eval_dataset_path: str | None = field(default=None, metadata={"help": "Optional prepared eval parquet."})
     template: str = field(default="default", metadata={"help": "Prompt template: default, think or new."})
-    max_audio_seconds: float | None = field(
-        default=30.0,
-        metadata={"help": "Cut clips to their first this many seconds (Qwen2-Audio's encoder sees 30 s); "
-                  "the share cut is logged as audio/cut_at_cap_ratio by GRPO."},
-    )
     skip_bad_audio: bool = field(
         default=False,
         metadata={"help": "Every clip is decoded (up to max_audio_seconds) before the first step; a clip that does "
                   "not load stops the run with a list of them all, or with this set, its rows are dropped and "
                   "counted. Either way OUTPUT_DIR/train.bad_audio.json lists them."},
     )
-    max_nonfinite_steps: int = field(
-        default=3,
-        metadata={"help": "A step whose gradients hold NaN/inf is skipped (counted as train/nonfinite_skipped); this "
-                  "many in a row stop the run naming the step (0: no guard; not available under DeepSpeed)."},
-    )
     max_train_samples: int | None = field(default=None, metadata={"help": "Keep only the first N training rows."})
-    shuffle_choices: bool = field(
-        default=False,
-        metadata={"help": "Show the options of each training item in a new order every time it is sampled (every "
-                  "epoch; the solution stays the answer text, so rewards do not change). R1-AQA did not."},
-    )
     overwrite_output_dir: bool = field(
         default=False,
         metadata={"help": "Remove the checkpoint-* directories an earlier run left in output_dir, then train; without "
@@ -51,8 +38,29 @@ class AudioScriptArguments(ScriptArguments):
 
 
 @dataclass
-class AudioGRPOScriptArguments(AudioScriptArguments):
-    """Data, prompt and reward settings of an R1-AQA GRPO run."""
+class AudioTrainingOptions:
+    """The audio options every training stage shares (fields of ``AudioGRPOConfig`` and ``AudioSFTConfig``)."""
+
+    max_audio_seconds: float | None = field(
+        default=30.0,
+        metadata={"help": "Cut clips to their first this many seconds (Qwen2-Audio's encoder sees 30 s); "
+                  "the share cut is logged as audio/cut_at_cap_ratio by GRPO."},
+    )
+    max_nonfinite_steps: int = field(
+        default=3,
+        metadata={"help": "A step whose gradients hold NaN/inf is skipped (counted as train/nonfinite_skipped); this "
+                  "many in a row stop the run naming the step (0: no guard; not available under DeepSpeed)."},
+    )
+    shuffle_choices: bool = field(
+        default=False,
+        metadata={"help": "Show the options of each training item in a new order every time it is sampled (every "
+                  "epoch; the solution stays the answer text, so rewards do not change). R1-AQA did not."},
+    )
+
+
+@dataclass
+class AudioGRPOOptions(AudioTrainingOptions):
+    """The audio options of a GRPO run (fields of ``AudioGRPOConfig``; a plain ``GRPOConfig`` gets these defaults)."""
 
     freeze_audio_tower: bool = field(
         default=False,
@@ -63,6 +71,11 @@ class AudioGRPOScriptArguments(AudioScriptArguments):
         default=False,
         metadata={"help": "Do not train the layer mapping encoder outputs to the LM width (Qwen2-Audio's "
                   "multi_modal_projector; the Omni thinker's audio_tower.proj)."},
+    )
+    share_clip_encodings: bool = field(
+        default=True,
+        metadata={"help": "Encode each distinct clip once per forward and give every row of its group the result "
+                  "(false: every row's clip through the encoder, the model's own path; for comparison)."},
     )
     share_prompt: bool = field(
         default=True,
@@ -97,6 +110,12 @@ class AudioGRPOScriptArguments(AudioScriptArguments):
     stop_after_logs: int = field(
         default=3, metadata={"help": "How many logs in a row must reach stop_at_accuracy (logging_steps apart)."},
     )
+
+
+@dataclass
+class AudioGRPOScriptArguments(AudioScriptArguments):
+    """Data, prompt and reward settings of an R1-AQA GRPO run (its audio options: ``AudioGRPOOptions``)."""
+
     reward_funcs: list[str] | None = field(
         default=None,
         metadata={"help": "Reward names from r1_aqa.rewards, or module.function import paths of your own (weighted "

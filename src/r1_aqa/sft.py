@@ -60,18 +60,17 @@ def sft_dataset(path: str, template: str, reasoning_column: str | None = None, m
 
 
 def parse_sft_args(argv: list[str]):
-    """Parse ``argv`` (with ``--config``) into ``(AudioSFTScriptArguments, SFTConfig, ModelConfig)``."""
-    from trl import SFTConfig
-
+    """Parse ``argv`` (with ``--config``) into ``(AudioSFTScriptArguments, AudioSFTConfig, ModelConfig)``."""
     from .configs import AudioSFTScriptArguments
+    from .trl_configs import AudioSFTConfig
 
-    return parse_stage_args(argv, AudioSFTScriptArguments, SFTConfig, "r1-aqa sft")
+    return parse_stage_args(argv, AudioSFTScriptArguments, AudioSFTConfig, "r1-aqa sft")
 
 
 def run(args) -> int:
-    from .configs import AudioSFTScriptArguments
+    from .configs import AudioSFTScriptArguments, AudioTrainingOptions
 
-    check_inputs(args, ("trl.trainer.sft_config", "SFTConfig"), AudioSFTScriptArguments)
+    check_inputs(args, ("trl.trainer.sft_config", "SFTConfig"), (AudioSFTScriptArguments, AudioTrainingOptions))
     return run_stage("sft", lambda: sft(*parse_sft_args(stage_argv(args))))
 
 
@@ -89,7 +88,7 @@ def sft(script_args, training_args, model_args):
                            family_of(model_args.model_name_or_path).end_of_turn)
 
     # The data is read and checked before the model loads.
-    train_dataset = data(script_args.dataset_path, script_args.max_train_samples, shuffle_columns(script_args))
+    train_dataset = data(script_args.dataset_path, script_args.max_train_samples, shuffle_columns(training_args))
     eval_dataset = data(script_args.eval_dataset_path) if script_args.eval_dataset_path else None
     claim_output_dir(training_args.output_dir, resuming=bool(resume), overwrite=script_args.overwrite_output_dir)
     train_dataset, eval_dataset = check_stage_audio(script_args, training_args, train_dataset, eval_dataset)
@@ -101,7 +100,6 @@ def sft(script_args, training_args, model_args):
         eval_dataset=eval_dataset,
         processing_class=processor,
         peft_config=peft_config(model_args),
-        max_audio_seconds=script_args.max_audio_seconds,
         callbacks=callbacks,
     )
     fit(trainer, script_args, resume)

@@ -8,6 +8,7 @@ from typing import Any
 from trl import SFTTrainer
 
 from .audio import SAMPLE_RATE, load_audio
+from .configs import AudioTrainingOptions
 from .models import HubNamedCheckpoints
 from .prompts import END_OF_TURN
 
@@ -56,10 +57,10 @@ class AudioSFTCollator:
 
 
 class AudioSFTTrainer(HubNamedCheckpoints, SFTTrainer):
-    """TRL's ``SFTTrainer`` on audio rows (``prompt``, ``audio``, ``target``) through :class:`AudioSFTCollator`."""
+    """TRL's ``SFTTrainer`` on audio rows (``prompt``, ``audio``, ``target``) through :class:`AudioSFTCollator`; the
+    clip cap is ``args.max_audio_seconds`` for an ``AudioSFTConfig``, else ``AudioTrainingOptions``' default."""
 
-    def __init__(self, model, args=None, train_dataset=None, *, processing_class=None,
-                 max_audio_seconds: float | None = 30.0, **kwargs):
+    def __init__(self, model, args=None, train_dataset=None, *, processing_class=None, **kwargs):
         from .models import family_of, load_processor
 
         family = family_of(model.name_or_path)
@@ -69,7 +70,8 @@ class AudioSFTTrainer(HubNamedCheckpoints, SFTTrainer):
         if args is not None:
             args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True}
             args.remove_unused_columns = False  # the collator needs prompt, audio and target
-        collator = AudioSFTCollator(processing_class, max_audio_seconds, args.max_length if args else None,
+        options = args if isinstance(args, AudioTrainingOptions) else AudioTrainingOptions()
+        collator = AudioSFTCollator(processing_class, options.max_audio_seconds, args.max_length if args else None,
                                     family.end_of_turn)
         super().__init__(model, args=args, train_dataset=train_dataset, processing_class=processing_class,
                          data_collator=collator, **kwargs)

@@ -65,7 +65,7 @@ def build_dataset(path: str, template: str, max_rows: int | None = None, columns
     return Dataset.from_dict(data)
 
 
-def check_inputs(args, config_class: tuple[str, str], script_class) -> dict:
+def check_inputs(args, config_class: tuple[str, str], script_classes: tuple) -> dict:
     """The checks a training stage makes before TRL loads (``checks.check_stage_inputs``), then the one that needs
     torch: bf16 (the default of TRL's configs) asked for on a machine without a GPU. Returns the values the recipe and
     the command line set."""
@@ -73,7 +73,7 @@ def check_inputs(args, config_class: tuple[str, str], script_class) -> dict:
         return {}
     from .checks import check_stage_inputs
 
-    values = check_stage_inputs(args.config, args.extra_args, config_class, script_class)
+    values = check_stage_inputs(args.config, args.extra_args, config_class, script_classes)
     bf16, use_cpu = (str(values.get(k, "")).lower() for k in ("bf16", "use_cpu"))
     if bf16 in ("false", "0", "no") or values.get("fp16") or use_cpu in ("true", "1", "yes"):
         return values
@@ -109,7 +109,7 @@ def fit(trainer, script_args, resume) -> None:
     metrics.jsonl); raises ``TrainingInterrupted`` when a signal stopped it (after saving its checkpoint)."""
     from .callbacks import TrainingInterrupted, install
 
-    preemption = install(trainer, script_args.max_nonfinite_steps, chance_accuracy(script_args.dataset_path))
+    preemption = install(trainer, trainer.args.max_nonfinite_steps, chance_accuracy(script_args.dataset_path))
     try:
         trainer.train(resume_from_checkpoint=resume)
         stopped = preemption.interrupted(trainer.args.output_dir, trainer.state.global_step)
@@ -164,7 +164,7 @@ def check_stage_args(script_args, training_args, model_args) -> bool | str | Non
     check_stage_values({"model_name_or_path": model_args.model_name_or_path, "dataset_path": script_args.dataset_path,
                         "output_dir": training_args.output_dir, "max_steps": training_args.max_steps,
                         "max_train_samples": script_args.max_train_samples,
-                        "max_nonfinite_steps": script_args.max_nonfinite_steps,
+                        "max_nonfinite_steps": training_args.max_nonfinite_steps,
                         "learning_rate": training_args.learning_rate,
                         "num_train_epochs": training_args.num_train_epochs})
     resume = training_args.resume_from_checkpoint
@@ -179,7 +179,7 @@ def check_stage_audio(script_args, training_args, train_dataset, eval_dataset=No
     from .clips import check_training_audio
 
     def check(dataset, name: str):
-        return check_training_audio(dataset, max_seconds=script_args.max_audio_seconds, name=name,
+        return check_training_audio(dataset, max_seconds=training_args.max_audio_seconds, name=name,
                                     skip_bad=script_args.skip_bad_audio, output_dir=training_args.output_dir)
 
     return check(train_dataset, "train"), None if eval_dataset is None else check(eval_dataset, "eval")
@@ -199,16 +199,16 @@ def load_policy(model_args):
     )
 
 
-def shuffle_columns(script_args) -> tuple[str, ...]:
+def shuffle_columns(training_args) -> tuple[str, ...]:
     """The columns ``build_dataset`` must carry for the stage's options (``question``/``choices`` to shuffle)."""
     from .shuffle import COLUMNS
 
-    return COLUMNS if script_args.shuffle_choices else ()
+    return COLUMNS if training_args.shuffle_choices else ()
 
 
 def stage_callbacks(script_args, training_args, train_dataset) -> list:
-    """Trainer callbacks the script arguments ask for; ``shuffle_choices`` sets its transform on ``train_dataset``."""
-    if not script_args.shuffle_choices:
+    """Trainer callbacks the stage's options ask for; ``shuffle_choices`` sets its transform on ``train_dataset``."""
+    if not training_args.shuffle_choices:
         return []
     from .shuffle import shuffle_choices
 

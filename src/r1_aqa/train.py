@@ -3,8 +3,9 @@
     r1-aqa train --config examples/r1_aqa/recipes/tiny_grpo.yaml --model_name_or_path MODEL \\
         --dataset_path train.parquet --output_dir OUT [--any_GRPOConfig_or_ModelConfig_flag VALUE ...]
 
-Every argument after ``train`` goes to TRL's ``TrlParser((AudioGRPOScriptArguments, GRPOConfig, ModelConfig))``;
-``--config`` loads a recipe whose values the command line overrides.
+Every argument after ``train`` goes to TRL's ``TrlParser((AudioGRPOScriptArguments, AudioGRPOConfig, ModelConfig))``
+(``AudioGRPOConfig``: TRL's ``GRPOConfig`` with the audio options); ``--config`` loads a recipe whose values the
+command line overrides.
 """
 
 from __future__ import annotations
@@ -21,18 +22,17 @@ HELP = (
 
 
 def parse_trl_args(argv: list[str]):
-    """Parse ``argv`` (with ``--config``) into ``(AudioGRPOScriptArguments, GRPOConfig, ModelConfig)``."""
-    from trl import GRPOConfig
-
+    """Parse ``argv`` (with ``--config``) into ``(AudioGRPOScriptArguments, AudioGRPOConfig, ModelConfig)``."""
     from .configs import AudioGRPOScriptArguments
+    from .trl_configs import AudioGRPOConfig
 
-    return parse_stage_args(argv, AudioGRPOScriptArguments, GRPOConfig, "r1-aqa train")
+    return parse_stage_args(argv, AudioGRPOScriptArguments, AudioGRPOConfig, "r1-aqa train")
 
 
 def run(args) -> int:
-    from .configs import AudioGRPOScriptArguments
+    from .configs import AudioGRPOOptions, AudioGRPOScriptArguments
 
-    values = check_inputs(args, ("trl.trainer.grpo_config", "GRPOConfig"), AudioGRPOScriptArguments)
+    values = check_inputs(args, ("trl.trainer.grpo_config", "GRPOConfig"), (AudioGRPOScriptArguments, AudioGRPOOptions))
     check_judge_flags(values)
     return run_stage("train", lambda: train(*parse_trl_args(stage_argv(args))))
 
@@ -48,7 +48,7 @@ def train(script_args, training_args, model_args):
     judge = load_judge(script_args, training_args, names)
     reward_funcs = [rewards.resolve_reward(n, judge) for n in names]
     # The data is read (and an empty set refused) before the model loads.
-    columns = (*shuffle_columns(script_args), *judged_columns(script_args.dataset_path, names))
+    columns = (*shuffle_columns(training_args), *judged_columns(script_args.dataset_path, names))
     train_dataset = build_dataset(script_args.dataset_path, script_args.template, script_args.max_train_samples,
                                   tuple(dict.fromkeys(columns)))
     eval_dataset = (
@@ -57,10 +57,10 @@ def train(script_args, training_args, model_args):
     claim_output_dir(training_args.output_dir, resuming=bool(resume), overwrite=script_args.overwrite_output_dir)
     train_dataset, eval_dataset = check_stage_audio(script_args, training_args, train_dataset, eval_dataset)
     callbacks = stage_callbacks(script_args, training_args, train_dataset)
-    if script_args.stop_at_accuracy is not None:
+    if training_args.stop_at_accuracy is not None:
         from .callbacks import SolvedStop
 
-        callbacks.append(SolvedStop(script_args.stop_at_accuracy, script_args.stop_after_logs))
+        callbacks.append(SolvedStop(training_args.stop_at_accuracy, training_args.stop_after_logs))
     if judge is not None:
         from .callbacks import JudgeTiming
 
@@ -74,12 +74,6 @@ def train(script_args, training_args, model_args):
         eval_dataset=eval_dataset,
         processing_class=load_processor(model_args.model_name_or_path),
         peft_config=peft_config(model_args),
-        max_audio_seconds=script_args.max_audio_seconds,
-        freeze_audio_tower=script_args.freeze_audio_tower,
-        freeze_audio_projector=script_args.freeze_audio_projector,
-        share_prompt=script_args.share_prompt,
-        dynamic_sampling_max_extra=script_args.dynamic_sampling_max_extra if script_args.dynamic_sampling else None,
-        min_signal_share=script_args.min_signal_share,
         callbacks=callbacks,
     )
     fit(trainer, script_args, resume)

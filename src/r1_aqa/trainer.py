@@ -49,6 +49,7 @@ from trl.trainer.utils import selective_log_softmax_and_entropy
 
 from . import share_prompt as shared
 from .audio import SAMPLE_RATE, load_audio_capped
+from .configs import AudioGRPOOptions
 from .dynamic_sampling import DynamicSampling
 from .encoder import ClipEncoder, audio_towers, same_weights
 from .families import family_of
@@ -119,18 +120,16 @@ def _replaced(module, name: str, value):
 class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
     """GRPO for audio LMs (the families of ``r1_aqa.families``); the dataset needs ``prompt`` and ``audio``.
 
+    The audio options are ``args``' when it is an ``AudioGRPOConfig`` (``r1_aqa.trl_configs``), else
+    ``AudioGRPOOptions``' defaults.
+
     ``prompt`` is a conversation whose user turn holds one ``{"type": "audio"}`` item; ``audio`` is a path (or
     encoded bytes) per row. Other columns (e.g. ``solution``) reach the reward functions as TRL passes them.
     """
 
-    def __init__(  # TRL's three positional parameters, then our options (keyword-only): 11 parameters
-        self, model, reward_funcs=None, args=None, *, audio_column: str = "audio",
-        max_audio_seconds: float | None = 30.0, freeze_audio_tower: bool = False,
-        freeze_audio_projector: bool = False, share_clip_encodings: bool = True,
-        dynamic_sampling_max_extra: float | None = None, min_signal_share: float = 0.5, share_prompt: bool = True,
-        **kwargs,
-    ):
+    def __init__(self, model, reward_funcs=None, args=None, *, audio_column: str = "audio", **kwargs):
         _refuse_unsupported(args, kwargs)
+        options = args if isinstance(args, AudioGRPOOptions) else AudioGRPOOptions()  # AudioGRPOConfig's, or defaults
         if isinstance(model, (str, os.PathLike)):
             model = family_of(model).model_class().from_pretrained(model)
         self.family = family_of(model.name_or_path)
@@ -148,7 +147,7 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
         if kwargs.get("processing_class") is None:
             kwargs["processing_class"] = load_processor(model.name_or_path)
         self.audio_column = audio_column
-        self.max_audio_seconds = max_audio_seconds
+        self.max_audio_seconds = options.max_audio_seconds
         self.audio_token_id = audio_token_id(model.config)
         self._batch_audio: _BatchAudio | None = None
         self._audio_inputs: dict[str, torch.Tensor] | None = None
@@ -169,14 +168,15 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
         core = self._core(self.model)
         self._unsampled_tokens = torch.tensor([self.audio_token_id], device=self.accelerator.device)
         self._decoder = self.family.decoder(core)  # what the LM head reads
-        self._setup_audio_encoding(core, freeze_audio_tower, freeze_audio_projector, share_clip_encodings)
-        self._setup_share_prompt(core, share_prompt)
+        self._setup_audio_encoding(core, options.freeze_audio_tower, options.freeze_audio_projector,
+                                   options.share_clip_encodings)
+        self._setup_share_prompt(core, options.share_prompt)
         # DAPO's dynamic sampling (r1_aqa.dynamic_sampling); None: off. Its refill rounds number their clips on
         # from the previous rounds' (_clip_base), so one generation batch's clip indices and cache stay distinct.
-        self._dynamic_sampling = (None if dynamic_sampling_max_extra is None
-                                  else DynamicSampling(self, dynamic_sampling_max_extra))
+        self._dynamic_sampling = (DynamicSampling(self, options.dynamic_sampling_max_extra)
+                                  if options.dynamic_sampling else None)
         self._clip_base = 0
-        self._signal_steps = SignalScaledSteps(min_signal_share)
+        self._signal_steps = SignalScaledSteps(options.min_signal_share)
         self.add_callback(self._signal_steps)
         self._answer_classes = _answer_classes(self.train_dataset)
         if self.use_vllm:
