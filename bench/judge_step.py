@@ -68,7 +68,7 @@ def main() -> None:
                 found = run(work, f"run-{len(rewards)}-{label[:4]}", rewards, judge, args.steps, cache)
                 rows.append((" + ".join(rewards), label if rewards != ["format"] else "-", found))
     print(f"| rewards | judge cache | s/step | judge share of the step | judge calls | cache hits |\n"
-          f"|---|---|---:|---:|---:|---:|")
+          "|---|---|---:|---:|---:|---:|")
     for rewards, label, r in rows:
         print(f"| {rewards} | {label} | {r['step_s']:.2f} | {100 * r['share']:.1f}% | {r['calls']:.0f} | "
               f"{r['hits']:.0f} |")

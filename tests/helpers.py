@@ -33,10 +33,20 @@ FIXTURES = {"qwen2-audio": "tiny_model_dir", "qwen2.5-omni": "tiny_omni_dir", "a
             "qwen3-omni": "tiny_qwen3_omni_dir", "voxtral": "tiny_voxtral_dir"}
 
 
+def _checkouts() -> list[Path]:
+    """This checkout, and for a git worktree also its main checkout (``.git`` is then a file naming
+    ``MAIN/.git/worktrees/NAME``)."""
+    found = [ROOT]
+    git = ROOT / ".git"
+    if git.is_file() and git.read_text().startswith("gitdir:"):
+        found.append(Path(git.read_text().split(":", 1)[1].strip()).parents[2])
+    return found
+
+
 def _shared_data(name: str, env: str) -> Path:
-    """A real benchmark's question files: $env, else shared/data/NAME beside the checkout, else the dev path."""
+    """A real benchmark's question files: $env, else shared/data/NAME beside the checkout (or its main checkout)."""
     candidates = [Path(os.environ[env])] if os.environ.get(env) else []
-    candidates += [ROOT.parent / "shared" / "data" / name, Path("/work/shared/data") / name]
+    candidates += [root.parent / "shared" / "data" / name for root in _checkouts()]
     return next((c for c in candidates if c.is_dir()), candidates[0])
 
 

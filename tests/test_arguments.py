@@ -7,7 +7,7 @@ import pytest
 from r1_aqa.cli import build_parser
 from r1_aqa.evaluate.arguments import EvalArguments, GenerationArguments, from_namespace, resume_settings
 from r1_aqa.evaluate.engines import ENGINES
-from r1_aqa.filter import FilterArguments
+from r1_aqa.evaluate.filter import FilterArguments
 from r1_aqa.prompts import TEMPLATES
 
 COMMANDS = {"eval": ["--data", "d.json", "--model", "m", "--output", "p.json"],

@@ -15,7 +15,8 @@ from helpers import N_ITEMS, eval_argv, run_eval, wait_for_lines, write_tone
 
 from r1_aqa.cli import main
 from r1_aqa.evaluate.benchmarks import permuted
-from r1_aqa.evaluate.predict import meta_path, prediction_fields
+from r1_aqa.evaluate.paths import meta_path
+from r1_aqa.evaluate.predict import prediction_fields
 from r1_aqa.evaluate.resume import partial_path
 
 

@@ -20,7 +20,7 @@ from helpers import N_ITEMS, RECIPE, eval_argv, make_parquet, run_eval
 
 from r1_aqa.cli import build_parser, main
 from r1_aqa.evaluate import benchmarks, predict
-from r1_aqa.evaluate.predict import meta_path
+from r1_aqa.evaluate.paths import meta_path
 from r1_aqa.evaluate.resume import PartialRecords, partial_path
 
 

@@ -16,7 +16,8 @@ import pytest
 from helpers import write_tone
 
 from r1_aqa.cli import main
-from r1_aqa.evaluate.predict import is_settled, meta_path
+from r1_aqa.evaluate.paths import meta_path
+from r1_aqa.evaluate.predict import is_settled
 from r1_aqa.evaluate.resume import partial_path
 from r1_aqa.evaluate.workers import Share, worker_units
 
@@ -227,7 +228,7 @@ def test_a_share_is_done_only_once_the_silence_run_is_settled(questions, tiny_mo
     silence run is still being written (its reports would lack it), so is an already merged one; the call that
     settles the last output returns the records."""
     from r1_aqa.evaluate.benchmarks import load_items
-    from r1_aqa.evaluate.html_report import silence_path
+    from r1_aqa.evaluate.paths import silence_path
     from r1_aqa.evaluate.predict import evaluate
 
     items = load_items("mmau", questions, limit=4)

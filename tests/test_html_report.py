@@ -16,7 +16,8 @@ from chromium import Chromium, find_chromium
 from helpers import write_tone
 
 from r1_aqa.cli import main
-from r1_aqa.evaluate.html_report import analyse, page_path, predicted_option, sweep_page_path
+from r1_aqa.evaluate.analysis import analyse, predicted_option
+from r1_aqa.evaluate.paths import page_path, sweep_page_path
 from r1_aqa.evaluate.scoring import record_outcome, score_mmar, score_mmau, score_mmsu
 
 CHOICES = ["violin", "beep", "voice", "noise"]

@@ -120,6 +120,14 @@ def test_the_rubric_reward_is_the_weighted_share_of_lines_met(tiny_judge_dir, tm
     assert judge.stats.calls == 0 and "chat" not in judge.stats.loaded  # every verdict came from the cache
 
 
+def test_backend_options_reach_the_backend_and_unknown_ones_are_refused(tiny_judge_dir, tmp_path):
+    judge = Judge(str(tiny_judge_dir), tmp_path / "cache.sqlite", backend={"batch_size": 1})
+    assert len(judge.complete([[{"role": "user", "content": t}] for t in ("hi", "ho")])) == 2
+    assert judge._backends["chat"].batch_size == 1
+    with pytest.raises(ValueError, match=r"unknown \['batchsize'\]"):
+        Judge(str(tiny_judge_dir), tmp_path / "cache.sqlite", backend={"batchsize": 2})
+
+
 def test_embed_match_rewards_the_nearest_option(tiny_judge_dir, tmp_path):
     judge = Judge(None, tmp_path / "cache.sqlite", embed_model=str(tiny_judge_dir))
     reward = resolve_reward("embed_match", judge)

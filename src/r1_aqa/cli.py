@@ -28,7 +28,7 @@ COMMANDS = {
     "train": "r1_aqa.train",
     "eval": "r1_aqa.evaluate.eval",
     "score": "r1_aqa.evaluate.score_cli",
-    "filter": "r1_aqa.filter",
+    "filter": "r1_aqa.evaluate.filter",
     "report": "r1_aqa.evaluate.html_report",
     "plot": "r1_aqa.plot",
     "demo": "r1_aqa.demo",

@@ -3,11 +3,11 @@
     r1-aqa sft --config examples/r1_aqa/recipes/tiny_sft.yaml --model_name_or_path MODEL \\
         --dataset_path train.parquet --output_dir OUT [--reasoning_column thinking] [--any_SFTConfig_flag VALUE ...]
 
-Every argument after ``sft`` goes to TRL's ``TrlParser((AudioSFTScriptArguments, SFTConfig, ModelConfig))``, as for
-``train``; the data comes from ``stages.build_dataset``, so both stages read a parquet the same way. The target of a
-row is its ``solution`` (``<answer>OPTION</answer>``), or ``<think>REASONING</think><answer>OPTION</answer>`` with
-``reasoning_column`` set; the loss covers the assistant turn only (the target and ``<|im_end|>``): the prompt, the
-audio placeholder tokens and the padding carry label -100.
+Every argument after ``sft`` goes to TRL's ``TrlParser((AudioSFTScriptArguments, AudioSFTConfig, ModelConfig))``,
+as for ``train``; the data comes from ``stages.build_dataset``, so both stages read a parquet the same way. The
+target of a row is its ``solution`` (``<answer>OPTION</answer>``), or
+``<think>REASONING</think><answer>OPTION</answer>`` with ``reasoning_column`` set; the loss covers the assistant
+turn only (the target and ``<|im_end|>``): the prompt, the audio placeholder tokens and the padding carry label -100.
 
 ``SFTTrainer`` carries the audio with a collator of ours (``AudioSFTCollator``, with ``skip_prepare_dataset``): it
 decodes each clip, lets the processor expand the audio placeholder and build the features, and appends the target
@@ -20,13 +20,12 @@ processor, so ``train``, ``eval`` and vLLM load them.
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 from .prompts import END_OF_TURN
 from .stages import PASS_THROUGH, add_arguments  # noqa: F401  (the command-line shape every stage shares)
-from .stages import (build_dataset, check_inputs, check_stage_args, check_stage_audio, claim_output_dir, fit,
-                     load_policy, parse_stage_args, peft_config, run_stage, shuffle_columns, stage_argv,
-                     stage_callbacks)
+from .stages import build_dataset, check_inputs, parse_stage_args, peft_config, run_stage, run_training, stage_argv
 
 HELP = (
     "Supervised fine-tuning of an audio LM on a prepared parquet (TRL's SFTTrainer): --config RECIPE.yaml plus any "
@@ -75,33 +74,22 @@ def run(args) -> int:
 
 
 def sft(script_args, training_args, model_args):
-    """Load the model and data, train (resuming if asked) and save the final model and processor to ``output_dir``."""
+    """Supervised training on each row's target (``stages.run_training``); saves the model and processor to
+    ``output_dir`` and returns the trainer."""
     from .models import family_of, load_processor
     from .sft_trainer import AudioSFTTrainer
 
-    resume = check_stage_args(script_args, training_args, model_args)
-    processor = load_processor(model_args.model_name_or_path)
+    @functools.cache  # loaded once the arguments are checked (the first dataset read)
+    def processor():
+        return load_processor(model_args.model_name_or_path)
 
-    def data(path: str, max_rows: int | None = None, columns: tuple[str, ...] = ()):
-        return sft_dataset(path, script_args.template, script_args.reasoning_column, max_rows,
-                           processor.tokenizer, training_args.max_length, columns,
-                           family_of(model_args.model_name_or_path).end_of_turn)
+    def read(path: str, max_rows: int | None, columns: tuple[str, ...]):
+        return sft_dataset(path, script_args.template, script_args.reasoning_column, max_rows, processor().tokenizer,
+                           training_args.max_length, columns, family_of(model_args.model_name_or_path).end_of_turn)
 
-    # The data is read and checked before the model loads.
-    train_dataset = data(script_args.dataset_path, script_args.max_train_samples, shuffle_columns(training_args))
-    eval_dataset = data(script_args.eval_dataset_path) if script_args.eval_dataset_path else None
-    claim_output_dir(training_args.output_dir, resuming=bool(resume), overwrite=script_args.overwrite_output_dir)
-    train_dataset, eval_dataset = check_stage_audio(script_args, training_args, train_dataset, eval_dataset)
-    callbacks = stage_callbacks(script_args, training_args, train_dataset)
-    trainer = AudioSFTTrainer(
-        load_policy(model_args),
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=processor,
-        peft_config=peft_config(model_args),
-        callbacks=callbacks,
-    )
-    fit(trainer, script_args, resume)
-    trainer.save_model(training_args.output_dir)
-    return trainer
+    def make_trainer(model, train_dataset, eval_dataset, callbacks: list):
+        return AudioSFTTrainer(model, args=training_args, train_dataset=train_dataset, eval_dataset=eval_dataset,
+                               processing_class=processor(), peft_config=peft_config(model_args),
+                               callbacks=callbacks)
+
+    return run_training(script_args, training_args, model_args, read, make_trainer)

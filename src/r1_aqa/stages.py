@@ -1,7 +1,9 @@
 """What the training stages (``train``, ``sft``) share: their command-line shape (a recipe plus TRL's flags), reading
-a prepared parquet, the checks before the model loads, loading the policy, and running, interrupting and ending a run.
+a prepared parquet, the checks before the model loads, loading the policy, and running, interrupting and ending a run
+(``run_training``: the one template both follow).
 
-``train.py`` and ``sft.py`` each hold their command only; the demo, ``bench/`` and ``train_colocate.py`` use these too.
+``train.py`` and ``sft.py`` each hold what differs (their datasets' reader and their trainer); the demo, ``bench/`` and
+``train_colocate.py`` use these too.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 PASS_THROUGH = True  # flags a stage's parser does not declare go to TRL's parser (``args.extra_args``)
 
@@ -102,6 +104,25 @@ def run_stage(command: str, stage) -> int:
         return e.exit_code
     finish_run(command, trainer)
     return 0
+
+
+def run_training(script_args, training_args, model_args, read_dataset: Callable, make_trainer: Callable):
+    """The run every training stage makes, in order: check the arguments, read the datasets (``read_dataset(path,
+    max_rows, columns)``; the training set with the option-shuffling columns) and decode their clips before the model
+    loads, claim ``output_dir``, load the policy, build the stage's trainer (``make_trainer(model, train_dataset,
+    eval_dataset, callbacks)``), train (resuming if asked), save the final model. Returns the trainer."""
+    resume = check_stage_args(script_args, training_args, model_args)
+    train_dataset = read_dataset(script_args.dataset_path, script_args.max_train_samples,
+                                 shuffle_columns(training_args))
+    eval_dataset = read_dataset(script_args.eval_dataset_path, None, ()) if script_args.eval_dataset_path else None
+    claim_output_dir(training_args.output_dir, resuming=bool(resume), overwrite=script_args.overwrite_output_dir)
+    train_dataset, eval_dataset = check_stage_audio(script_args, training_args, train_dataset, eval_dataset)
+    callbacks = stage_callbacks(script_args, training_args, train_dataset)
+    trainer = make_trainer(load_policy(model_args), train_dataset, eval_dataset, callbacks)
+    fit(trainer, script_args, resume)
+    # Weights under the hub's names (Qwen2-Audio; Qwen2.5-Omni trained from its full checkpoint: the full layout)
+    trainer.save_model(training_args.output_dir)
+    return trainer
 
 
 def fit(trainer, script_args, resume) -> None:

@@ -11,9 +11,7 @@ command line overrides.
 from __future__ import annotations
 
 from .stages import PASS_THROUGH, add_arguments  # noqa: F401  (the command-line shape every stage shares)
-from .stages import (build_dataset, check_inputs, check_stage_args, check_stage_audio, claim_output_dir, fit,
-                     load_policy, parse_stage_args, peft_config, run_stage, shuffle_columns, stage_argv,
-                     stage_callbacks)
+from .stages import build_dataset, check_inputs, parse_stage_args, peft_config, run_stage, run_training, stage_argv
 
 HELP = (
     "GRPO-train an audio LM (R1-AQA recipe on TRL): --config RECIPE.yaml plus any GRPOConfig/ModelConfig/script "
@@ -38,48 +36,34 @@ def run(args) -> int:
 
 
 def train(script_args, training_args, model_args):
-    """Build the model, data and rewards, train (resuming if asked), and save the final model to ``output_dir``."""
+    """GRPO with the run's rewards (``stages.run_training``): the stop once solved and the judge's timing as
+    callbacks; returns the trainer."""
     from . import rewards
-    from .models import load_processor
-    from .trainer import AudioGRPOTrainer
 
-    resume = check_stage_args(script_args, training_args, model_args)
     names = script_args.reward_funcs or rewards.default_rewards(script_args.template)
-    judge = load_judge(script_args, training_args, names)
-    reward_funcs = [rewards.resolve_reward(n, judge) for n in names]
-    # The data is read (and an empty set refused) before the model loads.
-    columns = (*shuffle_columns(training_args), *judged_columns(script_args.dataset_path, names))
-    train_dataset = build_dataset(script_args.dataset_path, script_args.template, script_args.max_train_samples,
-                                  tuple(dict.fromkeys(columns)))
-    eval_dataset = (
-        build_dataset(script_args.eval_dataset_path, script_args.template) if script_args.eval_dataset_path else None
-    )
-    claim_output_dir(training_args.output_dir, resuming=bool(resume), overwrite=script_args.overwrite_output_dir)
-    train_dataset, eval_dataset = check_stage_audio(script_args, training_args, train_dataset, eval_dataset)
-    callbacks = stage_callbacks(script_args, training_args, train_dataset)
-    if training_args.stop_at_accuracy is not None:
-        from .callbacks import SolvedStop
 
-        callbacks.append(SolvedStop(training_args.stop_at_accuracy, training_args.stop_after_logs))
-    if judge is not None:
-        from .callbacks import JudgeTiming
+    def read(path: str, max_rows: int | None, columns: tuple[str, ...]):
+        judged = judged_columns(path, names)  # the judged rewards' columns (the eval set's rewards too)
+        return build_dataset(path, script_args.template, max_rows, tuple(dict.fromkeys((*columns, *judged))))
 
-        callbacks.append(JudgeTiming(judge))
-    model = load_policy(model_args)
-    trainer = AudioGRPOTrainer(
-        model=model,
-        reward_funcs=reward_funcs,
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=load_processor(model_args.model_name_or_path),
-        peft_config=peft_config(model_args),
-        callbacks=callbacks,
-    )
-    fit(trainer, script_args, resume)
-    # Weights under the hub's names (Qwen2-Audio; Qwen2.5-Omni trained from its full checkpoint: the full layout)
-    trainer.save_model(training_args.output_dir)
-    return trainer
+    def make_trainer(model, train_dataset, eval_dataset, callbacks: list):
+        from .callbacks import JudgeTiming, SolvedStop
+        from .models import load_processor
+        from .trainer import AudioGRPOTrainer
+
+        judge = load_judge(script_args, training_args, names)
+        if training_args.stop_at_accuracy is not None:
+            callbacks.append(SolvedStop(training_args.stop_at_accuracy, training_args.stop_after_logs))
+        if judge is not None:
+            callbacks.append(JudgeTiming(judge))
+        return AudioGRPOTrainer(
+            model=model, reward_funcs=[rewards.resolve_reward(n, judge) for n in names], args=training_args,
+            train_dataset=train_dataset, eval_dataset=eval_dataset,
+            processing_class=load_processor(model_args.model_name_or_path), peft_config=peft_config(model_args),
+            callbacks=callbacks,
+        )
+
+    return run_training(script_args, training_args, model_args, read, make_trainer)
 
 
 def check_judge_flags(values: dict) -> None:
@@ -115,8 +99,10 @@ def judged_columns(dataset_path: str, reward_names: list[str]) -> list[str]:
 
     from .rewards import JUDGED_REWARDS
 
-    present = set(pq.read_schema(dataset_path).names)
     wanted = [c for n in reward_names for c in JUDGED_REWARDS.get(n, ())]
+    if not wanted:
+        return []
+    present = set(pq.read_schema(dataset_path).names)
     if "rubric" in wanted and "rubric" not in present:
         raise ValueError(f"{dataset_path}: the rubric reward needs a 'rubric' column (one list of lines per item; "
                          "`r1-aqa prepare open` writes it)")

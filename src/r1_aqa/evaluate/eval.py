@@ -25,7 +25,8 @@ from .benchmarks import check_audio, check_permutations, load_items
 from .judged import JUDGED
 from .arguments import EvalArguments, add_dataclass_arguments, from_namespace
 from .predict import evaluate
-from .sweep import check_output_kind, checkpoint_output, failure_path, find_checkpoints, finish_sweep
+from .paths import checkpoint_output, failure_path, score_stem, silence_path
+from .sweep import check_output_kind, find_checkpoints, finish_sweep
 from .workers import Share, isolate_worker, launcher_rank, spawn_workers, worker_units
 
 HELP = ("Evaluate a model, or every checkpoint-* of a run, on MMAU test-mini, MMSU, MMAR, MMAU-Pro or open-ended "
@@ -44,7 +45,6 @@ def interrupted(args) -> str:
 
 def run(args) -> int:
     from ..files import write_json
-    from .html_report import silence_path
     from .reports import compare_listening
 
     opts = from_namespace(EvalArguments, args)
@@ -132,7 +132,7 @@ def score_and_report(output: Path, benchmark: str, table: bool = True, shown: se
     line = (f"{output.name}: total {score['total']}% ({score['n']} scored)" if score["total"] is not None
             else f"{output.name}: strict total {strict.get('total')}% ({strict.get('n')} records)")
     print(score_markdown(score) if table else line)
-    paths = write_score_report(score, output.parent, f"{output.stem}.score")
+    paths = write_score_report(score, output.parent, score_stem(output))
     paths.append(write_report_page(output, benchmark, score=score))
     print("report: " + ", ".join(map(str, paths)), file=sys.stderr)
     return score

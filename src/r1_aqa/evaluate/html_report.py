@@ -25,7 +25,6 @@ import html
 import json
 import mimetypes
 import os
-import re
 import sys
 from collections import Counter
 from importlib import resources
@@ -35,49 +34,18 @@ from urllib.parse import quote
 
 from ..files import write_text
 from . import reports
+from .analysis import analyse, order_zero, shown, strict_view
 from .formatting import fmt, pct, points, signed
-from .scoring import (BENCHMARKS, Score, default_key, load_predictions, mmau_match, mmsu_item, mmsu_letter,
-                      record_outcome, score_records)
+from .paths import meta_path, page_path, silence_path, sweep_checkpoints, sweep_page_path
+from .scoring import BENCHMARKS, Score, default_key, load_predictions, score_records
 
 HELP = ("Write the error-analysis page PRED.report.html of a predictions file (with the checkpoint pages and "
         "PRED.sweep.html when PRED.json is a sweep's output name).")
 
 EMBED_AUDIO_MB = 20.0
 PAGE_SIZE = 100  # item cards rendered at a time; "show more" adds as many
-GROUP_FIELDS = ("task", "modality", "category", "sub-category", "difficulty")  # record fields offered as filters
 _AUDIO_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".ogg": "audio/ogg",
                 ".opus": "audio/ogg", ".m4a": "audio/mp4", ".webm": "audio/webm"}
-
-
-# --- paths ---------------------------------------------------------------------------------------------------------
-
-
-def page_path(predictions: str | os.PathLike) -> Path:
-    """``PRED.report.html`` beside ``PRED.json``."""
-    predictions = Path(predictions)
-    return predictions.with_name(f"{predictions.stem}.report.html")
-
-
-def sweep_page_path(output: str | os.PathLike) -> Path:
-    """``PRED.sweep.html`` beside a sweep's ``PRED.checkpoint-N.json`` files (``output`` is ``PRED.json``)."""
-    output = Path(output)
-    return output.with_name(f"{output.stem}.sweep.html")
-
-
-def silence_path(predictions: str | os.PathLike) -> Path:
-    """Where the silence run of ``PRED.json`` is looked for: ``PRED.silence.json``."""
-    predictions = Path(predictions)
-    return predictions.with_name(f"{predictions.stem}.silence.json")
-
-
-def sweep_checkpoints(output: str | os.PathLike) -> list[tuple[int, Path]]:
-    """``(step, PRED.checkpoint-N.json)`` of a sweep whose output name is ``output``, sorted by step."""
-    output = Path(output)
-    name = re.compile(re.escape(output.stem) + r"\.checkpoint-(\d+)" + re.escape(output.suffix))
-    if not output.parent.is_dir():
-        return []
-    matches = ((name.fullmatch(p.name), p) for p in output.parent.iterdir())
-    return sorted((int(m.group(1)), p) for m, p in matches if m)
 
 
 # --- the report page ------------------------------------------------------------------------------------------------
@@ -104,143 +72,18 @@ def write_report_page(predictions: str | os.PathLike, benchmark: str, *, score: 
     strict = strict_view(score)
     analysis = analyse(benchmark, records, key, silence_records, strict=strict)
     meta = _read_meta(predictions)
-    clips = _clips(_order_zero(records), out.parent, embed_audio_mb)
+    clips = _clips(order_zero(records), out.parent, embed_audio_mb)
     for item, (clip, state) in zip(analysis["items"], clips["refs"], strict=True):
         item["clip"], item["audio"] = clip, state
     silence_score = score_records(benchmark, silence_records, key=key) if silence_records is not None else None
-    plot = _png(reports.score_figure(score))
-    write_text(out, _report_html(predictions, _shown(score, strict), plot, analysis, meta, clips, silence,
-                                 silence_score and _shown(silence_score, strict)))
+    plot = png_uri(reports.score_figure(score))
+    write_text(out, _report_html(predictions, shown(score, strict), plot, analysis, meta, clips, silence,
+                                 silence_score and shown(silence_score, strict)))
     return out
 
 
-def strict_view(score: Score) -> bool:
-    """Whether a page shows MMSU's strict rule: when no response carries an A-D letter (R1-AQA's option-text
-    answers), the official letter rule scores nothing and the strict score is the one to read."""
-    return score["benchmark"] == "mmsu" and score["total"] is None
-
-
-def _shown(score: Score, strict: bool) -> dict:
-    """The score with the numbers a page shows on top: the strict ones under :func:`strict_view`."""
-    return {**score, **score["strict"]} if strict else score
-
-
-def analyse(benchmark: str, records: Sequence[dict], key: str | None = None,
-            silence: Sequence[dict] | None = None, strict: bool = False) -> dict:
-    """Per-item verdicts (the official rule, or MMSU's ``strict`` one), option positions and (with ``silence``)
-    silent-audio verdicts of the original option order.
-
-    Returns ``{"items": [...], "positions": {...}, "fields": {field: [values]}}``; items carry ``v`` (right, wrong,
-    unscored), ``pos``/``ans`` (predicted and answer option index), ``perm`` ("correct/orders" when permuted) and
-    ``sv``/``sp`` (silence verdict and answer).
-    """
-    key = key or default_key(benchmark)
-    records = list(records)
-    base = _order_zero(records)
-    orders: dict[str, list[bool]] = {}
-    if len(base) != len(records):
-        for i, record in enumerate(records):
-            orders.setdefault(_id(record, i), []).append(bool(record_outcome(benchmark, record, key, i, strict)))
-    silent = _by_id(silence, benchmark, base) if silence is not None else None
-    items = []
-    for i, record in enumerate(base):
-        options, answer = _options(benchmark, record, i)
-        prediction = record.get(key)
-        item = {
-            "id": _id(record, i),
-            "q": str(record.get("question", "")),
-            "opts": options,
-            "ans": options.index(answer) if answer in options else None,
-            "answer": answer,
-            "pred": prediction if isinstance(prediction, str) else None,
-            "pos": predicted_option(benchmark, record, key),
-            "think": record.get("model_think"),
-            "resp": record.get("model_response"),
-            "v": _verdict(record_outcome(benchmark, record, key, i, strict)),
-            "g": {f: str(record[f]) for f in GROUP_FIELDS if record.get(f) is not None},
-        }
-        if orders:
-            got = orders[item["id"]]
-            item["perm"] = f"{sum(got)}/{len(got)}"
-        if silent is not None:
-            other = silent[item["id"]]
-            item["sv"] = _verdict(record_outcome(benchmark, other, key, i, strict))
-            item["sp"] = other.get(key) if isinstance(other.get(key), str) else None
-        items.append(item)
-    fields = {f: sorted({it["g"][f] for it in items if f in it["g"]}) for f in GROUP_FIELDS}
-    return {"items": items, "positions": position_bias(items),
-            "fields": {f: values for f, values in fields.items() if values}}
-
-
-def predicted_option(benchmark: str, record: dict, key: str | None = None) -> int | None:
-    """The index of the option the prediction names (the one option the official rule accepts it for), else None."""
-    prediction = record.get(key or default_key(benchmark))
-    if not isinstance(prediction, str):
-        return None
-    options, _ = _options(benchmark, record)
-    if benchmark == "mmsu":  # its letter, else an option's own text (R1-AQA's answers)
-        letter = mmsu_letter(prediction)
-        index = "ABCD".index(letter) if letter else None
-        if index is None and prediction.strip() in options:
-            index = options.index(prediction.strip())
-        return index if index is not None and index < len(options) else None
-    matches = [i for i, option in enumerate(options) if mmau_match(option, prediction, options)]
-    return matches[0] if len(matches) == 1 else None
-
-
-def position_bias(items: Sequence[dict]) -> dict:
-    """Per option position (A, B, ...): answers there, predictions there, and accuracy when the answer is there.
-
-    Over scored items; ``unmatched`` counts scored items whose prediction names no single option.
-    """
-    scored = [it for it in items if it["v"] != "unscored" and it["ans"] is not None]
-    width = max((len(it["opts"]) for it in scored), default=0)
-    rows = []
-    for k in range(width):
-        at = [it for it in scored if it["ans"] == k]
-        rows.append({"position": _letter(k), "answers": len(at), "predictions": sum(it["pos"] == k for it in scored),
-                     "right": sum(it["v"] == "right" for it in at)})
-    return {"n": len(scored), "unmatched": sum(it["pos"] is None for it in scored), "rows": rows}
-
-
-def _options(benchmark: str, record: dict, index: int = 0) -> tuple[list[str], str]:
-    if benchmark == "mmsu":
-        return mmsu_item(record, index)
-    return list(record["choices"]), record["answer"]
-
-
-def _id(record: dict, index: int) -> str:
-    item = record.get("id", record.get("key"))
-    return str(item) if item is not None else f"#{index}"
-
-
-def _verdict(outcome: bool | None) -> str:
-    return "unscored" if outcome is None else "right" if outcome else "wrong"
-
-
-def _letter(k: int) -> str:
-    return chr(ord("A") + k) if k < 26 else str(k + 1)
-
-
-def _order_zero(records: Sequence[dict]) -> list[dict]:
-    return [r for r in records if int(r.get("permutation", 0)) == 0]
-
-
-def _by_id(silence: Sequence[dict], benchmark: str, base: Sequence[dict]) -> dict[str, dict]:
-    """The silence run's records by id; its items must be those of the predictions."""
-    silent = {_id(r, i): r for i, r in enumerate(_order_zero(silence))}
-    wanted = [_id(r, i) for i, r in enumerate(base)]
-    missing = [i for i in wanted if i not in silent]
-    extra = sorted(set(silent) - set(wanted))
-    if missing or extra:
-        raise ValueError(f"the silence run does not hold the same {benchmark} items: {len(missing)} missing "
-                         f"(first: {', '.join(missing[:5]) or '-'}), {len(extra)} extra "
-                         f"(first: {', '.join(extra[:5]) or '-'})")
-    return silent
-
-
 def _read_meta(predictions: Path) -> dict:
-    meta = predictions.with_name(f"{predictions.stem}.meta.json")
+    meta = meta_path(predictions)
     try:
         return json.loads(meta.read_text(encoding="utf-8")) if meta.exists() else {}
     except json.JSONDecodeError:
@@ -266,7 +109,7 @@ def _clips(records: Sequence[dict], page_dir: Path, embed_audio_mb: float) -> di
         else:
             if path not in index:
                 index[path] = len(srcs)
-                srcs.append(_data_uri(path) if embedded else _relative_url(path, page_dir))
+                srcs.append(_data_uri(path) if embedded else relative_url(path, page_dir))
             refs.append((index[path], "ok"))
     return {"srcs": srcs, "refs": refs, "embedded": embedded and bool(srcs),
             "missing": sum(state == "missing" for _, state in refs)}
@@ -277,15 +120,15 @@ def _data_uri(path: Path) -> str:
     return f"data:{kind};base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
-def _relative_url(path: Path, page_dir: Path) -> str:
+def relative_url(path: Path, page_dir: Path) -> str:
     return quote(Path(os.path.relpath(path.resolve(), page_dir.resolve())).as_posix())
 
 
-def _png(fig) -> str:
+def png_uri(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(reports.figure_png(fig)).decode("ascii")
 
 
-def _e(value) -> str:
+def esc(value) -> str:
     return html.escape(str(value))
 
 
@@ -296,12 +139,12 @@ def _json_script(element_id: str, obj) -> str:
     return f'<script type="application/json" id="{element_id}">{text}</script>'
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence], attrs: str = "") -> str:
+def table_html(header: Sequence[str], rows: Sequence[Sequence], attrs: str = "") -> str:
     """An HTML table; cells are escaped unless given as ``("html", markup)``."""
     def cell(value, tag: str) -> str:
         if isinstance(value, tuple) and value[0] == "html":
             return f"<{tag}>{value[1]}</{tag}>"
-        return f"<{tag}>{_e(value)}</{tag}>"
+        return f"<{tag}>{esc(value)}</{tag}>"
 
     head = "".join(cell(h, "th") for h in header)
     body = "".join("<tr>" + "".join(cell(c, "td") for c in row) + "</tr>" for row in rows)
@@ -328,24 +171,24 @@ def _report_html(predictions: Path, score: Score, plot: str, analysis: dict, met
                 _items_section(analysis, clips)]
     nav = "".join(f'<a href="#{s}">{s.capitalize()}</a>' for s in ("overview", "categories", "listening",
                                                                       "positions", "items"))
-    return _page(f"{_title(score)} — {predictions.name}", nav, "".join(sections), "items.js")
+    return page_html(f"{_title(score)} — {predictions.name}", nav, "".join(sections), "items.js")
 
 
 def _overview(score: Score, plot: str, verdicts: Counter, clips: dict, meta: dict) -> str:
     tiles = [("accuracy %", fmt(score["total"]), "total"), ("right", score["correct"], "correct"),
              ("scored", score["n"], "n"), ("records", score["records"], "records"),
              ("unscored", verdicts["unscored"], "unscored"), ("audio missing", clips["missing"], "audio-missing")]
-    tile_html = "".join(f'<div class="tile"><div class="num" data-stat="{k}">{_e(v)}</div>'
-                        f'<div class="label">{_e(label)}</div></div>' for label, v, k in tiles)
+    tile_html = "".join(f'<div class="tile"><div class="num" data-stat="{k}">{esc(v)}</div>'
+                        f'<div class="label">{esc(label)}</div></div>' for label, v, k in tiles)
     settings = [(k, meta[k]) for k in ("model", "engine", "template", "dtype", "data", "data_version", "workers")
                 if meta.get(k) is not None]
-    rows = "".join(f"<li><b>{_e(k)}</b>: {_e(v)}</li>" for k, v in settings)
-    rows += f"<li><b>rule</b>: {_e(score['rule'])}; prediction key <code>{_e(score['key'])}</code></li>"
+    rows = "".join(f"<li><b>{esc(k)}</b>: {esc(v)}</li>" for k, v in settings)
+    rows += f"<li><b>rule</b>: {esc(score['rule'])}; prediction key <code>{esc(score['key'])}</code></li>"
     if "permutations" in score:
         perm = score["permutations"]
         rows += (f"<li><b>option orders</b>: {perm['k']}; correct under every order: "
                  f"<span data-stat=\"consistent\">{fmt(perm['consistent'])}</span>%</li>")
-    warnings = "".join(f'<li class="warn">{_e(w)}</li>' for w in score["warnings"])
+    warnings = "".join(f'<li class="warn">{esc(w)}</li>' for w in score["warnings"])
     if clips["missing"]:
         warnings += (f'<li class="warn">{clips["missing"]} clips are missing (moved or deleted since the run): '
                      "their items are marked \"audio missing\"</li>")
@@ -365,7 +208,7 @@ def _categories(score: Score, silence_score: Score | None) -> str:
                 s_right, s_n = silent.get(name, {}).get(label, [0, 0])
                 row += [fmt(pct(s_right, s_n)), signed(points(pct(right, n), pct(s_right, s_n)))]
             rows.append(row)
-        parts.append(f"<h3>by {_e(name)}</h3>" + _table(header, rows, f' data-breakdown="{_e(name)}"'))
+        parts.append(f"<h3>by {esc(name)}</h3>" + table_html(header, rows, f' data-breakdown="{esc(name)}"'))
     return "".join(parts) + "</section>"
 
 
@@ -382,12 +225,12 @@ def _listening(analysis: dict, score: Score, silence, silence_score: Score | Non
              ("right only with audio", pairs["right", "wrong"] + pairs["right", "unscored"], "needs-audio"),
              ("right without audio", pairs["right", "right"] + pairs["wrong", "right"] + pairs["unscored", "right"],
               "right-silent")]
-    tile_html = "".join(f'<div class="tile"><div class="num" data-stat="{k}">{_e(v)}</div>'
-                        f'<div class="label">{_e(label)}</div></div>' for label, v, k in tiles)
-    return (head + f'<p>Silence run: <code>{_e(Path(silence).name)}</code> — the same items with silent audio of '
+    tile_html = "".join(f'<div class="tile"><div class="num" data-stat="{k}">{esc(v)}</div>'
+                        f'<div class="label">{esc(label)}</div></div>' for label, v, k in tiles)
+    return (head + f'<p>Silence run: <code>{esc(Path(silence).name)}</code> — the same items with silent audio of '
             f'each clip\'s length. Items a model answers right without hearing them measure what the text gives away.'
             f'</p><div class="tiles">{tile_html}</div><img alt="listening gap" '
-            f'src="{_png(_gap_figure(score, silence_score))}"></section>')
+            f'src="{png_uri(_gap_figure(score, silence_score))}"></section>')
 
 
 def _gap_figure(score: Score, silence_score: Score):
@@ -420,11 +263,11 @@ def _positions(positions: dict) -> str:
     n = positions["n"]
     rows = [[r["position"], r["answers"], fmt(pct(r["answers"], n)), r["predictions"],
              fmt(pct(r["predictions"], n)), fmt(pct(r["right"], r["answers"]))] for r in positions["rows"]]
-    table = _table(["position", "answers", "answers %", "predictions", "predictions %", "accuracy % there"], rows,
+    table = table_html(["position", "answers", "answers %", "predictions", "predictions %", "accuracy % there"], rows,
                    ' data-breakdown="positions"')
     note = (f"<p>Over {n} scored items; \"answers %\" is what always picking that position would score. "
             f"{positions['unmatched']} predictions name no single option.</p>")
-    return head + note + table + f'<img alt="option positions" src="{_png(_position_figure(positions))}"></section>'
+    return head + note + table + f'<img alt="option positions" src="{png_uri(_position_figure(positions))}"></section>'
 
 
 def _position_figure(positions: dict):
@@ -469,12 +312,12 @@ def write_sweep_page(checkpoints: Sequence[tuple[int, Path, dict]], output: str 
     """
     out = sweep_page_path(output)
     checkpoints = sorted(checkpoints, key=lambda c: c[0])
-    plot = _png(reports.sweep_figure([(step, score) for step, _, score in checkpoints])) if checkpoints else ""
+    plot = png_uri(reports.sweep_figure([(step, score) for step, _, score in checkpoints])) if checkpoints else ""
     strict = [strict_view(score) for _, _, score in checkpoints]
-    checkpoints = [(step, path, _shown(score, rule)) for (step, path, score), rule in zip(checkpoints, strict)]
+    checkpoints = [(step, path, shown(score, rule)) for (step, path, score), rule in zip(checkpoints, strict)]
     parts = []
     if failures:
-        rows = "".join(f"<li><b>{_e(name)}</b>: {_e(reason)}</li>" for name, reason in failures)
+        rows = "".join(f"<li><b>{esc(name)}</b>: {esc(reason)}</li>" for name, reason in failures)
         parts.append(f'<section id="failures"><h2>Failed checkpoints</h2><ul class="warn">{rows}</ul></section>')
     if checkpoints:
         benchmark = checkpoints[0][2]["benchmark"]
@@ -484,7 +327,7 @@ def write_sweep_page(checkpoints: Sequence[tuple[int, Path, dict]], output: str 
         title = f"{_title(checkpoints[0][2])} checkpoint sweep — {Path(output).name}"
     else:
         title = f"checkpoint sweep — {Path(output).name}"
-    write_text(out, _page(title, "", "".join(parts), None))
+    write_text(out, page_html(title, "", "".join(parts), None))
     return out
 
 
@@ -494,11 +337,11 @@ def _sweep_overview(checkpoints: Sequence[tuple[int, Path, dict]], plot: str, pa
     rows = []
     for step, path, score in checkpoints:
         total = fmt(score["total"])
-        link = f'<a href="{_relative_url(page_path(path), page_dir)}">{_e(path.name)}</a>'
+        link = f'<a href="{relative_url(page_path(path), page_dir)}">{esc(path.name)}</a>'
         rows.append([step, ("html", f"<b>{total}</b>" if score["total"] == best else total),
                      f"{score['correct']}/{score['n']}", ("html", link)])
     return ('<section id="overview"><h2>Accuracy per step</h2>'
-            + _table(["step", "accuracy %", "right/n", "page"], rows, ' data-breakdown="steps"')
+            + table_html(["step", "accuracy %", "right/n", "page"], rows, ' data-breakdown="steps"')
             + f'<img alt="accuracy vs step" src="{plot}"></section>')
 
 
@@ -510,7 +353,7 @@ def _sweep_groups(checkpoints: Sequence[tuple[int, Path, dict]]) -> str:
         labels = list(dict.fromkeys(label for tallies in per_step for label in tallies))
         rows = [[label] + [fmt(pct(*t[label])) if label in t else "—" for t in per_step] for label in labels]
         header = [name] + [str(step) for step, _, _ in checkpoints]
-        parts.append(f"<h3>by {_e(name)}</h3>" + _table(header, rows, f' data-breakdown="{_e(name)}"'))
+        parts.append(f"<h3>by {esc(name)}</h3>" + table_html(header, rows, f' data-breakdown="{esc(name)}"'))
     return "".join(parts) + "</section>"
 
 
@@ -534,26 +377,28 @@ def _flips(benchmark: str, checkpoints: Sequence[tuple[int, Path, dict]], strict
     for item in flipping:
         cells = []
         for (step, path, _), v in zip(checkpoints, verdicts):
-            href = _relative_url(page_path(path), page_dir) + "#item-" + quote(item, safe="")
+            href = relative_url(page_path(path), page_dir) + "#item-" + quote(item, safe="")
             cells.append(("html", f'<a class="{v.get(item) or ""}" href="{href}">{marks[v.get(item)]}</a>'))
         rows.append([item, questions[item][:120]] + cells)
     head = ('<section id="flips"><h2>Items that flip between steps</h2>'
             f'<p><span data-stat="flipping">{len(flipping)}</span> items change verdict at least once.</p>')
-    return (head + _table(["steps", "wrong → right", "right → wrong"], pair_rows, ' data-breakdown="flips"')
-            + _table(["id", "question"] + [str(s) for s in steps], rows, ' class="flips" data-breakdown="flip-items"')
+    return (head + table_html(["steps", "wrong → right", "right → wrong"], pair_rows, ' data-breakdown="flips"')
+            + table_html(["id", "question"] + [str(s) for s in steps], rows,
+                         ' class="flips" data-breakdown="flip-items"')
             + "</section>")
 
 
 # --- HTML skeleton --------------------------------------------------------------------------------------------------
 
 
-def _page(title: str, nav: str, body: str, script: str | None) -> str:
+def page_html(title: str, nav: str, body: str, script: str | None) -> str:
     """The page around ``body``: the package's stylesheet and (``script``: a file name) script, inlined."""
     script_tag = f"<script>\n{_asset(script)}</script>" if script else ""
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{_e(title)}</title>'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{esc(title)}</title>'
             f"<style>\n{_asset('report.css')}</style></head>"
-            f"<body><header><h1>{_e(title)}</h1><nav>{nav}</nav></header><main>{body}</main>{script_tag}</body></html>\n")
+            f"<body><header><h1>{esc(title)}</h1><nav>{nav}</nav></header><main>{body}</main>{script_tag}"
+            "</body></html>\n")
 
 
 @functools.cache

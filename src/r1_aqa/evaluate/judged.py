@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .formatting import fmt, markdown_table, pct
+from .paths import judge_cache_path
 
 JUDGED = ("open", "mmau-pro")
 
@@ -56,7 +57,7 @@ def make_judge(benchmark: str, predictions: Path, judge_model: str | None, embed
     if benchmark == "mmau-pro":
         judge_model, embed_model = judge_model or OFFICIAL_JUDGE, embed_model or OFFICIAL_EMBEDDER
     tokens = max_new_tokens or (512 if benchmark == "mmau-pro" else 64)
-    cache = cache or predictions.with_name(f"{predictions.name.rsplit('.', 1)[0]}.judge_cache.sqlite")
+    cache = cache or judge_cache_path(predictions)
     return Judge(judge_model, cache, embed_model=embed_model,
                  sampling={"temperature": temperature, "max_new_tokens": tokens},
                  trust_remote_code=embed_model == OFFICIAL_EMBEDDER)
@@ -171,36 +172,36 @@ def judged_figure(score: dict):
 def judged_page(score: dict, records: Sequence[dict], page: Path) -> str:
     """The HTML page of a judged score: the overview and plot, a table per breakdown, then one row per item with its
     audio players (clips referenced by their path relative to the page)."""
-    from .html_report import _e, _page, _png, _relative_url, _table
+    from .html_report import esc, page_html, png_uri, relative_url, table_html
 
     judge = score["judge"]
     facts = [("total (0-100)", fmt(score["total"])), ("scored", f"{score['n']} of {score['records']}"),
              ("rule", score["rule"]), ("judge", judge["model"]), ("embedder", judge["embedder"]),
              ("sampling", judge["sampling"]), ("asked / from the cache", f"{judge['asked']} / {judge['from_cache']}")]
     overview = ("<section id=\"overview\"><h2>Overview</h2><div class=\"split\"><ul>"
-                + "".join(f"<li><b>{_e(k)}</b>: <span data-stat=\"{_e(k)}\">{_e(v)}</span></li>" for k, v in facts
+                + "".join(f"<li><b>{esc(k)}</b>: <span data-stat=\"{esc(k)}\">{esc(v)}</span></li>" for k, v in facts
                           if v is not None)
-                + "".join(f'<li class="warn">{_e(w)}</li>' for w in score["warnings"])
-                + f'</ul><img alt="scores" src="{_png(judged_figure(score))}"></div></section>')
-    tables = "".join(f"<h3>by {_e(group)}</h3>" + _table([group, "score (0-100)", "n"],
+                + "".join(f'<li class="warn">{esc(w)}</li>' for w in score["warnings"])
+                + f'</ul><img alt="scores" src="{png_uri(judged_figure(score))}"></div></section>')
+    tables = "".join(f"<h3>by {esc(group)}</h3>" + table_html([group, "score (0-100)", "n"],
                                                          [[k, fmt(score[group][k]), n] for k, (_, n) in entries.items()])
                      for group, entries in score["counts"].items())
     rows = []
     for record, item in zip(records, score["items"], strict=True):
         clips = record.get("audio") if isinstance(record.get("audio"), list) else [record.get("audio")]
-        players = "".join(f'<audio controls preload="none" src="{_relative_url(Path(c), page.parent)}"></audio>'
+        players = "".join(f'<audio controls preload="none" src="{relative_url(Path(c), page.parent)}"></audio>'
                           for c in clips if isinstance(c, str))
         target = record.get("reference") or record.get("answer") or "; ".join(record.get("rubric") or [])
         detail = item.get("judge_reply") or item.get("matched") or item.get("verdicts") or ""
         rows.append([item["id"], record.get("category") or record.get("dataset_name") or "", ("html", players),
                      record.get("question", ""), target, record.get(score["key"]) or "",
                      "—" if item["score"] is None else f"{item['score']:.2f}", str(detail)[:600]])
-    items = _table(["id", "group", "audio", "question", "reference", "answer", "score", "judge"], rows,
+    items = table_html(["id", "group", "audio", "question", "reference", "answer", "score", "judge"], rows,
                    ' id="item-table"')
     body = (overview + f'<section id="categories"><h2>Breakdowns</h2>{tables}</section>'
             f'<section id="items"><h2>Items</h2>{items}</section>')
     nav = "".join(f'<a href="#{s}">{s.capitalize()}</a>' for s in ("overview", "categories", "items"))
-    return _page(f"{score['benchmark'].upper()} — {page.name}", nav, body, None)
+    return page_html(f"{score['benchmark'].upper()} — {page.name}", nav, body, None)
 
 
 def score_file(benchmark: str, predictions: str | os.PathLike, judge_args: dict, key: str = "model_output",
@@ -208,7 +209,7 @@ def score_file(benchmark: str, predictions: str | os.PathLike, judge_args: dict,
     """Score a judged benchmark's predictions file and (``report``) write ``PRED.score.{json,md,png}``; the
     paths written are listed on stderr. ``judge_args``: :func:`make_judge`'s keyword arguments."""
     from ..files import write_json, write_text
-    from .html_report import page_path
+    from .paths import page_path, score_stem
     from .reports import save_figure
     from .scoring import load_predictions
 
@@ -220,8 +221,7 @@ def score_file(benchmark: str, predictions: str | os.PathLike, judge_args: dict,
     finally:
         judge.close()
     if report:
-        stem = f"{predictions.name.rsplit('.', 1)[0]}.score"
-        paths = [predictions.parent / f"{stem}.{suffix}" for suffix in ("json", "md", "png")]
+        paths = [predictions.parent / f"{score_stem(predictions)}.{suffix}" for suffix in ("json", "md", "png")]
         paths.append(page_path(predictions))
         write_json(paths[0], score)
         write_text(paths[1], judged_markdown(score))

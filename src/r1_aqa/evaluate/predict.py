@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from .. import files
 from .arguments import DEFAULT_BATCH_SIZE, EvalArguments, resume_settings
 from .benchmarks import clip, expand
+from .paths import meta_path
 from .resume import PartialRecords, drop_stale, locked, partial_paths, prefetched, settings_diff
 from .workers import Share
 
@@ -53,12 +54,6 @@ def output_record(item: dict, response: str, benchmark: str, template: str) -> d
 def record_key(record: dict) -> tuple:
     """An eval record's key in its partial file: its id and option order."""
     return str(record["id"]), record.get("permutation", 0)
-
-
-def meta_path(output: str | os.PathLike) -> Path:
-    """The metadata sidecar of a predictions file (settings, engine, model, data version)."""
-    output = Path(output)
-    return output.with_name(f"{output.stem}.meta.json")
 
 
 @dataclass(frozen=True)

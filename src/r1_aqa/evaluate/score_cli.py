@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def check_made_for(predictions: Path, benchmark: str) -> None:
     """Refuse predictions that ``eval`` made for another benchmark (its ``PRED.meta.json`` says which), whatever
     fields the records carry."""
-    from .predict import meta_path
+    from .paths import meta_path
 
     meta = meta_path(predictions)
     made = json.loads(meta.read_text(encoding="utf-8")).get("benchmark") if meta.is_file() else None
@@ -80,9 +80,9 @@ def run(args: argparse.Namespace) -> int:
               f"({score['strict']['total']:.2f}%) is the one to read", file=sys.stderr)
     if not args.no_report:
         from .html_report import write_report_page
+        from .paths import score_stem
 
-        stem = args.predictions.name.rsplit(".", 1)[0]
-        paths = write_score_report(score, args.predictions.parent, f"{stem}.score")
+        paths = write_score_report(score, args.predictions.parent, score_stem(args.predictions))
         paths.append(write_report_page(args.predictions, args.benchmark, score=score, key=key, records=records,
                                        silence=args.silence_predictions))
         print("report: " + ", ".join(str(p) for p in paths), file=sys.stderr)

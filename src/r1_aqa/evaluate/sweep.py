@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ..checks import check_model_path
-from .predict import is_settled, meta_path
+from .paths import failure_path, meta_path, sweep_page_path
+from .predict import is_settled
 from .resume import locked
 
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)")
@@ -21,8 +22,6 @@ def finish_sweep(output: Path, checkpoints: Sequence[Path], outputs: Sequence[Pa
     """Once every checkpoint is settled (evaluated or failed), the sweep report, made by one worker: the first to
     find the set complete; a worker coming later (or a rerun with nothing new) finds the report up to date and says
     so in one line. Returns 1 when a checkpoint failed."""
-    from .html_report import sweep_page_path
-
     with locked(output.parent):  # the last worker to finish finds every checkpoint settled
         failed = [json.loads(failure_path(o).read_text()) for o in outputs if failure_path(o).exists()]
         finished = [(checkpoint_step(m), o) for m, o in zip(checkpoints, outputs) if is_settled(o)]
@@ -55,12 +54,6 @@ def check_output_kind(output: Path, model: str, sweep: bool) -> None:
                          f"{model} is one model: choose another --output, or delete that sweep's files")
 
 
-def failure_path(output: str | os.PathLike) -> Path:
-    """Where a sweep records why a checkpoint could not be evaluated: ``PRED.checkpoint-N.failed.json``."""
-    output = Path(output)
-    return output.with_name(f"{output.stem}.failed.json")
-
-
 def find_checkpoints(model: str | os.PathLike) -> list[Path]:
     """``[model]`` for a model directory or a hub model id; for a run directory its ``checkpoint-*`` directories,
     sorted by step."""
@@ -85,11 +78,6 @@ def checkpoint_step(path: str | os.PathLike) -> int:
     if match is None:
         raise ValueError(f"{path}: not a checkpoint-N directory")
     return int(match.group(1))
-
-
-def checkpoint_output(output: str | os.PathLike, checkpoint: Path) -> Path:
-    output = Path(output)
-    return output.with_name(f"{output.stem}.{checkpoint.name}{output.suffix}")
 
 
 def sweep_report(finished: Sequence[tuple[int, Path]], output: Path,

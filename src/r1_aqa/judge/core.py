@@ -36,18 +36,25 @@ class JudgeStats:
     loaded: list[str] = field(default_factory=list)
 
 
+BACKEND = {"batch_size": 8, "timeout": 120.0, "retries": 3, "dtype": "auto"}  # the backends' defaults
+
+
 class Judge:
     """An LLM judge (``model``: a directory, hub id, ``vllm:DIR`` or ``http(s)://`` endpoint) and an embedder
-    (``embed_model``, the same spec kinds but ``vllm:``), behind one cache file (``cache``). ``sampling``: ``temperature`` (0: greedy), ``max_new_tokens``
-    and ``seed`` of every reply; they are part of each cache key. ``trust_remote_code``: a local embedder may run its
-    own model code (NV-Embed-v2, MMAU-Pro's official embedder, ships it)."""
+    (``embed_model``, the same spec kinds but ``vllm:``), behind one cache file (``cache``). ``sampling``:
+    ``temperature`` (0: greedy), ``max_new_tokens`` and ``seed`` of every reply; they are part of each cache key.
+    ``backend``: how the backends run (``BACKEND``'s keys: batch size, HTTP timeout and retries, dtype).
+    ``trust_remote_code``: a local embedder may run its own model code (NV-Embed-v2, MMAU-Pro's official embedder,
+    ships it)."""
 
     def __init__(self, model: str | None, cache: str | os.PathLike, embed_model: str | None = None,
-                 sampling: dict | None = None, batch_size: int = 8, timeout: float = 120.0, retries: int = 3,
-                 dtype: str = "auto", trust_remote_code: bool = False):
+                 sampling: dict | None = None, backend: dict | None = None, trust_remote_code: bool = False):
         self.specs = {"chat": model, "embed": embed_model}
         self.sampling = {**GREEDY, **(sampling or {})}
-        self.options = dict(batch_size=batch_size, timeout=timeout, retries=retries, dtype=dtype)
+        unknown = set(backend or {}) - set(BACKEND)
+        if unknown:
+            raise ValueError(f"Judge backend options: unknown {sorted(unknown)} (known: {sorted(BACKEND)})")
+        self.options = {**BACKEND, **(backend or {})}
         self.trust_remote_code = trust_remote_code
         self.cache = JudgeCache(cache)
         self.stats = JudgeStats()

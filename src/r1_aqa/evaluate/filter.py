@@ -25,7 +25,7 @@ from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from .evaluate.arguments import GenerationArguments, add_dataclass_arguments, from_namespace, resume_settings
+from .arguments import GenerationArguments, add_dataclass_arguments, from_namespace, resume_settings
 
 HELP = ("Label a prepared parquet by audio contribution: answer each item with its audio and with silence (K samples, "
         "one or more models); weak = answerable without listening. --keep strong|weak writes a subset.")
@@ -73,13 +73,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def interrupted(args: argparse.Namespace) -> str:
     """What a Ctrl-C leaves (the CLI's message)."""
-    from .evaluate.resume import partial_path
+    from .resume import partial_path
 
     return f"; the answers so far are in {partial_path(args.output)}: the same command resumes from them"
 
 
 def run(args: argparse.Namespace) -> int:
-    from .checks import check_model_path
+    from ..checks import check_model_path
 
     opts = from_namespace(FilterArguments, args)
     for model in opts.model or ():
@@ -101,8 +101,8 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= opts.weak_above < 1:
         raise ValueError(f"--weak-above must be in [0, 1), got {opts.weak_above}")
     labelled, report = label(frame, opts)
-    from .evaluate.resume import partial_path
-    from .files import write_json, write_text
+    from .resume import partial_path
+    from ..files import write_json, write_text
 
     if opts.keep:
         check_kept(labelled, keep_rows(labelled, opts.keep), opts.keep, opts.output)
@@ -126,7 +126,7 @@ def read_prepared(path: str | os.PathLike, limit: int | None = None):
     """The parquet's rows (the first ``limit``); missing columns or duplicate ids are one clear error."""
     import pandas as pd
 
-    from .checks import check_parquet
+    from ..checks import check_parquet
 
     check_parquet(path, REQUIRED, "--data")
     frame = pd.read_parquet(path)
@@ -154,7 +154,7 @@ def check_kept(frame, kept, keep: str, output: str | os.PathLike) -> None:
 
 
 def write_parquet(frame, path: str | os.PathLike) -> None:
-    from .files import atomic_path
+    from ..files import atomic_path
 
     with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)
@@ -178,9 +178,9 @@ def answer_all(frame, opts: FilterArguments) -> dict[tuple, dict]:
     which the caller removes once its outputs are written."""
     from tqdm import tqdm
 
-    from .evaluate.engines import load_engine
-    from .evaluate.predict import DEFAULT_BATCH_SIZE, audio_cap, dtype_name, predict
-    from .evaluate.resume import PartialRecords
+    from .engines import load_engine
+    from .predict import DEFAULT_BATCH_SIZE, audio_cap, dtype_name, predict
+    from .resume import PartialRecords
 
     batch_size = opts.batch_size or DEFAULT_BATCH_SIZE[opts.engine]
     dtype = dtype_name(opts.dtype)
@@ -209,10 +209,10 @@ def answer_all(frame, opts: FilterArguments) -> dict[tuple, dict]:
 def _requests(rows: dict[str, dict], opts: FilterArguments, cap: float | None):
     """How a job (item id, model, condition) becomes a request, and its answers a record with the right ones
     counted; an undecodable clip makes an error record."""
-    from .evaluate.benchmarks import clip
-    from .evaluate.predict import Requests
-    from .prompts import format_prompt
-    from .rewards import extract_answer
+    from .benchmarks import clip
+    from .predict import Requests
+    from ..prompts import format_prompt
+    from ..rewards import extract_answer
 
     def record(job: dict, responses: list[str]) -> dict:
         wanted = extract_answer(rows[job["id"]]["solution"])
@@ -306,7 +306,7 @@ def build_report(frame, models: Sequence[str], samples: int, weak_above: float, 
 
 def report_markdown(report: dict) -> str:
     """The report as markdown: totals, per-group table, per-model accuracy, examples, unlabelled clips."""
-    from .evaluate.formatting import fmt, group_tables, markdown_table
+    from .formatting import fmt, group_tables, markdown_table
 
     acc = report["accuracy"]
     lines = ["# Audio contribution", "",
@@ -348,7 +348,7 @@ def plot_report(report: dict, path: str | os.PathLike) -> Path:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from .evaluate.reports import save_figure
+    from .reports import save_figure
 
     column = next(iter(report["groups"]), None)
     entries = report["groups"][column] if column else {"all": {"weak": report["weak"], "strong": report["strong"],
