@@ -8,16 +8,20 @@ import re
 from pathlib import Path
 
 
+def _beside(path: str | os.PathLike, suffix: str) -> Path:
+    """``NAME.SUFFIX`` beside ``NAME.json``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.{suffix}")
+
+
 def meta_path(predictions: str | os.PathLike) -> Path:
     """``PRED.meta.json``: the run's settings, engine, model and data version."""
-    predictions = Path(predictions)
-    return predictions.with_name(f"{predictions.stem}.meta.json")
+    return _beside(predictions, "meta.json")
 
 
 def silence_path(predictions: str | os.PathLike) -> Path:
     """``PRED.silence.json``: the same items answered with silent audio."""
-    predictions = Path(predictions)
-    return predictions.with_name(f"{predictions.stem}.silence.json")
+    return _beside(predictions, "silence.json")
 
 
 def score_stem(predictions: str | os.PathLike) -> str:
@@ -27,14 +31,12 @@ def score_stem(predictions: str | os.PathLike) -> str:
 
 def page_path(predictions: str | os.PathLike) -> Path:
     """``PRED.report.html``: the error-analysis page."""
-    predictions = Path(predictions)
-    return predictions.with_name(f"{predictions.stem}.report.html")
+    return _beside(predictions, "report.html")
 
 
 def judge_cache_path(predictions: str | os.PathLike) -> Path:
     """``PRED.judge_cache.sqlite``: the judge's replies for a judged benchmark's score."""
-    predictions = Path(predictions)
-    return predictions.with_name(f"{predictions.stem}.judge_cache.sqlite")
+    return _beside(predictions, "judge_cache.sqlite")
 
 
 def checkpoint_output(output: str | os.PathLike, checkpoint: Path) -> Path:
@@ -45,14 +47,12 @@ def checkpoint_output(output: str | os.PathLike, checkpoint: Path) -> Path:
 
 def failure_path(output: str | os.PathLike) -> Path:
     """``PRED.checkpoint-N.failed.json``: why a sweep could not evaluate a checkpoint (``output``: its predictions)."""
-    output = Path(output)
-    return output.with_name(f"{output.stem}.failed.json")
+    return _beside(output, "failed.json")
 
 
 def sweep_page_path(output: str | os.PathLike) -> Path:
     """``PRED.sweep.html`` beside a sweep's ``PRED.checkpoint-N.json`` files (``output`` is ``PRED.json``)."""
-    output = Path(output)
-    return output.with_name(f"{output.stem}.sweep.html")
+    return _beside(output, "sweep.html")
 
 
 def sweep_checkpoints(output: str | os.PathLike) -> list[tuple[int, Path]]:
