@@ -189,8 +189,8 @@ def test_the_recipe_key_and_flag(tmp_path):
     from r1_aqa.train import parse_trl_args
 
     recipe = str(ROOT / "examples/r1_aqa/recipes/tiny_grpo.yaml")
-    assert parse_trl_args(["--config", recipe])[0].share_prompt is True
-    assert parse_trl_args(["--config", recipe, "--share_prompt", "false"])[0].share_prompt is False
+    assert parse_trl_args(["--config", recipe])[1].share_prompt is True  # AudioGRPOConfig's
+    assert parse_trl_args(["--config", recipe, "--share_prompt", "false"])[1].share_prompt is False
 
 
 def test_completions_per_row_follows_the_flops():

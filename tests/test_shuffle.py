@@ -9,7 +9,7 @@ from collections import defaultdict
 
 import pandas as pd
 import pytest
-from helpers import ROOT, make_parquet
+from helpers import RECIPE, ROOT, make_parquet, sft_argv
 
 _OPTIONS = re.compile(r"Which tone is number (\d+)\? Please choose the answer from the following options: (\[.*?\])")
 SAMPLING = dict(temperature=1.3, top_k=4, reward_weights=[2.0, 0.5, 0.0])
@@ -181,3 +181,24 @@ def test_sft_shuffles_per_epoch_and_keeps_the_target(tiny_model_dir, tmp_path):
             target = processor.tokenizer.decode(row_labels[row_labels != -100])
             assert target == f"<answer>{answers[number]}</answer><|im_end|>"
     assert sorted(orders) == [0, 1, 2, 3] and all(len(o) >= 2 for o in orders.values()), orders
+
+
+@pytest.mark.parametrize("stage", ["train", "sft"])
+def test_both_stages_shuffle_when_asked(stage, tiny_model_dir, tmp_path):
+    """``shuffle_choices`` reaches the run through the stages' template (``stages.run_training``): the training set
+    carries the columns to shuffle and the trainer holds the shuffling callback; without it, neither."""
+    from r1_aqa.sft import parse_sft_args, sft
+    from r1_aqa.shuffle import ChoiceShuffleCallback
+    from r1_aqa.train import parse_trl_args, train
+
+    parquet = make_parquet(tmp_path, n=2)
+    for shuffle in (True, False):
+        out = tmp_path / f"{stage}-{shuffle}"
+        flags = ["--max_steps", "1", "--save_strategy", "no", "--shuffle_choices", str(shuffle).lower()]
+        if stage == "sft":
+            trainer = sft(*parse_sft_args(sft_argv(tiny_model_dir, parquet, out, *flags)))
+        else:
+            trainer = train(*parse_trl_args(["--config", RECIPE, "--model_name_or_path", str(tiny_model_dir),
+                                             "--dataset_path", str(parquet), "--output_dir", str(out), *flags]))
+        held = [c for c in trainer.callback_handler.callbacks if isinstance(c, ChoiceShuffleCallback)]
+        assert len(held) == shuffle and ("question" in trainer.train_dataset.column_names) == shuffle

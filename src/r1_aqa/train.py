@@ -39,6 +39,7 @@ def train(script_args, training_args, model_args):
     """GRPO with the run's rewards (``stages.run_training``): the stop once solved and the judge's timing as
     callbacks; returns the trainer."""
     from . import rewards
+    from .trainer import AudioGRPOTrainer
 
     names = script_args.reward_funcs or rewards.default_rewards(script_args.template)
 
@@ -49,7 +50,6 @@ def train(script_args, training_args, model_args):
     def make_trainer(model, train_dataset, eval_dataset, callbacks: list):
         from .callbacks import JudgeTiming, SolvedStop
         from .models import load_processor
-        from .trainer import AudioGRPOTrainer
 
         judge = load_judge(script_args, training_args, names)
         if training_args.stop_at_accuracy is not None:
