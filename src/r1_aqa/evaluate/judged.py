@@ -8,8 +8,8 @@ no model; the score goes to ``PRED.score.{json,md,png}`` and the page ``PRED.rep
 breakdown, every item with its clips, question, reference, answer, score and the judge's reply or matched choice).
 
 ``open``: any prepared parquet (``prepare open`` writes ``reference`` and ``rubric``; elsewhere the item's ``answer``
-is the reference). An item's score is its reference grade (0-10 from the judge, as a share; :mod:`r1_aqa.judge.grading`), or
-its weighted rubric share when it has rubric lines and no reference; an unparsable reply counts
+is the reference). An item's score is its reference grade (0-10 from the judge, as a share;
+:mod:`r1_aqa.judge.grading`), or its weighted rubric share when it has rubric lines and no reference; an unparsable reply counts
 ``grading.UNPARSABLE`` (0) and is counted. The total is the mean in percent, with tables by ``dataset_name`` and
 ``task``; the rubric share is reported beside it where items have rubric lines.
 """
@@ -183,8 +183,9 @@ def judged_page(score: dict, records: Sequence[dict], page: Path) -> str:
                           if v is not None)
                 + "".join(f'<li class="warn">{esc(w)}</li>' for w in score["warnings"])
                 + f'</ul><img alt="scores" src="{png_uri(judged_figure(score))}"></div></section>')
-    tables = "".join(f"<h3>by {esc(group)}</h3>" + table_html([group, "score (0-100)", "n"],
-                                                         [[k, fmt(score[group][k]), n] for k, (_, n) in entries.items()])
+    tables = "".join(f"<h3>by {esc(group)}</h3>"
+                     + table_html([group, "score (0-100)", "n"],
+                                  [[k, fmt(score[group][k]), n] for k, (_, n) in entries.items()])
                      for group, entries in score["counts"].items())
     rows = []
     for record, item in zip(records, score["items"], strict=True):
@@ -197,7 +198,7 @@ def judged_page(score: dict, records: Sequence[dict], page: Path) -> str:
                      record.get("question", ""), target, record.get(score["key"]) or "",
                      "—" if item["score"] is None else f"{item['score']:.2f}", str(detail)[:600]])
     items = table_html(["id", "group", "audio", "question", "reference", "answer", "score", "judge"], rows,
-                   ' id="item-table"')
+                       ' id="item-table"')
     body = (overview + f'<section id="categories"><h2>Breakdowns</h2>{tables}</section>'
             f'<section id="items"><h2>Items</h2>{items}</section>')
     nav = "".join(f'<a href="#{s}">{s.capitalize()}</a>' for s in ("overview", "categories", "items"))

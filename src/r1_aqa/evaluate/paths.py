@@ -41,8 +41,7 @@ def judge_cache_path(predictions: str | os.PathLike) -> Path:
 
 def checkpoint_output(output: str | os.PathLike, checkpoint: Path) -> Path:
     """``PRED.checkpoint-N.json``: a sweep's predictions of one checkpoint (``output`` is ``PRED.json``)."""
-    output = Path(output)
-    return output.with_name(f"{output.stem}.{checkpoint.name}{output.suffix}")
+    return _beside(output, f"{checkpoint.name}{Path(output).suffix}")
 
 
 def failure_path(output: str | os.PathLike) -> Path:
