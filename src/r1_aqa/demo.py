@@ -187,7 +187,7 @@ def write_warm_start_data(format_only: Path, labelled: Path, output: Path, seed:
 
     import pandas as pd
 
-    from .files import atomic_path
+    from .files import write_frame
 
     rng = random.Random(seed)
     fmt = pd.read_parquet(format_only)
@@ -196,8 +196,7 @@ def write_warm_start_data(format_only: Path, labelled: Path, output: Path, seed:
     fmt["answer"] = [list(c)[i] for c, i in zip(fmt["choices"], picks)]
     fmt["solution"] = [f"<answer>{a}</answer>" for a in fmt["answer"]]
     frame = pd.concat([fmt, pd.read_parquet(labelled)], ignore_index=True)
-    with atomic_path(output) as tmp:
-        frame.to_parquet(tmp)
+    write_frame(frame, output)
     return output
 
 

@@ -39,6 +39,24 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Non
     write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
 
 
+def write_frame(frame: Any, path: str | os.PathLike) -> None:
+    """Write a pandas frame to parquet atomically, without its index and without the writers' version stamps.
+
+    pandas records its own and pyarrow's version in the file's metadata, so the same rows would make other bytes
+    after an upgrade; the rest of that metadata (the columns' pandas dtypes) stays.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    meta = json.loads(table.schema.metadata[b"pandas"])
+    meta.pop("pandas_version", None)
+    meta.pop("creator", None)
+    table = table.replace_schema_metadata({**table.schema.metadata, b"pandas": json.dumps(meta).encode()})
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, object)`` for each non-blank line of a JSON-lines file (numbers start at 1).
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from ..files import write_frame
 from .arguments import GenerationArguments, add_dataclass_arguments, from_namespace, resume_settings
 
 HELP = ("Label a prepared parquet by audio contribution: answer each item with its audio and with silence (K samples, "
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
                              f"--data {opts.data} --model MODEL --output LABELLED.parquet`")
         kept = keep_rows(frame, opts.keep)
         check_kept(frame, kept, opts.keep, opts.output)
-        write_parquet(kept, opts.output)
+        write_frame(kept, opts.output)
         print(f"r1-aqa filter: kept {len(kept)} {opts.keep} of {len(frame)} rows -> {opts.output}")
         return 0
     if opts.samples < 1:
@@ -112,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
     write_json(output.with_name(f"{stem}.json"), report)
     write_text(output.with_name(f"{stem}.md"), report_markdown(report))
     plot_report(report, output.with_name(f"{stem}.png"))
-    write_parquet(keep_rows(labelled, opts.keep) if opts.keep else labelled, output)
+    write_frame(keep_rows(labelled, opts.keep) if opts.keep else labelled, output)
     partial_path(output).unlink(missing_ok=True)
     print(report_markdown(report))
     print(f"r1-aqa filter: {output}; report {output.with_name(stem)}.{{json,md,png}}")
@@ -151,13 +152,6 @@ def check_kept(frame, kept, keep: str, output: str | os.PathLike) -> None:
     raise ValueError(f"--keep {keep}: none of the {len(frame)} rows is {keep} ({labels}, "
                      f"{int(frame[LABEL].isna().sum())} unlabelled); nothing written to {output}. Keep the other "
                      "label, or move the line with --weak-above when labelling")
-
-
-def write_parquet(frame, path: str | os.PathLike) -> None:
-    from ..files import atomic_path
-
-    with atomic_path(path) as tmp:
-        frame.to_parquet(tmp, index=False)
 
 
 # --- answering ---------------------------------------------------------------------------------------------------

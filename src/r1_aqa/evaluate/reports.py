@@ -86,13 +86,13 @@ def score_markdown(score: Score) -> str:
 
 
 def figure_png(fig) -> bytes:
-    """A matplotlib figure as PNG bytes; the figure is closed."""
+    """A matplotlib figure as PNG bytes, without matplotlib's version stamp; the figure is closed."""
     import io
 
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
     return buf.getvalue()
 
