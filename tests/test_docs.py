@@ -44,13 +44,13 @@ def test_prepare_help_describes_the_layout(capsys):
 
 @needs_mmau
 def test_always_option_one_figures_per_question_file():
-    from r1_aqa.evaluate.scoring import score_mmau
+    from r1_aqa.benchmarks.mmau import BENCHMARK as MMAU
 
     figures = {}
     for version in ("v05.15.25", "2025-01-28"):
         records = json.loads((MMAU_DIR / f"mmau-test-mini.{version}.json").read_text())
         share = 100 * sum(r["choices"][0] == r["answer"] for r in records) / len(records)
-        score = score_mmau([{**r, "model_output": r["choices"][0]} for r in records])["total"]
+        score = MMAU.score([{**r, "model_output": r["choices"][0]} for r in records])["total"]
         figures[version] = (f"{share:.1f}%", f"{score:.1f}%")
     text = " ".join(README.split())
     share, score = figures["v05.15.25"]

@@ -296,15 +296,15 @@ def test_mmsu_option_text_answers_get_the_strict_score_and_a_report(tmp_path, ca
 
 
 def test_a_score_of_no_items_is_null():
-    from r1_aqa.evaluate.scoring import score_mmau
+    from r1_aqa.benchmarks.mmau import BENCHMARK as MMAU
 
     record = {"id": "a", "task": "sound", "difficulty": "easy", "question": "q", "choices": ["x", "y"],
               "answer": "x", "model_output": "x"}
-    score = score_mmau([record, {**record, "id": "b", "model_output": None}])
+    score = MMAU.score([record, {**record, "id": "b", "model_output": None}])
     assert score["task"] == {"sound": 100.0, "music": None, "speech": None}
     assert score["difficulty"]["hard"] is None and score["total"] == 100.0
-    assert score_mmau([{**record, "model_output": None}])["total_all"] == 0.0
-    assert score_mmau([])["total_all"] is None
+    assert MMAU.score([{**record, "model_output": None}])["total_all"] == 0.0
+    assert MMAU.score([])["total_all"] is None
 
 
 # --- a quiet console ---------------------------------------------------------------------------------------------

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 
 from r1_aqa.evaluate import html_report
-from r1_aqa.evaluate.formatting import fmt, pct, signed
+from r1_aqa.formatting import fmt, pct, signed
 from r1_aqa.evaluate.reports import listening_markdown
-from r1_aqa.evaluate.scoring import listening_gap, score_mmau
+from r1_aqa.benchmarks.mmau import BENCHMARK as MMAU
+from r1_aqa.evaluate.scoring import listening_gap
 
 N_MAX = 1000
 
@@ -48,5 +49,5 @@ def test_a_percentage_is_the_official_scripts_right_over_n_times_100():
     assert len(differ) == 41 and all(pct(right, n) == float(f"{(right / n) * 100:.2f}") for right, n in differ)
     records = [{"id": str(i), "question": "Which?", "choices": ["yes", "no"], "answer": "yes", "task": "sound",
                 "difficulty": "easy", "model_output": "yes" if i < 23 else "no"} for i in range(160)]
-    score = score_mmau(records)
+    score = MMAU.score(records)
     assert (score["total"], score["task"]["sound"]) == (14.37, 14.37)

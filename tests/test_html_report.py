@@ -16,9 +16,11 @@ from chromium import Chromium, find_chromium
 from helpers import write_tone
 
 from r1_aqa.cli import main
-from r1_aqa.evaluate.analysis import analyse, predicted_option
+from r1_aqa.evaluate.analysis import analyse
 from r1_aqa.evaluate.paths import page_path, sweep_page_path
-from r1_aqa.evaluate.scoring import record_outcome, score_mmar, score_mmau, score_mmsu
+from r1_aqa.benchmarks.mmar import BENCHMARK as MMAR
+from r1_aqa.benchmarks.mmau import BENCHMARK as MMAU
+from r1_aqa.benchmarks.mmsu import BENCHMARK as MMSU
 
 CHOICES = ["violin", "beep", "voice", "noise"]
 N_ITEMS = 8
@@ -40,18 +42,18 @@ def test_verdicts_agree_with_the_official_counts():
     """Per-record outcomes add up to the scorers' numbers, including the records the official rules drop."""
     mmau = [_record(0, "violin"), _record(1, "the beep"), _record(2, "voice or noise"), _record(3, "violin"),
             _record(4, None), {**_record(5, None), "model_output": None}, _record(6, "")]
-    score = score_mmau(mmau)
-    outcomes = [record_outcome("mmau", r) for r in mmau]
+    score = MMAU.score(mmau)
+    outcomes = [MMAU.outcome(r) for r in mmau]
     assert outcomes == [True, True, False, False, None, None, False]
     assert (outcomes.count(True), sum(o is not None for o in outcomes)) == (score["correct"], score["n"])
     mmar = [{("answer_prediction" if k == "model_output" else k): v for k, v in r.items()} for r in mmau]
-    score = score_mmar(mmar)
-    assert [record_outcome("mmar", r) for r in mmar] == outcomes and score["correct"] == 2 and score["n"] == 5
+    score = MMAR.score(mmar)
+    assert [MMAR.outcome(r) for r in mmar] == outcomes and score["correct"] == 2 and score["n"] == 5
     mmsu = [{"id": f"m{i}", "options": CHOICES, "answer_index": i % 4, "category": "perception-x",
              "model_output": out} for i, out in enumerate(["A", "The answer is B.", "C", "D", "no idea", "", None])]
     del mmsu[5]["model_output"]
-    score = score_mmsu(mmsu)
-    outcomes = [record_outcome("mmsu", r) for r in mmsu]
+    score = MMSU.score(mmsu)
+    outcomes = [MMSU.outcome(r) for r in mmsu]
     assert outcomes == [True, True, True, True, None, False, None]
     assert (outcomes.count(True), sum(o is not None for o in outcomes)) == (score["correct"], score["n"])
 
@@ -81,8 +83,8 @@ def test_option_positions_and_permutations():
     rows = result["positions"]["rows"]
     assert [(r["position"], r["answers"], r["predictions"], r["right"]) for r in rows] == [
         ("A", 2, 8, 2), ("B", 2, 0, 0), ("C", 2, 0, 0), ("D", 2, 0, 0)]
-    assert predicted_option("mmau", _record(0, "voice noise")) is None  # names two options
-    assert predicted_option("mmsu", {"options": CHOICES, "answer_index": 0, "model_output": "C"}) == 2
+    assert MMAU.predicted_option(_record(0, "voice noise")) is None  # names two options
+    assert MMSU.predicted_option({"options": CHOICES, "answer_index": 0, "model_output": "C"}) == 2
     assert result["fields"] == {"task": ["music", "sound", "speech"]}
 
 

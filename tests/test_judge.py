@@ -197,7 +197,7 @@ def test_score_again_asks_the_judge_nothing_and_needs_no_judge(open_data, tiny_m
 
 
 def test_any_prepared_parquet_scores_open_ended_with_its_answer_as_reference(tiny_judge_dir, tmp_path):
-    from r1_aqa.evaluate.judged import score_open
+    from r1_aqa.benchmarks.open_ended import score_open
 
     judge = Judge(str(tiny_judge_dir), tmp_path / "cache.sqlite")
     score = score_open([{"id": "a", "question": "Which?", "choices": ["violin", "drum"], "answer": "violin",

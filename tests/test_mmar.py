@@ -13,12 +13,10 @@ from helpers import MMAR_META, needs_mmar, write_tone
 from r1_aqa.cli import main
 from r1_aqa.data.mmar import load_mmar
 from r1_aqa.evaluate.predict import prediction_fields
-from r1_aqa.evaluate.scoring import (
-    MMAR_MODALITIES,
-    ambiguous_items,
-    score_mmar,
-    tokenize,
-)
+from r1_aqa.benchmarks.common import tokenize
+from r1_aqa.benchmarks.mmar import BENCHMARK as MMAR
+from r1_aqa.benchmarks.mmar import MODALITIES as MMAR_MODALITIES
+from r1_aqa.benchmarks.token_rule import ambiguous_items
 
 pytestmark = needs_mmar
 
@@ -73,7 +71,7 @@ def test_repeated_id_and_broken_line_name_the_line(meta, tmp_path):
 
 # ---------------------------------------------------------------------------------------------------------- scorer
 def test_answer_scores_100_with_every_breakdown(meta):
-    score = score_mmar([{**r, "answer_prediction": r["answer"]} for r in meta])
+    score = MMAR.score([{**r, "answer_prediction": r["answer"]} for r in meta])
     assert score["total"] == 100.0 and score["n"] == 1000 and score["missing"] == 0
     for name in ("modality", "category", "sub-category"):
         counts = Counter(r[name] for r in meta)
@@ -94,7 +92,7 @@ def test_first_option_and_missing_keys(meta):
     def right(r: dict) -> bool:
         return r["choices"][0] == r["answer"] or r["choices"][0] in same_tokens.get(r["id"], [])
 
-    score = score_mmar(predictions)
+    score = MMAR.score(predictions)
     correct = sum(map(right, kept))
     assert (score["n"], score["correct"], score["missing"]) == (900, correct, 100)
     assert score["total"] == round(100 * correct / 900, 2) and score["total_all"] == round(100 * correct / 1000, 2)
@@ -109,7 +107,7 @@ def test_wrong_option_and_null_prediction(meta):
                for r in meta[:50]]
     records[0]["answer_prediction"] = None
     records[1] = {k: v for k, v in records[1].items() if k != "answer_prediction"} | {"model_output": "x"}
-    score = score_mmar(records)
+    score = MMAR.score(records)
     assert (score["total"], score["n"], score["null"], score["missing"]) == (0.0, 48, 1, 1)
     assert any("--key model_output" in w for w in score["warnings"])
 
@@ -123,7 +121,7 @@ def test_score_cli_reads_json_and_jsonl_and_writes_reports(meta, tmp_path, capsy
     code, from_jsonl, _ = _score_cli(capsys, _write_jsonl(tmp_path / "pred.jsonl", records), "--no-report")
     assert code == 0 and from_jsonl == from_json
     assert {"total", "n", "modality", "category", "sub-category"} <= set(from_json) and from_json["n"] == 1000
-    assert from_json == score_mmar(records)
+    assert from_json == MMAR.score(records)
     report = (tmp_path / "pred.score.md").read_text()
     assert "## Official, by modality" in report and "| mix-sound-music-speech |" in report
     assert (tmp_path / "pred.score.png").stat().st_size > 0 and not (tmp_path / "pred.score.png").is_symlink()
@@ -207,7 +205,7 @@ def test_eval_writes_mmar_keys_and_scores_them(mmar_dir, tiny_model_dir, tmp_pat
         assert r["answer_prediction"] == r["model_output"] and "thinking_prediction" in r
     score = json.loads((tmp_path / "pred.checkpoint-2.score.json").read_text())
     assert score["benchmark"] == "mmar" and score["key"] == "answer_prediction" and score["n"] == 4
-    assert score == score_mmar(records)
+    assert score == MMAR.score(records)
     sweep = json.loads((tmp_path / "pred.sweep.json").read_text())
     assert sorted(sweep) == ["1", "2"]
     table = (tmp_path / "pred.sweep.md").read_text()

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from r1_aqa.evaluate import mmau_pro
-from r1_aqa.evaluate.mmau_pro import follows, load_mmau_pro, parse_open, score_mmau_pro
+from r1_aqa.benchmarks import mmau_pro
+from r1_aqa.benchmarks.mmau_pro import follows, load_mmau_pro, parse_open, score_mmau_pro
 from r1_aqa.judge.core import Judge
 
 FIXTURE = Path(__file__).parent / "fixtures" / "mmau_pro" / "questions.json"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from r1_aqa.evaluate.reports import score_markdown, sweep_markdown, write_score_report, write_sweep_report
-from r1_aqa.evaluate.scoring import score_mmau, score_mmsu
+from r1_aqa.benchmarks.mmau import BENCHMARK as MMAU
+from r1_aqa.benchmarks.mmsu import BENCHMARK as MMSU
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CHOICES = ["Man", "Woman", "Child", "Robot"]
@@ -16,7 +17,7 @@ def _mmau_score(right: int, n: int = 6) -> dict:
     records = [{"id": str(i), "question": "q", "answer": "Man", "choices": CHOICES, "task": tasks[i % 3],
                 "difficulty": difficulties[i % 3], "sub-category": f"sub|{i % 2}",
                 "model_output": "Man" if i < right else "Robot"} for i in range(n)]
-    return score_mmau(records)
+    return MMAU.score(records)
 
 
 def _mmsu_score() -> dict:
@@ -24,7 +25,7 @@ def _mmsu_score() -> dict:
              "reasoning-linguistics-phonology", "reasoning-paralinguistics-style"]
     records = [{"key": str(i), "options": ["a dog", "cat", "bird", "cow"], "answer_index": 1,
                 "category": paths[i % 4], "model_output": "B" if i % 3 else "cat"} for i in range(8)]
-    return score_mmsu(records)
+    return MMSU.score(records)
 
 
 def _assert_png(path):

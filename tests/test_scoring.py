@@ -9,18 +9,12 @@ import pytest
 from helpers import MMAU_DIR, needs_mmau
 
 from r1_aqa import cli
-from r1_aqa.evaluate.scoring import (
-    ambiguous_items,
-    category_path,
-    mmau_match,
-    mmau_version,
-    mmsu_item,
-    mmsu_letter,
-    permutation_consistency,
-    score_mmau,
-    score_mmsu,
-    tokenize,
-)
+from r1_aqa.benchmarks.common import mmau_match, permutation_consistency, tokenize
+from r1_aqa.benchmarks.mmau import BENCHMARK as MMAU
+from r1_aqa.benchmarks.mmau import mmau_version
+from r1_aqa.benchmarks.mmsu import BENCHMARK as MMSU
+from r1_aqa.benchmarks.mmsu import category_path, mmsu_item, mmsu_letter
+from r1_aqa.benchmarks.token_rule import ambiguous_items
 
 MMAU_FILES = {"2025-01-28": MMAU_DIR / "mmau-test-mini.2025-01-28.json",
               "v05.15.25": MMAU_DIR / "mmau-test-mini.v05.15.25.json"}
@@ -108,7 +102,7 @@ def test_score_mmau_breakdowns_missing_and_null():
         _item("e", "speech", "medium", "P1", "Man", MAN, model_output=None),     # null: dropped
         _item("f", "speech", "medium", "P1", "Man", MAN, model_output=""),       # empty: wrong
     ]
-    score = score_mmau(records)
+    score = MMAU.score(records)
     assert (score["total"], score["n"], score["correct"]) == (50.0, 4, 2)
     assert score["task"] == {"sound": 50.0, "music": 100.0, "speech": 0.0}
     assert score["difficulty"] == {"easy": 100.0, "hard": 0.0, "medium": 0.0}
@@ -123,14 +117,14 @@ def test_score_mmau_breakdowns_missing_and_null():
 def test_score_mmau_rounds_like_the_official_script():
     records = [_item(str(i), "sound", "easy", "S", "Man", MAN, model_output="Man" if i < 2 else "Robot")
                for i in range(3)]
-    assert score_mmau(records)["total"] == 66.67
+    assert MMAU.score(records)["total"] == 66.67
 
 
 def test_score_mmau_rejects_unusable_records():
     with pytest.raises(ValueError, match="record a"):
-        score_mmau([_item("a", "sound", "easy", "S", "Man", MAN, model_output=["Man"])])
+        MMAU.score([_item("a", "sound", "easy", "S", "Man", MAN, model_output=["Man"])])
     with pytest.raises(ValueError, match="record b"):
-        score_mmau([{"id": "b", "choices": MAN, "model_output": "Man"}])
+        MMAU.score([{"id": "b", "choices": MAN, "model_output": "Man"}])
 
 
 @pytest.mark.parametrize("response,letter", [
@@ -160,7 +154,7 @@ def test_score_mmsu_official_and_strict():
         _mmsu("6", "reasoning-paralinguistics-emotion", " cat "),     # unparsed (officially), strictly right
         _mmsu("7", "reasoning-paralinguistics-emotion", None),        # null: dropped
     ]
-    score = score_mmsu(records)
+    score = MMSU.score(records)
     assert (score["total"], score["n"], score["correct"]) == (25.0, 4, 1)
     assert (score["unparsed"], score["null"], score["empty"], score["missing"]) == (2, 1, 1, 1)
     assert score["category"]["perception"] == 50.0
@@ -175,10 +169,10 @@ def test_score_mmsu_official_and_strict():
 
 def test_mmsu_names_the_key_of_another_tool():
     records = [{**_mmsu("1", "perception"), "model_prediction": "B"}, _mmsu("2", "perception", "B")]
-    score = score_mmsu(records)
+    score = MMSU.score(records)
     assert (score["missing"], score["total"]) == (1, 50.0)  # still scored as wrong, as the official scorer counts it
     assert "1 records have 'model_prediction' but not 'model_output'" in " ".join(score["warnings"])
-    assert not any("another tool" in w for w in score_mmsu(records, key="model_prediction")["warnings"])
+    assert not any("another tool" in w for w in MMSU.score(records, key="model_prediction")["warnings"])
 
 
 def test_mmsu_formats_and_duplicate_options():
@@ -186,7 +180,7 @@ def test_mmsu_formats_and_duplicate_options():
                 "category": "Reasoning", "sub-category": "Sarcasm", "model_output": "C"}
     assert mmsu_item(official) == (["yes", "no", "yes", "maybe"], "yes")
     assert category_path(official) == ["Reasoning", "Reasoning-Sarcasm"]
-    assert score_mmsu([official])["total"] == 100.0  # the official check compares option texts
+    assert MMSU.score([official])["total"] == 100.0  # the official check compares option texts
     with pytest.raises(ValueError, match="record z"):
         mmsu_item({"id": "z", "question": "q"})
 
@@ -207,7 +201,7 @@ def test_score_mmau_with_permutations_uses_order_zero_officially():
     for i, (first, second) in enumerate([("Man", "Man"), ("Man", "Robot"), ("Robot", "Man")]):
         records.append(_item(str(i), "sound", "easy", "S", "Man", MAN, model_output=first, permutation=0))
         records.append(_item(str(i), "sound", "easy", "S", "Man", MAN[::-1], model_output=second, permutation=1))
-    score = score_mmau(records)
+    score = MMAU.score(records)
     assert (score["total"], score["n"], score["records"]) == (66.67, 3, 3)
     assert score["permutations"]["consistent"] == 33.33
     assert score["permutations"]["per_order"] == {"0": 66.67, "1": 66.67}

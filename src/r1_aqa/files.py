@@ -57,6 +57,34 @@ def write_frame(frame: Any, path: str | os.PathLike) -> None:
         pq.write_table(table, tmp)
 
 
+def parquet_columns(path: str | os.PathLike) -> list[str]:
+    """The column names of a parquet file; an unreadable one raises ``ValueError`` naming it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_schema(path).names
+    except pa.ArrowException as e:
+        raise ValueError(f"{path}: not a readable parquet file ({e})") from None
+
+
+def parquet_records(path: str | os.PathLike) -> list[dict]:
+    """The rows of a parquet file as JSON values (numpy arrays -> lists, numpy scalars -> Python), nested ones too."""
+    import pandas as pd
+
+    return [_plain(r) for r in pd.read_parquet(path).to_dict("records")]
+
+
+def _plain(value: Any) -> Any:
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in value]
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, object)`` for each non-blank line of a JSON-lines file (numbers start at 1).
 

@@ -152,29 +152,23 @@ def _clear_tasks(out_dir: Path, overwrite: bool) -> None:
 def stand_ins(benchmark_file: str | os.PathLike, out_dir: str | os.PathLike, seconds: float = 1.0,
               seed: int = 0) -> tuple[int, str]:
     """Write a stand-in clip (a tone of ``seconds``, its pitch drawn from the item's id and path) at the audio path of
-    every item of an MMAU JSON, MMAR JSONL or MMAU-Pro question file (every clip of a multi-clip item), under
-    ``out_dir``, so that ``prepare``/``eval --audio-dir out_dir`` run on it before the real clips are downloaded.
-    Returns the number of clips written and the benchmark ("mmau", "mmar" or "mmau-pro")."""
+    every item of a benchmark's question file whose clips are paths (MMAU JSON, MMAR JSONL, MMAU-Pro; every clip of a
+    multi-clip item), under ``out_dir``, so that ``prepare``/``eval --audio-dir out_dir`` run on it before the real
+    clips are downloaded. Returns the number of clips written and the benchmark's name."""
     import soundfile as sf
     from tqdm import tqdm
 
+    from ..benchmarks import sniff
     from ..files import atomic_path
-    from .mmar import load_mmar
-    from .mmau import load_mmau
 
     if seconds <= 0:
         raise ValueError(f"--seconds must be > 0, got {seconds}")
-    from ..evaluate.mmau_pro import is_mmau_pro, load_mmau_pro
-
-    with open(benchmark_file, "rb") as f:
-        kind = {b"[": "mmau", b"{": "mmar"}.get(f.read(64).lstrip()[:1])
-    if kind is None:
+    benchmark_file = Path(benchmark_file)
+    spec = sniff(benchmark_file) if benchmark_file.is_file() else None
+    records = spec.like(benchmark_file, Path(out_dir)) if spec is not None else None
+    if records is None:
         raise ValueError(f"--like {benchmark_file}: neither an MMAU JSON list, MMAR JSON lines nor MMAU-Pro records")
-    if is_mmau_pro(benchmark_file):
-        kind, records = "mmau-pro", load_mmau_pro(benchmark_file, out_dir)
-    else:
-        records = load_mmau(benchmark_file, out_dir) if kind == "mmau" else load_mmar(benchmark_file, out_dir)
-    field = "audio_id" if kind == "mmau" else "audio_path"
+    kind, field = spec.name, spec.clip_field
     root = Path(out_dir).resolve()
     clips = {}
     for record in records:

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .scoring import Score, default_key, mmau_match, mmsu_item, mmsu_letter, record_outcome
+from ..benchmarks import get_benchmark
+from ..benchmarks.common import Score, item_id, order_zero
 
 GROUP_FIELDS = ("task", "modality", "category", "sub-category", "difficulty")  # record fields offered as filters
 
 
 def strict_view(score: Score) -> bool:
-    """Whether a page shows MMSU's strict rule: when no response carries an A-D letter (R1-AQA's option-text
-    answers), the official letter rule scores nothing and the strict score is the one to read."""
-    return score["benchmark"] == "mmsu" and score["total"] is None
+    """Whether a page shows the benchmark's strict rule rather than the official one (MMSU's, when no response
+    carries an A-D letter: the official letter rule then scores nothing)."""
+    return get_benchmark(score["benchmark"]).strict_view(score)
 
 
 def shown(score: Score, strict: bool) -> dict:
@@ -30,29 +31,30 @@ def analyse(benchmark: str, records: Sequence[dict], key: str | None = None,
     unscored), ``pos``/``ans`` (predicted and answer option index), ``perm`` ("correct/orders" when permuted) and
     ``sv``/``sp`` (silence verdict and answer).
     """
-    key = key or default_key(benchmark)
+    spec = get_benchmark(benchmark)
+    key = key or spec.key
     records = list(records)
     base = order_zero(records)
     orders: dict[str, list[bool]] = {}
     if len(base) != len(records):
         for i, record in enumerate(records):
-            orders.setdefault(_id(record, i), []).append(bool(record_outcome(benchmark, record, key, i, strict)))
+            orders.setdefault(item_id(record, i), []).append(bool(spec.outcome(record, key, i, strict)))
     silent = _by_id(silence, benchmark, base) if silence is not None else None
     items = []
     for i, record in enumerate(base):
-        options, answer = _options(benchmark, record, i)
+        options, answer = spec.options(record, i)
         prediction = record.get(key)
         item = {
-            "id": _id(record, i),
+            "id": item_id(record, i),
             "q": str(record.get("question", "")),
             "opts": options,
             "ans": options.index(answer) if answer in options else None,
             "answer": answer,
             "pred": prediction if isinstance(prediction, str) else None,
-            "pos": predicted_option(benchmark, record, key),
+            "pos": spec.predicted_option(record, key),
             "think": record.get("model_think"),
             "resp": record.get("model_response"),
-            "v": _verdict(record_outcome(benchmark, record, key, i, strict)),
+            "v": _verdict(spec.outcome(record, key, i, strict)),
             "g": {f: str(record[f]) for f in GROUP_FIELDS if record.get(f) is not None},
         }
         if orders:
@@ -60,28 +62,12 @@ def analyse(benchmark: str, records: Sequence[dict], key: str | None = None,
             item["perm"] = f"{sum(got)}/{len(got)}"
         if silent is not None:
             other = silent[item["id"]]
-            item["sv"] = _verdict(record_outcome(benchmark, other, key, i, strict))
+            item["sv"] = _verdict(spec.outcome(other, key, i, strict))
             item["sp"] = other.get(key) if isinstance(other.get(key), str) else None
         items.append(item)
     fields = {f: sorted({it["g"][f] for it in items if f in it["g"]}) for f in GROUP_FIELDS}
     return {"items": items, "positions": position_bias(items),
             "fields": {f: values for f, values in fields.items() if values}}
-
-
-def predicted_option(benchmark: str, record: dict, key: str | None = None) -> int | None:
-    """The index of the option the prediction names (the one option the official rule accepts it for), else None."""
-    prediction = record.get(key or default_key(benchmark))
-    if not isinstance(prediction, str):
-        return None
-    options, _ = _options(benchmark, record)
-    if benchmark == "mmsu":  # its letter, else an option's own text (R1-AQA's answers)
-        letter = mmsu_letter(prediction)
-        index = "ABCD".index(letter) if letter else None
-        if index is None and prediction.strip() in options:
-            index = options.index(prediction.strip())
-        return index if index is not None and index < len(options) else None
-    matches = [i for i, option in enumerate(options) if mmau_match(option, prediction, options)]
-    return matches[0] if len(matches) == 1 else None
 
 
 def position_bias(items: Sequence[dict]) -> dict:
@@ -99,17 +85,6 @@ def position_bias(items: Sequence[dict]) -> dict:
     return {"n": len(scored), "unmatched": sum(it["pos"] is None for it in scored), "rows": rows}
 
 
-def _options(benchmark: str, record: dict, index: int = 0) -> tuple[list[str], str]:
-    if benchmark == "mmsu":
-        return mmsu_item(record, index)
-    return list(record["choices"]), record["answer"]
-
-
-def _id(record: dict, index: int) -> str:
-    item = record.get("id", record.get("key"))
-    return str(item) if item is not None else f"#{index}"
-
-
 def _verdict(outcome: bool | None) -> str:
     return "unscored" if outcome is None else "right" if outcome else "wrong"
 
@@ -118,14 +93,10 @@ def _letter(k: int) -> str:
     return chr(ord("A") + k) if k < 26 else str(k + 1)
 
 
-def order_zero(records: Sequence[dict]) -> list[dict]:
-    return [r for r in records if int(r.get("permutation", 0)) == 0]
-
-
 def _by_id(silence: Sequence[dict], benchmark: str, base: Sequence[dict]) -> dict[str, dict]:
     """The silence run's records by id; its items must be those of the predictions."""
-    silent = {_id(r, i): r for i, r in enumerate(order_zero(silence))}
-    wanted = [_id(r, i) for i, r in enumerate(base)]
+    silent = {item_id(r, i): r for i, r in enumerate(order_zero(silence))}
+    wanted = [item_id(r, i) for i, r in enumerate(base)]
     missing = [i for i in wanted if i not in silent]
     extra = sorted(set(silent) - set(wanted))
     if missing or extra:

@@ -2,7 +2,7 @@
 from their fields, and which settings a resume must match (a field's ``resume`` metadata).
 
 Field metadata: ``help``; ``type`` (an argparse type; a ``bool`` field is a switch); ``choices`` (read from the
-registries: ``engines.ENGINES``, ``prompts.TEMPLATES``, ``scoring.BENCHMARKS``); ``action``/``metavar`` where
+registries: ``engines.ENGINES``, ``prompts.TEMPLATES``, ``benchmarks.NAMES``); ``action``/``metavar`` where
 argparse needs them; ``resume``: ``True`` (the setting of that name must match), or the name(s) of the setting(s)
 the field is recorded under.
 """
@@ -14,9 +14,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from ..benchmarks import NAMES
 from ..prompts import TEMPLATES
 from .engines import ENGINES
-from .scoring import BENCHMARKS
 
 T = TypeVar("T")
 DEFAULT_BATCH_SIZE = {"hf": 8, "vllm": 64}  # vLLM schedules a call's requests itself: give it many
@@ -58,7 +58,7 @@ class EvalArguments(GenerationArguments):
 
     max_new_tokens: int = field(default=256, metadata={**_MAX_NEW_TOKENS, "resume": "sampling"})  # greedy settings
     benchmark: str = field(default="mmau", metadata={
-        "choices": BENCHMARKS, "resume": True,
+        "choices": NAMES, "resume": True,
         "help": "which benchmark's format and scorer (the data's format is checked against it)"})
     data: str = field(metadata={"resume": True, "help": "the benchmark's own file (MMAU JSON; MMSU in its HF format; "
                                 "MMAR-meta.jsonl) or a parquet from `prepare`"})

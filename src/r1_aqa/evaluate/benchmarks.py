@@ -1,5 +1,6 @@
-"""Benchmark input: reading MMAU, MMSU, MMAR and prepared parquets into items, checking their clips, loading a clip
-as the engines take it, and the option orders of ``--permutations``."""
+"""Benchmark input: reading a benchmark's own file (its module in :mod:`r1_aqa.benchmarks` reads it) or a prepared
+parquet into items, checking their clips, loading a clip as the engines take it, and the option orders of
+``--permutations``."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
+from ..benchmarks import detect, get_benchmark, sniff
+
+
 def load_items(benchmark: str, data: str | os.PathLike, audio_dir: str | os.PathLike | None = None,
                limit: int | None = None) -> list[dict]:
     """Benchmark records with an ``audio`` source (absolute path or bytes), in file order; ids must be unique.
 
-    ``data`` is the MMAU JSON, an MMSU file in its HF format, MMAR-meta.jsonl, or a parquet written by
-    ``r1-aqa prepare``.
+    ``data`` is the benchmark's own file (the MMAU JSON, MMSU in its HF format, MMAR-meta.jsonl, ...) or a parquet
+    written by ``r1-aqa prepare``.
     """
     data = Path(data)
     if not data.exists():
@@ -33,35 +37,23 @@ def load_items(benchmark: str, data: str | os.PathLike, audio_dir: str | os.Path
 
 
 def _read_items(benchmark: str, data: Path, audio_dir: str | os.PathLike | None) -> list[dict]:
-    if benchmark == "mmau-pro":
-        from .mmau_pro import load_mmau_pro
-
-        return load_mmau_pro(data, audio_dir)
+    spec = get_benchmark(benchmark)
+    if spec.reads_parquet:
+        return spec.read(data, audio_dir)
     if _is_prepared(data):
-        import pandas as pd
+        from ..files import parquet_records
 
-        from .scoring import detect_benchmark
-
-        records = [_plain(r) for r in pd.read_parquet(data).to_dict("records")]
-        found = None if benchmark == "open" else detect_benchmark(records)  # any prepared parquet can be judged
+        records = parquet_records(data)
+        found = None if spec.any_prepared else detect(records)  # e.g. any prepared parquet can be judged
         if found is not None and found != benchmark:
             raise ValueError(f"{data}: prepared from {found.upper()} data, not {benchmark.upper()}: use --benchmark "
                              f"{found}")
         return records
-    if benchmark == "open":
-        raise ValueError(f"{data}: --benchmark open takes a parquet from `r1-aqa prepare open`")
-    _check_format(data, benchmark)
-    if benchmark == "mmau":
-        from ..data.mmau import load_mmau
-
-        return load_mmau(data, audio_dir if audio_dir is not None else data.parent)
-    if benchmark == "mmar":
-        from ..data.mmar import load_mmar
-
-        return load_mmar(data, audio_dir)
-    from ..data.mmsu import load_mmsu
-
-    return load_mmsu(data)
+    found = sniff(data) if spec.file_format else None  # a benchmark without a file of its own reads none
+    if found is not None and found is not spec:
+        raise ValueError(f"{data}: looks like {found.file_format}, not {benchmark.upper()} data: use --benchmark "
+                         f"{found.name}")
+    return spec.read(data, audio_dir)
 
 
 def _is_prepared(data: Path) -> bool:
@@ -69,68 +61,9 @@ def _is_prepared(data: Path) -> bool:
     if data.suffix != ".parquet" or not data.is_file():
         return False
     from ..data.prepare import COLUMNS
+    from ..files import parquet_columns
 
-    return set(COLUMNS) <= set(_schema(data))
-
-
-_FORMATS = {"mmau": "an MMAU JSON file (a list)", "mmar": "an MMAR JSON-lines file",
-            "mmsu": "MMSU data in its HF format (parquet files or a directory)"}
-
-
-def _check_format(data: Path, benchmark: str) -> None:
-    """Refuse one benchmark's own data under another's ``--benchmark``, naming the right flag."""
-    if data.is_dir() or data.suffix == ".parquet":
-        found = _parquet_kind(data)
-    else:
-        with open(data, "rb") as f:
-            found = {b"[": "mmau", b"{": "mmar"}.get(f.read(64).lstrip()[:1])
-    if found is not None and found != benchmark:
-        raise ValueError(f"{data}: looks like {_FORMATS[found]}, not {benchmark.upper()} data: use --benchmark "
-                         f"{found}")
-
-
-def _parquet_kind(data: Path) -> str:
-    """"mmsu" for MMSU in its HF format (a save_to_disk directory, or parquet files with its columns); anything else
-    that is parquet raises ``ValueError`` saying what it is and what to pass instead."""
-    from ..data.mmsu import FIELDS
-    from ..data.prepare import COLUMNS
-
-    if data.is_dir() and any((data / f).is_file() for f in ("dataset_dict.json", "state.json")):
-        return "mmsu"
-    files = [data] if data.is_file() else sorted(data.rglob("*.parquet"))
-    if not files:
-        raise ValueError(f"{data}: a directory with no parquet files, nor a datasets save_to_disk directory: pass "
-                         "the benchmark's question file or a parquet from `r1-aqa prepare` as --data")
-    names = set(_schema(files[0]))
-    if data.is_dir() and set(COLUMNS) <= names:
-        raise ValueError(f"{data}: a directory of parquet files from `r1-aqa prepare` ({files[0].name}"
-                         f"{', ...' if len(files) > 1 else ''}): pass one of them as --data")
-    if not set(FIELDS) <= names:
-        raise ValueError(f"{files[0]}: neither MMSU's HF format (columns {', '.join(FIELDS)}, audio) nor a parquet "
-                         f"from `r1-aqa prepare`; its columns: {', '.join(sorted(names))}")
-    return "mmsu"
-
-
-def _schema(path: Path) -> list[str]:
-    """The column names of a parquet file; an unreadable one raises ``ValueError`` naming it."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.read_schema(path).names
-    except pa.ArrowException as e:
-        raise ValueError(f"{path}: not a readable parquet file ({e})") from None
-
-
-def _plain(value):
-    """Parquet cells as JSON values (numpy arrays -> lists, numpy scalars -> Python), nested ones included."""
-    import numpy as np
-
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_plain(v) for v in value]
-    return value.item() if isinstance(value, np.generic) else value
+    return set(COLUMNS) <= set(parquet_columns(data))
 
 
 def check_permutations(items: Sequence[dict], permutations: int) -> None:

@@ -21,8 +21,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..benchmarks import get_benchmark
+from ..benchmarks.common import load_predictions
 from .benchmarks import check_audio, check_permutations, load_items
-from .judged import JUDGED
 from .arguments import EvalArguments, add_dataclass_arguments, from_namespace
 from .predict import evaluate
 from .paths import checkpoint_output, failure_path, score_stem, silence_path
@@ -79,13 +80,13 @@ def run(args) -> int:
             continue
         failure_path(output).unlink(missing_ok=True)
         if any(records is not None for records in merged):  # this worker finished the checkpoint's last output
-            if opts.benchmark in JUDGED:  # a silence run stays in PRED.silence.json, for `score` to judge
+            if get_benchmark(opts.benchmark).judged:  # a silence run stays in PRED.silence.json, for `score` to judge
                 score_judged_output(output, opts)
                 continue
             score_and_report(output, opts.benchmark, table=not sweep, shown=shown)
             if opts.silence:
                 compare_listening(output, silence_path(output), opts.benchmark)
-    if sweep and opts.benchmark in JUDGED:  # each checkpoint's judged score is its own PRED.checkpoint-N.score.*
+    if sweep and get_benchmark(opts.benchmark).judged:  # each checkpoint's judged score: PRED.checkpoint-N.score.*
         print(f"{len(outputs)} checkpoints evaluated; a judged benchmark has no sweep table: each checkpoint's score "
               "is beside its predictions", file=sys.stderr)
     elif sweep:
@@ -98,7 +99,8 @@ def checked_inputs(opts: EvalArguments) -> tuple[list[Path], list[dict]]:
     checkpoints = find_checkpoints(opts.model)
     items = load_items(opts.benchmark, opts.data, opts.audio_dir, limit=opts.limit)
     check_permutations(items, opts.permutations)
-    check_audio(items, opts.audio_dir or (Path(opts.data).parent if opts.benchmark != "mmsu" else None))
+    beside = get_benchmark(opts.benchmark).clips_beside_data
+    check_audio(items, opts.audio_dir or (Path(opts.data).parent if beside else None))
     return checkpoints, items
 
 
@@ -120,7 +122,7 @@ def score_and_report(output: Path, benchmark: str, table: bool = True, shown: se
     are not printed again (and are added to it)."""
     from .html_report import write_report_page
     from .reports import score_markdown, write_score_report
-    from .scoring import load_predictions, score_records
+    from .scoring import score_records
 
     score = score_records(benchmark, load_predictions(output))
     shown = set() if shown is None else shown

@@ -300,7 +300,7 @@ def build_report(frame, models: Sequence[str], samples: int, weak_above: float, 
 
 def report_markdown(report: dict) -> str:
     """The report as markdown: totals, per-group table, per-model accuracy, examples, unlabelled clips."""
-    from .formatting import fmt, group_tables, markdown_table
+    from ..formatting import fmt, group_tables, markdown_table
 
     acc = report["accuracy"]
     lines = ["# Audio contribution", "",

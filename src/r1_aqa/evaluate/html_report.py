@@ -34,10 +34,12 @@ from urllib.parse import quote
 
 from ..files import write_text
 from . import reports
-from .analysis import analyse, order_zero, shown, strict_view
-from .formatting import fmt, pct, points, signed
+from ..benchmarks import NAMES, get_benchmark
+from ..benchmarks.common import Score, load_predictions, order_zero
+from .analysis import analyse, shown, strict_view
+from ..formatting import fmt, pct, points, signed
 from .paths import meta_path, page_path, silence_path, sweep_checkpoints, sweep_page_path
-from .scoring import BENCHMARKS, Score, default_key, load_predictions, score_records
+from .scoring import score_records
 
 HELP = ("Write the error-analysis page PRED.report.html of a predictions file (with the checkpoint pages and "
         "PRED.sweep.html when PRED.json is a sweep's output name).")
@@ -63,7 +65,7 @@ def write_report_page(predictions: str | os.PathLike, benchmark: str, *, score: 
     """
     predictions = Path(predictions)
     out = Path(output) if output is not None else page_path(predictions)
-    key = key or default_key(benchmark)
+    key = key or get_benchmark(benchmark).key
     records = list(records) if records is not None else load_predictions(predictions)
     score = score if score is not None else score_records(benchmark, records, key=key)
     if silence is None and silence_path(predictions).exists():
@@ -414,7 +416,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("predictions", type=Path,
                         help="predictions JSON of `r1-aqa eval`; for a sweep, its --output name (PRED.json): then "
                         "every PRED.checkpoint-N.json gets its page and PRED.sweep.html compares them")
-    parser.add_argument("--benchmark", choices=BENCHMARKS, default=None, help="unset: read from PRED.meta.json")
+    parser.add_argument("--benchmark", choices=NAMES, default=None, help="unset: read from PRED.meta.json")
     parser.add_argument("--silence", type=Path, default=None,
                         help="predictions of the same items with silent audio; unset: PRED.silence.json if present")
     parser.add_argument("--key", default=None, help="field holding the prediction; unset: the benchmark's own")

@@ -1,17 +1,11 @@
-"""Benchmarks scored by a judge (:data:`JUDGED`): ``open`` (any prepared open-ended parquet: each answer graded by
-the LLM judge against its reference answer, and its rubric lines judged) and ``mmau-pro`` (:mod:`.mmau_pro`).
+"""Benchmarks scored by a judge (those whose :class:`r1_aqa.benchmarks.Benchmark` is ``judged``: ``open`` and
+``mmau-pro``): the judge, the score file, its report and its page.
 
 ``eval`` and ``score`` hand these benchmarks here (:func:`score_file`): the judge (``--judge-model``, and
-``--embed-model`` for MMAU-Pro's closed items) is built with its cache beside the predictions
-(``PRED.judge_cache.sqlite``, or ``--judge-cache``), so the same command run again asks the judge nothing and loads
-no model; the score goes to ``PRED.score.{json,md,png}`` and the page ``PRED.report.html`` (overview, a table per
-breakdown, every item with its clips, question, reference, answer, score and the judge's reply or matched choice).
-
-``open``: any prepared parquet (``prepare open`` writes ``reference`` and ``rubric``; elsewhere the item's ``answer``
-is the reference). An item's score is its reference grade (0-10 from the judge, as a share;
-:mod:`r1_aqa.judge.grading`), or its weighted rubric share when it has rubric lines and no reference; an unparsable reply counts
-``grading.UNPARSABLE`` (0) and is counted. The total is the mean in percent, with tables by ``dataset_name`` and
-``task``; the rubric share is reported beside it where items have rubric lines.
+``--embed-model`` for an embedder) is built with its cache beside the predictions (``PRED.judge_cache.sqlite``, or
+``--judge-cache``), so the same command run again asks the judge nothing and loads no model; the score goes to
+``PRED.score.{json,md,png}`` and the page ``PRED.report.html`` (overview, a table per breakdown, every item with its
+clips, question, reference, answer, score and the judge's reply or matched choice).
 """
 
 from __future__ import annotations
@@ -22,10 +16,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .formatting import fmt, markdown_table, pct
+from ..benchmarks import get_benchmark
+from ..formatting import fmt, markdown_table
 from .paths import judge_cache_path
-
-JUDGED = ("open", "mmau-pro")
 
 
 def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,78 +43,20 @@ def make_judge(benchmark: str, predictions: Path, judge_model: str | None, embed
                cache: Path | None = None, temperature: float = 0.0, max_new_tokens: int | None = None):
     """The judge of a judged benchmark's predictions file (nothing loads until a reply is missing from the cache)."""
     from ..judge.core import Judge
-    from .mmau_pro import OFFICIAL_EMBEDDER, OFFICIAL_JUDGE
 
-    if benchmark == "open" and not judge_model:
-        raise ValueError("--benchmark open is scored by an LLM judge: give --judge-model DIR_OR_URL")
-    if benchmark == "mmau-pro":
-        judge_model, embed_model = judge_model or OFFICIAL_JUDGE, embed_model or OFFICIAL_EMBEDDER
-    tokens = max_new_tokens or (512 if benchmark == "mmau-pro" else 64)
+    spec = get_benchmark(benchmark)
+    judge_model, embed_model = judge_model or spec.judge_model, embed_model or spec.embed_model
+    if not judge_model:
+        raise ValueError(f"--benchmark {benchmark} is scored by an LLM judge: give --judge-model DIR_OR_URL")
     cache = cache or judge_cache_path(predictions)
     return Judge(judge_model, cache, embed_model=embed_model,
-                 sampling={"temperature": temperature, "max_new_tokens": tokens},
-                 trust_remote_code=embed_model == OFFICIAL_EMBEDDER)
-
-
-def score_open(records: Sequence[dict], judge, key: str = "model_output") -> dict:
-    """Score open-ended predictions under ``key`` (see the module docstring)."""
-    from ..judge.grading import UNPARSABLE, rubric_share
-
-    records = list(records)
-    references = [r.get("reference") or r.get("answer") for r in records]  # answer: any prepared parquet's
-    for i, r in enumerate(records):
-        if not references[i] and not len(r.get("rubric") or []):
-            raise ValueError(f"record {r.get('id', i)}: neither a reference answer nor rubric lines (prepare it with "
-                             "`r1-aqa prepare open`)")
-    answers = ["" if r.get(key) is None else str(r[key]) for r in records]
-    missing = sum(key not in r for r in records)
-    with_reference = [i for i in range(len(records)) if references[i]]
-    grades = dict(zip(with_reference, judge.grade([str(records[i]["question"]) for i in with_reference],
-                                                   [str(references[i]) for i in with_reference],
-                                                   [answers[i] for i in with_reference])))
-    asked = [(i, line) for i, r in enumerate(records) for line in (r.get("rubric") or [])]
-    verdicts = judge.verdicts([str(records[i]["question"]) for i, _ in asked], [line for _, line in asked],
-                              [answers[i] for i, _ in asked]) if asked else []
-    per_item: dict[int, list] = {}
-    for (i, _), verdict in zip(asked, verdicts):
-        per_item.setdefault(i, []).append(verdict)
-    items, groups = [], {"dataset_name": {}, "task": {}}
-    rubric_sum = rubric_n = 0.0
-    for i, record in enumerate(records):
-        grade = grades.get(i)
-        share = rubric_share(per_item[i], record.get("rubric_weights")) if i in per_item else None
-        if share is not None:
-            rubric_sum, rubric_n = rubric_sum + share, rubric_n + 1
-        score = (UNPARSABLE if grade is None else grade) if i in grades else share
-        items.append({"id": str(record.get("id", i)), "score": score, "grade": grade, "rubric": share,
-                      "verdicts": per_item.get(i)})
-        for group in groups:
-            entry = groups[group].setdefault(str(record.get(group) or "unknown"), [0.0, 0])
-            entry[0] += score
-            entry[1] += 1
-    unparsable = sum(g is None for g in grades.values()) + sum(v is None for v in verdicts)
-    warnings = [f"{unparsable} judge replies had no readable grade or verdict: each counted {UNPARSABLE}"] \
-        if unparsable else []
-    if missing:
-        warnings.append(f"{missing} of {len(records)} records have no {key!r}: graded as empty answers")
-    total = sum(item["score"] for item in items)
-    return {"benchmark": "open", "rule": "LLM judge: grade 0-10 against the reference answer (else the weighted "
-            "share of rubric lines met); unparsable replies count 0", "key": key,
-            "total": pct(total, len(items)) if items else None, "n": len(items), "records": len(records),
-            "rubric_total": pct(rubric_sum, rubric_n) if rubric_n else None, "unparsable": unparsable,
-            "missing": missing,
-            **{group: {k: pct(s, n) for k, (s, n) in entries.items()} for group, entries in groups.items()},
-            "counts": {group: {k: [round(s, 4), n] for k, (s, n) in entries.items()}
-                       for group, entries in groups.items()},
-            "items": items, "warnings": warnings}
+                 sampling={"temperature": temperature, "max_new_tokens": max_new_tokens or spec.judge_tokens},
+                 trust_remote_code=embed_model is not None and embed_model == spec.embed_model)
 
 
 def score_judged(benchmark: str, records: Sequence[dict], judge, key: str = "model_output") -> dict:
-    """Dispatch to :func:`score_open` or :func:`.mmau_pro.score_mmau_pro`; the judge's identity and what it did
-    go into the score (``judge``)."""
-    from .mmau_pro import score_mmau_pro
-
-    score = (score_open if benchmark == "open" else score_mmau_pro)(records, judge, key)
+    """The benchmark's judged score; the judge's identity and what it did go into the score (``judge``)."""
+    score = get_benchmark(benchmark).score_judged(records, judge, key)
     stats = judge.stats
     score["judge"] = {"model": judge.specs["chat"], "embedder": judge.specs["embed"], "sampling": judge.sampling,
                       "cache": str(judge.cache.path), "asked": stats.calls + stats.embedded,
@@ -212,7 +147,7 @@ def score_file(benchmark: str, predictions: str | os.PathLike, judge_args: dict,
     from ..files import write_json, write_text
     from .paths import page_path, score_stem
     from .reports import save_figure
-    from .scoring import load_predictions
+    from ..benchmarks.common import load_predictions
 
     predictions = Path(predictions)
     records = load_predictions(predictions) if records is None else records

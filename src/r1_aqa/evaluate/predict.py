@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .. import files
+from ..benchmarks import get_benchmark
+from ..benchmarks.common import load_predictions
 from .arguments import DEFAULT_BATCH_SIZE, EvalArguments, resume_settings
 from .benchmarks import clip, expand
 from .paths import meta_path
@@ -27,19 +29,16 @@ RESUME_SETTINGS = resume_settings(EvalArguments)
 
 
 def prediction_fields(response: str, benchmark: str = "mmau", template: str = "default") -> dict:
-    """The model fields of an output record: extracted answer (twice), raw response, think content; for MMAR also
-    the keys its scorer reads (``answer_prediction``; ``thinking_prediction`` with the think template)."""
+    """The model fields of an output record: extracted answer (twice), raw response, think content, and the fields
+    the benchmark's scorer reads besides (MMAR's ``answer_prediction``; ``thinking_prediction`` with the think
+    template)."""
     from ..rewards import extract_answer
 
     answer = extract_answer(response)
     think = _THINK.search(response)
     think = think.group(1).strip() if think else None
-    fields = {"model_output": answer, "model_prediction": answer, "model_response": response, "model_think": think}
-    if benchmark == "mmar":
-        fields["answer_prediction"] = answer
-        if template == "think":
-            fields["thinking_prediction"] = think
-    return fields
+    return {"model_output": answer, "model_prediction": answer, "model_response": response, "model_think": think,
+            **get_benchmark(benchmark).prediction_fields(answer, think, template)}
 
 
 def output_record(item: dict, response: str, benchmark: str, template: str) -> dict:
@@ -159,7 +158,7 @@ def _settings(items: Sequence[dict], model: str | os.PathLike, opts: EvalArgumen
 
     return {
         "benchmark": opts.benchmark, "data": str(Path(opts.data).resolve()),
-        "data_version": _data_version(opts.benchmark, items), "model": _model_name(model),
+        "data_version": get_benchmark(opts.benchmark).version(items), "model": _model_name(model),
         "model_files": _model_files(model), "engine": opts.engine, "dtype": dtype_name(opts.dtype),
         "template": opts.template, "sampling": greedy_settings(opts.max_new_tokens),
         "max_audio_seconds": audio_cap(model, opts.max_audio_seconds) or None, "permutations": opts.permutations,
@@ -220,8 +219,6 @@ def _finished(output: Path, settings: dict) -> dict[tuple, dict]:
     if diff:
         raise ValueError(f"{output} exists, made with other settings {diff} (saved, now): pass --overwrite to "
                          "replace it, or choose another --output")
-    from .scoring import load_predictions
-
     return {record_key(r): r for r in load_predictions(output)}
 
 
@@ -240,14 +237,6 @@ def dtype_name(dtype: str) -> str:
     from ..models import default_dtype
 
     return str(default_dtype()).removeprefix("torch.") if dtype == "auto" else dtype
-
-
-def _data_version(benchmark: str, items: Sequence[dict]) -> str | None:
-    if benchmark != "mmau":
-        return None
-    from .scoring import mmau_version
-
-    return mmau_version(items)
 
 
 def is_settled(output: Path) -> bool:

@@ -1,6 +1,7 @@
-"""Reports of scores: markdown tables and PNG plots (per task, modality or category; accuracy vs checkpoint step).
+"""Reports of scores: markdown tables and PNG plots (per breakdown of the benchmark's; accuracy vs checkpoint step).
 
-Inputs are the score dicts of :mod:`r1_aqa.evaluate.scoring`. Every file is written atomically (``r1_aqa.files``).
+Inputs are the score dicts of :mod:`r1_aqa.evaluate.scoring`; each benchmark names its breakdowns
+(:class:`r1_aqa.benchmarks.Benchmark`). Every file is written atomically (``r1_aqa.files``).
 """
 
 from __future__ import annotations
@@ -11,32 +12,12 @@ from pathlib import Path
 from typing import Sequence
 
 from ..files import atomic_path, write_json, write_text
-from .formatting import fmt, group_tables, markdown_table, signed
-from .scoring import Score, attach_questions, listening_gap, load_predictions, same_items, score_records
+from ..formatting import fmt, group_tables, markdown_table, signed
+from ..benchmarks import get_benchmark
+from ..benchmarks.common import Score, attach_questions, load_predictions
+from .scoring import listening_gap, same_items, score_records
 
 SWEEP_NAME = "sweep"
-
-
-def _panels(score: Score) -> list[tuple[str, dict[str, tuple[float, int]]]]:
-    """The breakdowns to show: ``[(title, {label: (percent, n)})]``; entries without items are left out."""
-    token_rule = {"mmau": [("Task", "task"), ("Difficulty", "difficulty")],
-                  "mmar": [("Modality", "modality"), ("Category", "category")]}
-    if score["benchmark"] in token_rule:
-        groups = token_rule[score["benchmark"]]
-        return [(title, {k: (score[name][k], n) for k, (_, n) in score["counts"][name].items() if n})
-                for title, name in groups]
-    counts = score["counts"]["category"]
-    panels = []
-    for depth, title in ((1, "Category"), (2, "Category, level 2")):
-        entries = {k: (score["category"][k], n) for k, (_, n) in counts.items() if k.count("-") == depth - 1 and n}
-        if entries:
-            panels.append((title, entries))
-    if not panels:  # no response carries a letter (the usual case with option-text answers): totals only
-        overall = {"letter rule": (score["total"], score["n"])} if score["total"] is not None else {}
-        if score.get("strict", {}).get("total") is not None:
-            overall["strict"] = (score["strict"]["total"], score["strict"]["n"])
-        panels.append(("Overall", overall))
-    return panels
 
 
 def _breakdown_table(title: str, percents: dict[str, float], counts: dict[str, list[int]]) -> str:
@@ -48,18 +29,10 @@ def _breakdown_table(title: str, percents: dict[str, float], counts: dict[str, l
 def score_markdown(score: Score) -> str:
     """A markdown report of one score: rule, version, totals, breakdown tables, dropped records, ambiguous items."""
     title = score["benchmark"].upper() + (f" test-mini ({score['version']} questions)" if "version" in score else "")
+    spec = get_benchmark(score["benchmark"])
     lines = [f"# {title}", "", f"- rule: {score['rule']}; prediction key `{score['key']}`",
-             f"- total: **{fmt(score['total'])}%** ({score['correct']}/{score['n']} scored of {score['records']})"]
-    if score["benchmark"] != "mmsu":
-        lines.append(f"- missing key: {score['missing']}, null: {score['null']} (dropped, as the official script "
-                     f"drops records without the key); counting them as wrong: {fmt(score['total_all'])}%")
-    else:
-        lines.append(f"- unparsed (no A-D letter, dropped as the official scorer does): {score['unparsed']}; "
-                     f"null (dropped): {score['null']}; missing key: {score['missing']}, empty: {score['empty']} "
-                     "(counted wrong)")
-        strict = score["strict"]
-        lines.append(f"- strict (response equals the option text, all records): **{fmt(strict['total'])}%** "
-                     f"({strict['correct']}/{strict['n']})")
+             f"- total: **{fmt(score['total'])}%** ({score['correct']}/{score['n']} scored of {score['records']})",
+             *spec.summary_lines(score)]
     if "permutations" in score:
         perm = score["permutations"]
         orders = ", ".join(f"{k}: {v:.2f}" for k, v in perm["per_order"].items())
@@ -68,14 +41,8 @@ def score_markdown(score: Score) -> str:
                      f"{perm['incomplete']} incomplete); per order: {orders}")
     for warning in score["warnings"]:
         lines.append(f"- warning: {warning}")
-    names = {"mmau": ["task", "difficulty", "sub-category"], "mmar": ["modality", "category", "sub-category"],
-             "mmsu": ["category"]}[score["benchmark"]]
-    for name in names:
-        lines += ["", f"## Official, by {name}", "", _breakdown_table(name, score[name], score["counts"][name])]
-    if score["benchmark"] == "mmsu":
-        strict = score["strict"]
-        lines += ["", "## Strict, by category", "",
-                  _breakdown_table("category", strict["category"], strict["counts"]["category"])]
+    for heading, column, percents, counts in spec.tables(score):
+        lines += ["", f"## {heading}", "", _breakdown_table(column, percents, counts)]
     if score.get("ambiguous"):
         lines += ["", "## Ambiguous items", "",
                   "A wrong option has the answer's token set, so the official rule scores it correct too.", "",
@@ -111,14 +78,14 @@ def plot_score(score: Score, path: str | os.PathLike) -> Path:
 
 
 def score_figure(score: Score):
-    """A bar chart per breakdown (task and difficulty for MMAU, modality and category for MMAR, category levels for
-    MMSU) with the total dashed."""
+    """A bar chart per breakdown the benchmark shows (:meth:`~r1_aqa.benchmarks.Benchmark.panels`) with the total
+    dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = _panels(score)
+    panels = get_benchmark(score["benchmark"]).panels(score)
     widths = [max(3, len(entries)) for _, entries in panels]
     fig, axes = plt.subplots(1, len(panels), figsize=(0.9 * sum(widths) + 2, 4.2), squeeze=False,
                              gridspec_kw={"width_ratios": widths}, layout="constrained")
@@ -165,17 +132,9 @@ def write_score_report(score: Score, out_dir: str | os.PathLike, name: str) -> l
     return _write_report(score, out_dir, name, score_markdown, plot_score)
 
 
-def _sweep_series(score: Score) -> dict[str, float]:
-    """The per-checkpoint numbers tracked in a sweep: total, then tasks (MMAU), modalities (MMAR) or top-level
-    categories (MMSU)."""
-    series = {"total": score["total"]}
-    group = {"mmau": "task", "mmar": "modality"}.get(score["benchmark"])
-    if group is not None:
-        series.update({t: score[group][t] for t, (_, n) in score["counts"][group].items() if n})
-    else:
-        series.update({c: score["category"][c] for c in score["category"] if "-" not in c})
-        series["strict total"] = score["strict"]["total"]
-    return series
+def _sweep_series(score: Score) -> dict[str, float | None]:
+    """The per-checkpoint numbers tracked in a sweep: total, then the benchmark's (MMAU's tasks, say)."""
+    return get_benchmark(score["benchmark"]).sweep_series(score)
 
 
 def sweep_markdown(results: list[tuple[int, dict]], failures: Sequence[tuple[str, str]] = ()) -> str:

@@ -8,22 +8,24 @@ import json
 import sys
 from pathlib import Path
 
-from .judged import JUDGED, add_judge_arguments
+from ..benchmarks import NAMES, get_benchmark
+from ..benchmarks.common import LEGACY_KEY, attach_questions, load_predictions
+from .judged import add_judge_arguments
 from .reports import compare_listening
-from .scoring import (BENCHMARKS, DEFAULT_KEY, LEGACY_KEY, MMAR_KEY, attach_questions, default_key,
-                      load_predictions, same_items, score_records)
+from .scoring import same_items, score_records
 
 HELP = ("Score an MMAU, MMSU or MMAR prediction file (the official-compatible numbers plus stricter views), or an "
         "open-ended or MMAU-Pro one with a judge.")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--benchmark", choices=BENCHMARKS, required=True)
+    parser.add_argument("--benchmark", choices=NAMES, required=True)
     parser.add_argument("--predictions", required=True, type=Path,
                         help="prediction file from `r1-aqa eval` (JSON list, or .jsonl)")
     parser.add_argument("--key", default=None,
-                        help=f"field holding the prediction (default: {MMAR_KEY!r} for mmar, {DEFAULT_KEY!r} "
-                             f"otherwise); {LEGACY_KEY!r} for MMAU files of older tools")
+                        help="field holding the prediction (default: the one the benchmark's official scorer reads: "
+                             + ", ".join(f"{get_benchmark(n).key!r} for {n}" for n in NAMES)
+                             + f"); {LEGACY_KEY!r} for MMAU files of older tools")
     parser.add_argument("--data", type=Path, default=None, metavar="QUESTIONS",
                         help="the question file (MMAU JSON list or MMAR JSONL): predictions are matched to it by id "
                              "(any mismatch is an error) and take the question fields they lack from it")
@@ -52,8 +54,8 @@ def check_made_for(predictions: Path, benchmark: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from .reports import score_markdown, write_score_report
 
-    key = args.key or default_key(args.benchmark)
-    if args.benchmark in JUDGED:
+    key = args.key or get_benchmark(args.benchmark).key
+    if get_benchmark(args.benchmark).judged:
         return _run_judged(args, key)
     try:
         check_made_for(args.predictions, args.benchmark)
@@ -76,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"r1-aqa score: error: {args.predictions}: no record has a usable {key!r}", file=sys.stderr)
         return 2
     if score["total"] is None:  # MMSU with option-text answers (R1-AQA's): only the strict score exists
-        print(f"note: no response carries an A-D letter, so the official MMSU score is empty; the strict score "
-              f"({score['strict']['total']:.2f}%) is the one to read", file=sys.stderr)
+        print(f"note: no response carries an A-D letter, so the official {args.benchmark.upper()} score is empty; the "
+              f"strict score ({score['strict']['total']:.2f}%) is the one to read", file=sys.stderr)
     if not args.no_report:
         from .html_report import write_report_page
         from .paths import score_stem

@@ -87,7 +87,8 @@ def sweep_report(finished: Sequence[tuple[int, Path]], output: Path,
     ``output``. Returns the paths written."""
     from .html_report import write_sweep_page
     from .reports import sweep_markdown, write_sweep_report
-    from .scoring import load_predictions, score_records
+    from ..benchmarks.common import load_predictions
+    from .scoring import score_records
 
     results = []
     for step, path in finished:

@@ -30,6 +30,10 @@ import re
 from pathlib import Path
 from typing import Sequence
 
+from ..formatting import pct
+from .base import Benchmark
+from .common import DEFAULT_KEY, load_predictions
+
 OFFICIAL_JUDGE = "Qwen/Qwen2.5-7B-Instruct"
 OFFICIAL_EMBEDDER = "nvidia/NV-Embed-v2"
 OFFICIAL_SYSTEM = "You are a helpful and objective evaluator."
@@ -46,14 +50,11 @@ def load_mmau_pro(path: str | os.PathLike, audio_dir: str | os.PathLike | None =
     file's directory by default, is None) and ``choices`` as a list. A record without one of :data:`FIELDS` raises
     ``ValueError`` naming the file and record."""
     from ..data.records import resolve_audio
-    from .benchmarks import _plain
-    from .scoring import load_predictions
+    from ..files import parquet_records
 
     path = Path(path)
     if path.suffix == ".parquet":
-        import pandas as pd
-
-        data = [_plain(r) for r in pd.read_parquet(path).to_dict("records")]
+        data = parquet_records(path)
     else:
         data = load_predictions(path)
     audio_dir = path.parent if audio_dir is None else audio_dir
@@ -73,8 +74,6 @@ def load_mmau_pro(path: str | os.PathLike, audio_dir: str | os.PathLike | None =
 def is_mmau_pro(path: str | os.PathLike) -> bool:
     """Whether a JSON/JSONL question file holds MMAU-Pro records (a ``category`` and a list ``audio_path``, or a
     ``task_identifier``) rather than MMAU's or MMAR's."""
-    from .scoring import load_predictions
-
     try:
         first = load_predictions(path)[:1]
     except ValueError:
@@ -200,10 +199,10 @@ def follows(response: str, task: str, kwargs: dict | str | None, question: str =
 
 
 # ------------------------------------------------------------------------------------------------------------ scoring
-def score_mmau_pro(records: Sequence[dict], judge, key: str = "model_output") -> dict:
+def score_mmau_pro(records: Sequence[dict], judge, key: str = DEFAULT_KEY) -> dict:
     """Score MMAU-Pro predictions under ``key`` with ``judge`` (:class:`r1_aqa.judge.core.Judge`: its chat model
     grades open items, its embedder matches closed ones). Returns the judged score dict (``total`` in percent,
-    ``category`` and ``type`` tables, per-item ``items``; see :mod:`.judged`)."""
+    ``category`` and ``type`` tables, per-item ``items``; see :mod:`r1_aqa.evaluate.judged`)."""
     records = list(records)
     responses = [_response(r, key) for r in records]
     kinds = [item_type(r) for r in records]
@@ -243,8 +242,6 @@ def _response(record: dict, key: str) -> str:
 def tally(records: Sequence[dict], kinds: Sequence[str], outcome: Sequence[float | None], details: Sequence[dict],
           key: str) -> dict:
     """Category and type scores and the item-weighted total of the per-item outcomes (``None``: left out)."""
-    from .formatting import pct
-
     groups: dict[str, dict[str, list[float]]] = {"category": {}, "type": {}}
     items = []
     for record, kind, value, detail in zip(records, kinds, outcome, details, strict=True):
@@ -271,3 +268,28 @@ def tally(records: Sequence[dict], kinds: Sequence[str], outcome: Sequence[float
             "counts": {group: {k: [round(s, 4), n] for k, (s, n) in entries.items()}
                        for group, entries in groups.items()},
             "items": items, "warnings": warnings}
+
+
+class MMAUPro(Benchmark):
+    name = "mmau-pro"
+    title = "MMAU-Pro"
+    file_format = "MMAU-Pro records (a JSON list, JSON lines or the hub's parquet)"
+    judged = True
+    reads_parquet = True  # the hub's question file is a parquet
+    sniff_first = True  # its JSON files are lists or lines, as MMAU's and MMAR's
+    judge_model = OFFICIAL_JUDGE
+    embed_model = OFFICIAL_EMBEDDER
+    judge_tokens = 512  # the official script's
+    clip_field = "audio_path"
+
+    def read(self, data: Path, audio_dir: str | Path | None) -> list[dict]:
+        return load_mmau_pro(data, audio_dir)
+
+    def looks_like(self, data: Path) -> bool:
+        return data.suffix != ".parquet" and data.is_file() and is_mmau_pro(data)
+
+    def score_judged(self, records: Sequence[dict], judge, key: str) -> dict:
+        return score_mmau_pro(records, judge, key)
+
+
+BENCHMARK = MMAUPro()

@@ -1,0 +1,279 @@
+"""MMSU, scored as ``mmsu_evaluation.py`` of dingdongwang/MMSU_Bench: the predicted letter is the first character of
+the stripped response if it is A-D, else its second-to-last character; responses with neither are dropped from the
+denominator. It is reported together with a strict score (the stripped response must equal the answer's option
+text, over all records), each broken down along the hyphen-joined category path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from ..formatting import fmt, pct
+from .base import Benchmark
+from .common import (DEFAULT_KEY, LEGACY_KEY, Score, is_permuted, item_id, legacy_warning, order_zero,
+                     permutation_consistency, prediction, tally)
+
+LETTERS = "ABCD"
+
+
+def mmsu_letter(response: str) -> str | None:
+    """The official MMSU letter: the first character of the stripped, newline-free response if it is A-D, else its
+    second-to-last character if that is A-D (as in "The answer is B."); ``None`` when neither (or empty/"None")."""
+    text = response.strip().replace("\n", "")
+    if not text or text == "None":
+        return None
+    if text[0] in LETTERS:
+        return text[0]
+    if len(text) > 1 and text[-2] in LETTERS:
+        return text[-2]
+    return None
+
+
+def mmsu_item(record: dict, index: int = 0) -> tuple[list[str], str]:
+    """``(options, answer_text)`` of an MMSU record: HF format (``options``, ``answer_index``), the official scorer's
+    (``choice_a``..``choice_d``, ``answer_gt``) or a prepared one (``choices``, ``answer``)."""
+    if "options" in record and "answer_index" in record:
+        options = list(record["options"])
+        answer_index = int(record["answer_index"])
+        if not 0 <= answer_index < len(options):
+            raise ValueError(f"record {item_id(record, index)}: answer_index {answer_index} out of range")
+        return options, options[answer_index]
+    if "answer_gt" in record:
+        return [record.get(f"choice_{c}", "") for c in LETTERS.lower()], record["answer_gt"]
+    if "choices" in record and "answer" in record:
+        return list(record["choices"]), record["answer"]
+    raise ValueError(f"record {item_id(record, index)}: no MMSU options/answer fields "
+                     "(options+answer_index, choice_a..d+answer_gt, or choices+answer)")
+
+
+def category_path(record: dict) -> list[str]:
+    """The prefixes of an MMSU record's hyphen-joined category path, shortest first; ``sub-category`` (official
+    format) is appended as a last level. ``["perception", "perception-linguistics", ...]``."""
+    parts = [p for p in str(record.get("category") or "unknown").split("-") if p]
+    sub = record.get("sub-category")
+    if sub and sub != parts[-1]:
+        parts.append(str(sub))
+    return ["-".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def letter_correct(options: list[str], answer: str, letter: str | None) -> bool:
+    """The official MMSU check: the option under ``letter`` has the answer's text (a missing option is wrong)."""
+    index = LETTERS.index(letter) if letter else len(options)
+    return index < len(options) and options[index] == answer
+
+
+def _unparsed(response: str, letter: str | None) -> bool:
+    """A non-empty response without an A-D letter: the official rule drops it."""
+    return letter is None and response.strip().replace("\n", "") not in ("", "None")
+
+
+@dataclass
+class _Tally:
+    """One pass over MMSU records: the official letter rule's and the strict rule's per-category ``[correct, n]``
+    and the counts the score reports (see :meth:`MMSU.score` for what each rule keeps and drops)."""
+
+    official: dict[str, list[int]] = field(default_factory=dict)
+    strict: dict[str, list[int]] = field(default_factory=dict)
+    correct: int = 0
+    total: int = 0
+    strict_correct: int = 0
+    missing: int = 0
+    null: int = 0
+    empty: int = 0
+    unparsed: int = 0
+    legacy: int = 0
+
+    def add(self, record: dict, key: str, index: int) -> None:
+        options, answer = mmsu_item(record, index)
+        path = category_path(record)
+        present = key in record
+        if not present:
+            self.missing += 1
+            self.legacy += LEGACY_KEY in record
+        response = prediction(record, key, index) if present else ""
+        ok_strict = response is not None and response.strip() == answer.strip()
+        self.strict_correct += ok_strict
+        tally(self.strict, path, ok_strict)
+        if response is None:
+            self.null += 1
+            return
+        letter = mmsu_letter(response)
+        if _unparsed(response, letter):
+            self.unparsed += 1
+            return
+        self.empty += letter is None and present
+        ok = letter_correct(options, answer, letter)
+        self.correct += ok
+        self.total += 1
+        tally(self.official, path, ok)
+
+    def warnings(self, key: str, records: int) -> list[str]:
+        warnings = [legacy_warning(self.legacy, key)] if self.legacy and key != LEGACY_KEY else []
+        if self.unparsed:
+            warnings.append(f"{self.unparsed} of {records} responses have no A-D letter: dropped from the official "
+                            "denominator (as mmsu_evaluation.py does)")
+        if self.null:
+            warnings.append(f"{self.null} records have a null {key!r}: dropped from the official denominator")
+        if self.missing:
+            warnings.append(f"{self.missing} of {records} records have no {key!r}: counted as wrong (as "
+                            "mmsu_evaluation.py counts them in its denominator)")
+        if self.empty:
+            warnings.append(f"{self.empty} of {records} responses are empty: counted as wrong")
+        return warnings
+
+
+def _check_hf_format(data: Path) -> None:
+    """Refuse parquet data that is not MMSU in its HF format (a save_to_disk directory, or parquet files with its
+    columns), saying what it is and what to pass instead."""
+    from ..data.mmsu import FIELDS
+    from ..data.prepare import COLUMNS
+    from ..files import parquet_columns
+
+    if data.is_dir() and any((data / f).is_file() for f in ("dataset_dict.json", "state.json")):
+        return
+    files = [data] if data.is_file() else sorted(data.rglob("*.parquet"))
+    if not files:
+        raise ValueError(f"{data}: a directory with no parquet files, nor a datasets save_to_disk directory: pass "
+                         "the benchmark's question file or a parquet from `r1-aqa prepare` as --data")
+    names = set(parquet_columns(files[0]))
+    if data.is_dir() and set(COLUMNS) <= names:
+        raise ValueError(f"{data}: a directory of parquet files from `r1-aqa prepare` ({files[0].name}"
+                         f"{', ...' if len(files) > 1 else ''}): pass one of them as --data")
+    if not set(FIELDS) <= names:
+        raise ValueError(f"{files[0]}: neither MMSU's HF format (columns {', '.join(FIELDS)}, audio) nor a parquet "
+                         f"from `r1-aqa prepare`; its columns: {', '.join(sorted(names))}")
+
+
+class MMSU(Benchmark):
+    name = "mmsu"
+    title = "MMSU"
+    file_format = "MMSU data in its HF format (parquet files or a directory)"
+    key = DEFAULT_KEY
+    clips_beside_data = False  # its clips are bytes inside the data
+
+    def read(self, data: Path, audio_dir: str | Path | None) -> list[dict]:
+        from ..data.mmsu import load_mmsu
+
+        return load_mmsu(data)
+
+    def looks_like(self, data: Path) -> bool:
+        if not (data.is_dir() or data.suffix == ".parquet"):
+            return False
+        _check_hf_format(data)
+        return True
+
+    def owns(self, record: dict) -> bool:
+        return ({"options", "answer_index"} <= set(record) or "answer_gt" in record
+                or "-" in str(record.get("category") or ""))
+
+    def score(self, records: Iterable[dict], key: str | None = None) -> Score:
+        """The official letter rule and a strict option-text rule.
+
+        Official (``total``, ``n``, ``category``): responses without a parseable letter are dropped from the
+        denominator (``unparsed``), as are ``null`` ones (``null``; the official scorer skips them after an error);
+        empty responses and records without the key stay in it as wrong (``empty``, ``missing``; the official scorer
+        keeps them too but reuses the previous record's letter, a bug not reproduced). A letter is correct iff its
+        option's text equals the answer's. Strict (``strict``): the stripped response equals the answer's option
+        text; every record counts. ``category`` maps every category-path prefix to a percentage.
+        """
+        records, key = list(records), key or self.key
+        base = order_zero(records)
+        t = _Tally()
+        for i, record in enumerate(base):
+            t.add(record, key, i)
+        result = {
+            "benchmark": self.name,
+            "rule": "official MMSU letter rule (dingdongwang/MMSU_Bench mmsu_evaluation.py)",
+            "key": key,
+            "total": pct(t.correct, t.total) if t.total else None,
+            "n": t.total,
+            "correct": t.correct,
+            "category": {k: pct(*v) for k, v in sorted(t.official.items())},
+            "counts": {"category": dict(sorted(t.official.items()))},
+            "records": len(base),
+            "missing": t.missing,
+            "null": t.null,
+            "empty": t.empty,
+            "unparsed": t.unparsed,
+            "strict": {
+                "rule": "stripped response equals the answer's option text; all records count",
+                "total": pct(t.strict_correct, len(base)) if base else None,
+                "n": len(base),
+                "correct": t.strict_correct,
+                "category": {k: pct(*v) for k, v in sorted(t.strict.items())},
+                "counts": {"category": dict(sorted(t.strict.items()))},
+            },
+            "warnings": t.warnings(key, len(base)),
+        }
+        if is_permuted(records):
+            result["permutations"] = permutation_consistency(
+                records, lambda r: bool(isinstance(r.get(key), str) and self.outcome(r, key)))
+        return result
+
+    def outcome(self, record: dict, key: str | None = None, index: int = 0,
+                strict: bool = False) -> bool | None:
+        key = key or self.key
+        options, answer = mmsu_item(record, index)
+        response = prediction(record, key, index) if key in record else ""
+        if strict:
+            return response is not None and response.strip() == answer.strip()
+        if response is None:
+            return None
+        letter = mmsu_letter(response)
+        return None if _unparsed(response, letter) else letter_correct(options, answer, letter)
+
+    def options(self, record: dict, index: int = 0) -> tuple[list[str], str]:
+        return mmsu_item(record, index)
+
+    def predicted_option(self, record: dict, key: str | None = None) -> int | None:
+        """Its letter, else an option's own text (R1-AQA's answers)."""
+        prediction_ = record.get(key or self.key)
+        if not isinstance(prediction_, str):
+            return None
+        options, _ = self.options(record)
+        letter = mmsu_letter(prediction_)
+        index = LETTERS.index(letter) if letter else None
+        if index is None and prediction_.strip() in options:
+            index = options.index(prediction_.strip())
+        return index if index is not None and index < len(options) else None
+
+    def panels(self, score: Score) -> list[tuple[str, dict[str, tuple[float, int]]]]:
+        counts = score["counts"]["category"]
+        panels = []
+        for depth, title in ((1, "Category"), (2, "Category, level 2")):
+            entries = {k: (score["category"][k], n) for k, (_, n) in counts.items()
+                       if k.count("-") == depth - 1 and n}
+            if entries:
+                panels.append((title, entries))
+        if not panels:  # no response carries a letter (the usual case with option-text answers): totals only
+            overall = {"letter rule": (score["total"], score["n"])} if score["total"] is not None else {}
+            if score.get("strict", {}).get("total") is not None:
+                overall["strict"] = (score["strict"]["total"], score["strict"]["n"])
+            panels.append(("Overall", overall))
+        return panels
+
+    def summary_lines(self, score: Score) -> list[str]:
+        strict = score["strict"]
+        return [f"- unparsed (no A-D letter, dropped as the official scorer does): {score['unparsed']}; null "
+                f"(dropped): {score['null']}; missing key: {score['missing']}, empty: {score['empty']} (counted "
+                "wrong)",
+                f"- strict (response equals the option text, all records): **{fmt(strict['total'])}%** "
+                f"({strict['correct']}/{strict['n']})"]
+
+    def tables(self, score: Score) -> list[tuple[str, str, dict, dict]]:
+        strict = score["strict"]
+        return [("Official, by category", "category", score["category"], score["counts"]["category"]),
+                ("Strict, by category", "category", strict["category"], strict["counts"]["category"])]
+
+    def sweep_series(self, score: Score) -> dict[str, float | None]:
+        return {"total": score["total"], **{c: score["category"][c] for c in score["category"] if "-" not in c},
+                "strict total": score["strict"]["total"]}
+
+    def strict_view(self, score: Score) -> bool:
+        """When no response carries an A-D letter (R1-AQA's option-text answers), the official letter rule scores
+        nothing and the strict score is the one to read."""
+        return score["total"] is None
+
+
+BENCHMARK = MMSU()
