@@ -80,6 +80,14 @@ def tally(tallies: dict[str, list[int]], names: Iterable[str], ok: bool) -> None
         entry[1] += 1
 
 
+def mean_tables(groups: dict[str, dict[str, list]]) -> dict:
+    """A judged score's breakdowns from ``{group: {entry: [sum of item scores, n]}}``: each group's mean in percent,
+    then ``counts`` (sums to 4 decimals)."""
+    return {**{group: {k: pct(s, n) for k, (s, n) in entries.items()} for group, entries in groups.items()},
+            "counts": {group: {k: [round(s, 4), n] for k, (s, n) in entries.items()}
+                       for group, entries in groups.items()}}
+
+
 def permutation_consistency(records: Iterable[dict], is_correct: Callable[[dict], bool]) -> dict:
     """Accuracy under K option orders: records share an ``id`` (or ``key``) and carry ``"permutation": k``.
 

@@ -32,7 +32,7 @@ from typing import Sequence
 
 from ..formatting import pct
 from .base import Benchmark
-from .common import DEFAULT_KEY, load_predictions
+from .common import DEFAULT_KEY, load_predictions, mean_tables
 
 OFFICIAL_JUDGE = "Qwen/Qwen2.5-7B-Instruct"
 OFFICIAL_EMBEDDER = "nvidia/NV-Embed-v2"
@@ -264,9 +264,7 @@ def tally(records: Sequence[dict], kinds: Sequence[str], outcome: Sequence[float
     return {"benchmark": "mmau-pro", "rule": "official MMAU-Pro rules (gamma-lab-umd/MMAU-Pro evaluation script)",
             "key": key, "total": pct(total, scored) if scored else None, "n": scored, "records": len(records),
             "left_out": left_out,
-            **{group: {k: pct(s, n) for k, (s, n) in entries.items()} for group, entries in groups.items()},
-            "counts": {group: {k: [round(s, 4), n] for k, (s, n) in entries.items()}
-                       for group, entries in groups.items()},
+            **mean_tables(groups),
             "items": items, "warnings": warnings}
 
 

@@ -11,7 +11,7 @@ from typing import Sequence
 
 from ..formatting import pct
 from .base import Benchmark
-from .common import DEFAULT_KEY
+from .common import DEFAULT_KEY, mean_tables
 
 
 def score_open(records: Sequence[dict], judge, key: str = DEFAULT_KEY) -> dict:
@@ -61,9 +61,7 @@ def score_open(records: Sequence[dict], judge, key: str = DEFAULT_KEY) -> dict:
             "total": pct(total, len(items)) if items else None, "n": len(items), "records": len(records),
             "rubric_total": pct(rubric_sum, rubric_n) if rubric_n else None, "unparsable": unparsable,
             "missing": missing,
-            **{group: {k: pct(s, n) for k, (s, n) in entries.items()} for group, entries in groups.items()},
-            "counts": {group: {k: [round(s, 4), n] for k, (s, n) in entries.items()}
-                       for group, entries in groups.items()},
+            **mean_tables(groups),
             "items": items, "warnings": warnings}
 
 
