@@ -4,6 +4,7 @@ agreement, forward, family detection, checkpoint names, the Omni processor witho
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
 import subprocess
@@ -23,9 +24,8 @@ from r1_aqa.models import (
     checkpoint_name,
     load_model,
     load_processor,
-    model_class,
-    model_family,
 )
+from r1_aqa.families import family_of, get_family
 from r1_aqa.prompts import build_messages, format_prompt
 from r1_aqa.tiny import build_tiny_model
 
@@ -57,7 +57,7 @@ def _encoder_frames(model, inputs) -> list[int]:
     tower = model.audio_tower if hasattr(model, "audio_tower") else model.model.audio_tower
     _, lengths = tower._get_feat_extract_output_lengths(inputs["feature_attention_mask"].sum(-1))
     with torch.no_grad():
-        if isinstance(model, model_class(QWEN2_5_OMNI)):  # one packed sequence of all clips' frames
+        if isinstance(model, get_family(QWEN2_5_OMNI).model_class()):  # one packed sequence of all clips' frames
             total = model.get_audio_features(inputs["input_features"], inputs["feature_attention_mask"])
             assert total.last_hidden_state.shape[0] == int(lengths.sum())
         else:  # padded to the 30 s window: 750 frames per clip, the first `lengths` of them used
@@ -72,16 +72,16 @@ def test_directory_is_complete_and_offline(tiny_dir):
     assert {"config.json", "model.safetensors", "generation_config.json", "processor_config.json",
             "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"} <= names
     config = json.loads((tiny_dir / "config.json").read_text())
-    assert config["architectures"] == [model_class(model_family(tiny_dir)).__name__]
+    assert config["architectures"] == [family_of(tiny_dir).model_class().__name__]
     assert (tiny_dir / "model.safetensors").stat().st_size < 5_000_000
 
 
 @pytest.mark.parametrize("tiny_dir", FAMILIES, indirect=True)
 def test_round_trip_loads_the_saved_weights(tiny_dir, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    family = model_family(tiny_dir)
+    family = family_of(tiny_dir).name
     model = load_model(tiny_dir, device="cpu")
-    assert type(model) is model_class(family)
+    assert type(model) is get_family(family).model_class()
     saved = load_file(str(tiny_dir / "model.safetensors"))
     state = model.state_dict()
     # Every parameter came from the file under its checkpoint name (none left at a fresh random init).
@@ -169,8 +169,8 @@ def test_omni_processor_without_torchvision(tiny_omni_dir, clips, tmp_path):
 def test_family_detection_and_full_omni_checkpoint(tiny_model_dir, tiny_omni_dir, tmp_path):
     from transformers import Qwen2_5OmniConfig
 
-    assert model_family(tiny_model_dir) == QWEN2_AUDIO
-    assert model_family(tiny_omni_dir) == QWEN2_5_OMNI
+    assert family_of(tiny_model_dir).name == QWEN2_AUDIO
+    assert family_of(tiny_omni_dir).name == QWEN2_5_OMNI
     # A full Qwen2.5-Omni checkpoint (model_type qwen2_5_omni, weights under thinker.) loads as its thinker.
     full = tmp_path / "full"
     shutil.copytree(tiny_omni_dir, full)
@@ -178,7 +178,7 @@ def test_family_detection_and_full_omni_checkpoint(tiny_model_dir, tiny_omni_dir
                                enable_audio_output=False)
     config.architectures = ["Qwen2_5OmniForConditionalGeneration"]
     config.save_pretrained(full)
-    assert model_family(full) == QWEN2_5_OMNI
+    assert family_of(full).name == QWEN2_5_OMNI
     thinker, from_full = load_model(tiny_omni_dir, device="cpu"), load_model(full, device="cpu")
     assert type(from_full) is type(thinker)
     for (name, a), (_, b) in zip(thinker.state_dict().items(), from_full.state_dict().items(), strict=True):
@@ -187,9 +187,24 @@ def test_family_detection_and_full_omni_checkpoint(tiny_model_dir, tiny_omni_dir
     bad.mkdir()
     (bad / "config.json").write_text(json.dumps({"model_type": "llama"}))
     with pytest.raises(ValueError, match="llama"):
-        model_family(bad)
+        family_of(bad)
     with pytest.raises(FileNotFoundError, match="config.json"):
-        model_family(tmp_path)
+        family_of(tmp_path)
+
+
+def test_a_config_is_read_once_until_it_changes(tiny_model_dir, tiny_omni_dir, tmp_path):
+    from r1_aqa.families import _family_of_config
+
+    model = tmp_path / "model"
+    model.mkdir()
+    shutil.copy(tiny_model_dir / "config.json", model / "config.json")
+    before = _family_of_config.cache_info()
+    assert [family_of(model).name for _ in range(3)] == [QWEN2_AUDIO] * 3
+    after = _family_of_config.cache_info()
+    assert (after.misses - before.misses, after.hits - before.hits) == (1, 2)
+    shutil.copy(tiny_omni_dir / "config.json", model / "config.json")
+    os.utime(model / "config.json", ns=(1, 1))  # another mtime even within the clock's resolution
+    assert family_of(model).name == QWEN2_5_OMNI
 
 
 @pytest.mark.parametrize(("family", "name", "expected"), [
@@ -260,6 +275,6 @@ def test_family_of_a_cached_hub_id(tmp_path, monkeypatch):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
-    assert model_family("Qwen/Qwen2.5-Omni-7B") == QWEN2_5_OMNI
+    assert family_of("Qwen/Qwen2.5-Omni-7B").name == QWEN2_5_OMNI
     with pytest.raises(OSError):
-        model_family("Qwen/not-in-the-cache")
+        family_of("Qwen/not-in-the-cache")

@@ -14,16 +14,6 @@ QWEN2_5_OMNI = "qwen2.5-omni"
 AUDIO_TOKEN = "<|AUDIO|>"  # the Qwen families' placeholder; each family names its own (``Family.audio_token``)
 
 
-def model_family(path: str | os.PathLike) -> str:
-    """The family name of a model directory or hub id, read from its ``config.json``."""
-    return family_of(path).name
-
-
-def model_class(family: str):
-    """The transformers class that trains and generates text for a family (an Omni thinker: text output only)."""
-    return get_family(family).model_class()
-
-
 def checkpoint_name(name: str, family: str) -> str:
     """The checkpoint (hub, vLLM) name of a transformers parameter name of ``family``."""
     return get_family(family).checkpoint_name(name)
@@ -87,7 +77,7 @@ class HubNamedCheckpoints:
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         model = self.model if model is None else model
         own_loader = self.is_deepspeed_enabled or self.is_fsdp_enabled or hasattr(model, "peft_config")
-        family = None if own_loader else model_family(resume_from_checkpoint)
+        family = None if own_loader else family_of(resume_from_checkpoint).name
         if own_loader or not load_checkpoint_weights(model, resume_from_checkpoint, family):
             super()._load_from_checkpoint(resume_from_checkpoint, model)
 

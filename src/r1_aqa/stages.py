@@ -210,11 +210,11 @@ def load_policy(model_args):
     """The model to train, with its family's class, from a ``ModelConfig`` (dtype, attention, revision)."""
     import torch
 
-    from .models import model_class, model_family
+    from .families import family_of
 
     dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
     path = model_args.model_name_or_path
-    return model_class(model_family(path)).from_pretrained(
+    return family_of(path).model_class().from_pretrained(
         path, dtype=dtype or "auto", attn_implementation=model_args.attn_implementation,
         revision=model_args.model_revision,
     )

@@ -60,9 +60,9 @@ def find_checkpoints(model: str | os.PathLike) -> list[Path]:
     check_model_path(model)
     model = Path(model)
     if not model.is_dir():
-        from ..models import model_family
+        from ..families import family_of
 
-        model_family(model)  # a hub id (from the local cache or the hub), or an error naming the path
+        family_of(model)  # a hub id (from the local cache or the hub), or an error naming the path
         return [model]
     found = [p for p in model.iterdir() if _CHECKPOINT.fullmatch(p.name) and (p / "config.json").exists()]
     if found:

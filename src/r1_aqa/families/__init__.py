@@ -160,20 +160,26 @@ def sinusoids(length: int, channels: int, max_timescale: float = 10_000):
 
 def read_config(path: str | os.PathLike) -> tuple[dict, str]:
     """``config.json`` of a local directory or a hub repo already in the local cache, and where it was read."""
-    config_file = Path(path) / "config.json"
-    if not config_file.exists():
-        if Path(path).is_dir():
-            raise FileNotFoundError(f"{config_file}: no config.json (is {path} a model or checkpoint directory?)")
-        from transformers.utils import cached_file
-
-        if Path(path).is_absolute() or str(path).startswith(".") or str(path).count("/") > 1:
-            raise FileNotFoundError(f"{path}: no such model directory")
-        try:
-            config_file = Path(cached_file(str(path), "config.json"))
-        except OSError as e:
-            raise FileNotFoundError(f"{path}: no such model directory, and not a hub model id that can be loaded "
-                                    f"({str(e).splitlines()[0]})") from None
+    config_file = config_path(path)
     return json.loads(config_file.read_text()), str(config_file)
+
+
+def config_path(path: str | os.PathLike) -> Path:
+    """Where the ``config.json`` of a local directory or of a hub repo in the local cache is."""
+    config_file = Path(path) / "config.json"
+    if config_file.exists():
+        return config_file
+    if Path(path).is_dir():
+        raise FileNotFoundError(f"{config_file}: no config.json (is {path} a model or checkpoint directory?)")
+    from transformers.utils import cached_file
+
+    if Path(path).is_absolute() or str(path).startswith(".") or str(path).count("/") > 1:
+        raise FileNotFoundError(f"{path}: no such model directory")
+    try:
+        return Path(cached_file(str(path), "config.json"))
+    except OSError as e:
+        raise FileNotFoundError(f"{path}: no such model directory, and not a hub model id that can be loaded "
+                                f"({str(e).splitlines()[0]})") from None
 
 
 @functools.cache
@@ -185,9 +191,15 @@ def get_family(name: str) -> Family:
 
 
 def family_of(path: str | os.PathLike) -> Family:
-    """The family of a model directory or hub id, from its ``config.json``'s ``model_type``."""
-    config, config_file = read_config(path)
-    model_type = config.get("model_type")
+    """The family of a model directory or hub id, from its ``config.json``'s ``model_type``; each config file is read
+    once per process (again only once it changes)."""
+    config_file = config_path(path)
+    return _family_of_config(str(config_file), config_file.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _family_of_config(config_file: str, mtime_ns: int) -> Family:
+    model_type = json.loads(Path(config_file).read_text()).get("model_type")
     for name in NAMES:
         if model_type in get_family(name).model_types:
             return get_family(name)
