@@ -134,6 +134,11 @@ def test_flags_are_read_as_trl_reads_them():
     assert flag_values(["--learning_r", "1"], known) == {"learning_rate": "1"}  # argparse takes abbreviations
     with pytest.raises(ValueError, match="--lerning_rate: unknown argument \\(did you mean 'learning_rate'"):
         flag_values(["--lerning-rate", "1"], known)
+    with pytest.raises(ValueError, match="--max: ambiguous, it could be --max_audio_seconds, --max_steps"):
+        flag_values(["--max", "1"], known | {"max_audio_seconds"})
+    with pytest.raises(ValueError, match="accuracy: unexpected argument"):
+        flag_values(["accuracy", "--bf16"], known)
+    assert flag_values(["--max_steps", "-1", "--bf16", "false"], known) == {"max_steps": "-1", "bf16": "false"}
 
 
 def test_dashed_flags_are_read_as_trl_reads_them():

@@ -1,12 +1,16 @@
 """Input checks that need no heavy import: they run before torch, transformers or TRL load, so that a bad command
 line, recipe, dataset or model path fails in about a second with one line saying what to do.
 
-``train`` and ``sft`` call :func:`check_stage_inputs` with their command line before TRL parses it (importing TRL's
-trainer configs imports torch); ``eval`` and ``train`` call :func:`check_model_path`.
+``train`` and ``sft`` call :func:`check_stage_inputs` with their command line before TRL parses it; ``eval`` and
+``train`` call :func:`check_model_path`. TRL's own parser is not used here: it needs TRL's config classes, whose import
+(``transformers.TrainingArguments``: torch, transformers, peft) takes 7-8 s on a 2-core machine. So the field names
+are read from the configs' source (:func:`source_fields`) and the flags by argparse, the parser TRL's
+``HfArgumentParser`` extends, set up with those names as TRL sets them up (both spellings, ``--no_`` negations).
 """
 
 from __future__ import annotations
 
+import argparse
 import ast
 import difflib
 import importlib.util
@@ -204,35 +208,40 @@ def read_recipe(path: str | None, known: set[str] | None) -> dict:
     return recipe
 
 
+class _FlagParser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise ValueError(message)
+
+
 def flag_values(argv: Sequence[str], known: set[str] | None) -> dict:
-    """``{field: value}`` of ``--field value``/``--field=value`` arguments (a flag without a value: ``True``,
-    ``--no_field``: ``False``, several values: a list; ``--field-name`` is ``--field_name``, as TRL's parser takes
-    both); an unknown flag (not a field, nor an abbreviation of one) raises ``ValueError``."""
-    values: dict = {}
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        i += 1
+    """``{field: value}`` of ``--field value``/``--field=value`` arguments, read by argparse as TRL's
+    ``HfArgumentParser`` (an argparse parser) reads them: a flag without a value is ``True``, ``--no_field`` is
+    ``False``, several values are a list, ``--field-name`` is ``--field_name``, a unique prefix is the field; an unknown
+    flag (not a field, nor an abbreviation of one) raises ``ValueError``. ``known``: ``None`` takes every flag given."""
+    names = known if known is not None else {a[2:].partition("=")[0].replace("-", "_") for a in argv
+                                             if a.startswith("--")}
+    parser = _FlagParser(add_help=False, conflict_handler="resolve")
+    for name in sorted(names):  # negations first: a field that is itself called no_X wins over X's negation
+        parser.add_argument(*{f"--no_{name}", f"--no-{name.replace('_', '-')}"}, dest=name, action="store_const",
+                            const=False, default=argparse.SUPPRESS)
+    for name in sorted(names):
+        parser.add_argument(*{f"--{name}", f"--{name.replace('_', '-')}"}, dest=name, nargs="*",
+                            default=argparse.SUPPRESS)
+    try:
+        parsed, unknown = parser.parse_known_args(list(argv))
+    except ValueError as e:  # an ambiguous prefix
+        flag = re.search(r"--[\w-]+", str(e))
+        name = flag.group(0)[2:].replace("-", "_") if flag else ""
+        matches = sorted(n for n in names if n.startswith(name)) if name else []
+        shown = ", ".join(f"--{m}" for m in matches[:_SHOWN]) + (", ..." if len(matches) > _SHOWN else "")
+        raise ValueError(f"--{name}: ambiguous, it could be {shown}" if matches else str(e)) from None
+    for arg in unknown:
         if not arg.startswith("--"):
             raise ValueError(f"{arg}: unexpected argument (every argument is --field VALUE)")
-        name, eq, value = arg[2:].partition("=")
-        name = name.replace("-", "_")
-        if not eq:  # the values up to the next flag: none (a bool flag), one, or several (a list field)
-            given = []
-            while i < len(argv) and not re.match(r"--[A-Za-z]", argv[i]):
-                given.append(argv[i])
-                i += 1
-            value = True if not given else given[0] if len(given) == 1 else given
-        if known is not None and name not in known:
-            if name.startswith("no_") and name[3:] in known:
-                name, value = name[3:], False
-            else:
-                matches = [k for k in known if k.startswith(name)]
-                if len(matches) != 1:
-                    raise ValueError(f"--{name}: unknown argument{_suggest(name, known)}")
-                name = matches[0]
-        values[name] = value
-    return values
+        name = arg[2:].partition("=")[0].replace("-", "_")
+        raise ValueError(f"--{name}: unknown argument{_suggest(name, names)}")
+    return {name: value if not isinstance(value, list) else True if not value else value[0] if len(value) == 1
+            else value for name, value in vars(parsed).items()}
 
 
 def _suggest(name: str, known: Iterable[str]) -> str:
