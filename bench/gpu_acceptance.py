@@ -133,8 +133,8 @@ def grpo(out: Path, recipe: str, name: str, tiny: bool, extra: list[str]) -> Non
     """GRPO steps through ``r1-aqa train``'s code path; per-step rollout vs update time and peak memory."""
     import torch
 
-    from r1_aqa.train import parse_trl_args, train
-    from r1_aqa.trainer import AudioGRPOTrainer
+    from r1_aqa.training.train import parse_trl_args, train
+    from r1_aqa.training.trainer import AudioGRPOTrainer
 
     rollouts: list[float] = []
     generate_and_score = AudioGRPOTrainer._generate_and_score_completions

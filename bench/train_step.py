@@ -86,7 +86,7 @@ def timed_trainer_class():
     """AudioGRPOTrainer recording wall time per phase (a subclass: the hooks it wraps are the trainer's own)."""
     import torch
 
-    from r1_aqa.trainer import AudioGRPOTrainer
+    from r1_aqa.training.trainer import AudioGRPOTrainer
 
     class TimedTrainer(AudioGRPOTrainer):
         def __init__(self, *args, **kwargs):
@@ -204,9 +204,9 @@ def run_mode(backend: str, mode: str, share: bool, args, model_dir: Path, data: 
     """Train --steps + 1 steps; per phase and for the whole step, the median over the steps after the first."""
     import torch
 
-    from r1_aqa.rewards import accuracy_reward, format_reward
-    from r1_aqa.stages import build_dataset, peft_config
-    from r1_aqa.train import parse_trl_args
+    from r1_aqa.training.rewards import accuracy_reward, format_reward
+    from r1_aqa.training.stages import build_dataset, peft_config
+    from r1_aqa.training.train import parse_trl_args
 
     on_gpu = args.device == "cuda"
     flags = [

@@ -106,7 +106,7 @@ def label_quality(labelled: Path) -> dict:
 
 def grpo(model: Path, data: Path, out: Path, seed: int, steps: int) -> float:
     from r1_aqa.demo import RECIPE
-    from r1_aqa.train import parse_trl_args, train
+    from r1_aqa.training.train import parse_trl_args, train
 
     start = time.time()
     trainer = train(*parse_trl_args(["--config", str(RECIPE), "--model_name_or_path", str(model), "--dataset_path",

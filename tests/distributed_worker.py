@@ -17,8 +17,8 @@ import sys
 import torch
 
 from r1_aqa.files import write_json
-from r1_aqa.rewards import completion_text
-from r1_aqa.trainer import AudioGRPOTrainer
+from r1_aqa.training.rewards import completion_text
+from r1_aqa.training.trainer import AudioGRPOTrainer
 
 VLLM_NEW_TOKENS = 8
 _rewards: list[list] = []  # (id, reward) of the rows this rank scored in the current generation batch

@@ -15,7 +15,7 @@ import torch
 
 from r1_aqa import dynamic_sampling
 from r1_aqa.files import write_json
-from r1_aqa.trainer import AudioGRPOTrainer
+from r1_aqa.training.trainer import AudioGRPOTrainer
 
 _decisions: list[list[int]] = []  # (this rank's wish, the agreed value) per refill decision
 _rounds: list[list[str]] = []  # the ids each scoring round of this rank saw

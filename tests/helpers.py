@@ -16,7 +16,7 @@ import pytest
 import soundfile as sf
 from safetensors import safe_open
 
-from r1_aqa.rewards import accuracy_reward, format_reward
+from r1_aqa.training.rewards import accuracy_reward, format_reward
 
 if TYPE_CHECKING:
     import torch
@@ -103,9 +103,9 @@ def make_trainer(tiny_model_dir, parquet, out_dir, trainer_kwargs: dict | None =
     """An AudioGRPOTrainer on ``tiny_model_dir`` (or ``model``) and ``parquet``: 2 steps, ``AudioGRPOConfig`` settings
     ``overrides`` (TRL's and the audio options), further trainer arguments ``trainer_kwargs`` (e.g. ``peft_config``)."""
     from r1_aqa.models import load_model
-    from r1_aqa.stages import build_dataset
-    from r1_aqa.trainer import AudioGRPOTrainer
-    from r1_aqa.trl_configs import AudioGRPOConfig
+    from r1_aqa.training.stages import build_dataset
+    from r1_aqa.training.trainer import AudioGRPOTrainer
+    from r1_aqa.training.trl_configs import AudioGRPOConfig
 
     settings = dict(
         output_dir=str(out_dir), per_device_train_batch_size=2, num_generations=2, max_completion_length=6,
@@ -230,9 +230,9 @@ def planted_reward(completions: list, id: list[str], **kwargs) -> list[float]:  
 def dynamic_sampling_trainer(tiny_model_dir, tmp_path, max_extra: float = 1.0, **overrides):
     """A dynamic-sampling AudioGRPOTrainer with ``planted_reward`` on 4 prompts: one step of 8 rows."""
     from r1_aqa.models import load_model
-    from r1_aqa.stages import build_dataset
-    from r1_aqa.trainer import AudioGRPOTrainer
-    from r1_aqa.trl_configs import AudioGRPOConfig
+    from r1_aqa.training.stages import build_dataset
+    from r1_aqa.training.trainer import AudioGRPOTrainer
+    from r1_aqa.training.trl_configs import AudioGRPOConfig
 
     settings = dict(
         output_dir=str(tmp_path / "out"), per_device_train_batch_size=8, num_generations=2, max_completion_length=6,

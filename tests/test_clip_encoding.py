@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers import SPLIT, audio_params, make_parquet, make_trainer, record_step
 
-from r1_aqa.encoder import audio_towers
+from r1_aqa.training.encoder import audio_towers
 
 @pytest.mark.parametrize("family_dir, checkpointing", [("tiny_model_dir", False), ("tiny_omni_dir", True)])
 def test_one_pass_per_clip_and_frozen_give_the_per_row_loss_and_gradients(family_dir, checkpointing, request, tmp_path):

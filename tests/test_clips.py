@@ -15,7 +15,7 @@ import pytest
 from helpers import RECIPE, make_parquet, write_tone
 
 from r1_aqa.cli import main
-from r1_aqa.clips import BadAudioError, check_training_audio
+from r1_aqa.training.clips import BadAudioError, check_training_audio
 
 
 def _bad_clips(root: Path) -> dict[str, Path]:
@@ -122,7 +122,7 @@ import json, os, sys
 from accelerate import PartialState
 from datasets import Dataset
 import r1_aqa.audio
-from r1_aqa.clips import BadAudioError, check_training_audio
+from r1_aqa.training.clips import BadAudioError, check_training_audio
 
 PartialState(cpu=True)  # what TrainingArguments(use_cpu=True) sets up: gloo across the processes
 

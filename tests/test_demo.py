@@ -62,7 +62,7 @@ def test_full_run_table_judges_each_target():
 
 
 def test_recipe_is_a_valid_trl_config():
-    from r1_aqa.train import parse_trl_args
+    from r1_aqa.training.train import parse_trl_args
 
     recipe = yaml.safe_load(demo.RECIPE.read_text())
     script, grpo, _ = parse_trl_args(["--config", str(demo.RECIPE), "--model_name_or_path", "m",

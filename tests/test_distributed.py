@@ -114,7 +114,7 @@ def data(tmp_path_factory):
 @pytest.mark.parametrize("backend", ["ddp", "zero2", "zero3"])
 def test_two_process_training(backend, use_vllm, tiny_model_dir, data, tmp_path):
     from r1_aqa.models import load_model
-    from r1_aqa.stages import build_dataset
+    from r1_aqa.training.stages import build_dataset
 
     if use_vllm:
         pytest.importorskip("vllm")

@@ -17,7 +17,7 @@ from helpers import (
     run,
 )
 
-from r1_aqa.dynamic_sampling import DynamicSampling, _pick_groups, check_whole_groups, has_signal
+from r1_aqa.training.dynamic_sampling import DynamicSampling, _pick_groups, check_whole_groups, has_signal
 
 
 def _kept_groups_alone(rounds: list[dict], size: int, needed: int, pad_id: int) -> dict:

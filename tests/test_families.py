@@ -181,7 +181,7 @@ def test_sft_and_eval_hf(name, request, tmp_path):
     reads the checkpoint."""
     from r1_aqa.evaluate.benchmarks import load_items
     from r1_aqa.evaluate.predict import evaluate
-    from r1_aqa.sft import parse_sft_args, sft
+    from r1_aqa.training.sft import parse_sft_args, sft
 
     directory = request.getfixturevalue(FIXTURES[name])
     parquet = make_parquet(tmp_path, n=4)
@@ -229,8 +229,8 @@ def test_voxtral_tiny_model_is_the_hubs_layout(tiny_voxtral_dir, tmp_path):
 def test_voxtral_sft_targets_end_with_mistrals_end_of_turn(tiny_voxtral_dir, tmp_path):
     """The sft labels end with ``</s>`` (Voxtral's end of turn, one control token), not ChatML's ``<|im_end|>``."""
     from r1_aqa.models import load_processor
-    from r1_aqa.sft import sft_dataset
-    from r1_aqa.sft_trainer import AudioSFTCollator
+    from r1_aqa.training.sft import sft_dataset
+    from r1_aqa.training.sft_trainer import AudioSFTCollator
 
     processor = load_processor(tiny_voxtral_dir, padding_side="right")
     rows = list(sft_dataset(str(make_parquet(tmp_path)), "default"))[:2]

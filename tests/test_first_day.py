@@ -144,7 +144,7 @@ def test_flags_are_read_as_trl_reads_them():
 def test_dashed_flags_are_read_as_trl_reads_them():
     """TRL's parser takes ``--max-audio-seconds`` for ``--max_audio_seconds``; the early check must not refuse it."""
     from r1_aqa.checks import flag_values
-    from r1_aqa.train import parse_trl_args
+    from r1_aqa.training.train import parse_trl_args
 
     argv = ["--max-audio-seconds", "2", "--learning-rate=0.5", "--no-gradient-checkpointing", "--max-st", "3"]
     known = {"max_audio_seconds", "learning_rate", "gradient_checkpointing", "max_steps"}

@@ -22,7 +22,7 @@ from r1_aqa.judge.cache import input_key
 from r1_aqa.judge.core import Judge
 from r1_aqa.judge.grading import (UNPARSABLE, parse_grade, parse_verdict, reference_messages, rubric_messages,
                                   rubric_share)
-from r1_aqa.rewards import resolve_reward
+from r1_aqa.training.rewards import resolve_reward
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import torch
 from helpers import RECIPE, make_parquet, make_trainer
 from transformers import TrainerCallback, TrainerControl, TrainerState
 
-from r1_aqa.callbacks import SolvedStop
+from r1_aqa.training.callbacks import SolvedStop
 from r1_aqa.cli import main
-from r1_aqa.learning_signal import accuracy_by_answer, step_scale
+from r1_aqa.training.learning_signal import accuracy_by_answer, step_scale
 from r1_aqa.plot import read_run
 
 LR = 1e-3

@@ -16,7 +16,7 @@ import pytest
 import torch
 from helpers import RECIPE, make_parquet, make_trainer
 
-from r1_aqa.callbacks import NonFiniteGuard, TrainingInterrupted, install
+from r1_aqa.training.callbacks import NonFiniteGuard, TrainingInterrupted, install
 from r1_aqa.cli import main
 
 STEPS = 6

@@ -127,7 +127,7 @@ def test_grpo_with_kl_and_router_aux_loss_saves_full_layout(tiny_qwen3_omni_dir,
 def test_sft_and_eval_hf(tiny_qwen3_omni_dir, tmp_path):
     from r1_aqa.evaluate.benchmarks import load_items
     from r1_aqa.evaluate.predict import evaluate
-    from r1_aqa.sft import parse_sft_args, sft
+    from r1_aqa.training.sft import parse_sft_args, sft
 
     parquet = make_parquet(tmp_path, n=4)
     out = tmp_path / "sft"

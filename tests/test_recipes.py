@@ -19,8 +19,8 @@ PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", 
 
 
 def _parse(recipe: Path):
-    from r1_aqa.sft import parse_sft_args
-    from r1_aqa.train import parse_trl_args
+    from r1_aqa.training.sft import parse_sft_args
+    from r1_aqa.training.train import parse_trl_args
 
     parse = parse_sft_args if recipe.name.startswith(("sft", "tiny_sft", "demo_sft")) else parse_trl_args
     return parse(["--config", str(recipe), "--use_cpu", "true"])  # bf16 recipes are checked against the devices
@@ -56,7 +56,7 @@ def test_a_run_reporting_to_tensorboard_starts_and_writes_events(tiny_model_dir,
 
 
 def test_colocate_script_keeps_the_users_flags():
-    from r1_aqa.train import parse_trl_args
+    from r1_aqa.training.train import parse_trl_args
 
     spec = importlib.util.spec_from_file_location("train_colocate", ROOT / "examples/r1_aqa/train_colocate.py")
     module = importlib.util.module_from_spec(spec)

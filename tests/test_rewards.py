@@ -2,11 +2,11 @@
 
 import pytest
 
-from r1_aqa.rewards import (
+from r1_aqa.prompts import extract_answer
+from r1_aqa.training.rewards import (
     accuracy_reward,
     completion_text,
     default_rewards,
-    extract_answer,
     format_reward,
     think_format_reward,
 )
@@ -65,11 +65,11 @@ def test_extract_and_defaults():
 
 
 def test_rewards_resolve_by_name_or_import_path():
-    from r1_aqa.rewards import resolve_reward
+    from r1_aqa.training.rewards import resolve_reward
 
     assert resolve_reward("accuracy") is accuracy_reward
-    assert resolve_reward("r1_aqa.rewards.format_reward") is format_reward
-    for name, message in [("acuracy", "unknown reward"), ("r1_aqa.rewards.nope", "cannot be imported"),
-                          ("no_such_module.f", "cannot be imported"), ("r1_aqa.rewards.REWARD_FUNCS", "not callable")]:
+    assert resolve_reward("r1_aqa.training.rewards.format_reward") is format_reward
+    for name, message in [("acuracy", "unknown reward"), ("r1_aqa.training.rewards.nope", "cannot be imported"),
+                          ("no_such_module.f", "cannot be imported"), ("r1_aqa.training.rewards.REWARD_FUNCS", "not callable")]:
         with pytest.raises(ValueError, match=message):
             resolve_reward(name)

@@ -14,8 +14,8 @@ from r1_aqa.cli import main
 def test_labels_cover_only_the_assistant_tokens(family_dir, request, tmp_path):
     from r1_aqa.models import AUDIO_TOKEN, load_processor
     from r1_aqa.prompts import END_OF_TURN
-    from r1_aqa.sft import sft_dataset
-    from r1_aqa.sft_trainer import AudioSFTCollator
+    from r1_aqa.training.sft import sft_dataset
+    from r1_aqa.training.sft_trainer import AudioSFTCollator
 
     processor = load_processor(request.getfixturevalue(family_dir))
     tok = processor.tokenizer
@@ -40,7 +40,7 @@ def test_labels_cover_only_the_assistant_tokens(family_dir, request, tmp_path):
 def test_sft_learns_and_its_checkpoint_loads_in_train_and_eval(tiny_model_dir, tmp_path):
     from r1_aqa.evaluate.predict import evaluate
     from r1_aqa.evaluate.benchmarks import load_items
-    from r1_aqa.sft import parse_sft_args, sft
+    from r1_aqa.training.sft import parse_sft_args, sft
 
     parquet = make_parquet(tmp_path, n=4)
     out = tmp_path / "sft"
@@ -64,7 +64,7 @@ def test_sft_learns_and_its_checkpoint_loads_in_train_and_eval(tiny_model_dir, t
 
 
 def test_omni_thinker_trains_with_the_models_own_loss(tiny_omni_dir, tmp_path):
-    from r1_aqa.sft import parse_sft_args, sft
+    from r1_aqa.training.sft import parse_sft_args, sft
 
     trainer = sft(*parse_sft_args(sft_argv(tiny_omni_dir, make_parquet(tmp_path), tmp_path / "sft", "--max_steps", "6",
                                            "--per_device_train_batch_size", "4")))
@@ -77,7 +77,7 @@ def test_omni_thinker_trains_with_the_models_own_loss(tiny_omni_dir, tmp_path):
 def test_sft_checkpoint_loads_in_vllm(tiny_model_dir, tmp_path):
     from r1_aqa.evaluate.predict import evaluate
     from r1_aqa.evaluate.benchmarks import load_items
-    from r1_aqa.sft import parse_sft_args, sft
+    from r1_aqa.training.sft import parse_sft_args, sft
 
     parquet = make_parquet(tmp_path, n=2)
     sft(*parse_sft_args(sft_argv(tiny_model_dir, parquet, tmp_path / "sft", "--max_steps", "2")))
@@ -89,7 +89,7 @@ def test_sft_checkpoint_loads_in_vllm(tiny_model_dir, tmp_path):
 
 
 def test_reasoning_targets_and_bad_input(tiny_model_dir, tmp_path, capsys):
-    from r1_aqa.sft import sft_dataset
+    from r1_aqa.training.sft import sft_dataset
 
     parquet = make_parquet(tmp_path)
     frame = pd.read_parquet(parquet)

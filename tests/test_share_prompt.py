@@ -8,7 +8,7 @@ import torch
 from helpers import FIXTURES, ROOT, SPLIT, make_parquet, make_trainer, record_step, write_tone
 
 from r1_aqa.audio import load_audio
-from r1_aqa.trainer import _BatchAudio
+from r1_aqa.training.trainer import _BatchAudio
 
 # Rows of one chunked pass: (question, clip, clip index, completion length). Two clip lengths and two questions give
 # prompts of three lengths (left-padded); q1/tone0 holds 3 rows, split across the two chunks of 4; q1/tone2 has the
@@ -186,7 +186,7 @@ def test_an_attention_without_custom_masks_falls_back_with_its_reason(tiny_model
 
 
 def test_the_recipe_key_and_flag(tmp_path):
-    from r1_aqa.train import parse_trl_args
+    from r1_aqa.training.train import parse_trl_args
 
     recipe = str(ROOT / "examples/r1_aqa/recipes/tiny_grpo.yaml")
     assert parse_trl_args(["--config", recipe])[1].share_prompt is True  # AudioGRPOConfig's
@@ -194,7 +194,7 @@ def test_the_recipe_key_and_flag(tmp_path):
 
 
 def test_completions_per_row_follows_the_flops():
-    from r1_aqa.share_prompt import completions_per_row
+    from r1_aqa.training.share_prompt import completions_per_row
 
     assert completions_per_row(830, 128, 8, 4096) == 8  # a 7B model at 30 s: the whole group behind one prompt
     assert completions_per_row(780, 32, 8, 64) == 8  # the tiny model at 30 s

@@ -21,8 +21,8 @@ def _options(text: str) -> tuple[int, tuple[str, ...]]:
 
 
 def test_orders_change_by_epoch_and_stay_within_one(tmp_path):
-    from r1_aqa.shuffle import COLUMNS, ChoiceShuffle
-    from r1_aqa.stages import build_dataset
+    from r1_aqa.training.shuffle import COLUMNS, ChoiceShuffle
+    from r1_aqa.training.stages import build_dataset
 
     dataset = build_dataset(str(make_parquet(tmp_path, n=4)), "default", columns=COLUMNS)
     original = dataset.to_list()
@@ -45,8 +45,8 @@ def test_the_seed_picks_the_orders(tmp_path):
     seed others."""
     from types import SimpleNamespace
 
-    from r1_aqa.shuffle import COLUMNS
-    from r1_aqa.stages import build_dataset, stage_callbacks
+    from r1_aqa.training.shuffle import COLUMNS
+    from r1_aqa.training.stages import build_dataset, stage_callbacks
 
     parquet = str(make_parquet(tmp_path, n=4))
     script_args = SimpleNamespace(template="default")
@@ -71,10 +71,10 @@ def _grpo_trainer(tiny_model_dir, tmp_path, reward, **overrides):
     from trl import GRPOConfig
 
     from r1_aqa.models import load_model
-    from r1_aqa.rewards import accuracy_reward, format_reward
-    from r1_aqa.shuffle import COLUMNS, shuffle_choices
-    from r1_aqa.stages import build_dataset
-    from r1_aqa.trainer import AudioGRPOTrainer
+    from r1_aqa.training.rewards import accuracy_reward, format_reward
+    from r1_aqa.training.shuffle import COLUMNS, shuffle_choices
+    from r1_aqa.training.stages import build_dataset
+    from r1_aqa.training.trainer import AudioGRPOTrainer
 
     dataset = build_dataset(str(make_parquet(tmp_path, n=2)), "default", columns=COLUMNS)
     settings = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, num_generations=2,
@@ -154,9 +154,9 @@ def test_vllm_rollouts_get_the_sampling_settings(tiny_model_dir, tmp_path):
 
 def test_sft_shuffles_per_epoch_and_keeps_the_target(tiny_model_dir, tmp_path):
     from r1_aqa.models import load_model, load_processor
-    from r1_aqa.sft import parse_sft_args, sft_dataset
-    from r1_aqa.sft_trainer import AudioSFTTrainer
-    from r1_aqa.stages import shuffle_columns, stage_callbacks
+    from r1_aqa.training.sft import parse_sft_args, sft_dataset
+    from r1_aqa.training.sft_trainer import AudioSFTTrainer
+    from r1_aqa.training.stages import shuffle_columns, stage_callbacks
 
     parquet = make_parquet(tmp_path, n=4)
     script, training, _ = parse_sft_args([
@@ -187,9 +187,9 @@ def test_sft_shuffles_per_epoch_and_keeps_the_target(tiny_model_dir, tmp_path):
 def test_both_stages_shuffle_when_asked(stage, tiny_model_dir, tmp_path):
     """``shuffle_choices`` reaches the run through the stages' template (``stages.run_training``): the training set
     carries the columns to shuffle and the trainer holds the shuffling callback; without it, neither."""
-    from r1_aqa.sft import parse_sft_args, sft
-    from r1_aqa.shuffle import ChoiceShuffleCallback
-    from r1_aqa.train import parse_trl_args, train
+    from r1_aqa.training.sft import parse_sft_args, sft
+    from r1_aqa.training.shuffle import ChoiceShuffleCallback
+    from r1_aqa.training.train import parse_trl_args, train
 
     parquet = make_parquet(tmp_path, n=2)
     for shuffle in (True, False):

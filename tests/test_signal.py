@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers import RECIPE, ROOT, make_parquet, make_trainer
 
-from r1_aqa.callbacks import NO_SIGNAL_LOGS, SignalWatch
+from r1_aqa.training.callbacks import NO_SIGNAL_LOGS, SignalWatch
 from r1_aqa.cli import main
 
 MESSAGE = "GRPO has lost its learning signal"
@@ -103,7 +103,7 @@ def test_adaptive_entropy_control_reads_the_audio_trainers_entropies(tiny_model_
 
 def test_recipes_state_their_exploration_levers():
     from r1_aqa import demo
-    from r1_aqa.train import parse_trl_args
+    from r1_aqa.training.train import parse_trl_args
 
     root = ROOT / "examples/r1_aqa/recipes"
 

@@ -92,7 +92,7 @@ def test_cli_train_saves_loadable_checkpoints_and_resumes(tiny_model_dir, tmp_pa
 
     from r1_aqa.cli import main
     from r1_aqa.models import load_model
-    from r1_aqa.train import parse_trl_args, train
+    from r1_aqa.training.train import parse_trl_args, train
 
     parquet = make_parquet(tmp_path)
     out = tmp_path / "out"
@@ -176,8 +176,8 @@ def test_logprobs_are_of_the_distribution_the_rollouts_sample_from(temperature, 
 
 @pytest.mark.parametrize("recipe", sorted(str(p) for p in (ROOT / "examples/r1_aqa/recipes").rglob("*.yaml")))
 def test_recipes_parse_with_trls_parser(recipe):
-    from r1_aqa.sft import parse_sft_args
-    from r1_aqa.train import parse_trl_args
+    from r1_aqa.training.sft import parse_sft_args
+    from r1_aqa.training.train import parse_trl_args
 
     # use_cpu: bf16 recipes are validated against the machine's devices; sft*.yaml are `r1-aqa sft` recipes
     sft = Path(recipe).name.startswith(("sft", "tiny_sft"))
@@ -190,8 +190,8 @@ def test_recipes_parse_with_trls_parser(recipe):
 
 @pytest.mark.parametrize("model", ["qwen2_5_omni_7b", "qwen2_audio_7b"])
 def test_weak_to_strong_recipes_carry_audiomcqs_settings(model):
-    from r1_aqa.sft import parse_sft_args
-    from r1_aqa.train import parse_trl_args
+    from r1_aqa.training.sft import parse_sft_args
+    from r1_aqa.training.train import parse_trl_args
 
     recipes = ROOT / "examples/r1_aqa/recipes" / model / "weak_to_strong"
     script, args, _ = parse_trl_args(["--config", str(recipes / "grpo_strong.yaml"), "--use_cpu", "true"])
@@ -204,7 +204,7 @@ def test_weak_to_strong_recipes_carry_audiomcqs_settings(model):
 
 
 def test_faithful_recipe_matches_r1_aqa():
-    from r1_aqa.train import parse_trl_args
+    from r1_aqa.training.train import parse_trl_args
 
     recipe = str(ROOT / "examples/r1_aqa/recipes/qwen2_audio_7b/grpo_r1_aqa.yaml")
     _, args, model_args = parse_trl_args(["--config", recipe, "--use_cpu", "true"])

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 from helpers import length_reward, make_parquet
 
-from r1_aqa.rewards import accuracy_reward
+from r1_aqa.training.rewards import accuracy_reward
 
 
 def _trainer(tiny_model_dir, tmp_path, max_audio_seconds, rollout_func=None, **overrides):
     from r1_aqa.models import load_model
-    from r1_aqa.stages import build_dataset
-    from r1_aqa.trainer import AudioGRPOTrainer
-    from r1_aqa.trl_configs import AudioGRPOConfig
+    from r1_aqa.training.stages import build_dataset
+    from r1_aqa.training.trainer import AudioGRPOTrainer
+    from r1_aqa.training.trl_configs import AudioGRPOConfig
 
     settings = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, num_generations=2,
                     max_completion_length=4, max_steps=1, logging_steps=1, save_strategy="no", report_to="none",

@@ -171,7 +171,7 @@ def test_vllm_rollouts_follow_each_part_and_eval_engines_agree(name, request, tm
 def test_dynamic_sampling_refills_with_vllm_rollouts(tiny_model_dir, tmp_path):
     """Dynamic sampling (tests/test_dynamic_sampling.py) with colocated vLLM rollouts; here because a colocated
     engine must not precede an in-process `train` run that ends the process group (test order)."""
-    from r1_aqa.dynamic_sampling import has_signal
+    from r1_aqa.training.dynamic_sampling import has_signal
 
     trainer = dynamic_sampling_trainer(tiny_model_dir, tmp_path, use_vllm=True, vllm_mode="colocate",
                                        vllm_max_model_length=512, max_steps=2)

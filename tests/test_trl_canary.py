@@ -41,7 +41,7 @@ def test_trl_version_is_the_one_the_overrides_were_written_for():
 
     assert trl.__version__.startswith("1.16."), (
         f"trl {trl.__version__} is installed; AudioGRPOTrainer overrides private hooks of trl 1.16.* "
-        "(see src/r1_aqa/trainer.py): re-check them against the new GRPOTrainer, then update this canary"
+        "(see src/r1_aqa/training/trainer.py): re-check them against the new GRPOTrainer, then update this canary"
     )
 
 
@@ -52,7 +52,7 @@ def test_overridden_hook_signature_unchanged(name):
     found = _params(getattr(GRPOTrainer, name))
     assert found == RECORDED[name], (
         f"GRPOTrainer.{name} changed signature:\n  recorded: ({RECORDED[name]})\n  now:      ({found})\n"
-        f"AudioGRPOTrainer.{name} in src/r1_aqa/trainer.py must be re-checked against the new TRL code"
+        f"AudioGRPOTrainer.{name} in src/r1_aqa/training/trainer.py must be re-checked against the new TRL code"
     )
 
 
@@ -64,7 +64,7 @@ def test_hooks_are_still_called_where_the_overrides_expect(name):
     missing = [call for call in RECORDED_CALLS[name] if call not in source]
     assert not missing, (
         f"GRPOTrainer.{name} no longer contains {missing}: the audio features may stop reaching generate or the "
-        "log-prob passes; re-check src/r1_aqa/trainer.py against the new TRL code"
+        "log-prob passes; re-check src/r1_aqa/training/trainer.py against the new TRL code"
     )
 
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from r1_aqa.stages import run_stage
-from r1_aqa.train import parse_trl_args, train
+from r1_aqa.training.stages import run_stage
+from r1_aqa.training.train import parse_trl_args, train
 
 RECIPE = Path(__file__).parent / "recipes" / "qwen2_audio_7b" / "grpo_r1_aqa.yaml"
 # Set over the recipe's values; any of them given on the command line wins.

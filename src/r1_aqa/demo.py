@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .train import parse_trl_args
+    from .training.train import parse_trl_args
 
     # Recipe overrides are checked now, not after the stages before GRPO (an unknown flag exits 2 naming it).
     parse_trl_args(["--config", str(RECIPE), "--model_name_or_path", ".", "--dataset_path", ".", "--output_dir", ".",
@@ -164,7 +164,7 @@ def _warm_start(data: Path, models: Path, seed: int, sft_steps: int) -> Path:
 def _grpo(warm: Path, dataset: Path, output: Path, seed: int, steps: int | None, overrides: Sequence[str]) -> dict:
     """``r1-aqa train`` with the packaged recipe (``steps``: its max_steps unless None; ``overrides``: flags); the
     summary's GRPO fields (steps run, parameter count, the reward log)."""
-    from .train import parse_trl_args, train
+    from .training.train import parse_trl_args, train
 
     argv = ["--config", str(RECIPE), "--model_name_or_path", str(warm), "--dataset_path", str(dataset),
             "--output_dir", str(output), "--seed", str(seed)]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
+
+_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
 TEMPLATES = {
     "default": (
@@ -43,3 +46,10 @@ def build_messages(prompt: str, clips: int = 1) -> list[dict]:
 def chat_prompt(processor, prompt: str, clips: int = 1) -> str:
     """The model's chat-template text for one user prompt with ``clips`` clips (one audio placeholder each)."""
     return processor.apply_chat_template(build_messages(prompt, clips), add_generation_prompt=True, tokenize=False)
+
+
+def extract_answer(text: str) -> str:
+    """The stripped content of the first ``<answer>...</answer>`` pair (what the templates ask for), else the whole
+    stripped text."""
+    match = _ANSWER.search(text)
+    return (match.group(1) if match else text).strip()

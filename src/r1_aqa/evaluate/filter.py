@@ -206,7 +206,7 @@ def _requests(rows: dict[str, dict], opts: FilterArguments, cap: float | None):
     from .benchmarks import clip
     from .predict import Requests
     from ..prompts import format_prompt
-    from ..rewards import extract_answer
+    from ..prompts import extract_answer
 
     def record(job: dict, responses: list[str]) -> dict:
         wanted = extract_answer(rows[job["id"]]["solution"])

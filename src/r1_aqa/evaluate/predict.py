@@ -32,7 +32,7 @@ def prediction_fields(response: str, benchmark: str = "mmau", template: str = "d
     """The model fields of an output record: extracted answer (twice), raw response, think content, and the fields
     the benchmark's scorer reads besides (MMAR's ``answer_prediction``; ``thinking_prediction`` with the think
     template)."""
-    from ..rewards import extract_answer
+    from ..prompts import extract_answer
 
     answer = extract_answer(response)
     think = _THINK.search(response)

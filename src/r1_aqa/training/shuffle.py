@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from transformers import TrainerCallback
 
-from .prompts import build_messages, format_prompt
+from ..prompts import build_messages, format_prompt
 
 COLUMNS = ("question", "choices")  # what the transform needs beyond the prompt (with ``id``, when present)
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 from typing import Sequence
 
-from .prompts import END_OF_TURN
+from ..prompts import END_OF_TURN
 from .stages import PASS_THROUGH, add_arguments  # noqa: F401  (the command-line shape every stage shares)
 from .stages import build_dataset, check_inputs, parse_stage_args, peft_config, run_stage, run_training, stage_argv
 
@@ -76,7 +76,7 @@ def run(args) -> int:
 def sft(script_args, training_args, model_args):
     """Supervised training on each row's target (``stages.run_training``); saves the model and processor to
     ``output_dir`` and returns the trainer."""
-    from .models import family_of, load_processor
+    from ..models import family_of, load_processor
     from .sft_trainer import AudioSFTTrainer
 
     @functools.cache  # loaded once the arguments are checked (the first dataset read)

@@ -1,5 +1,5 @@
 """The arguments of ``r1-aqa train`` and ``r1-aqa sft`` beside TRL's: the script arguments (data, prompt, rewards)
-and the audio training options, which ``r1_aqa.trl_configs`` adds to TRL's configs (``AudioGRPOConfig``,
+and the audio training options, which ``r1_aqa.training.trl_configs`` adds to TRL's configs (``AudioGRPOConfig``,
 ``AudioSFTConfig``) so each checkpoint's ``training_args.bin`` records them. TRL's ``TrlParser`` reads them next to
 ``ModelConfig``; every field can be set in a recipe YAML (``--config``) and overridden on the command line.
 
@@ -118,7 +118,7 @@ class AudioGRPOScriptArguments(AudioScriptArguments):
 
     reward_funcs: list[str] | None = field(
         default=None,
-        metadata={"help": "Reward names from r1_aqa.rewards, or module.function import paths of your own (weighted "
+        metadata={"help": "Reward names from r1_aqa.training.rewards, or module.function import paths of your own (weighted "
                   "by reward_weights, else summed); default: "
                   "accuracy + format (+ think_format instead of format for the think template). judge, rubric "
                   "and embed_match are graded by --judge_model."},

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .files import write_json
+from ..files import write_json
 
 _SHOWN = 20  # bad clips listed in an error message; the file beside the run lists them all
 
@@ -34,7 +34,7 @@ def find_bad_clips(sources: Sequence, max_seconds: float | None, workers: int | 
     from accelerate.utils import gather_object
     from tqdm import tqdm
 
-    from .audio import AudioError, load_audio_capped
+    from ..audio import AudioError, load_audio_capped
 
     state = PartialState()
     distinct = list(dict.fromkeys(sources))

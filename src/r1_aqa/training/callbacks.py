@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from .plot import BY_ANSWER, CHANCE
+from ..plot import BY_ANSWER, CHANCE
 
 METRICS_FILE = "metrics.jsonl"
 # Console postfix: label -> log keys tried in order (GRPO first, then SFT).
@@ -203,7 +203,7 @@ class RunConsole(TrainerCallback):
             self.bar.close()
             self.bar = None
         if state.is_world_process_zero and self.path.exists():
-            from .plot import plot_run
+            from ..plot import plot_run
 
             try:
                 paths = plot_run(self.path.parent)
@@ -315,7 +315,7 @@ def _cut_after(path: Path, step: int) -> None:
     """Drop the lines of ``path`` logged after ``step`` (and a torn last line)."""
     if not path.exists():
         return
-    from .files import write_text
+    from ..files import write_text
 
     keep = []
     for line in path.read_text(encoding="utf-8").splitlines():

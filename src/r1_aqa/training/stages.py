@@ -48,8 +48,8 @@ def build_dataset(path: str, template: str, max_rows: int | None = None, columns
     import pandas as pd
     from datasets import Dataset
 
-    from .checks import TRAINING_COLUMNS, check_parquet
-    from .prompts import build_messages, format_prompt
+    from ..checks import TRAINING_COLUMNS, check_parquet
+    from ..prompts import build_messages, format_prompt
 
     check_parquet(path, [*TRAINING_COLUMNS, *columns])
     df = pd.read_parquet(path)
@@ -73,7 +73,7 @@ def check_inputs(args, config_class: tuple[str, str], script_classes: tuple) -> 
     the command line set."""
     if args.trl_help:
         return {}
-    from .checks import check_stage_inputs
+    from ..checks import check_stage_inputs
 
     values = check_stage_inputs(args.config, args.extra_args, config_class, script_classes)
     bf16, use_cpu = (str(values.get(k, "")).lower() for k in ("bf16", "use_cpu"))
@@ -180,7 +180,7 @@ def finish_run(command: str, trainer) -> None:
 def check_stage_args(script_args, training_args, model_args) -> bool | str | None:
     """The checks every training stage makes before reading anything; returns ``resume_from_checkpoint`` as
     ``Trainer.train`` takes it ("true"/"last": the latest checkpoint in output_dir)."""
-    from .checks import check_stage_values
+    from ..checks import check_stage_values
 
     check_stage_values({"model_name_or_path": model_args.model_name_or_path, "dataset_path": script_args.dataset_path,
                         "output_dir": training_args.output_dir, "max_steps": training_args.max_steps,
@@ -210,7 +210,7 @@ def load_policy(model_args):
     """The model to train, with its family's class, from a ``ModelConfig`` (dtype, attention, revision)."""
     import torch
 
-    from .families import family_of
+    from ..families import family_of
 
     dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
     path = model_args.model_name_or_path

@@ -1,4 +1,4 @@
-"""``AudioSFTTrainer``: TRL's ``SFTTrainer`` with the audio carried by a collator of ours (see ``r1_aqa.sft``)."""
+"""``AudioSFTTrainer``: TRL's ``SFTTrainer`` with the audio carried by a collator of ours (see ``r1_aqa.training.sft``)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from typing import Any
 
 from trl import SFTTrainer
 
-from .audio import SAMPLE_RATE, load_audio
+from ..audio import SAMPLE_RATE, load_audio
 from .configs import AudioTrainingOptions
-from .models import HubNamedCheckpoints
-from .prompts import END_OF_TURN
+from ..models import HubNamedCheckpoints
+from ..prompts import END_OF_TURN
 
 
 @dataclass
@@ -61,7 +61,7 @@ class AudioSFTTrainer(HubNamedCheckpoints, SFTTrainer):
     clip cap is ``args.max_audio_seconds`` for an ``AudioSFTConfig``, else ``AudioTrainingOptions``' default."""
 
     def __init__(self, model, args=None, train_dataset=None, *, processing_class=None, **kwargs):
-        from .models import family_of, load_processor
+        from ..models import family_of, load_processor
 
         family = family_of(model.name_or_path)
         family.prepare_model(model)

@@ -49,7 +49,7 @@ def train(script_args, training_args, model_args):
 
     def make_trainer(model, train_dataset, eval_dataset, callbacks: list):
         from .callbacks import JudgeTiming, SolvedStop
-        from .models import load_processor
+        from ..models import load_processor
 
         judge = load_judge(script_args, training_args, names)
         if training_args.stop_at_accuracy is not None:
@@ -81,7 +81,7 @@ def load_judge(script_args, training_args, reward_names: list[str]):
     ``OUTPUT_DIR/judge_cache.sqlite``. Nothing loads before the first reward call."""
     from pathlib import Path
 
-    from .judge.core import CACHE_NAME, Judge
+    from ..judge.core import CACHE_NAME, Judge
     from .rewards import JUDGED_REWARDS
 
     if not any(n in JUDGED_REWARDS for n in reward_names):

@@ -17,7 +17,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+from ..prompts import extract_answer
+
 _FORMAT = re.compile(r"<answer>.*?</answer>", re.DOTALL)
 _THINK_FORMAT = re.compile(r"<think>.*?</think>\s*<answer>.*?</answer>", re.DOTALL)
 
@@ -30,12 +31,6 @@ def completion_text(completion: Any) -> str:
     if isinstance(content, list):  # multimodal content items
         content = "".join(item.get("text", "") for item in content if isinstance(item, dict))
     return content
-
-
-def extract_answer(text: str) -> str:
-    """The stripped content of the first ``<answer>...</answer>`` pair, else the whole stripped text."""
-    match = _ANSWER.search(text)
-    return (match.group(1) if match else text).strip()
 
 
 def accuracy_reward(completions: list, solution: list[str], **kwargs) -> list[float]:
@@ -86,7 +81,7 @@ class JudgedReward:
         return stats.calls + stats.embedded, stats.hits + stats.embed_hits, stats.unparsable
 
     def score(self, answers: list[str], columns: dict) -> list[float]:
-        from .judge.grading import or_unparsable, rubric_share
+        from ..judge.grading import or_unparsable, rubric_share
 
         questions = columns.get("question")
         if self.__name__ == "judge":  # against the reference answer (else the solution's answer text)

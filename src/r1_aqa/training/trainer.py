@@ -11,12 +11,12 @@ old/reference/policy log-prob passes, so an audio model trains without ever seei
   ``num_iterations`` (``_generate_and_score_completions``);
 * feeds them to every log-prob forward (``_get_per_token_logps_and_entropies``, ``_compute_loss``) and to HF
   generate, with each row's clip index (``audio_clip``), so the audio tower encodes each distinct clip of a forward
-  once (``r1_aqa.encoder.ClipEncoder``; ``share_clip_encodings=False`` keeps the model's own per-row encoding);
+  once (``r1_aqa.training.encoder.ClipEncoder``; ``share_clip_encodings=False`` keeps the model's own per-row encoding);
 * with ``freeze_audio_tower`` encodes each distinct clip once per generation batch and reuses it in generation and in
   every log-prob pass of that batch (the reference model too, when its tower provably holds the same frozen weights);
   ``freeze_audio_projector`` freezes the layer that maps the encoder's output to the LM width;
 * runs each group's prompt once in every log-prob pass (policy, old policy, reference: one packed row per group, a
-  4D mask, the unshared layout's position ids) and in HF generate's prefill (``r1_aqa.share_prompt``;
+  4D mask, the unshared layout's position ids) and in HF generate's prefill (``r1_aqa.training.share_prompt``;
   ``share_prompt=False`` runs every row in full);
 * forbids the audio placeholder token in completions, in both generate paths, and scores completions under the
   distribution without it (the one the rollouts sample from);
@@ -26,7 +26,7 @@ old/reference/policy log-prob passes, so an audio model trains without ever seei
   (``_generate_single_turn``).
 
 Every optimizer step's learning rate is scaled by its share of groups with signal (``min_signal_share``;
-``r1_aqa.learning_signal``): a step without signal leaves the weights as they were.
+``r1_aqa.training.learning_signal``): a step without signal leaves the weights as they were.
 
 Logged beyond TRL's metrics: ``audio/cut_at_cap_ratio`` (share of clips cut at the cap), ``signal/share`` and
 ``signal/lr_scale``, and ``accuracy_by_answer/<answer>`` (training accuracy per right answer, for training sets with
@@ -48,16 +48,16 @@ from trl.extras.profiling import profiling_context
 from trl.trainer.utils import selective_log_softmax_and_entropy
 
 from . import share_prompt as shared
-from .audio import SAMPLE_RATE, load_audio_capped
+from ..audio import SAMPLE_RATE, load_audio_capped
 from .configs import AudioGRPOOptions
 from .dynamic_sampling import DynamicSampling
 from .encoder import ClipEncoder, audio_towers, same_weights
-from .families import family_of
+from ..families import family_of
 from .learning_signal import MAX_ANSWER_CLASSES, SignalScaledSteps, accuracy_by_answer
-from .models import HubNamedCheckpoints, audio_token_id, load_processor, without_router_logits
-from .plot import BY_ANSWER
-from .rewards import extract_answer
-from .vllm_audio import audio_request, check_sync_round_trip, check_tensor_parallel, collapse_audio_tokens, \
+from ..models import HubNamedCheckpoints, audio_token_id, load_processor, without_router_logits
+from ..plot import BY_ANSWER
+from ..prompts import extract_answer
+from ..vllm_audio import audio_request, check_sync_round_trip, check_tensor_parallel, collapse_audio_tokens, \
     configure_cpu_env, on_cpu, sync_weights, without_audio_token
 
 # The batch key of each row's clip index within its generation batch (not a model input).
@@ -120,7 +120,7 @@ def _replaced(module, name: str, value):
 class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
     """GRPO for audio LMs (the families of ``r1_aqa.families``); the dataset needs ``prompt`` and ``audio``.
 
-    The audio options are ``args``' when it is an ``AudioGRPOConfig`` (``r1_aqa.trl_configs``), else
+    The audio options are ``args``' when it is an ``AudioGRPOConfig`` (``r1_aqa.training.trl_configs``), else
     ``AudioGRPOOptions``' defaults.
 
     ``prompt`` is a conversation whose user turn holds one ``{"type": "audio"}`` item; ``audio`` is a path (or
@@ -171,7 +171,7 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
         self._setup_audio_encoding(core, options.freeze_audio_tower, options.freeze_audio_projector,
                                    options.share_clip_encodings)
         self._setup_share_prompt(core, options.share_prompt)
-        # DAPO's dynamic sampling (r1_aqa.dynamic_sampling); None: off. Its refill rounds number their clips on
+        # DAPO's dynamic sampling (r1_aqa.training.dynamic_sampling); None: off. Its refill rounds number their clips on
         # from the previous rounds' (_clip_base), so one generation batch's clip indices and cache stay distinct.
         self._dynamic_sampling = (DynamicSampling(self, options.dynamic_sampling_max_extra)
                                   if options.dynamic_sampling else None)
@@ -249,7 +249,7 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
             self._ref_shares_cache = freeze_tower and same_weights(tower, ref_tower)
 
     def _setup_share_prompt(self, core, wanted: bool) -> None:
-        """Each prompt once per group in the log-prob passes (``r1_aqa.share_prompt``) where that is exact; where it
+        """Each prompt once per group in the log-prob passes (``r1_aqa.training.share_prompt``) where that is exact; where it
         is not, one line says why and every pass runs each row in full."""
         reason = shared.blocker(core.config) if wanted else None
         if reason is None and wanted and self.aux_loss_enabled and not self.family.router_modules(core):
@@ -267,7 +267,7 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
         return core.get_base_model() if hasattr(core, "get_base_model") else core
 
     def _encoding(self, model, clips: torch.Tensor):
-        """The context of a forward of ``model`` whose audio rows hold ``clips`` (see ``r1_aqa.encoder``)."""
+        """The context of a forward of ``model`` whose audio rows hold ``clips`` (see ``r1_aqa.training.encoder``)."""
         if self._encoder is None:
             return nullcontext()
         reference = self.ref_model is not None and model is self.ref_model
@@ -461,7 +461,7 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
         return logps, entropies, aux_loss
 
     def _shared_prompt_forward(self, model, ids, mask, logits_to_keep, features, clips, compute_aux_loss):
-        """The forward of one chunk with each group's prompt once (``r1_aqa.share_prompt``): the logits of the
+        """The forward of one chunk with each group's prompt once (``r1_aqa.training.share_prompt``): the logits of the
         completion tokens ``[B, C, V]``, which of them were computed, and the router aux loss (or None)."""
         core = self._core(model)
         packing = shared.pack(ids, mask, logits_to_keep, clips, self._tokenizer.pad_token_id, self._pack_width)
