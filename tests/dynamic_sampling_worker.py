@@ -13,7 +13,7 @@ import sys
 
 import torch
 
-from r1_aqa import dynamic_sampling
+from r1_aqa.training import dynamic_sampling
 from r1_aqa.files import write_json
 from r1_aqa.training.trainer import AudioGRPOTrainer
 

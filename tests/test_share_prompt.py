@@ -65,7 +65,7 @@ def test_shared_prompt_pass_equals_the_unshared_one(family, split, request, tmp_
     """Also with each group's completions split over packed rows of at most 2, in one chunk of 8 (groups of 3 rows
     become packed rows of 2 and 1, each with its own prompt copy; the router aux loss weighs each copy's tokens by
     its rows)."""
-    from r1_aqa import share_prompt
+    from r1_aqa.training import share_prompt
 
     if split:
         monkeypatch.setattr(share_prompt, "completions_per_row", lambda *args: 2)
