@@ -31,8 +31,8 @@ def build_7b_model(out: Path) -> Path:
     from transformers import (GenerationConfig, Qwen2AudioConfig, Qwen2AudioForConditionalGeneration,
                               Qwen2AudioProcessor, WhisperFeatureExtractor)
 
-    from r1_aqa.models import QWEN2_AUDIO, checkpoint_name
-    from r1_aqa.tiny import QWEN2_AUDIO_CHAT_TEMPLATE, build_tokenizer
+    from r1_aqa.families.loading import QWEN2_AUDIO, checkpoint_name
+    from r1_aqa.families.tiny_model import QWEN2_AUDIO_CHAT_TEMPLATE, build_tokenizer
 
     out.mkdir(parents=True, exist_ok=True)
     tok = build_tokenizer(QWEN2_AUDIO)
@@ -109,9 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from r1_aqa.prompts import chat_prompt
-    from r1_aqa.models import load_processor
+    from r1_aqa.families.loading import load_processor
     from r1_aqa.prompts import format_prompt
-    from r1_aqa.vllm_audio import configure_cpu_env
+    from r1_aqa.families.vllm_audio import configure_cpu_env
 
     configure_cpu_env()
     if args.model_size == "7b" and not torch.cuda.is_available():
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         if model is None:
             t = time.perf_counter()
             if args.model_size == "tiny":
-                from r1_aqa.tiny import build_tiny_model
+                from r1_aqa.families.tiny_model import build_tiny_model
 
                 model = build_tiny_model(Path(tmp) / "tiny")
             else:

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp)
         model = args.model
         if model is None:
-            from r1_aqa.tiny import build_tiny_model
+            from r1_aqa.families.tiny_model import build_tiny_model
 
             model = build_tiny_model(tmp / "tiny")
         questions = write_questions(tmp, args.num_clips)

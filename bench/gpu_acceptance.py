@@ -60,7 +60,7 @@ def build_model(out: Path, tiny: bool) -> None:
     """The tiny model, or a random Qwen2-Audio of the real 7B dimensions built on the GPU in bf16 (no download)."""
     from eval_throughput import build_7b_model
 
-    from r1_aqa.tiny import build_tiny_model
+    from r1_aqa.families.tiny_model import build_tiny_model
 
     start = time.perf_counter()
     path = build_tiny_model(model_dir(out, tiny)) if tiny else build_7b_model(model_dir(out, tiny))
@@ -89,7 +89,7 @@ def build_moe_model(out: Path, tiny: bool, layers: int = 4) -> None:
     from transformers import Qwen3OmniMoeThinkerConfig
 
     from r1_aqa.families import get_family
-    from r1_aqa.tiny import build_tiny_model
+    from r1_aqa.families.tiny_model import build_tiny_model
 
     start = time.perf_counter()
     path = build_tiny_model(moe_model_dir(out, tiny), family="qwen3-omni", layout="full")

@@ -156,7 +156,7 @@ def make_data(tmp: Path, n: int, seconds: float) -> Path:
 def make_model_dir(tmp: Path, shape: str, family: str, window_seconds: int = 30) -> Path:
     """The tiny model directory, or a 7B-shaped Qwen2-Audio config with the tiny processor (weights made at load
     time)."""
-    from r1_aqa.tiny import build_tiny_model
+    from r1_aqa.families.tiny_model import build_tiny_model
 
     out = build_tiny_model(tmp / "tiny", family=family, window_seconds=window_seconds)
     if shape == "tiny":
@@ -182,7 +182,7 @@ def build_model(model_dir: Path, shape: str, device: str, save_for_vllm: bool):
     import torch
     from transformers import Qwen2AudioConfig, Qwen2AudioForConditionalGeneration
 
-    from r1_aqa.models import load_model
+    from r1_aqa.families.loading import load_model
 
     if shape == "tiny":
         return load_model(model_dir, device=device).train()
@@ -428,7 +428,7 @@ def main(argv: list[str] | None = None) -> None:
 def print_timings(args) -> None:
     import torch
 
-    from r1_aqa.vllm_audio import configure_cpu_env
+    from r1_aqa.families.vllm_audio import configure_cpu_env
 
     configure_cpu_env()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -81,7 +81,7 @@ def make_data(data: Path, n_train: int, n_eval: int, share: float, seed: int) ->
 
 def warm_start(paths: dict[str, Path], out: Path, seed: int, steps: int) -> Path:
     from r1_aqa.demo import SFT_RECIPE, WINDOW_SECONDS, write_warm_start_data
-    from r1_aqa.tiny import build_tiny_model
+    from r1_aqa.families.tiny_model import build_tiny_model
 
     tiny = build_tiny_model(out / "tiny", seed=seed, window_seconds=WINDOW_SECONDS)
     data = write_warm_start_data(paths["listening"], paths["taught"], out / "warm_start.parquet", seed=seed)

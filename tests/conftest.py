@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from helpers import N_ITEMS, write_tone
 
-from r1_aqa.vllm_audio import configure_cpu_env
+from r1_aqa.families.vllm_audio import configure_cpu_env
 
 configure_cpu_env()
 
@@ -26,7 +26,7 @@ configure_cpu_env()
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny random Qwen2-Audio directory (the same classes and code paths as the 7B model)."""
-    from r1_aqa.tiny import build_tiny_model
+    from r1_aqa.families.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen2-audio"), family="qwen2-audio", seed=0)
 
@@ -42,7 +42,7 @@ def tiny_judge_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_omni_dir(tmp_path_factory):
     """A tiny random Qwen2.5-Omni thinker directory."""
-    from r1_aqa.tiny import build_tiny_model
+    from r1_aqa.families.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-omni"), family="qwen2.5-omni", seed=0)
 
@@ -50,7 +50,7 @@ def tiny_omni_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_af3_dir(tmp_path_factory):
     """A tiny random Audio Flamingo 3 directory (hub weight names, ``<sound>``)."""
-    from r1_aqa.tiny import build_tiny_model
+    from r1_aqa.families.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-af3"), family="audioflamingo3", seed=0)
 
@@ -58,7 +58,7 @@ def tiny_af3_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_qwen3_omni_dir(tmp_path_factory):
     """A tiny random Qwen3-Omni checkpoint in the hub's full layout (MoE thinker with 4 experts, talker, code2wav)."""
-    from r1_aqa.tiny import build_tiny_model
+    from r1_aqa.families.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen3-omni"), family="qwen3-omni", layout="full")
 
@@ -66,7 +66,7 @@ def tiny_qwen3_omni_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_voxtral_dir(tmp_path_factory):
     """A tiny random Voxtral directory (hub weight names, a tiny ``tekken.json``, ``[AUDIO]``)."""
-    from r1_aqa.tiny import build_tiny_model
+    from r1_aqa.families.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-voxtral"), family="voxtral", seed=0)
 

@@ -49,7 +49,7 @@ def _vllm_greedy(trainer) -> list[int]:
     from vllm import SamplingParams
 
     from r1_aqa.audio import load_audio
-    from r1_aqa.vllm_audio import audio_request, collapse_audio_tokens
+    from r1_aqa.families.vllm_audio import audio_request, collapse_audio_tokens
 
     trainer.sync_vllm_weights()
     row, processor = trainer.train_dataset[0], trainer.processing_class

@@ -102,7 +102,7 @@ def length_reward(completions, **kwargs) -> list[float]:
 def make_trainer(tiny_model_dir, parquet, out_dir, trainer_kwargs: dict | None = None, model=None, **overrides):
     """An AudioGRPOTrainer on ``tiny_model_dir`` (or ``model``) and ``parquet``: 2 steps, ``AudioGRPOConfig`` settings
     ``overrides`` (TRL's and the audio options), further trainer arguments ``trainer_kwargs`` (e.g. ``peft_config``)."""
-    from r1_aqa.models import load_model
+    from r1_aqa.families.loading import load_model
     from r1_aqa.training.stages import build_dataset
     from r1_aqa.training.trainer import AudioGRPOTrainer
     from r1_aqa.training.trl_configs import AudioGRPOConfig
@@ -229,7 +229,7 @@ def planted_reward(completions: list, id: list[str], **kwargs) -> list[float]:  
 
 def dynamic_sampling_trainer(tiny_model_dir, tmp_path, max_extra: float = 1.0, **overrides):
     """A dynamic-sampling AudioGRPOTrainer with ``planted_reward`` on 4 prompts: one step of 8 rows."""
-    from r1_aqa.models import load_model
+    from r1_aqa.families.loading import load_model
     from r1_aqa.training.stages import build_dataset
     from r1_aqa.training.trainer import AudioGRPOTrainer
     from r1_aqa.training.trl_configs import AudioGRPOConfig
@@ -276,7 +276,7 @@ def vllm_and_hf_greedy(trainer, prompt, clip, n: int = 8):
     import torch
     from vllm import SamplingParams
 
-    from r1_aqa.vllm_audio import audio_request, collapse_audio_tokens, without_audio_token
+    from r1_aqa.families.vllm_audio import audio_request, collapse_audio_tokens, without_audio_token
 
     processor, audio_id, llm = trainer.processing_class, trainer.audio_token_id, trainer.vllm_generation.llm
     text = processor.apply_chat_template([prompt], add_generation_prompt=True, tokenize=False)[0]

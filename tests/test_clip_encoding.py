@@ -115,7 +115,7 @@ def test_a_frozen_encoder_is_unchanged_and_runs_once_per_generation_batch(family
 
 
 def test_a_reference_whose_encoder_differs_encodes_its_own_clips(tiny_model_dir, tmp_path):
-    from r1_aqa.models import load_model
+    from r1_aqa.families.loading import load_model
 
     model = load_model(tiny_model_dir, device="cpu")
     with torch.no_grad():

@@ -74,7 +74,7 @@ def digests(model) -> dict[str, str]:
 
 def hf_greedy(model_dir: Path, row: dict, n: int) -> list[int]:
     from r1_aqa.audio import load_audio
-    from r1_aqa.models import load_model, load_processor
+    from r1_aqa.families.loading import load_model, load_processor
 
     processor, model = load_processor(model_dir), load_model(model_dir, device="cpu")
     text = processor.apply_chat_template([row["prompt"]], add_generation_prompt=True, tokenize=False)[0]
@@ -113,7 +113,7 @@ def data(tmp_path_factory):
 @pytest.mark.parametrize("use_vllm", [False, pytest.param(True, marks=pytest.mark.vllm)], ids=["hf", "vllm"])
 @pytest.mark.parametrize("backend", ["ddp", "zero2", "zero3"])
 def test_two_process_training(backend, use_vllm, tiny_model_dir, data, tmp_path):
-    from r1_aqa.models import load_model
+    from r1_aqa.families.loading import load_model
     from r1_aqa.training.stages import build_dataset
 
     if use_vllm:
@@ -168,7 +168,7 @@ def test_two_process_training(backend, use_vllm, tiny_model_dir, data, tmp_path)
 def test_zero3_frozen_encoder(tiny_model_dir, data, tmp_path):
     """ZeRO-3 partitions the frozen encoder too: its once-per-generation-batch encoding gathers it on every rank at
     the same point; the tower stays as loaded while the projector and the language model train."""
-    from r1_aqa.models import load_model
+    from r1_aqa.families.loading import load_model
 
     train_args = [
         "--config", RECIPE, "--model_name_or_path", str(tiny_model_dir), "--dataset_path", str(data),
@@ -188,7 +188,7 @@ def test_zero3_other_families(fixture, data, tmp_path, request):
     same weights, every trainable audio tensor trained (the MoE's experts and router too, and its aux loss logged),
     and the saved checkpoint (the Qwen3-Omni full layout) equal to the trained weights."""
     from r1_aqa.families import family_of
-    from r1_aqa.models import load_model
+    from r1_aqa.families.loading import load_model
 
     model_dir = request.getfixturevalue(fixture)
     out = tmp_path / "out"
@@ -216,7 +216,7 @@ def test_zero3_shared_prompts_train_as_the_unshared_run(tiny_model_dir, data, tm
     """ZeRO-3, 2 processes, 2 steps, groups split across the ranks (3 rows each, 2 completions per prompt): with
     share_prompt on and off the same rollouts, losses and (SGD, whose update follows the gradient's rounding) weights
     within floating-point tolerance; the run on shares every prompt."""
-    from r1_aqa.models import load_model
+    from r1_aqa.families.loading import load_model
 
     runs = {}
     for share in ("true", "false"):
@@ -246,7 +246,7 @@ def test_zero3_shared_prompts_train_as_the_unshared_run(tiny_model_dir, data, tm
 def test_launch_script_zero3_then_resume(tiny_model_dir, data, tmp_path):
     """The shipped launch script, as a user runs it: the recipe's output_dir wins unless OUT is set; the script's
     accumulation arithmetic reaches the trainer; a ZeRO-3 checkpoint resumes; every run exits 0."""
-    from r1_aqa.models import load_model
+    from r1_aqa.families.loading import load_model
 
     recipe_out = tmp_path / "recipe_out"
     recipe = yaml.safe_load(Path(RECIPE).read_text())
@@ -277,8 +277,8 @@ def test_launch_script_two_nodes_omni_with_vllm(tmp_path, data):
     checkpoint with colocated vLLM rollouts through the launch script, as the README's multi-node command. Both exit 0
     with no traceback; the run saves the full Omni layout; vLLM's log-probs follow the policy."""
     pytest.importorskip("vllm")
-    from r1_aqa.models import load_model
-    from r1_aqa.tiny import build_tiny_model
+    from r1_aqa.families.loading import load_model
+    from r1_aqa.families.tiny_model import build_tiny_model
 
     model = build_tiny_model(tmp_path / "omni", family="qwen2.5-omni", layout="full")
     out = tmp_path / "out"

@@ -10,7 +10,7 @@ from helpers import favour_token, write_tone
 def test_hf_engine_never_generates_the_audio_placeholder(tiny_model_dir, tmp_path):
     from r1_aqa.audio import load_audio
     from r1_aqa.evaluate.engines import HFEngine, hf_batch
-    from r1_aqa.models import AUDIO_TOKEN
+    from r1_aqa.families.loading import AUDIO_TOKEN
     from r1_aqa.prompts import chat_prompt
 
     engine = HFEngine(tiny_model_dir, max_new_tokens=6, batch_size=2, device="cpu")

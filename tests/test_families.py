@@ -56,7 +56,7 @@ def test_placeholder_count_is_the_familys_and_the_encoders(name, request, tmp_pa
     """The processor expands the placeholder to ``Family.audio_tokens`` tokens, and the encoder gives as many
     embeddings (the model merges them one to one), for clip lengths around the frame and pooling boundaries."""
     from r1_aqa.audio import load_audio
-    from r1_aqa.models import load_model, load_processor
+    from r1_aqa.families.loading import load_model, load_processor
     from r1_aqa.prompts import build_messages, format_prompt
 
     directory = request.getfixturevalue(FIXTURES[name])
@@ -104,7 +104,7 @@ def test_af3_tiny_model_is_the_hubs_layout(tiny_af3_dir):
     """Hub names (vLLM's), the transformers class, ``<sound>``; every tensor loads from the file."""
     from safetensors.torch import load_file
 
-    from r1_aqa.models import load_model
+    from r1_aqa.families.loading import load_model
 
     family = family_of(tiny_af3_dir)
     assert family.name == "audioflamingo3"
@@ -119,7 +119,7 @@ def test_af3_tiny_model_is_the_hubs_layout(tiny_af3_dir):
 
 
 def _fresh_process_checksum(folder) -> float:
-    code = ("import sys; from r1_aqa.models import load_model; m = load_model(sys.argv[1], device='cpu'); "
+    code = ("import sys; from r1_aqa.families.loading import load_model; m = load_model(sys.argv[1], device='cpu'); "
             "print(sum(float(p.double().sum()) for p in m.state_dict().values()))")
     out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
@@ -159,7 +159,7 @@ def test_model_built_from_its_config_still_saves_hub_names(name, request, tmp_pa
     ``language_model.model.model.*``, which vLLM rejects: the trainer's checkpoint is under the hub's names anyway."""
     from transformers import AutoConfig
 
-    from r1_aqa.models import load_model
+    from r1_aqa.families.loading import load_model
 
     directory = request.getfixturevalue(FIXTURES[name])
     family = family_of(directory)
@@ -204,7 +204,7 @@ def test_voxtral_tiny_model_is_the_hubs_layout(tiny_voxtral_dir, tmp_path):
     from safetensors.torch import load_file
 
     from r1_aqa.families import sinusoids
-    from r1_aqa.models import load_processor
+    from r1_aqa.families.loading import load_processor
     from r1_aqa.prompts import chat_prompt
 
     family = family_of(tiny_voxtral_dir)
@@ -228,7 +228,7 @@ def test_voxtral_tiny_model_is_the_hubs_layout(tiny_voxtral_dir, tmp_path):
 
 def test_voxtral_sft_targets_end_with_mistrals_end_of_turn(tiny_voxtral_dir, tmp_path):
     """The sft labels end with ``</s>`` (Voxtral's end of turn, one control token), not ChatML's ``<|im_end|>``."""
-    from r1_aqa.models import load_processor
+    from r1_aqa.families.loading import load_processor
     from r1_aqa.training.sft import sft_dataset
     from r1_aqa.training.sft_trainer import AudioSFTCollator
 
@@ -270,7 +270,7 @@ def test_voxtral_mistral_format_is_what_vllm_maps_back(tiny_voxtral_dir):
     from vllm.model_executor.models.voxtral import VoxtralEncoderModel
 
     from r1_aqa.families.voxtral import COMPUTED_BY_VLLM
-    from r1_aqa.models import load_model
+    from r1_aqa.families.loading import load_model
 
     family = get_family("voxtral")
     model = load_model(tiny_voxtral_dir, device="cpu")
@@ -315,8 +315,8 @@ def _renamed(name: str, rules: list[tuple[str, str]]) -> str:
 def test_vllm_tensor_parallel_must_divide_the_audio_encoders_heads(name, request, tmp_path):
     """Colocated vLLM with tensor parallelism is refused before any engine starts where the size does not divide the
     attention heads of the audio encoder (or of the LM), naming the numbers; a divisor passes the check."""
-    from r1_aqa.models import load_model
-    from r1_aqa.vllm_audio import check_tensor_parallel
+    from r1_aqa.families.loading import load_model
+    from r1_aqa.families.vllm_audio import check_tensor_parallel
 
     directory = request.getfixturevalue(FIXTURES[name])
     config = load_model(directory, device="cpu").config
@@ -333,7 +333,7 @@ def test_grpo_trains_the_position_table_only_where_it_is_not_the_fixed_sinusoid(
     gradient, so GRPO trains it (the tiny model's random table); holding the sinusoid of the released models it is
     frozen by ``Family.prepare_model`` and the optimizer never sees it."""
     from r1_aqa.families import sinusoids
-    from r1_aqa.models import load_model
+    from r1_aqa.families.loading import load_model
 
     directory = request.getfixturevalue(FIXTURES[name])
     parquet = make_parquet(tmp_path)

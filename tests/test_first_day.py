@@ -167,7 +167,7 @@ def test_training_input_is_checked_before_torch_loads(case, data, model_dir, tmp
 
 
 def test_vllm_rollouts_need_the_30_s_window(data, tmp_path):
-    from r1_aqa.tiny import build_tiny_model
+    from r1_aqa.families.tiny_model import build_tiny_model
 
     model = build_tiny_model(tmp_path / "tiny", window_seconds=2)  # tiny-model's default
     code, line, torch = cli(_train(model, data, tmp_path / "out", "--use_vllm", "true"))

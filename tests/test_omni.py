@@ -16,19 +16,19 @@ from helpers import (
     weight_names,
 )
 
-from r1_aqa.models import load_model
+from r1_aqa.families.loading import load_model
 
 
 @pytest.fixture(scope="module")
 def omni_full_dir(tmp_path_factory):
-    from r1_aqa.tiny import build_tiny_model
+    from r1_aqa.families.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-omni-full"), family="qwen2.5-omni", layout="full")
 
 
 @pytest.fixture(scope="module")
 def omni_thinker_dir(tmp_path_factory):
-    from r1_aqa.tiny import build_tiny_model
+    from r1_aqa.families.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-omni-thinker"), family="qwen2.5-omni")
 
@@ -68,7 +68,7 @@ def test_thinker_only_checkpoint_converts_to_full_layout(omni_thinker_dir, omni_
                                                          capsys):
     from r1_aqa.cli import main
     from r1_aqa.evaluate.engines import VLLMEngine
-    from r1_aqa.omni import check_vllm_layout
+    from r1_aqa.families.omni_layout import check_vllm_layout
 
     with pytest.raises(ValueError, match=f"r1-aqa omni-layout {omni_thinker_dir} --base"):
         check_vllm_layout(omni_thinker_dir)

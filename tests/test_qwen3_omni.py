@@ -18,7 +18,7 @@ from helpers import (
     write_tone,
 )
 
-from r1_aqa.models import load_model
+from r1_aqa.families.loading import load_model
 
 
 def same_weights(a, b) -> bool:
@@ -27,7 +27,7 @@ def same_weights(a, b) -> bool:
 
 
 def test_tiny_full_layout_is_the_hubs(tiny_qwen3_omni_dir, tmp_path):
-    from r1_aqa.tiny import build_tiny_model
+    from r1_aqa.families.tiny_model import build_tiny_model
 
     config = json.loads((tiny_qwen3_omni_dir / "config.json").read_text())
     assert config["model_type"] == "qwen3_omni_moe" and {"talker_config", "code2wav_config"} <= set(config)
@@ -42,7 +42,7 @@ def test_tiny_full_layout_is_the_hubs(tiny_qwen3_omni_dir, tmp_path):
 
 def _batch(directory, tmp_path):
     from r1_aqa.audio import load_audio
-    from r1_aqa.models import load_processor
+    from r1_aqa.families.loading import load_processor
     from r1_aqa.prompts import build_messages, format_prompt
 
     processor = load_processor(directory)

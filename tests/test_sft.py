@@ -12,7 +12,7 @@ from r1_aqa.cli import main
 
 @pytest.mark.parametrize("family_dir", ["tiny_model_dir", "tiny_omni_dir"])
 def test_labels_cover_only_the_assistant_tokens(family_dir, request, tmp_path):
-    from r1_aqa.models import AUDIO_TOKEN, load_processor
+    from r1_aqa.families.loading import AUDIO_TOKEN, load_processor
     from r1_aqa.prompts import END_OF_TURN
     from r1_aqa.training.sft import sft_dataset
     from r1_aqa.training.sft_trainer import AudioSFTCollator

@@ -157,7 +157,7 @@ def test_a_training_step_with_shared_prompts_equals_the_unshared_one(family_dir,
 
 
 def test_eager_attention_takes_an_additive_mask_and_equals_the_unshared_pass(tiny_omni_dir, tmp_path):
-    from r1_aqa.models import load_model
+    from r1_aqa.families.loading import load_model
 
     model = type(load_model(tiny_omni_dir)).from_pretrained(tiny_omni_dir, attn_implementation="eager")
     trainer = make_trainer(tiny_omni_dir, make_parquet(tmp_path), tmp_path / "out", model=model)
@@ -172,7 +172,7 @@ def test_eager_attention_takes_an_additive_mask_and_equals_the_unshared_pass(tin
 
 
 def test_an_attention_without_custom_masks_falls_back_with_its_reason(tiny_model_dir, tmp_path, capfd):
-    from r1_aqa.models import load_model
+    from r1_aqa.families.loading import load_model
 
     flex = {"text_config": "flex_attention", "audio_config": "sdpa", "": "sdpa"}  # flex in the language model only
     model = type(load_model(tiny_model_dir)).from_pretrained(tiny_model_dir, attn_implementation=flex)

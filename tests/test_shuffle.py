@@ -70,7 +70,7 @@ CHOICES = ["low", "high", "middle"]
 def _grpo_trainer(tiny_model_dir, tmp_path, reward, **overrides):
     from trl import GRPOConfig
 
-    from r1_aqa.models import load_model
+    from r1_aqa.families.loading import load_model
     from r1_aqa.training.rewards import accuracy_reward, format_reward
     from r1_aqa.training.shuffle import COLUMNS, shuffle_choices
     from r1_aqa.training.stages import build_dataset
@@ -153,7 +153,7 @@ def test_vllm_rollouts_get_the_sampling_settings(tiny_model_dir, tmp_path):
 
 
 def test_sft_shuffles_per_epoch_and_keeps_the_target(tiny_model_dir, tmp_path):
-    from r1_aqa.models import load_model, load_processor
+    from r1_aqa.families.loading import load_model, load_processor
     from r1_aqa.training.sft import parse_sft_args, sft_dataset
     from r1_aqa.training.sft_trainer import AudioSFTTrainer
     from r1_aqa.training.stages import shuffle_columns, stage_callbacks

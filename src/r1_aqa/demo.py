@@ -149,7 +149,7 @@ def _synthesize(data: Path, seed: int, n_train: int, n_eval: int) -> None:
 def _warm_start(data: Path, models: Path, seed: int, sft_steps: int) -> Path:
     """The tiny model, then ``sft`` on the warm-start data (``write_warm_start_data``); returns its directory."""
     from . import cli
-    from .tiny import build_tiny_model
+    from .families.tiny_model import build_tiny_model
 
     tiny = build_tiny_model(models / "tiny", seed=seed, window_seconds=WINDOW_SECONDS)
     warm = models / "warm"

@@ -82,7 +82,7 @@ class HFEngine:
         import torch
 
         from ..families import family_of
-        from ..models import load_model, load_processor
+        from ..families.loading import load_model, load_processor
 
         self.audio_token = family_of(model_path).audio_token
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -152,8 +152,8 @@ class VLLMEngine:
         from vllm import LLM, SamplingParams
 
         from ..families import family_of
-        from ..models import default_dtype, load_processor
-        from ..vllm_audio import configure_cpu_env, on_cpu, without_audio_token
+        from ..families.loading import default_dtype, load_processor
+        from ..families.vllm_audio import configure_cpu_env, on_cpu, without_audio_token
 
         family = family_of(model_path)
         family.check_vllm(model_path)
@@ -195,7 +195,7 @@ class VLLMEngine:
         """One request per item (an item's audio is a clip or a list of clips): the chat prompt with one placeholder
         per clip, or, where the family's vLLM takes them expanded, the processor's token ids."""
         from ..audio import SAMPLE_RATE
-        from ..vllm_audio import audio_request
+        from ..families.vllm_audio import audio_request
 
         texts, clips = item_prompts(self.processor, prompts, audios, flat=False)
         if self.expands_audio:

@@ -234,7 +234,7 @@ def audio_cap(model: str | os.PathLike, max_audio_seconds: float | None) -> floa
 
 def dtype_name(dtype: str) -> str:
     """``auto`` resolved to the machine's default (bf16 on GPU, float32 on CPU); other names as they are."""
-    from ..models import default_dtype
+    from ..families.loading import default_dtype
 
     return str(default_dtype()).removeprefix("torch.") if dtype == "auto" else dtype
 

@@ -6,6 +6,10 @@ a clip becomes, which processor outputs are the audio features, where its audio 
 an assistant turn, what a loaded model must have set before training, its checkpoint names (the hub's, which vLLM
 loads) and layouts, what vLLM needs to serve it, and what its tiny offline model looks like. Adding a family is one
 module with a ``FAMILY`` instance, listed in ``_MODULES``, plus its tests.
+
+Beside the families, what works through them: ``loading.py`` (a checkpoint's model and processor, its weights under
+the hub's names), ``vllm_audio.py`` (vLLM's audio requests and the in-place weight sync), and the commands
+``tiny_model.py`` (``r1-aqa tiny-model``) and ``omni_layout.py`` (``r1-aqa omni-layout``).
 """
 
 from __future__ import annotations

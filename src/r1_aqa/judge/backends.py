@@ -128,7 +128,7 @@ class VLLMChat:
         from vllm import LLM
 
         from ..checks import check_model_path
-        from ..vllm_audio import configure_cpu_env, on_cpu
+        from ..families.vllm_audio import configure_cpu_env, on_cpu
 
         check_model_path(str(path), "--judge-model")
         configure_cpu_env()

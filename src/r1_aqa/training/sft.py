@@ -76,7 +76,7 @@ def run(args) -> int:
 def sft(script_args, training_args, model_args):
     """Supervised training on each row's target (``stages.run_training``); saves the model and processor to
     ``output_dir`` and returns the trainer."""
-    from ..models import family_of, load_processor
+    from ..families.loading import family_of, load_processor
     from .sft_trainer import AudioSFTTrainer
 
     @functools.cache  # loaded once the arguments are checked (the first dataset read)

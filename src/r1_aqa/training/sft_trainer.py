@@ -9,7 +9,7 @@ from trl import SFTTrainer
 
 from ..audio import SAMPLE_RATE, load_audio
 from .configs import AudioTrainingOptions
-from ..models import HubNamedCheckpoints
+from ..families.loading import HubNamedCheckpoints
 from ..prompts import END_OF_TURN
 
 
@@ -61,7 +61,7 @@ class AudioSFTTrainer(HubNamedCheckpoints, SFTTrainer):
     clip cap is ``args.max_audio_seconds`` for an ``AudioSFTConfig``, else ``AudioTrainingOptions``' default."""
 
     def __init__(self, model, args=None, train_dataset=None, *, processing_class=None, **kwargs):
-        from ..models import family_of, load_processor
+        from ..families.loading import family_of, load_processor
 
         family = family_of(model.name_or_path)
         family.prepare_model(model)

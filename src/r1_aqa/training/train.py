@@ -49,7 +49,7 @@ def train(script_args, training_args, model_args):
 
     def make_trainer(model, train_dataset, eval_dataset, callbacks: list):
         from .callbacks import JudgeTiming, SolvedStop
-        from ..models import load_processor
+        from ..families.loading import load_processor
 
         judge = load_judge(script_args, training_args, names)
         if training_args.stop_at_accuracy is not None:

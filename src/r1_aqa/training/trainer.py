@@ -54,10 +54,10 @@ from .dynamic_sampling import DynamicSampling
 from .encoder import ClipEncoder, audio_towers, same_weights
 from ..families import family_of
 from .learning_signal import MAX_ANSWER_CLASSES, SignalScaledSteps, accuracy_by_answer
-from ..models import HubNamedCheckpoints, audio_token_id, load_processor, without_router_logits
+from ..families.loading import HubNamedCheckpoints, audio_token_id, load_processor, without_router_logits
 from ..plot import BY_ANSWER
 from ..prompts import extract_answer
-from ..vllm_audio import audio_request, check_sync_round_trip, check_tensor_parallel, collapse_audio_tokens, \
+from ..families.vllm_audio import audio_request, check_sync_round_trip, check_tensor_parallel, collapse_audio_tokens, \
     configure_cpu_env, on_cpu, sync_weights, without_audio_token
 
 # The batch key of each row's clip index within its generation batch (not a model input).

@@ -9,8 +9,8 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from .audio import SAMPLE_RATE
-from .models import AUDIO_TOKEN
+from ..audio import SAMPLE_RATE
+from .loading import AUDIO_TOKEN
 
 # On a CPU-only machine vLLM needs an explicit KV cache size; in-process engines with eager execution start in
 # seconds instead of tens of seconds. Users' own settings win.

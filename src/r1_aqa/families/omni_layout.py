@@ -16,7 +16,7 @@ HELP = ("Convert a thinker-only Omni checkpoint (e.g. model_type qwen2_5_omni_th
 
 def check_vllm_layout(path: str | os.PathLike) -> None:
     """Refuse, with the way out, a checkpoint vLLM cannot load for training rollouts or evaluation."""
-    from .families import family_of
+    from . import family_of
 
     family_of(path).check_vllm(path)
 
@@ -31,7 +31,7 @@ def add_arguments(parser) -> None:
 
 def _thinker_family(checkpoint: str):
     """The Omni family whose thinker-only checkpoint this is, or a ``ValueError`` naming the file."""
-    from .families import NAMES, get_family, read_config
+    from . import NAMES, get_family, read_config
 
     config, config_file = read_config(checkpoint)
     omni = [get_family(n) for n in NAMES if get_family(n).has_full_layout]
@@ -46,7 +46,7 @@ def run(args) -> None:
     import shutil
     import tempfile
 
-    from .families import read_config
+    from . import read_config
 
     family = _thinker_family(args.checkpoint)
     base, base_file = read_config(args.base)

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .families import NAMES as FAMILIES
-from .families import get_family
+from . import NAMES as FAMILIES
+from . import get_family
 
 LAYOUTS = ("thinker", "full")
 
@@ -18,7 +18,7 @@ LAYOUTS = ("thinker", "full")
 def __getattr__(name: str):
     # The Qwen2-Audio tokenizer pieces the benchmarks build their own processor from.
     if name == "QWEN2_AUDIO_CHAT_TEMPLATE":
-        from .families.qwen2_audio import CHAT_TEMPLATE
+        from .qwen2_audio import CHAT_TEMPLATE
 
         return CHAT_TEMPLATE
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from .families import family_of, get_family, read_config  # noqa: F401 (read_config: callers import it from here)
+from . import family_of, get_family, read_config  # noqa: F401 (read_config: callers import it from here)
 
 QWEN2_AUDIO = "qwen2-audio"
 QWEN2_5_OMNI = "qwen2.5-omni"
