@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -156,12 +155,11 @@ def test_two_processes_reach_the_same_decision(tmp_path):
     (tmp_path / "rows.json").write_text(json.dumps({"id": [f"r{i}" for i in range(6)], "audio": clips}))
     (tmp_path / "rank.py").write_text(_RANK_SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = str(s.getsockname()[1])
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
-                    str(tmp_path / "rank.py"), str(tmp_path)], check=True, env=env, timeout=120,
-                   capture_output=True)
+    # --standalone: torchrun binds a free port itself (a port probed here could be taken before it binds)
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(tmp_path / "rank.py"), str(tmp_path)], env=env, timeout=120, capture_output=True,
+                         text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     for skip in (False, True):
         decoded = [r[f"decoded, skip={skip}"] for r in ranks]
