@@ -118,8 +118,8 @@ class AudioGRPOScriptArguments(AudioScriptArguments):
 
     reward_funcs: list[str] | None = field(
         default=None,
-        metadata={"help": "Reward names from r1_aqa.training.rewards, or module.function import paths of your own (weighted "
-                  "by reward_weights, else summed); default: "
+        metadata={"help": "Reward names from r1_aqa.training.rewards, or module.function import paths of your own "
+                  "(weighted by reward_weights, else summed); default: "
                   "accuracy + format (+ think_format instead of format for the think template). judge, rubric "
                   "and embed_match are graded by --judge_model."},
     )

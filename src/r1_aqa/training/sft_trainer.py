@@ -1,4 +1,4 @@
-"""``AudioSFTTrainer``: TRL's ``SFTTrainer`` with the audio carried by a collator of ours (see ``r1_aqa.training.sft``)."""
+"""``AudioSFTTrainer``: TRL's ``SFTTrainer`` with the audio carried by a collator of ours (see ``.sft``)."""
 
 from __future__ import annotations
 

@@ -249,8 +249,8 @@ class AudioGRPOTrainer(HubNamedCheckpoints, GRPOTrainer):
             self._ref_shares_cache = freeze_tower and same_weights(tower, ref_tower)
 
     def _setup_share_prompt(self, core, wanted: bool) -> None:
-        """Each prompt once per group in the log-prob passes (``r1_aqa.training.share_prompt``) where that is exact; where it
-        is not, one line says why and every pass runs each row in full."""
+        """Each prompt once per group in the log-prob passes (``.share_prompt``) where that is exact; where it is not,
+        one line says why and every pass runs each row in full."""
         reason = shared.blocker(core.config) if wanted else None
         if reason is None and wanted and self.aux_loss_enabled and not self.family.router_modules(core):
             reason = f"the router aux loss of {type(core).__name__} is not available to a packed pass"

@@ -1,4 +1,4 @@
-"""TRL's trainer configs with the audio options (``r1_aqa.training.configs``): ``r1-aqa train`` parses ``AudioGRPOConfig``,
+"""TRL's trainer configs with the audio options (``.configs``): ``r1-aqa train`` parses ``AudioGRPOConfig``,
 ``r1-aqa sft`` ``AudioSFTConfig``, so the options travel with the trainer's arguments and each checkpoint's
 ``training_args.bin`` records how the run was trained (``torch.load(..., weights_only=False)``)."""
 
