@@ -35,7 +35,8 @@ class Chromium:
         from websockets.sync.client import connect
 
         self.timeout = timeout
-        self._profile = tempfile.TemporaryDirectory(prefix="r1-aqa-chromium-")
+        # Chromium's helper processes may still write to the profile while it is removed: never an error of a test's
+        self._profile = tempfile.TemporaryDirectory(prefix="r1-aqa-chromium-", ignore_cleanup_errors=True)
         self._log = Path(self._profile.name) / "chromium.log"
         self._connection = contextlib.ExitStack()
         self._proc = subprocess.Popen(
