@@ -29,8 +29,9 @@ class Exact(Benchmark):
     def score(self, records, key=None) -> Score:
         records, key = list(records), key or self.key
         counts: dict[str, list[int]] = {}
-        outcomes = [self.outcome(r, key, i) for i, r in enumerate(order_zero(records))]
-        for record, ok in zip(order_zero(records), outcomes):
+        base = order_zero(records)
+        outcomes = [self.outcome(r, key, i) for i, r in enumerate(base)]
+        for record, ok in zip(base, outcomes):
             tally(counts, [str(record.get("dataset_name"))], bool(ok))
         correct = sum(map(bool, outcomes))
         return {"benchmark": self.name, "rule": "exact match, case aside", "key": key,

@@ -46,9 +46,9 @@ class Benchmark:
         return None
 
     def like(self, data: Path, out_dir: Path) -> list[dict] | None:
-        """``synth --like``: the items of ``data`` with their clips under ``out_dir``, where ``data`` is this
-        benchmark's file (its clip paths in :attr:`clip_field`); ``None`` when it is not."""
-        return self.read(data, out_dir) if self.clip_field and self.looks_like(data) else None
+        """``synth --like``: the items of ``data``, this benchmark's file (:func:`sniff` said so), with their clips
+        under ``out_dir`` (paths in :attr:`clip_field`); ``None`` where its clips are not paths."""
+        return self.read(data, out_dir) if self.clip_field else None
 
     # ---- predictions ------------------------------------------------------------------------------------------------
     def prediction_fields(self, answer: str | None, think: str | None, template: str) -> dict:

@@ -63,9 +63,24 @@ def letter_correct(options: list[str], answer: str, letter: str | None) -> bool:
     return index < len(options) and options[index] == answer
 
 
-def _unparsed(response: str, letter: str | None) -> bool:
-    """A non-empty response without an A-D letter: the official rule drops it."""
-    return letter is None and response.strip().replace("\n", "") not in ("", "None")
+def _blank(response: str) -> bool:
+    """An empty response ("None" too): no letter, yet the official rule keeps it, as wrong."""
+    return response.strip().replace("\n", "") in ("", "None")
+
+
+def _outcomes(record: dict, key: str, index: int) -> tuple[str | None, bool, bool | None]:
+    """``(response, strict outcome, official outcome)`` of a record; a missing key is the empty response, and the
+    official outcome is ``None`` where the letter rule drops the record (a null response, or no A-D letter in a
+    non-empty one)."""
+    options, answer = mmsu_item(record, index)
+    response = prediction(record, key, index) if key in record else ""
+    strict = response is not None and response.strip() == answer.strip()
+    if response is None:
+        return response, strict, None
+    letter = mmsu_letter(response)
+    if letter is None and not _blank(response):
+        return response, strict, None
+    return response, strict, letter_correct(options, answer, letter)
 
 
 @dataclass
@@ -85,25 +100,21 @@ class _Tally:
     legacy: int = 0
 
     def add(self, record: dict, key: str, index: int) -> None:
-        options, answer = mmsu_item(record, index)
+        response, ok_strict, ok = _outcomes(record, key, index)
         path = category_path(record)
         present = key in record
         if not present:
             self.missing += 1
             self.legacy += LEGACY_KEY in record
-        response = prediction(record, key, index) if present else ""
-        ok_strict = response is not None and response.strip() == answer.strip()
         self.strict_correct += ok_strict
         tally(self.strict, path, ok_strict)
         if response is None:
             self.null += 1
             return
-        letter = mmsu_letter(response)
-        if _unparsed(response, letter):
+        if ok is None:
             self.unparsed += 1
             return
-        self.empty += letter is None and present
-        ok = letter_correct(options, answer, letter)
+        self.empty += present and _blank(response)
         self.correct += ok
         self.total += 1
         tally(self.official, path, ok)
@@ -213,15 +224,8 @@ class MMSU(Benchmark):
 
     def outcome(self, record: dict, key: str | None = None, index: int = 0,
                 strict: bool = False) -> bool | None:
-        key = key or self.key
-        options, answer = mmsu_item(record, index)
-        response = prediction(record, key, index) if key in record else ""
-        if strict:
-            return response is not None and response.strip() == answer.strip()
-        if response is None:
-            return None
-        letter = mmsu_letter(response)
-        return None if _unparsed(response, letter) else letter_correct(options, answer, letter)
+        _, ok_strict, ok = _outcomes(record, key or self.key, index)
+        return ok_strict if strict else ok
 
     def options(self, record: dict, index: int = 0) -> tuple[list[str], str]:
         return mmsu_item(record, index)
