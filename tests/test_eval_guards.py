@@ -126,7 +126,28 @@ def test_every_bad_clip_is_listed_before_the_model_loads(mmau_file, tmp_path, ca
     assert "item-1:" in err and "cannot decode audio" in err
     assert "item-3:" in err and "no samples" in err
     assert "item-4: ./test-mini-audios/gone.wav: file not found" in err
+    assert f"(looked under {data.parent})" in err  # MMAU's clip paths are relative to its file's folder
     assert "item-0" not in err and not (tmp_path / "p.json").exists()
+
+
+def test_a_benchmark_whose_clips_are_in_its_data_names_no_folder(tmp_path, capsys):
+    """MMSU's clips are bytes inside its parquet: a missing one was not looked for beside the file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sf.write(str(tmp_path / "tone.wav"), [0.1] * 1600, 16_000)
+    row = {"key": "ok", "question": "Which?", "options": ["a", "b"], "answer_index": 0, "category": "x",
+           "audio": {"bytes": (tmp_path / "tone.wav").read_bytes(), "path": "tone.wav"}}
+    rows = [row, {**row, "key": "gone", "audio": {"bytes": None, "path": "gone.wav"}}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "mmsu.parquet")
+    broken = tmp_path / "broken-model"  # never loaded: the clips are checked first
+    broken.mkdir()
+    (broken / "config.json").write_text(json.dumps({"model_type": "qwen2_audio"}))
+    argv = ["eval", "--benchmark", "mmsu", "--data", str(tmp_path / "mmsu.parquet"), "--model", str(broken),
+            "--output", str(tmp_path / "p.json")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "1 of 2 audio clips are missing or unusable:" in err and "looked under" not in err
 
 
 def test_a_long_list_of_bad_clips_is_cut():

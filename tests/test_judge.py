@@ -171,6 +171,20 @@ def test_prepare_open_names_a_malformed_line(tmp_path, capsys):
     assert not (tmp_path / "o.parquet").exists()
 
 
+def test_prepare_open_finds_the_clips_under_audio_dir(tmp_path, capsys):
+    """A JSONL kept apart from its clips: ``--audio-dir`` says where they are; without it none is found."""
+    assert main(["synth", str(tmp_path / "synth"), "--task", "open", "--n", "3"]) == 0
+    moved = tmp_path / "questions" / "open.jsonl"
+    moved.parent.mkdir()
+    (tmp_path / "synth" / "open.jsonl").rename(moved)
+    out = tmp_path / "open.parquet"
+    assert main(["prepare", "open", "--input", str(moved), "--audio-dir", str(tmp_path / "synth"), "--output",
+                 str(out), "--workers", "1"]) == 0
+    assert json.loads(out.with_suffix(".report.json").read_text())["rows_out"] == 3
+    assert main(["prepare", "open", "--input", str(moved), "--output", str(tmp_path / "none.parquet")]) == 2
+    assert "no usable rows among the 3 read (3 skipped)" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------------------------------ eval, score
 def test_score_again_asks_the_judge_nothing_and_needs_no_judge(open_data, tiny_model_dir, tiny_judge_dir, tmp_path,
                                                                capsys):

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from helpers import MMAR_META, needs_mmar, write_tone
 
-from r1_aqa.cli import main
-from r1_aqa.data.mmar import load_mmar
-from r1_aqa.evaluate.predict import prediction_fields
 from r1_aqa.benchmarks.common import tokenize
 from r1_aqa.benchmarks.mmar import BENCHMARK as MMAR
 from r1_aqa.benchmarks.mmar import MODALITIES as MMAR_MODALITIES
+from r1_aqa.benchmarks.mmar import load_mmar
 from r1_aqa.benchmarks.token_rule import ambiguous_items
+from r1_aqa.cli import main
+from r1_aqa.evaluate.predict import prediction_fields
 
 pytestmark = needs_mmar
 

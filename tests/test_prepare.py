@@ -13,12 +13,12 @@ import pytest
 import soundfile as sf
 from helpers import MMAU_DIR, needs_mmau, write_tone
 
+from r1_aqa.benchmarks.mmau import load_mmau
+from r1_aqa.benchmarks.mmsu import load_mmsu
 from r1_aqa.cli import main
 from r1_aqa.data.avqa import parse_question, video_to_audio
-from r1_aqa.data.mmau import load_mmau
-from r1_aqa.data.mmsu import load_mmsu
-from r1_aqa.data.prepare import COLUMNS
 from r1_aqa.data.synth import synthesize
+from r1_aqa.items import COLUMNS
 from r1_aqa.prompts import format_prompt
 
 MMAU_FILES = ["mmau-test-mini.2025-01-28.json", "mmau-test-mini.v05.15.25.json"]
@@ -395,6 +395,20 @@ def test_mmsu_layouts(layout, tmp_path):
     assert prepared[0]["audio"] == str(out.with_suffix(".audio") / "emo_0.wav")
     assert prepared[3]["audio"] == str(out.with_suffix(".audio") / "from_path.wav" if embedded else on_disk)
     assert all(r["duration_s"] == pytest.approx(0.3) for r in prepared)
+
+
+def test_prepare_mmsu_takes_the_split_asked_for(tmp_path, capsys):
+    import datasets
+
+    rows = _mmsu_records(tmp_path)[:3]
+    ds = datasets.Dataset.from_list(rows).cast_column("audio", datasets.Audio(sampling_rate=16_000))
+    datasets.DatasetDict(test=ds.select([0, 1]), dev=ds.select([2])).save_to_disk(str(tmp_path / "mmsu"))
+    out = tmp_path / "dev.parquet"
+    assert main(["prepare", "mmsu", "--input", str(tmp_path / "mmsu"), "--split", "dev", "--output", str(out),
+                 "--workers", "1"]) == 0
+    assert [r["id"] for r in _read(out)] == ["emo_2"]
+    assert main(["prepare", "mmsu", "--input", str(tmp_path / "mmsu"), "--output", str(tmp_path / "x.parquet")]) == 2
+    assert "no split None; splits are ['dev', 'test'] (pick one with --split)" in capsys.readouterr().err
 
 
 def test_mmsu_rejects_unknown_input(tmp_path):

@@ -325,7 +325,7 @@ def _write_outputs(out: Path, summary: dict) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .evaluate.reports import save_figure
+    from .files import save_figure
     from .files import write_json, write_text
 
     write_json(out / "summary.json", summary)

@@ -1,4 +1,5 @@
-"""Atomic file output: results are written to a temporary file beside the target, then renamed."""
+"""Atomic file output: results are written to a temporary file beside the target, then renamed; no output carries
+the version of the library that wrote it (parquet frames, PNG figures)."""
 
 from __future__ import annotations
 
@@ -121,3 +122,23 @@ def weights_fingerprint(directory: str | os.PathLike) -> str:
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """Read a JSON-lines file; a line that is not a JSON object raises ``ValueError`` naming file and line."""
     return [row for _, row in iter_jsonl(path)]
+
+
+def figure_png(fig) -> bytes:
+    """A matplotlib figure as PNG bytes, without matplotlib's version stamp; the figure is closed."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(figure_png(fig))
+    return path

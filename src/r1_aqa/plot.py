@@ -113,8 +113,7 @@ def plot_run(run_dir: str | os.PathLike) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .evaluate.reports import save_figure
-    from .files import write_text
+    from .files import save_figure, write_text
 
     rows, info = read_run(run_dir)
     out = Path(run_dir) / "plots"

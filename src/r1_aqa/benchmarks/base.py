@@ -1,12 +1,14 @@
-"""The :class:`Benchmark` protocol: everything ``eval``, ``score``, the reports, the sweep, the page and ``synth
---like`` need to know about one benchmark. The defaults are those of a multiple-choice benchmark whose records carry
+"""The :class:`Benchmark` protocol: everything ``prepare``, ``eval``, ``score``, the reports, the sweep, the page and
+``synth --like`` need to know about one benchmark. The defaults are those of a multiple-choice benchmark whose records carry
 ``choices`` and ``answer``."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import ClassVar, Iterable, Sequence
 
+from ..items import Item, Skip
 from .common import DEFAULT_KEY, Score, mmau_match
 
 
@@ -26,6 +28,10 @@ class Benchmark:
     clip_field: ClassVar[str | None] = None  # the record field with the clip path(s) relative to the audio dir
     reads_parquet: ClassVar[bool] = False  # its own file may be a parquet: :meth:`read` takes every file
     sniff_first: ClassVar[bool] = False  # its files also look like another's (a JSON list like MMAU's): ask it first
+    prepare_help: ClassVar[str] = ""  # its line in `r1-aqa prepare --help` ("": prepare does not take it)
+    prepare_description: ClassVar[str] = ""  # `r1-aqa prepare NAME --help`
+    prepare_input: ClassVar[tuple[str, str]] = ("FILE", "question file")  # --input's metavar and help
+    prepare_audio_dir: ClassVar[str] = ""  # --audio-dir's help ("": no --audio-dir, the clips are in the data)
 
     # ---- input ------------------------------------------------------------------------------------------------------
     def read(self, data: Path, audio_dir: str | Path | None) -> list[dict]:
@@ -49,6 +55,19 @@ class Benchmark:
         """``synth --like``: the items of ``data``, this benchmark's file (:func:`sniff` said so), with their clips
         under ``out_dir`` (paths in :attr:`clip_field`); ``None`` where its clips are not paths."""
         return self.read(data, out_dir) if self.clip_field else None
+
+    # ---- prepare --------------------------------------------------------------------------------------------------
+    def add_prepare_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """``prepare NAME``'s flags beside ``--output``, ``--template`` and ``--workers``."""
+        parser.add_argument("--input", type=Path, required=True, metavar=self.prepare_input[0],
+                            help=self.prepare_input[1])
+        if self.prepare_audio_dir:
+            parser.add_argument("--audio-dir", type=Path, default=None, metavar="DIR", help=self.prepare_audio_dir)
+
+    def prepare_rows(self, args: argparse.Namespace) -> tuple[Iterable[Item | Skip], int]:
+        """``prepare``'s ``Item``/``Skip`` rows of ``args.input`` (a usable question, or why a record is left out),
+        and how many records it holds."""
+        raise NotImplementedError
 
     # ---- predictions ------------------------------------------------------------------------------------------------
     def prediction_fields(self, answer: str | None, think: str | None, template: str) -> dict:

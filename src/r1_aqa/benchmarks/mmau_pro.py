@@ -49,7 +49,7 @@ def load_mmau_pro(path: str | os.PathLike, audio_dir: str | os.PathLike | None =
     the absolute paths of its clips (``audio_path`` is one path or a list; a clip not found under ``audio_dir``, the
     file's directory by default, is None) and ``choices`` as a list. A record without one of :data:`FIELDS` raises
     ``ValueError`` naming the file and record."""
-    from ..data.records import resolve_audio
+    from ..items import resolve_audio
     from ..files import parquet_records
 
     path = Path(path)

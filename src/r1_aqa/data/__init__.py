@@ -1,6 +1,6 @@
-"""Data: the synthetic task (``synth``) and dataset preparation (``prepare`` with per-dataset readers).
+"""Data: the synthetic task (``synth``) and dataset preparation (``prepare``).
 
-Every prepared dataset is one parquet of validated rows with probed audio paths (see ``prepare.COLUMNS``) plus a
-skip report; the benchmarks (``r1_aqa.benchmarks``) read their own files through ``mmau.load_mmau``, ``mmar.load_mmar``
-and ``mmsu.load_mmsu``.
+Every prepared dataset is one parquet of validated rows with probed audio paths (see ``items.COLUMNS``) plus a skip
+report. ``prepare`` reads AVQA (training data) itself and asks a benchmark (``r1_aqa.benchmarks``) to read its own
+file; ``synth --like`` asks the benchmarks which one a file is.
 """

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Iterator
 
-from .records import (Item, Skip, audio_source, check_choices, clip_name, load_hf_split, missing_fields,
+from ..items import (Item, Skip, audio_source, check_choices, clip_name, load_hf_split, missing_fields,
                       resolve_audio)
 
 JSONL_FIELDS = ("id", "question_text", "multi_choice", "answer", "audio_path")

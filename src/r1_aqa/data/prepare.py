@@ -1,9 +1,9 @@
-"""``r1-aqa prepare avqa|mmau|mmsu|mmar``: validated rows with probed audio -> one parquet plus a skip report.
+"""``r1-aqa prepare avqa|BENCHMARK``: validated rows with probed audio -> one parquet plus a skip report.
 
-Dataset readers (``avqa``, ``mmau``, ``mmsu``, ``mmar``) yield ``records.Item`` (a usable question whose clip is still
-to be probed) or ``records.Skip`` (a row that is unusable as it stands); ``prepare`` probes every clip on all cores,
-writes clips that come as bytes or arrays out as wav files, and writes ``OUT.parquet`` and ``OUT.report.json``
-atomically.
+A source's reader (AVQA's in :mod:`.avqa`; a benchmark's own, :meth:`Benchmark.prepare_rows`, for every benchmark with a
+``prepare_help``) yields ``items.Item`` (a usable question whose clip is still to be probed) or ``items.Skip`` (a row
+that is unusable as it stands); ``prepare`` probes every clip on all cores, writes clips that come as bytes or arrays
+out as wav files, and writes ``OUT.parquet`` and ``OUT.report.json`` atomically.
 """
 
 from __future__ import annotations
@@ -14,19 +14,12 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+from ..benchmarks import NAMES, get_benchmark
+from ..items import COLUMNS, AudioSource, Item, Skip
 from .avqa import HF_LAYOUT, read_avqa_hf, read_avqa_jsonl
-from .mmar import read_mmar
-from .mmau import read_mmau
-from .mmsu import read_mmsu
-from .open import read_open
-from .records import AudioSource, Item, Skip
 
-HELP = ("Prepare AVQA, MMAU, MMSU, MMAR or open-ended items as a parquet of validated rows with probed audio, plus a "
-        "skip report.")
-
-# Parquet columns every prepared dataset has, in order; readers may add columns (``Item.extra``) after them.
-COLUMNS = ("id", "question", "choices", "answer", "answer_idx", "solution", "prompt", "audio", "duration_s",
-           "sample_rate", "dataset_name")
+HELP = ("Prepare AVQA (training data) or a benchmark's own file as a parquet of validated rows with probed audio, plus "
+        "a skip report.")
 
 
 def _is_wav(data: bytes) -> bool:
@@ -212,52 +205,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="where clips live: tries DIR/audio_path, audio_path, DIR/basename; None: the JSONL's dir")
     p.add_argument("--split", default="train", help="split to take with --from-hf")
 
-    p = sub.add_parser("mmau", parents=[common], formatter_class=fmt, help="MMAU question file (JSON list)",
-                       description="MMAU (e.g. mmau-test-mini.json); keeps all original fields as columns.")
-    p.add_argument("--input", type=Path, required=True, metavar="JSON", help="MMAU JSON question file")
-    p.add_argument("--audio-dir", type=Path, default=None, metavar="DIR",
-                   help="directory holding test-mini-audios/ (or the clips themselves); None: the JSON's dir")
-
-    p = sub.add_parser("mmsu", parents=[common], formatter_class=fmt, help="MMSU in HF format",
-                       description="MMSU (audio, key, question, options, answer_index, category) from a parquet "
-                                   "file, a directory of parquet files or a datasets save_to_disk directory.")
-    p.add_argument("--input", type=Path, required=True, metavar="PATH",
-                   help="parquet file, directory of parquet files, or save_to_disk directory")
-    p.add_argument("--split", default=None, help="split of a save_to_disk DatasetDict (needed if it has several)")
-
-    p = sub.add_parser("mmar", parents=[common], formatter_class=fmt, help="MMAR question file (MMAR-meta.jsonl)",
-                       description="MMAR (MMAR-meta.jsonl: id, audio_path, question, choices, answer, modality, "
-                                   "category, sub-category, thinking, ...); keeps all original fields as columns. "
-                                   "A malformed line (missing key, answer outside its choices) stops with its "
-                                   "line number; items whose clip is missing are skipped and reported.")
-    p.add_argument("--input", type=Path, required=True, metavar="JSONL", help="MMAR-meta.jsonl")
-    p.add_argument("--audio-dir", type=Path, default=None, metavar="DIR",
-                   help="directory holding audio/ (clips are audio_path under it); None: the JSONL's dir")
-
-    p = sub.add_parser("open", parents=[common], formatter_class=fmt,
-                       help="open-ended items (JSONL: question, audio_path, reference and/or rubric)",
-                       description="Open-ended items, no options (as `r1-aqa synth --task open` writes them): id, "
-                                   "question, audio_path, a reference answer and/or rubric lines (rubric_weights: one "
-                                   "number >= 0 per line, 1 each by default); the judged rewards and `eval/score "
-                                   "--benchmark open` read them. A malformed line stops with its line number; items "
-                                   "whose clip is missing are skipped and reported.")
-    p.add_argument("--input", type=Path, required=True, metavar="JSONL", help="open-ended JSONL file")
-    p.add_argument("--audio-dir", type=Path, default=None, metavar="DIR",
-                   help="where clips live: tries DIR/audio_path, audio_path, DIR/basename; None: the JSONL's dir")
+    for benchmark in map(get_benchmark, NAMES):
+        if benchmark.prepare_help:
+            p = sub.add_parser(benchmark.name, parents=[common], formatter_class=fmt, help=benchmark.prepare_help,
+                               description=benchmark.prepare_description)
+            benchmark.add_prepare_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.dataset == "avqa":
         rows, rows_in = (read_avqa_hf(args.from_hf, args.split) if args.from_hf is not None
                          else read_avqa_jsonl(args.input, args.audio_dir))
-    elif args.dataset == "mmau":
-        rows, rows_in = read_mmau(args.input, args.audio_dir)
-    elif args.dataset == "mmar":
-        rows, rows_in = read_mmar(args.input, args.audio_dir)
-    elif args.dataset == "open":
-        rows, rows_in = read_open(args.input, args.audio_dir)
     else:
-        rows, rows_in = read_mmsu(args.input, args.split)
+        rows, rows_in = get_benchmark(args.dataset).prepare_rows(args)
     report = prepare(rows, rows_in, args.output, template=args.template, workers=args.workers)
     print(f"{args.output}: kept {report['rows_out']} of {report['rows_in']} rows, skipped "
           f"{len(report['skipped'])} (see {report_path(args.output)})")

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..benchmarks import get_benchmark, sniff
+
 HELP = "Write a synthetic audio multiple-choice task (pitch or beep count) as R1-AQA JSONL plus wav files."
 
 SAMPLE_RATE = 16_000
@@ -158,7 +160,6 @@ def stand_ins(benchmark_file: str | os.PathLike, out_dir: str | os.PathLike, sec
     import soundfile as sf
     from tqdm import tqdm
 
-    from ..benchmarks import sniff
     from ..files import atomic_path
 
     if seconds <= 0:
@@ -208,8 +209,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.like is not None:
         n, kind = stand_ins(args.like, args.out_dir, seconds=args.seconds, seed=args.seed)
-        prepare = "" if kind == "mmau-pro" else (f" (or r1-aqa prepare {kind} --input {args.like} --audio-dir "
-                                                 f"{args.out_dir} --output OUT.parquet)")
+        prepare = "" if not get_benchmark(kind).prepare_help else (
+            f" (or r1-aqa prepare {kind} --input {args.like} --audio-dir {args.out_dir} --output OUT.parquet)")
         print(f"wrote {n} stand-in clips under {args.out_dir} for {args.like}; next: r1-aqa eval --benchmark {kind} "
               f"--data {args.like} --audio-dir {args.out_dir} --model MODEL --output PRED.json{prepare}")
         return 0

@@ -342,7 +342,7 @@ def plot_report(report: dict, path: str | os.PathLike) -> Path:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from .reports import save_figure
+    from ..files import save_figure
 
     column = next(iter(report["groups"]), None)
     entries = report["groups"][column] if column else {"all": {"weak": report["weak"], "strong": report["strong"],

@@ -32,12 +32,12 @@ from pathlib import Path
 from typing import Sequence
 from urllib.parse import quote
 
-from ..files import write_text
-from . import reports
 from ..benchmarks import NAMES, get_benchmark
 from ..benchmarks.common import Score, load_predictions, order_zero
-from .analysis import analyse, shown, strict_view
+from ..files import figure_png, write_text
 from ..formatting import fmt, pct, points, signed
+from . import reports
+from .analysis import analyse, shown, strict_view
 from .paths import meta_path, page_path, silence_path, sweep_checkpoints, sweep_page_path
 from .scoring import score_records
 
@@ -127,7 +127,7 @@ def relative_url(path: Path, page_dir: Path) -> str:
 
 
 def png_uri(fig) -> str:
-    return "data:image/png;base64," + base64.b64encode(reports.figure_png(fig)).decode("ascii")
+    return "data:image/png;base64," + base64.b64encode(figure_png(fig)).decode("ascii")
 
 
 def esc(value) -> str:

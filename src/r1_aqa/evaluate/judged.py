@@ -146,7 +146,7 @@ def score_file(benchmark: str, predictions: str | os.PathLike, judge_args: dict,
     paths written are listed on stderr. ``judge_args``: :func:`make_judge`'s keyword arguments."""
     from ..files import write_json, write_text
     from .paths import page_path, score_stem
-    from .reports import save_figure
+    from ..files import save_figure
     from ..benchmarks.common import load_predictions
 
     predictions = Path(predictions)

@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ..files import atomic_path, write_json, write_text
-from ..formatting import fmt, group_tables, markdown_table, signed
 from ..benchmarks import get_benchmark
 from ..benchmarks.common import Score, attach_questions, load_predictions
+from ..files import save_figure, write_json, write_text
+from ..formatting import fmt, group_tables, markdown_table, signed
 from .scoring import listening_gap, same_items, score_records
 
 SWEEP_NAME = "sweep"
@@ -50,26 +50,6 @@ def score_markdown(score: Score) -> str:
                          [[a["id"], a["answer"], "; ".join(a["same_tokens"])] for a in score["ambiguous"]],
                          text_columns=3)]
     return "\n".join(lines) + "\n"
-
-
-def figure_png(fig) -> bytes:
-    """A matplotlib figure as PNG bytes, without matplotlib's version stamp; the figure is closed."""
-    import io
-
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight", metadata={"Software": None})
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def save_figure(fig, path: str | os.PathLike) -> Path:
-    """Save a matplotlib figure as PNG atomically and close it."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(figure_png(fig))
-    return path
 
 
 def plot_score(score: Score, path: str | os.PathLike) -> Path:

@@ -1,8 +1,8 @@
-"""The records dataset readers yield and the helpers they share.
+"""The rows a source's reader yields for ``prepare``, the columns of a prepared parquet, and the checks readers share.
 
-Readers (``avqa``, ``mmau``, ``mmsu``, ``mmar``) turn a benchmark's own file into ``Item`` rows (a usable question whose
-clip is still to be probed) and ``Skip`` rows (a row that is unusable as it stands, with the reason); ``prepare``
-probes the clips of the items and writes the parquet.
+Readers (AVQA's in ``data/avqa.py``; each benchmark's own in its module of ``benchmarks/``) turn a file into ``Item``
+rows (a usable question whose clip is still to be probed) and ``Skip`` rows (a row that is unusable as it stands, with
+the reason); ``prepare`` probes the clips of the items and writes the parquet.
 """
 
 from __future__ import annotations
@@ -11,6 +11,10 @@ import dataclasses
 import os
 import re
 from typing import Any, Sequence, Union
+
+# Parquet columns every prepared dataset has, in order; readers may add columns (``Item.extra``) after them.
+COLUMNS = ("id", "question", "choices", "answer", "answer_idx", "solution", "prompt", "audio", "duration_s",
+           "sample_rate", "dataset_name")
 
 # A clip as a reader finds it: a resolved path, encoded bytes, or a decoded (array, sample rate) pair.
 AudioSource = Union[str, bytes, tuple]
