@@ -173,16 +173,14 @@ def answer_all(frame, opts: FilterArguments) -> dict[tuple, dict]:
     from tqdm import tqdm
 
     from .engines import load_engine
-    from .predict import DEFAULT_BATCH_SIZE, audio_cap, dtype_name, predict
+    from .predict import audio_cap, generation_settings, predict
     from .resume import PartialRecords
 
-    batch_size = opts.batch_size or DEFAULT_BATCH_SIZE[opts.engine]
-    dtype = dtype_name(opts.dtype)
     settings = {"data": str(Path(opts.data).resolve()), "models": [str(Path(m).resolve()) for m in opts.model],
-                "engine": opts.engine, "dtype": dtype, "template": opts.template,
-                "max_new_tokens": opts.max_new_tokens, "max_audio_seconds": opts.max_audio_seconds,
-                "samples": opts.samples, "temperature": opts.temperature, "seed": opts.seed, "limit": opts.limit,
-                "batch_size": batch_size}
+                **generation_settings(opts, {"max_new_tokens": opts.max_new_tokens}, opts.max_audio_seconds,
+                                      {"samples": opts.samples, "temperature": opts.temperature, "seed": opts.seed,
+                                       "limit": opts.limit})}
+    batch_size, dtype = settings["batch_size"], settings["dtype"]
     rows = {str(r["id"]): r for r in frame.to_dict("records")}
     jobs = [{"id": i, "model": j, "condition": c} for j in range(len(opts.model)) for c in CONDITIONS for i in rows]
     partial = PartialRecords(Path(opts.output), settings, RESUME_SETTINGS, _key)

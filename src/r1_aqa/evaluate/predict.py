@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from .. import files
 from ..benchmarks import get_benchmark
 from ..benchmarks.common import load_predictions
-from .arguments import DEFAULT_BATCH_SIZE, EvalArguments, resume_settings
+from .arguments import DEFAULT_BATCH_SIZE, EvalArguments, GenerationArguments, resume_settings
 from .benchmarks import clip, expand
 from .paths import meta_path
 from .resume import PartialRecords, drop_stale, locked, partial_paths, prefetched, settings_diff
@@ -159,11 +159,21 @@ def _settings(items: Sequence[dict], model: str | os.PathLike, opts: EvalArgumen
     return {
         "benchmark": opts.benchmark, "data": str(Path(opts.data).resolve()),
         "data_version": get_benchmark(opts.benchmark).version(items), "model": _model_name(model),
-        "model_files": _model_files(model), "engine": opts.engine, "dtype": dtype_name(opts.dtype),
-        "template": opts.template, "sampling": greedy_settings(opts.max_new_tokens),
-        "max_audio_seconds": audio_cap(model, opts.max_audio_seconds) or None, "permutations": opts.permutations,
-        "silence": silence, "batch_size": opts.batch_size or DEFAULT_BATCH_SIZE[opts.engine],
+        "model_files": _model_files(model),
+        **generation_settings(opts, {"sampling": greedy_settings(opts.max_new_tokens)},
+                              audio_cap(model, opts.max_audio_seconds) or None,
+                              {"permutations": opts.permutations, "silence": silence}),
     }
+
+
+def generation_settings(opts: GenerationArguments, length: dict, max_audio_seconds: float | None,
+                        own: dict) -> dict:
+    """The generation part of what ``eval`` and ``filter`` record an output is made with: engine, dtype, template,
+    the answers' length (``length``: greedy settings, or the token cap), the clip cap, the command's ``own`` settings
+    and the batch size, in that order."""
+    return {"engine": opts.engine, "dtype": dtype_name(opts.dtype), "template": opts.template, **length,
+            "max_audio_seconds": max_audio_seconds, **own,
+            "batch_size": opts.batch_size or DEFAULT_BATCH_SIZE[opts.engine]}
 
 
 def _predict_share(mine: list[dict], model: str | os.PathLike, opts: EvalArguments, settings: dict,
