@@ -1,5 +1,5 @@
-"""A benchmark is one module: a toy one, defined and registered here, goes through ``eval``, ``score``, its reports
-and the page without a line of the package naming it."""
+"""A benchmark is one module: a toy one, defined and registered here, goes through ``prepare``, ``eval``, ``score``,
+its reports and the page without a line of the package naming it."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from helpers import write_tone
 from r1_aqa.benchmarks import NAMES, Benchmark, get_benchmark, register
 from r1_aqa.benchmarks.common import Score, item_id, order_zero, tally
 from r1_aqa.cli import main
+from r1_aqa.files import iter_jsonl
 from r1_aqa.formatting import pct
+from r1_aqa.items import Item, Skip, resolve_audio
 
 CHOICES = [["low", "high"], ["dog", "cat", "car"], ["yes", "no"], ["one", "two", "three"]]
 
@@ -22,6 +24,19 @@ class Exact(Benchmark):
 
     name = "toy-exact"
     title = "Toy exact match"
+    prepare_help = "toy items (JSONL: id, question, choices, answer, dataset_name, clip)"
+    prepare_input = ("JSONL", "toy question file")
+    prepare_audio_dir = "where the clips are; unset: the file's folder"
+
+    def prepare_rows(self, args):
+        rows = []
+        for line, rec in iter_jsonl(args.input):
+            audio = resolve_audio(rec["clip"], args.audio_dir or args.input.parent)
+            rows.append(Skip(line, str(rec["id"]), f"no clip {rec['clip']}") if audio is None else Item(
+                line=line, id=str(rec["id"]), question=rec["question"], choices=rec["choices"],
+                answer_idx=rec["choices"].index(rec["answer"]), dataset_name=rec["dataset_name"], audio=audio,
+                clip=audio))
+        return rows, len(rows)
 
     def prediction_fields(self, answer, think, template):
         return {"toy_answer": (answer or "").lower()}
@@ -58,16 +73,21 @@ def toy() -> Benchmark:
 
 
 def _prepared(root: Path) -> Path:
+    """The toy's own question file (one clip missing), through ``prepare toy-exact``."""
     rows = []
+    (root / "clips").mkdir()
     for i, choices in enumerate(CHOICES):
-        write_tone(root / f"tone{i}.wav", freq=300.0 + 150.0 * i)
-        rows.append({"id": i, "video_name": f"v{i}", "question_text": f"Which tone is number {i}?",
-                     "multi_choice": choices, "answer": i % len(choices), "question_type": "Which",
-                     "dataset_name": "AVQA" if i % 2 else "other", "audio_path": f"tone{i}.wav"})
-    (root / "avqa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        write_tone(root / "clips" / f"tone{i}.wav", freq=300.0 + 150.0 * i)
+        rows.append({"id": i, "question": f"Which tone is number {i}?", "choices": choices,
+                     "answer": choices[i % len(choices)], "dataset_name": "AVQA" if i % 2 else "other",
+                     "clip": f"tone{i}.wav"})
+    rows.append({**rows[0], "id": "gone", "clip": "gone.wav"})
+    (root / "toy.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     parquet = root / "toy.parquet"
-    assert main(["prepare", "avqa", "--input", str(root / "avqa.jsonl"), "--audio-dir", str(root), "--output",
-                 str(parquet), "--workers", "1"]) == 0
+    assert main(["prepare", "toy-exact", "--input", str(root / "toy.jsonl"), "--audio-dir", str(root / "clips"),
+                 "--output", str(parquet), "--workers", "1"]) == 0
+    report = json.loads((root / "toy.report.json").read_text())
+    assert report == {"rows_in": 5, "rows_out": 4, "skipped": [{"line": 5, "id": "gone", "reason": "no clip gone.wav"}]}
     return parquet
 
 
