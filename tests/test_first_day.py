@@ -177,9 +177,10 @@ def test_vllm_rollouts_need_the_30_s_window(data, tmp_path):
     assert torch == "torch not imported" and not (tmp_path / "out").exists()
 
 
-def test_gpu_recipe_on_a_cpu_says_what_to_do(data, model_dir, tmp_path):
+@pytest.mark.parametrize("extra", [(), ("--fp16", "false")])
+def test_gpu_recipe_on_a_cpu_says_what_to_do(extra, data, model_dir, tmp_path):
     recipe = ROOT / "examples/r1_aqa/recipes/qwen2_audio_7b/grpo_r1_aqa.yaml"
-    code, line, _ = cli(_train(model_dir, data, tmp_path / "out", config=recipe))
+    code, line, _ = cli(_train(model_dir, data, tmp_path / "out", *extra, config=recipe))
     assert code == 2 and "sets bf16: true, which needs a GPU" in line and "--bf16 false --use_cpu true" in line
     assert "assign use_cpu" not in line and not (tmp_path / "out").exists()
 

@@ -111,9 +111,9 @@ def check_stage_inputs(config: str | None, argv: Sequence[str], config_class: tu
     values = {**read_recipe(config, known), **flag_values(argv, known)}
     check_stage_values(values)
     check_model_path(values["model_name_or_path"], "--model_name_or_path")
-    if _true(values.get("use_vllm")):
+    if is_true(values.get("use_vllm")):
         check_vllm_window(values["model_name_or_path"])
-    skip_bad = _true(values.get("skip_bad_audio", False))
+    skip_bad = is_true(values.get("skip_bad_audio", False))
     columns = [*TRAINING_COLUMNS, *([values["reasoning_column"]] if values.get("reasoning_column") else [])]
     for key in ("dataset_path", "eval_dataset_path"):
         if values.get(key):
@@ -157,7 +157,7 @@ def check_stage_values(values: dict) -> None:
         raise NotADirectoryError(f"--output_dir {values['output_dir']}: a file, not a directory")
 
 
-def _true(value) -> bool:
+def is_true(value) -> bool:
     """A boolean recipe value or flag as TRL reads it (``true``, ``1``, ``yes``; a bare flag is ``True``)."""
     return str(value).lower() in ("true", "1", "yes")
 

@@ -73,16 +73,16 @@ def check_inputs(args, config_class: tuple[str, str], script_classes: tuple) -> 
     the command line set."""
     if args.trl_help:
         return {}
-    from ..checks import check_stage_inputs
+    from ..checks import check_stage_inputs, is_true
 
     values = check_stage_inputs(args.config, args.extra_args, config_class, script_classes)
-    bf16, use_cpu = (str(values.get(k, "")).lower() for k in ("bf16", "use_cpu"))
-    if bf16 in ("false", "0", "no") or values.get("fp16") or use_cpu in ("true", "1", "yes"):
+    bf16_off = "bf16" in values and not is_true(values["bf16"])
+    if bf16_off or is_true(values.get("fp16")) or is_true(values.get("use_cpu")):
         return values
     from transformers.utils import is_torch_bf16_gpu_available
 
     if not is_torch_bf16_gpu_available():
-        source = f"--config {args.config} sets bf16: true" if bf16 else "bf16 is TRL's default"
+        source = f"--config {args.config} sets bf16: true" if "bf16" in values else "bf16 is TRL's default"
         raise ValueError(f"{source}, which needs a GPU, and this machine has none: this recipe is for GPUs. To run it "
                          "here anyway, add --bf16 false --use_cpu true (float32 on the CPU); the CPU recipes are "
                          "examples/r1_aqa/recipes/tiny_grpo.yaml and tiny_sft.yaml (tiny models)")
