@@ -1,6 +1,6 @@
 """The :class:`Benchmark` protocol: everything ``prepare``, ``eval``, ``score``, the reports, the sweep, the page and
-``synth --like`` need to know about one benchmark. The defaults are those of a multiple-choice benchmark whose records carry
-``choices`` and ``answer``."""
+``synth --like`` need to know about one benchmark. The defaults are those of a multiple-choice benchmark whose records
+carry ``choices`` and ``answer``."""
 
 from __future__ import annotations
 

@@ -21,9 +21,6 @@ from .base import Benchmark
 from .common import DEFAULT_KEY, mean_tables
 
 
-FIELDS = ("id", "question", "audio_path", "reference", "rubric", "rubric_weights")
-
-
 def _problem(rec: dict) -> str | None:
     """Why an open-ended record is malformed, or None."""
     missing = [k for k in ("id", "question", "audio_path") if rec.get(k) is None]
