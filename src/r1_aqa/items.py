@@ -110,6 +110,11 @@ def audio_source(value: Any, base_dir: str | os.PathLike | None = None) -> Audio
     return None
 
 
+def is_saved_dataset(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a ``datasets`` save_to_disk directory (of a Dataset or a DatasetDict)."""
+    return any(os.path.isfile(os.path.join(path, f)) for f in ("dataset_dict.json", "state.json"))
+
+
 def load_hf_split(path: str | os.PathLike, split: str | None):
     """``datasets.load_from_disk`` of a Dataset or DatasetDict (taking ``split``; the only one when None), with
     audio columns left undecoded (``{"bytes", "path"}``)."""

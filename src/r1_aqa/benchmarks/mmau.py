@@ -12,7 +12,8 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from ..items import Item, Skip, benchmark_item, check_choices, check_question, missing_fields, resolve_audio
+from ..items import (Item, Skip, benchmark_item, check_choices, check_question, is_saved_dataset, missing_fields,
+                     resolve_audio)
 from .common import DEFAULT_KEY, LEGACY_KEY, UNKNOWN_VERSION, order_zero
 from .token_rule import TokenRuleBenchmark
 
@@ -39,8 +40,7 @@ def load_mmau(path: str | os.PathLike, audio_dir: str | os.PathLike | None = Non
     """
     mmsu = " (MMSU data? that is `prepare mmsu` / `eval --benchmark mmsu`)"
     if Path(path).is_dir():  # MMSU's HF format is parquet files or a save_to_disk directory
-        held = any(Path(path).glob("*.parquet")) or any((Path(path) / f).is_file()
-                                                         for f in ("dataset_dict.json", "state.json"))
+        held = any(Path(path).glob("*.parquet")) or is_saved_dataset(path)
         raise IsADirectoryError(f"{path}: is a directory, not an MMAU JSON file{mmsu if held else ''}")
     if Path(path).suffix == ".parquet":
         raise ValueError(f"{path}: not an MMAU JSON file{mmsu}")

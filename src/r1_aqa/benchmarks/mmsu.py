@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from ..formatting import fmt, pct
-from ..items import (COLUMNS, Item, Skip, audio_source, check_choices, check_question, clip_name, load_hf_split,
-                     missing_fields)
+from ..items import (COLUMNS, Item, Skip, audio_source, check_choices, check_question, clip_name, is_saved_dataset,
+                     load_hf_split, missing_fields)
 from .base import Benchmark
 from .common import (DEFAULT_KEY, LEGACY_KEY, Score, is_permuted, item_id, legacy_warning, order_zero,
                      permutation_consistency, prediction, tally)
@@ -147,7 +147,7 @@ FIELDS = ("key", "question", "options", "answer_index")
 def _open(path: str | os.PathLike, split: str | None) -> tuple[Iterator[dict], int, Path]:
     """Raw records of ``path``, their count, and the directory relative audio paths are tried against."""
     path = Path(path)
-    if path.is_dir() and any((path / f).is_file() for f in ("dataset_dict.json", "state.json")):
+    if is_saved_dataset(path):
         ds = load_hf_split(path, split)
         return iter(ds), len(ds), path
     if path.is_file() and path.suffix == ".parquet":
@@ -227,7 +227,7 @@ def _check_hf_format(data: Path) -> None:
     columns), saying what it is and what to pass instead."""
     from ..files import parquet_columns
 
-    if data.is_dir() and any((data / f).is_file() for f in ("dataset_dict.json", "state.json")):
+    if is_saved_dataset(data):
         return
     files = [data] if data.is_file() else sorted(data.rglob("*.parquet"))
     if not files:

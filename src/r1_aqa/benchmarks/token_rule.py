@@ -10,7 +10,7 @@ from typing import ClassVar, Iterable, Sequence
 from ..formatting import fmt, pct
 from .base import Benchmark
 from .common import (Score, dropped_warnings, is_permuted, item_id, mmau_match, order_zero, permutation_consistency,
-                     prediction, tokenize)
+                     prediction, tally, tokenize)
 
 
 def check_record(record: dict, index: int) -> None:
@@ -72,15 +72,13 @@ class TokenRuleBenchmark(Benchmark):
             for name, (column, _, default) in self.groups.items():
                 value = record.get(column, default)
                 if value is not None:
-                    tally = tallies[name].setdefault(value, [0, 0])
-                    tally[0] += ok
-                    tally[1] += 1
+                    tally(tallies[name], [value], ok)
         result = {
             "benchmark": self.name, "rule": self.rule, "key": key, **self.extra(records),
             "total": pct(correct, total) if total else None,
             "n": total,
             "correct": correct,
-            **{name: {k: pct(*v) for k, v in tally.items()} for name, tally in tallies.items()},
+            **{name: {k: pct(*v) for k, v in counts.items()} for name, counts in tallies.items()},
             "counts": tallies,
             "records": len(base),
             "missing": missing,

@@ -60,8 +60,8 @@ def _is_prepared(data: Path) -> bool:
     """Whether ``data`` is a parquet written by ``r1-aqa prepare`` (all its columns; ``audio`` an absolute path)."""
     if data.suffix != ".parquet" or not data.is_file():
         return False
-    from ..items import COLUMNS
     from ..files import parquet_columns
+    from ..items import COLUMNS
 
     return set(COLUMNS) <= set(parquet_columns(data))
 

@@ -144,10 +144,9 @@ def score_file(benchmark: str, predictions: str | os.PathLike, judge_args: dict,
                report: bool = True, records: list[dict] | None = None) -> dict:
     """Score a judged benchmark's predictions file and (``report``) write ``PRED.score.{json,md,png}``; the
     paths written are listed on stderr. ``judge_args``: :func:`make_judge`'s keyword arguments."""
-    from ..files import write_json, write_text
-    from .paths import page_path, score_stem
-    from ..files import save_figure
     from ..benchmarks.common import load_predictions
+    from ..files import save_figure, write_json, write_text
+    from .paths import page_path, score_stem
 
     predictions = Path(predictions)
     records = load_predictions(predictions) if records is None else records
